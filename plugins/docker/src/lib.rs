@@ -1,0 +1,1 @@
+//! Feature `docker` (being written).

@@ -1,0 +1,1 @@
+//! Feature `firewall` (being written).

@@ -1,0 +1,1 @@
+//! Feature `gxp` (being written).

@@ -1,0 +1,1 @@
+//! Feature `hardening` (being written).

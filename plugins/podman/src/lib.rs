@@ -1,0 +1,1 @@
+//! Feature `podman` (being written).

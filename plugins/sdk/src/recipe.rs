@@ -1,0 +1,72 @@
+//! The recipe as a plugin sees it.
+//!
+//! The host passes only the top-level fields a plugin lists in
+//! [`Info::reads`](crate::Info), plus `name` and `base_image`, with defaults
+//! applied. Fields not passed are empty here. Unknown fields are ignored, so a
+//! plugin keeps working when a newer host adds recipe fields.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RecipeView {
+    pub name: String,
+    /// `debian-bookworm` or `debian-trixie`.
+    pub base_image: String,
+    pub hostname: Option<String>,
+    pub packages: Vec<String>,
+    pub services: Vec<String>,
+    pub users: Vec<UserView>,
+    pub networking: NetworkingView,
+    pub security: SecurityView,
+    pub kernel_args: Vec<String>,
+}
+
+impl RecipeView {
+    /// The Debian suite of the base image (`bookworm`, `trixie`).
+    pub fn suite(&self) -> &str {
+        self.base_image.strip_prefix("debian-").unwrap_or(&self.base_image)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UserView {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub sudo: bool,
+    pub ssh_authorized_keys: Vec<String>,
+    pub shell: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NetworkingView {
+    pub dhcp: bool,
+    pub nameservers: Vec<String>,
+    pub allowed_ports: Vec<PortView>,
+}
+
+impl Default for NetworkingView {
+    fn default() -> Self {
+        NetworkingView { dhcp: true, nameservers: Vec::new(), allowed_ports: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortView {
+    pub port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SecurityView {
+    pub root_login: bool,
+    pub password_authentication: bool,
+}

@@ -1,0 +1,1 @@
+//! Feature `ssh` (being written).
