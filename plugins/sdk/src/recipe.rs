@@ -20,6 +20,22 @@ pub struct RecipeView {
     pub networking: NetworkingView,
     pub security: SecurityView,
     pub kernel_args: Vec<String>,
+    /// The recipe's features, normalised to `{name, options}` (passed when `features` is read).
+    pub features: Vec<FeatureView>,
+}
+
+impl RecipeView {
+    /// Whether the recipe enables a feature (meaningful when the plugin reads `features`).
+    pub fn has_feature(&self, name: &str) -> bool {
+        self.features.iter().any(|f| f.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FeatureView {
+    pub name: String,
+    pub options: serde_json::Value,
 }
 
 impl RecipeView {
