@@ -1,0 +1,24 @@
+//! The pure planning core of OpenFactory.
+//!
+//! recipe text → [`validate`] (syntax, structure, field rules) → [`plan`]
+//! (features, their plugins through [`plan::FeatureSet`], ordering) → a
+//! [`plan::Plan`] of typed [`step::Step`]s and boot checks.
+//!
+//! Nothing here runs a process, opens a socket, or needs root: the build,
+//! VM and test executors consume plans at the edges.
+
+pub mod catalog;
+pub mod diagnostic;
+pub mod id;
+pub mod plan;
+pub mod recipe;
+pub mod rules;
+pub mod schema;
+pub mod step;
+pub mod system;
+pub mod validate;
+
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use id::RecipeId;
+pub use plan::{Feature, FeatureInfo, FeatureSet, Outcome, Plan};
+pub use recipe::{BaseImage, Recipe};

@@ -1,0 +1,437 @@
+//! The planner: recipe → feature checks → plugins → an ordered plan.
+//!
+//! The planner is pure: it never runs a process, touches a file or opens a
+//! socket. Plugins are reached through the [`FeatureSet`] trait, which the
+//! wasmtime host implements; tests can implement it in memory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::diagnostic::{Diagnostic, Diagnostics, Path, did_you_mean};
+use crate::id::RecipeId;
+use crate::recipe::{BaseImage, Recipe};
+use crate::schema::Schema;
+use crate::step::{CheckKind, Step};
+use crate::system;
+use crate::validate;
+
+/// Where a step or check comes from: `recipe`, `base`, or a feature's name.
+pub const SOURCE_RECIPE: &str = "recipe";
+pub const SOURCE_BASE: &str = "base";
+
+/// What a feature plugin says about itself (WIT `feature-info`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FeatureInfo {
+    pub name: String,
+    pub version: String,
+    pub summary: String,
+    pub category: String,
+    /// JSON Schema of the feature's options.
+    pub options_schema: Value,
+    /// Top-level recipe fields the plugin reads.
+    pub reads: Vec<String>,
+    pub requires: Vec<String>,
+    pub conflicts: Vec<String>,
+}
+
+/// An installed feature: its description, the digest of its component, and
+/// its compiled options schema.
+#[derive(Debug)]
+pub struct Feature {
+    pub info: FeatureInfo,
+    /// sha256 (hex) of the plugin's component.
+    pub digest: String,
+    schema: Schema,
+}
+
+impl Feature {
+    /// `Err` when the plugin's options schema is not a usable JSON Schema.
+    pub fn new(info: FeatureInfo, digest: String) -> Result<Feature, String> {
+        let schema = Schema::compile(info.options_schema.clone())?;
+        Ok(Feature { info, digest, schema })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+}
+
+/// The recipe as one feature sees it (WIT `plan-context`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanContext {
+    /// The fields the feature reads, plus `name` and `base_image`.
+    pub recipe: Value,
+    /// The feature's options object.
+    pub options: Value,
+}
+
+/// What one plugin returned for a recipe.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    /// From `validate` (and from `plan` when it refused).
+    pub diagnostics: Vec<Diagnostic>,
+    /// From `plan`, when it was asked for and succeeded.
+    pub steps: Vec<Step>,
+    pub checks: Vec<FeatureCheck>,
+}
+
+/// A boot check as a plugin declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureCheck {
+    pub name: String,
+    pub description: String,
+    pub kind: CheckKind,
+    pub timeout_seconds: u32,
+}
+
+/// Running a plugin failed (not: the plugin reported problems).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct RuntimeError(pub String);
+
+/// The installed features and a way to run them.
+pub trait FeatureSet {
+    /// Every installed feature, sorted by name.
+    fn features(&self) -> Vec<&Feature>;
+
+    fn feature(&self, name: &str) -> Option<&Feature> {
+        self.features().into_iter().find(|f| f.name() == name)
+    }
+
+    /// Run the feature's `validate`; when `plan` is true and it found no
+    /// error, also `plan` and `checks`.
+    fn evaluate(&self, feature: &str, ctx: &PlanContext, plan: bool) -> Result<Evaluation, RuntimeError>;
+}
+
+/// An ordered, typed build plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Plan {
+    pub recipe_id: RecipeId,
+    pub recipe_name: String,
+    pub base_image: BaseImage,
+    pub suite: String,
+    pub architecture: String,
+    /// Features in planning order (required features first).
+    pub features: Vec<PlannedFeature>,
+    pub steps: Vec<PlannedStep>,
+    pub checks: Vec<PlannedCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedFeature {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedStep {
+    /// `recipe` or the feature that emitted the step.
+    pub source: String,
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedCheck {
+    /// `source/name`, unique in the plan: `docker/daemon-active`.
+    pub name: String,
+    /// `base`, `recipe` or the feature that declared it.
+    pub source: String,
+    pub description: String,
+    #[serde(flatten)]
+    pub kind: CheckKind,
+    pub timeout_seconds: u32,
+}
+
+/// The result of planning: a plan when nothing was wrong, and every
+/// diagnostic (warnings accompany a plan; errors replace it).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub plan: Option<Plan>,
+    pub diagnostics: Diagnostics,
+    /// Known when the recipe and all its features are known, even with errors.
+    pub recipe_id: Option<RecipeId>,
+}
+
+/// Validate a recipe with its features, without planning.
+pub fn validate(recipe: &Recipe, features: &dyn FeatureSet) -> Outcome {
+    run(recipe, features, false)
+}
+
+/// Validate and plan a recipe.
+pub fn plan(recipe: &Recipe, features: &dyn FeatureSet) -> Outcome {
+    run(recipe, features, true)
+}
+
+/// Check recipe text by itself and then with its features.
+pub fn plan_text(text: &str, format: validate::Format, features: &dyn FeatureSet, want_plan: bool) -> Outcome {
+    let checked = validate::check_text(text, format);
+    match checked.recipe {
+        Some(recipe) => {
+            let mut outcome = run_checked(&recipe, checked.diagnostics, features, want_plan);
+            outcome.diagnostics.sort();
+            outcome
+        }
+        None => Outcome { plan: None, diagnostics: checked.diagnostics, recipe_id: None },
+    }
+}
+
+fn run(recipe: &Recipe, features: &dyn FeatureSet, want_plan: bool) -> Outcome {
+    // A typed recipe may still break rules (it can be built in code): check them.
+    let value = serde_json::to_value(recipe).expect("a recipe serialises");
+    let checked = validate::check_value(value);
+    let mut outcome = run_checked(recipe, checked.diagnostics, features, want_plan);
+    outcome.diagnostics.sort();
+    outcome
+}
+
+fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureSet, want_plan: bool) -> Outcome {
+    let features_path = Path::root().field("features");
+
+    // 1. Every feature must be installed, with options its schema accepts.
+    let mut resolved: Vec<(usize, &Feature)> = Vec::new();
+    let mut options_ok: BTreeSet<usize> = BTreeSet::new();
+    for (i, fref) in recipe.features.iter().enumerate() {
+        let at = features_path.index(i);
+        let Some(feature) = set.feature(&fref.name) else {
+            let installed: Vec<&str> = set.features().iter().map(|f| f.name()).collect();
+            let hint = match did_you_mean(&fref.name, installed.iter().copied()) {
+                Some(m) => format!("did you mean `{m}`?"),
+                None => format!("installed features: {}", installed.join(", ")),
+            };
+            diagnostics.push(
+                Diagnostic::error("recipe.unknown-feature", at.field("name"), format!("unknown feature `{}`", crate::rules::truncate(&fref.name, 64)))
+                    .suggest(hint),
+            );
+            continue;
+        };
+        let options = Value::Object(fref.options.clone().into_iter().collect());
+        let problems = feature.schema.check(&options, &at.field("options"), &format!("{}.options", feature.name()));
+        if problems.is_empty() {
+            options_ok.insert(i);
+        }
+        diagnostics.extend(problems);
+        resolved.push((i, feature));
+    }
+
+    // 2. Requirements and conflicts.
+    let present: BTreeMap<&str, usize> = recipe.features.iter().enumerate().map(|(i, f)| (f.name.as_str(), i)).collect();
+    for &(i, feature) in &resolved {
+        for required in &feature.info.requires {
+            if !present.contains_key(required.as_str()) {
+                let installed = set.feature(required).is_some();
+                diagnostics.push(
+                    Diagnostic::error(
+                        "recipe.missing-requirement",
+                        features_path.index(i).field("name"),
+                        format!("feature `{}` requires feature `{required}`, which the recipe does not include", feature.name()),
+                    )
+                    .suggest(if installed {
+                        format!("add \"{required}\" to features (it is planned before `{}`)", feature.name())
+                    } else {
+                        format!("install the `{required}` plugin, then add it to features")
+                    }),
+                );
+            }
+        }
+        for other in &feature.info.conflicts {
+            if let Some(&j) = present.get(other.as_str()) {
+                // Report each pair once, at the later entry.
+                let reverse = set.feature(other).is_some_and(|o| o.info.conflicts.iter().any(|c| c == feature.name()));
+                if j < i || !reverse {
+                    let (later, earlier) = if j < i { (i, j) } else { (j, i) };
+                    diagnostics.push(
+                        Diagnostic::error(
+                            "recipe.feature-conflict",
+                            features_path.index(later).field("name"),
+                            format!("features `{}` and `{other}` cannot be used together", feature.name()),
+                        )
+                        .suggest(format!("remove features[{later}] or features[{earlier}]")),
+                    );
+                }
+            }
+        }
+    }
+
+    // 3. Planning order: required features first, otherwise recipe order.
+    let order = match planning_order(&resolved) {
+        Ok(order) => order,
+        Err(cycle) => {
+            diagnostics.push(Diagnostic::error("recipe.requirement-cycle", "features", format!("features require each other in a cycle: {}", cycle.join(" → "))));
+            Vec::new()
+        }
+    };
+
+    let all_known = resolved.len() == recipe.features.len();
+    let recipe_id = all_known.then(|| RecipeId::compute(recipe, resolved.iter().map(|(_, f)| (f.name(), f.digest.as_str()))));
+
+    // 4. Each feature's own validation, and its plan when nothing is wrong so far.
+    let plan_now = want_plan && !diagnostics.has_errors() && all_known;
+    let recipe_value = serde_json::to_value(recipe).expect("a recipe serialises");
+    let mut feature_steps: Vec<(String, Vec<Step>)> = Vec::new();
+    let mut checks: Vec<PlannedCheck> = Vec::new();
+    for &(i, feature) in &order {
+        if !options_ok.contains(&i) {
+            continue;
+        }
+        let at = features_path.index(i);
+        let ctx = PlanContext { recipe: project(&recipe_value, &feature.info.reads), options: Value::Object(recipe.features[i].options.clone().into_iter().collect()) };
+        match set.evaluate(feature.name(), &ctx, plan_now) {
+            Err(e) => diagnostics.push(
+                Diagnostic::error("plugin.failed", at.field("name"), format!("plugin `{}` failed: {e}", feature.name()))
+                    .suggest("this is a fault in the plugin, not in the recipe; report it to the plugin's author or remove the feature"),
+            ),
+            Ok(eval) => {
+                for d in eval.diagnostics {
+                    diagnostics.push(rebase(d, feature.name(), &at));
+                }
+                let mut bad = false;
+                for (n, step) in eval.steps.iter().enumerate() {
+                    for (field, reason) in step.check() {
+                        bad = true;
+                        diagnostics.push(Diagnostic::error(
+                            "plugin.invalid-step",
+                            at.field("name"),
+                            format!("plugin `{}` emitted an invalid step #{n} ({}): `{field}` {reason}", feature.name(), step.kind()),
+                        ));
+                    }
+                }
+                let mut names = BTreeSet::new();
+                for check in eval.checks {
+                    let problems = check.kind.check();
+                    let name_ok = crate::rules::slug(&check.name).is_ok() && names.insert(check.name.clone());
+                    if !problems.is_empty() || !name_ok {
+                        bad = true;
+                        diagnostics.push(Diagnostic::error(
+                            "plugin.invalid-check",
+                            at.field("name"),
+                            format!("plugin `{}` declared an invalid or duplicate boot check `{}`", feature.name(), crate::rules::truncate(&check.name, 64)),
+                        ));
+                        continue;
+                    }
+                    checks.push(PlannedCheck {
+                        name: format!("{}/{}", feature.name(), check.name),
+                        source: feature.name().to_owned(),
+                        description: check.description,
+                        kind: check.kind,
+                        timeout_seconds: check.timeout_seconds.clamp(1, 3600),
+                    });
+                }
+                if !bad {
+                    feature_steps.push((feature.name().to_owned(), eval.steps));
+                }
+            }
+        }
+    }
+
+    if !plan_now || diagnostics.has_errors() {
+        return Outcome { plan: None, diagnostics, recipe_id };
+    }
+    let Ok(base_image) = recipe.base_image.parse::<BaseImage>() else {
+        return Outcome { plan: None, diagnostics, recipe_id };
+    };
+
+    // 5. Assemble: recipe prelude, features in order, recipe epilogue.
+    let mut steps: Vec<PlannedStep> = Vec::new();
+    let tag = |source: &str, steps: Vec<Step>| steps.into_iter().map(|step| PlannedStep { source: source.to_owned(), step }).collect::<Vec<_>>();
+    steps.extend(tag(SOURCE_RECIPE, system::prelude(recipe)));
+    for (source, s) in feature_steps {
+        steps.extend(tag(&source, s));
+    }
+    steps.extend(tag(SOURCE_RECIPE, system::epilogue(recipe)));
+
+    let mut all_checks: Vec<PlannedCheck> = Vec::new();
+    for (source, list) in [(SOURCE_BASE, system::base_checks()), (SOURCE_RECIPE, system::recipe_checks(recipe))] {
+        all_checks.extend(list.into_iter().map(|(name, description, kind)| PlannedCheck {
+            name: format!("{source}/{name}"),
+            source: source.to_owned(),
+            description,
+            kind,
+            timeout_seconds: 300,
+        }));
+    }
+    all_checks.extend(checks);
+
+    let plan = Plan {
+        recipe_id: recipe_id.clone().expect("all features are known"),
+        recipe_name: recipe.name.clone(),
+        base_image,
+        suite: base_image.suite().to_owned(),
+        architecture: recipe.architecture.clone(),
+        features: order
+            .iter()
+            .map(|(_, f)| PlannedFeature { name: f.name().to_owned(), version: f.info.version.clone(), digest: f.digest.clone() })
+            .collect(),
+        steps,
+        checks: all_checks,
+    };
+    Outcome { plan: Some(plan), diagnostics, recipe_id }
+}
+
+/// Only the fields a feature reads, plus `name` and `base_image`.
+fn project(recipe: &Value, reads: &[String]) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Value::Object(map) = recipe {
+        for (k, v) in map {
+            if k == "name" || k == "base_image" || reads.iter().any(|r| r == k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Put a plugin's diagnostic in recipe terms: `options.x` → `features[i].options.x`,
+/// and namespace its code by the feature.
+fn rebase(mut d: Diagnostic, feature: &str, at: &Path) -> Diagnostic {
+    if d.path.is_empty() {
+        d.path = at.to_string();
+    } else if d.path == "options" || d.path.starts_with("options.") || d.path.starts_with("options[") {
+        d.path = at.join(&Path::parse(&d.path)).to_string();
+    }
+    if !d.code.starts_with(&format!("{feature}.")) {
+        d.code = format!("{feature}.{}", d.code);
+    }
+    d.message = crate::rules::truncate(&d.message, 1000);
+    d
+}
+
+/// Topological order by `requires`, stable in recipe order. `Err` names a cycle.
+fn planning_order<'a>(resolved: &[(usize, &'a Feature)]) -> Result<Vec<(usize, &'a Feature)>, Vec<String>> {
+    let by_name: BTreeMap<&str, (usize, &Feature)> = resolved.iter().map(|&(i, f)| (f.name(), (i, f))).collect();
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut order = Vec::new();
+    fn visit<'a>(
+        name: &'a str,
+        by_name: &BTreeMap<&'a str, (usize, &'a Feature)>,
+        done: &mut BTreeSet<&'a str>,
+        stack: &mut Vec<&'a str>,
+        order: &mut Vec<(usize, &'a Feature)>,
+    ) -> Result<(), Vec<String>> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        if let Some(pos) = stack.iter().position(|s| *s == name) {
+            let mut cycle: Vec<String> = stack[pos..].iter().map(|s| s.to_string()).collect();
+            cycle.push(name.to_owned());
+            return Err(cycle);
+        }
+        let Some(&(i, feature)) = by_name.get(name) else { return Ok(()) };
+        stack.push(name);
+        for required in &feature.info.requires {
+            visit(required, by_name, done, stack, order)?;
+        }
+        stack.pop();
+        done.insert(name);
+        order.push((i, feature));
+        Ok(())
+    }
+    for &(_, f) in resolved {
+        visit(f.name(), &by_name, &mut done, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
+}
