@@ -53,7 +53,7 @@ pub struct Options {
     #[schemars(range(min = 1))]
     pub log_max_file: u8,
     /// Names of recipe users added to the `docker` group. Membership is equivalent to root access.
-    #[schemars(inner(regex(pattern = r"^[a-z_][a-z0-9_-]*$")))]
+    #[schemars(inner(regex(pattern = r"^[a-z_][a-z0-9_-]*$"), length(max = 32)))]
     pub users: Vec<String>,
     /// Registry mirrors for Docker Hub pulls (`registry-mirrors`), as https:// URLs.
     #[schemars(inner(regex(pattern = r"^https://[^\s/]+")))]

@@ -6,13 +6,14 @@
 
 use openfactory_plugin_sdk::prelude::*;
 use openfactory_plugin_sdk::recipe::PortView;
+use serde::Serialize;
 
 /// Features whose containers need packets forwarded through the host.
 const CONTAINER_ENGINES: [&str; 2] = ["docker", "podman"];
 const LOG_PREFIX: &str = "openfactory-drop: ";
 
 /// What a chain does with packets that no rule accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     Drop,
@@ -33,8 +34,9 @@ impl Policy {
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
     /// Fate of inbound packets that no rule accepts: `drop` (default) lets in only loopback traffic,
-    /// replies to connections the machine opened, ICMP (see `allow_icmp`) and the ports opened by
-    /// `networking.allowed_ports` and by other features (ssh, monitoring, …); `accept` lets everything in.
+    /// replies to connections the machine opened, ICMP (see `allow_icmp`), DHCPv6 replies when
+    /// `networking.dhcp` is on, and the ports opened by `networking.allowed_ports` and by other
+    /// features (ssh, monitoring, …); `accept` lets everything in.
     pub input_policy: Policy,
     /// Fate of packets routed through the machine. Leave it unset (null) to get `accept` when docker or
     /// podman is in the recipe (container networking forwards packets) and `drop` otherwise.
@@ -42,8 +44,8 @@ pub struct Options {
     /// Accept ICMP and ICMPv6 (ping, path-MTU and error messages). IPv6 neighbour discovery is
     /// always accepted, since IPv6 cannot work without it.
     pub allow_icmp: bool,
-    /// Log packets dropped by the input (and a dropping forward) policy to the kernel log, at most
-    /// 5 per minute, with the prefix "openfactory-drop: ". Only meaningful when input_policy is `drop`.
+    /// Log packets about to be dropped by a `drop` input or forward policy to the kernel log, at most
+    /// 5 per minute per chain, with the prefix "openfactory-drop: ".
     pub log_dropped: bool,
 }
 
@@ -57,6 +59,12 @@ pub struct Firewall;
 
 fn has_container_engine(recipe: &RecipeView) -> bool {
     CONTAINER_ENGINES.iter().any(|name| recipe.has_feature(name))
+}
+
+/// The forward policy in effect: the option, else `accept` with a container engine and `drop` without.
+fn forward_policy(ctx: &Context<Options>) -> Policy {
+    let default = if has_container_engine(&ctx.recipe) { Policy::Accept } else { Policy::Drop };
+    ctx.options.forward_policy.unwrap_or(default)
 }
 
 fn protocol(port: &PortView) -> Option<Protocol> {
@@ -157,12 +165,12 @@ impl Feature for Firewall {
                 diag::warning("firewall.input-accept", "options.input_policy", "input_policy `accept` lets every inbound packet in, so the firewall protects nothing")
                     .suggest("use `drop` and open the needed ports in networking.allowed_ports"),
             );
-            if options.log_dropped {
-                problems.push(
-                    diag::warning("firewall.log-without-drop", "options.log_dropped", "log_dropped has no effect while input_policy is `accept`: nothing inbound is dropped")
-                        .suggest("set input_policy to `drop` or log_dropped to false"),
-                );
-            }
+        }
+        if options.log_dropped && options.input_policy == Policy::Accept && forward_policy(ctx) == Policy::Accept {
+            problems.push(
+                diag::warning("firewall.log-without-drop", "options.log_dropped", "log_dropped has no effect: neither the input nor the forward policy drops packets")
+                    .suggest("set input_policy to `drop`, or log_dropped to false"),
+            );
         }
         if options.forward_policy == Some(Policy::Drop) && has_container_engine(&ctx.recipe) {
             problems.push(
@@ -181,7 +189,7 @@ impl Feature for Firewall {
             return Err(errors);
         }
         let containers = has_container_engine(&ctx.recipe);
-        let forward = ctx.options.forward_policy.unwrap_or(if containers { Policy::Accept } else { Policy::Drop });
+        let forward = forward_policy(ctx);
         let mut steps = vec![
             step::install(&["nftables"]),
             step::write_file_with("/etc/nftables.conf", &ruleset(&ctx.options, forward, containers, ctx.recipe.networking.dhcp), 0o755, "root", "root"),

@@ -150,13 +150,13 @@ impl Feature for Hardening {
                     .suggest("set security.password_authentication to false and use SSH keys"),
             );
         }
-        if let Some(text) = &options.login_banner {
-            if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-                problems.push(
-                    diag::error("hardening.login-banner", "options.login_banner", "the login banner contains control characters (escape sequences)")
-                        .suggest("use plain text and newlines only"),
-                );
-            }
+        if let Some(text) = &options.login_banner
+            && text.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            problems.push(
+                diag::error("hardening.login-banner", "options.login_banner", "the login banner contains control characters (escape sequences)")
+                    .suggest("use plain text and newlines only"),
+            );
         }
         if octal(&options.umask) & 0o027 != 0o027 {
             problems.push(
@@ -173,6 +173,11 @@ impl Feature for Hardening {
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
         let options = &ctx.options;
+        // validate() covers every input problem, the assets included: plan refuses to build on any error.
+        let errors: Vec<Diagnostic> = Self::validate(ctx).into_iter().filter(|d| d.severity == Severity::Error).collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         let rules = if options.auditd { asset("audit.rules", "options.auditd").map(Some) } else { Ok(None) };
         let (rules, banner) = match (rules, banner(options)) {
             (Ok(rules), Ok(banner)) => (rules, banner),

@@ -23,7 +23,7 @@ pub struct Options {
     /// Install `podman-compose` to run docker-compose.yml files with podman.
     pub compose: bool,
     /// Names of recipe users who run rootless containers. Installs uidmap and the user-mode networking tools; each user needs subordinate UID/GID ranges in /etc/subuid and /etc/subgid, which Debian's useradd allocates.
-    #[schemars(inner(regex(pattern = r"^[a-z_][a-z0-9_-]*$")))]
+    #[schemars(inner(regex(pattern = r"^[a-z_][a-z0-9_-]*$"), length(max = 32)))]
     pub rootless_users: Vec<String>,
     /// Registries searched, in order, for image names without a registry (`unqualified-search-registries`), as `host` or `host:port`, e.g. `docker.io`, `quay.io`.
     #[schemars(inner(regex(pattern = REGISTRY_PATTERN)))]

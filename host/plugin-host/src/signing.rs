@@ -1,0 +1,191 @@
+//! ed25519 keys and signatures for plugin bundles.
+//!
+//! Formats are one-line text files, easy to inspect and to paste:
+//! - public key: `openfactory-ed25519 <base64 key> <comment>`
+//! - secret key: `openfactory-ed25519-secret <base64 seed>` (mode 0600)
+//!
+//! A key's id is the first 16 hex digits of the SHA-256 of the public key.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+const PUBLIC_TAG: &str = "openfactory-ed25519";
+const SECRET_TAG: &str = "openfactory-ed25519-secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}: not an OpenFactory key file ({1})")]
+    Format(PathBuf, &'static str),
+    #[error("could not get randomness from the operating system: {0}")]
+    Random(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io { path: path.to_owned(), source }
+}
+
+/// A public key that may be trusted to sign bundles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+    pub comment: String,
+}
+
+impl PublicKey {
+    pub fn id(&self) -> String {
+        hex::encode(&Sha256::digest(self.key.as_bytes())[..8])
+    }
+
+    pub fn to_line(&self) -> String {
+        format!("{PUBLIC_TAG} {} {}\n", B64.encode(self.key.as_bytes()), self.comment)
+    }
+
+    pub fn parse(text: &str, origin: &Path) -> Result<PublicKey, KeyError> {
+        let mut parts = text.trim().splitn(3, ' ');
+        if parts.next() != Some(PUBLIC_TAG) {
+            return Err(KeyError::Format(origin.to_owned(), "expected `openfactory-ed25519 <key> <comment>`"));
+        }
+        let bytes = parts
+            .next()
+            .and_then(|b| B64.decode(b).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| KeyError::Format(origin.to_owned(), "the key is not 32 bytes of base64"))?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Format(origin.to_owned(), "not an ed25519 point"))?;
+        Ok(PublicKey { key, comment: parts.next().unwrap_or("").trim().to_owned() })
+    }
+
+    pub fn read(path: &Path) -> Result<PublicKey, KeyError> {
+        PublicKey::parse(&std::fs::read_to_string(path).map_err(io(path))?, path)
+    }
+
+    /// Strict verification (rejects malleable and small-order signatures).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(bytes) = <[u8; 64]>::try_from(signature) else { return false };
+        self.key.verify_strict(message, &Signature::from_bytes(&bytes)).is_ok()
+    }
+}
+
+/// A key that signs bundles. Keep it out of repositories.
+pub struct SecretKey {
+    key: SigningKey,
+}
+
+impl SecretKey {
+    pub fn generate() -> Result<SecretKey, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        Ok(SecretKey { key: SigningKey::from_bytes(&seed) })
+    }
+
+    pub fn public(&self, comment: &str) -> PublicKey {
+        PublicKey { key: self.key.verifying_key(), comment: comment.to_owned() }
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.key.sign(message).to_bytes().to_vec()
+    }
+
+    pub fn read(path: &Path) -> Result<SecretKey, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let mut parts = text.split_whitespace();
+        if parts.next() != Some(SECRET_TAG) {
+            return Err(KeyError::Format(path.to_owned(), "expected `openfactory-ed25519-secret <seed>`"));
+        }
+        let seed = parts
+            .next()
+            .and_then(|b| B64.decode(b).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| KeyError::Format(path.to_owned(), "the seed is not 32 bytes of base64"))?;
+        Ok(SecretKey { key: SigningKey::from_bytes(&seed) })
+    }
+
+    /// Write the secret key (mode 0600) and its public half next to it (`.pub`).
+    pub fn write(&self, path: &Path, comment: &str) -> Result<PathBuf, KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io(path))?;
+        writeln!(file, "{SECRET_TAG} {}", B64.encode(self.key.to_bytes())).map_err(io(path))?;
+        let public = path.with_extension("pub");
+        std::fs::write(&public, self.public(comment).to_line()).map_err(io(&public))?;
+        Ok(public)
+    }
+}
+
+/// The keys an operator trusts: every `*.pub` file in a directory.
+#[derive(Debug, Clone, Default)]
+pub struct TrustStore {
+    keys: Vec<PublicKey>,
+}
+
+impl TrustStore {
+    pub fn load(dir: &Path) -> Result<TrustStore, KeyError> {
+        let mut keys = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TrustStore::default()),
+            Err(e) => return Err(KeyError::Io { path: dir.to_owned(), source: e }),
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "pub")).collect();
+        paths.sort();
+        for path in paths {
+            keys.push(PublicKey::read(&path)?);
+        }
+        Ok(TrustStore { keys })
+    }
+
+    pub fn with_keys(keys: Vec<PublicKey>) -> TrustStore {
+        TrustStore { keys }
+    }
+
+    pub fn find(&self, id: &str) -> Option<&PublicKey> {
+        self.keys.iter().find(|k| k.id() == id)
+    }
+
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_reject_tampering() {
+        let secret = SecretKey::generate().unwrap();
+        let public = secret.public("test");
+        let sig = secret.sign(b"manifest");
+        assert!(public.verify(b"manifest", &sig));
+        assert!(!public.verify(b"manifest!", &sig));
+        let mut bad = sig.clone();
+        bad[5] ^= 1;
+        assert!(!public.verify(b"manifest", &bad));
+        assert!(!public.verify(b"manifest", &sig[..10]));
+    }
+
+    #[test]
+    fn key_files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = SecretKey::generate().unwrap();
+        let pub_path = secret.write(&dir.path().join("k.key"), "OpenFactory test").unwrap();
+        let again = SecretKey::read(&dir.path().join("k.key")).unwrap();
+        let public = PublicKey::read(&pub_path).unwrap();
+        assert_eq!(public, again.public("OpenFactory test"));
+        assert_eq!(public.comment, "OpenFactory test");
+        assert_eq!(public.id().len(), 16);
+        let trust = TrustStore::load(dir.path()).unwrap();
+        assert!(trust.find(&public.id()).is_some());
+        assert!(PublicKey::parse("ssh-ed25519 AAAA", Path::new("x")).is_err());
+        // A secret key is never written over.
+        assert!(secret.write(&dir.path().join("k.key"), "x").is_err());
+    }
+}
