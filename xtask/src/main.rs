@@ -1,1 +1,147 @@
-fn main() {}
+//! Repository automation: `cargo xtask <task>`.
+//!
+//! - `plugins`: build every plugin for wasm32-wasip2 and pack signed bundles
+//!   into target/bundles (first-party) and target/test-bundles (fixtures).
+//! - `install [--home DIR]`: trust the project key and install the bundles
+//!   (default home: target/dev-home).
+//! - `run -- ARGS`: install into target/dev-home, then run `openfactory ARGS`.
+//! - `test`: plugins, then the whole test suite.
+//! - `bench`: plugins, then the benchmarks (release build).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const TARGET: &str = "wasm32-wasip2";
+/// Plugin crates that are test fixtures, never shipped as first-party bundles.
+const FIXTURES: &[&str] = &["hostile"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("plugins") => plugins(&root),
+        Some("install") => {
+            let home = match args.get(1).map(String::as_str) {
+                Some("--home") => PathBuf::from(args.get(2).context("--home needs a directory")?),
+                _ => root.join("target/dev-home"),
+            };
+            plugins(&root)?;
+            install(&root, &home)
+        }
+        Some("run") => {
+            plugins(&root)?;
+            let home = root.join("target/dev-home");
+            install(&root, &home)?;
+            let rest: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
+            let status = cargo().args(["run", "-q", "-p", "openfactory", "--"]).args(rest).env("OPENFACTORY_HOME", &home).status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Some("test") => {
+            plugins(&root)?;
+            run(cargo().args(["test", "--workspace", "--no-fail-fast"]).envs(test_env(&root)))
+        }
+        Some("bench") => {
+            plugins(&root)?;
+            run(cargo().args(["bench", "-p", "openfactory", "--bench", "plugins"]).envs(test_env(&root)))
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | bench>");
+            bail!("unknown task")
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// The environment tests and benchmarks use to find the built bundles.
+fn test_env(root: &Path) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("OPENFACTORY_BUNDLES", root.join("target/bundles")),
+        ("OPENFACTORY_TEST_BUNDLES", root.join("target/test-bundles")),
+        ("OPENFACTORY_PROJECT_KEY", root.join("target/signing/project.pub")),
+    ]
+}
+
+/// Build, pack and sign every plugin.
+fn plugins(root: &Path) -> Result<()> {
+    let plugins_dir = root.join("plugins");
+    run(cargo()
+        .current_dir(&plugins_dir)
+        .args(["build", "--release", "--workspace", "--target", TARGET])
+        .env_remove("CARGO_TARGET_DIR"))?;
+    // The CLI packs the bundles: the same code path authors use.
+    run(cargo().args(["build", "-q", "-p", "openfactory"]))?;
+    let cli = root.join("target/debug/openfactory");
+
+    let key = match std::env::var_os("OPENFACTORY_SIGNING_KEY") {
+        Some(k) => PathBuf::from(k),
+        None => root.join("target/signing/project.key"),
+    };
+    if !key.exists() {
+        eprintln!("xtask: generating a local project signing key at {}", key.display());
+        run(Command::new(&cli).args(["plugin", "keygen", "--comment", "OpenFactory project (local build)"]).arg(&key))?;
+    }
+
+    let bundles = root.join("target/bundles");
+    let fixtures = root.join("target/test-bundles");
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(&plugins_dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("Cargo.toml").is_file() && p.join("src/lib.rs").is_file())
+        .collect();
+    crates.sort();
+    for dir in crates {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))?;
+        if !manifest.contains("crate-type = [\"cdylib\"]") {
+            continue; // the SDK
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let package = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
+            .with_context(|| format!("{}: no package name", dir.display()))?;
+        let wasm = plugins_dir.join("target").join(TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
+        let out = if FIXTURES.contains(&name.as_str()) { &fixtures } else { &bundles }.join(&name);
+        let mut pack = Command::new(&cli);
+        pack.args(["plugin", "pack"]).arg(&wasm).arg("--out").arg(&out).arg("--key").arg(&key).env("OPENFACTORY_HOME", root.join("target/xtask-home"));
+        let assets = dir.join("assets");
+        if assets.is_dir() {
+            pack.arg("--assets").arg(&assets);
+        }
+        run(&mut pack)?;
+    }
+    Ok(())
+}
+
+/// Trust the project key and install every first-party bundle into `home`.
+fn install(root: &Path, home: &Path) -> Result<()> {
+    let cli = root.join("target/debug/openfactory");
+    let key = std::env::var_os("OPENFACTORY_SIGNING_KEY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/signing/project.key"))
+        .with_extension("pub");
+    run(Command::new(&cli).arg("--home").arg(home).args(["plugin", "trust"]).arg(&key))?;
+    let mut bundles: Vec<PathBuf> = std::fs::read_dir(root.join("target/bundles"))?.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    bundles.sort();
+    for bundle in bundles {
+        run(Command::new(&cli).arg("--home").arg(home).args(["plugin", "install", "--replace"]).arg(&bundle))?;
+    }
+    Ok(())
+}

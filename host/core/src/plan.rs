@@ -201,6 +201,7 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
             let installed: Vec<&str> = set.features().iter().map(|f| f.name()).collect();
             let hint = match did_you_mean(&fref.name, installed.iter().copied()) {
                 Some(m) => format!("did you mean `{m}`?"),
+                None if installed.is_empty() => "no feature plugins are installed; an operator installs them with `openfactory plugin install`".into(),
                 None => format!("installed features: {}", installed.join(", ")),
             };
             diagnostics.push(

