@@ -9,10 +9,30 @@ use serde_json::Value;
 
 pub fn plan(plan: &Plan, diagnostics: &Diagnostics) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Plan for {} — recipe {}", plan.recipe_name, plan.recipe_id);
-    let _ = writeln!(out, "Base: {} ({} {})", plan.base_image, plan.suite, plan.architecture);
-    let features: Vec<String> = plan.features.iter().map(|f| format!("{} {}", f.name, f.version)).collect();
-    let _ = writeln!(out, "Features: {}", if features.is_empty() { "none".into() } else { features.join(", ") });
+    let _ = writeln!(
+        out,
+        "Plan for {} — recipe {}",
+        plan.recipe_name, plan.recipe_id
+    );
+    let _ = writeln!(
+        out,
+        "Base: {} ({} {})",
+        plan.base_image, plan.suite, plan.architecture
+    );
+    let features: Vec<String> = plan
+        .features
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.version))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Features: {}",
+        if features.is_empty() {
+            "none".into()
+        } else {
+            features.join(", ")
+        }
+    );
     let _ = writeln!(out, "\nSteps ({}):", plan.steps.len());
     let width = plan.steps.iter().map(|s| s.source.len()).max().unwrap_or(6);
     for (i, s) in plan.steps.iter().enumerate() {
@@ -21,7 +41,11 @@ pub fn plan(plan: &Plan, diagnostics: &Diagnostics) -> String {
     let _ = writeln!(out, "\nBoot checks ({}):", plan.checks.len());
     let width = plan.checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
     for c in &plan.checks {
-        let _ = writeln!(out, "      {:<width$}  {} ({}s)", c.name, c.kind, c.timeout_seconds);
+        let _ = writeln!(
+            out,
+            "      {:<width$}  {} ({}s)",
+            c.name, c.kind, c.timeout_seconds
+        );
     }
     diagnostics_block(&mut out, diagnostics.warnings(), "Warnings");
     out
@@ -33,7 +57,11 @@ pub fn validation(label: &str, outcome: &Outcome) -> String {
     let errors = d.errors().count();
     let warnings = d.warnings().count();
     if errors == 0 {
-        let id = outcome.recipe_id.as_ref().map(|i| format!(" (recipe {})", i.short())).unwrap_or_default();
+        let id = outcome
+            .recipe_id
+            .as_ref()
+            .map(|i| format!(" (recipe {})", i.short()))
+            .unwrap_or_default();
         let _ = writeln!(out, "{label}: valid{id}, {warnings} warning(s)");
     } else {
         let _ = writeln!(out, "{label}: {errors} error(s), {warnings} warning(s)");
@@ -43,14 +71,22 @@ pub fn validation(label: &str, outcome: &Outcome) -> String {
     out
 }
 
-fn diagnostics_block<'a>(out: &mut String, items: impl Iterator<Item = &'a Diagnostic>, title: &str) {
+fn diagnostics_block<'a>(
+    out: &mut String,
+    items: impl Iterator<Item = &'a Diagnostic>,
+    title: &str,
+) {
     let items: Vec<_> = items.collect();
     if items.is_empty() {
         return;
     }
     let _ = writeln!(out, "\n{title}:");
     for d in items {
-        let path = if d.path.is_empty() { "(recipe)" } else { &d.path };
+        let path = if d.path.is_empty() {
+            "(recipe)"
+        } else {
+            &d.path
+        };
         let _ = writeln!(out, "  {path}: {} [{}]", d.message, d.code);
         if let Some(s) = &d.suggestion {
             let _ = writeln!(out, "    hint: {s}");
@@ -65,8 +101,19 @@ pub fn templates(found: &[&Template]) -> String {
     }
     for t in found {
         let features: Vec<&str> = t.recipe.features.iter().map(|f| f.name.as_str()).collect();
-        let _ = writeln!(out, "{:<28} {:<12} {:<16} [{}]", t.id, t.category, t.recipe.base_image, features.join(", "));
-        let _ = writeln!(out, "    {}", t.recipe.description.lines().next().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "{:<28} {:<12} {:<16} [{}]",
+            t.id,
+            t.category,
+            t.recipe.base_image,
+            features.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "    {}",
+            t.recipe.description.lines().next().unwrap_or("")
+        );
     }
     out
 }
@@ -81,19 +128,35 @@ pub fn options(schema: &Value) -> String {
         let prop = resolve(schema, prop);
         let kind = prop
             .get("type")
-            .map(|t| t.as_str().map(str::to_owned).unwrap_or_else(|| t.to_string()))
+            .map(|t| {
+                t.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| t.to_string())
+            })
             .or_else(|| prop.get("enum").map(|e| format!("one of {e}")))
             .or_else(|| prop.get("oneOf").map(|_| "choice".into()))
             .unwrap_or_else(|| "value".into());
-        let default = prop.get("default").map(|d| format!(" = {d}")).unwrap_or_default();
-        let description = prop.get("description").and_then(Value::as_str).unwrap_or("").replace('\n', " ");
+        let default = prop
+            .get("default")
+            .map(|d| format!(" = {d}"))
+            .unwrap_or_default();
+        let description = prop
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .replace('\n', " ");
         let _ = writeln!(out, "  {name} ({kind}{default})\n      {description}");
     }
     out
 }
 
 fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
-    match node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')).and_then(|p| root.pointer(p)) {
+    match node
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+    {
         Some(target) => target,
         None => node,
     }

@@ -36,26 +36,39 @@ fn main() -> Result<()> {
             let home = root.join("target/dev-home");
             install(&root, &home)?;
             let rest: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
-            let status = cargo().args(["run", "-q", "-p", "openfactory", "--"]).args(rest).env("OPENFACTORY_HOME", &home).status()?;
+            let status = cargo()
+                .args(["run", "-q", "-p", "openfactory", "--"])
+                .args(rest)
+                .env("OPENFACTORY_HOME", &home)
+                .status()?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Some("test") => {
             plugins(&root)?;
-            run(cargo().args(["test", "--workspace", "--no-fail-fast"]).envs(test_env(&root)))
+            run(cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .envs(test_env(&root)))
         }
         Some("bench") => {
             plugins(&root)?;
-            run(cargo().args(["bench", "-p", "openfactory", "--bench", "plugins"]).envs(test_env(&root)))
+            run(cargo()
+                .args(["bench", "-p", "openfactory", "--bench", "plugins"])
+                .envs(test_env(&root)))
         }
         _ => {
-            eprintln!("usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | bench>");
+            eprintln!(
+                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | bench>"
+            );
             bail!("unknown task")
         }
     }
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn cargo() -> Command {
@@ -75,7 +88,10 @@ fn test_env(root: &Path) -> Vec<(&'static str, PathBuf)> {
     vec![
         ("OPENFACTORY_BUNDLES", root.join("target/bundles")),
         ("OPENFACTORY_TEST_BUNDLES", root.join("target/test-bundles")),
-        ("OPENFACTORY_PROJECT_KEY", root.join("target/signing/project.pub")),
+        (
+            "OPENFACTORY_PROJECT_KEY",
+            root.join("target/signing/project.pub"),
+        ),
     ]
 }
 
@@ -95,8 +111,18 @@ fn plugins(root: &Path) -> Result<()> {
         None => root.join("target/signing/project.key"),
     };
     if !key.exists() {
-        eprintln!("xtask: generating a local project signing key at {}", key.display());
-        run(Command::new(&cli).args(["plugin", "keygen", "--comment", "OpenFactory project (local build)"]).arg(&key))?;
+        eprintln!(
+            "xtask: generating a local project signing key at {}",
+            key.display()
+        );
+        run(Command::new(&cli)
+            .args([
+                "plugin",
+                "keygen",
+                "--comment",
+                "OpenFactory project (local build)",
+            ])
+            .arg(&key))?;
     }
 
     let bundles = root.join("target/bundles");
@@ -115,12 +141,30 @@ fn plugins(root: &Path) -> Result<()> {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let package = manifest
             .lines()
-            .find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
+            .find_map(|l| {
+                l.strip_prefix("name = \"")
+                    .and_then(|r| r.strip_suffix('"'))
+            })
             .with_context(|| format!("{}: no package name", dir.display()))?;
-        let wasm = plugins_dir.join("target").join(TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
-        let out = if FIXTURES.contains(&name.as_str()) { &fixtures } else { &bundles }.join(&name);
+        let wasm = plugins_dir
+            .join("target")
+            .join(TARGET)
+            .join("release")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        let out = if FIXTURES.contains(&name.as_str()) {
+            &fixtures
+        } else {
+            &bundles
+        }
+        .join(&name);
         let mut pack = Command::new(&cli);
-        pack.args(["plugin", "pack"]).arg(&wasm).arg("--out").arg(&out).arg("--key").arg(&key).env("OPENFACTORY_HOME", root.join("target/xtask-home"));
+        pack.args(["plugin", "pack"])
+            .arg(&wasm)
+            .arg("--out")
+            .arg(&out)
+            .arg("--key")
+            .arg(&key)
+            .env("OPENFACTORY_HOME", root.join("target/xtask-home"));
         let assets = dir.join("assets");
         if assets.is_dir() {
             pack.arg("--assets").arg(&assets);
@@ -137,11 +181,23 @@ fn install(root: &Path, home: &Path) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/signing/project.key"))
         .with_extension("pub");
-    run(Command::new(&cli).arg("--home").arg(home).args(["plugin", "trust"]).arg(&key))?;
-    let mut bundles: Vec<PathBuf> = std::fs::read_dir(root.join("target/bundles"))?.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    run(Command::new(&cli)
+        .arg("--home")
+        .arg(home)
+        .args(["plugin", "trust"])
+        .arg(&key))?;
+    let mut bundles: Vec<PathBuf> = std::fs::read_dir(root.join("target/bundles"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     bundles.sort();
     for bundle in bundles {
-        run(Command::new(&cli).arg("--home").arg(home).args(["plugin", "install", "--replace"]).arg(&bundle))?;
+        run(Command::new(&cli)
+            .arg("--home")
+            .arg(home)
+            .args(["plugin", "install", "--replace"])
+            .arg(&bundle))?;
     }
     Ok(())
 }

@@ -61,7 +61,10 @@ impl Catalog {
     pub fn load(dir: &Path) -> (Catalog, Vec<Problem>) {
         let mut problems = Vec::new();
         fn problem_at(problems: &mut Vec<Problem>, file: &Path, code: &str, message: String) {
-            problems.push(Problem { file: file.to_owned(), diagnostic: Diagnostic::error(code, "", message) });
+            problems.push(Problem {
+                file: file.to_owned(),
+                diagnostic: Diagnostic::error(code, "", message),
+            });
         }
         macro_rules! problem {
             ($file:expr, $code:expr, $msg:expr) => {
@@ -71,7 +74,11 @@ impl Catalog {
         let index = dir.join("categories.toml");
         let categories: BTreeMap<String, CategoryFile> = match std::fs::read_to_string(&index) {
             Ok(text) => toml::from_str(&text).unwrap_or_else(|e| {
-                problem!(&index, "catalog.categories", format!("cannot parse: {}", e.message()));
+                problem!(
+                    &index,
+                    "catalog.categories",
+                    format!("cannot parse: {}", e.message())
+                );
                 BTreeMap::new()
             }),
             Err(e) => {
@@ -82,7 +89,11 @@ impl Catalog {
         let mut catalog = Catalog {
             categories: categories
                 .into_iter()
-                .map(|(name, c)| Category { name, title: c.title, description: c.description })
+                .map(|(name, c)| Category {
+                    name,
+                    title: c.title,
+                    description: c.description,
+                })
                 .collect(),
             templates: Vec::new(),
         };
@@ -93,7 +104,12 @@ impl Catalog {
                 let path = entry.path();
                 if path.is_dir() {
                     if let Ok(inner) = std::fs::read_dir(&path) {
-                        files.extend(inner.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "toml")));
+                        files.extend(
+                            inner
+                                .flatten()
+                                .map(|e| e.path())
+                                .filter(|p| p.extension().is_some_and(|e| e == "toml")),
+                        );
                     }
                 }
             }
@@ -102,10 +118,23 @@ impl Catalog {
 
         let mut ids: BTreeMap<String, PathBuf> = BTreeMap::new();
         for file in files {
-            let category = file.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-            let id = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let category = file
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let id = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
             if !catalog.categories.iter().any(|c| c.name == category) {
-                problem!(&file, "catalog.unknown-category", format!("category `{category}` is not described in categories.toml"));
+                problem!(
+                    &file,
+                    "catalog.unknown-category",
+                    format!("category `{category}` is not described in categories.toml")
+                );
             }
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
@@ -118,21 +147,45 @@ impl Catalog {
             let mut ok = true;
             for d in checked.diagnostics.errors() {
                 ok = false;
-                problems.push(Problem { file: file.clone(), diagnostic: d.clone() });
+                problems.push(Problem {
+                    file: file.clone(),
+                    diagnostic: d.clone(),
+                });
             }
-            let Some(recipe) = checked.recipe.filter(|_| ok) else { continue };
+            let Some(recipe) = checked.recipe.filter(|_| ok) else {
+                continue;
+            };
             if recipe.name != id {
-                problem!(&file, "catalog.name", format!("the recipe is named `{}` but the file is `{id}.toml`; they must match", recipe.name));
+                problem!(
+                    &file,
+                    "catalog.name",
+                    format!(
+                        "the recipe is named `{}` but the file is `{id}.toml`; they must match",
+                        recipe.name
+                    )
+                );
                 continue;
             }
             if recipe.description.trim().is_empty() {
-                problem!(&file, "catalog.description", "templates need a description".into());
+                problem!(
+                    &file,
+                    "catalog.description",
+                    "templates need a description".into()
+                );
             }
             if let Some(other) = ids.insert(id.clone(), file.clone()) {
-                problem!(&file, "catalog.duplicate-id", format!("template id `{id}` is also used by {}", other.display()));
+                problem!(
+                    &file,
+                    "catalog.duplicate-id",
+                    format!("template id `{id}` is also used by {}", other.display())
+                );
                 continue;
             }
-            catalog.templates.push(Template { id, category, recipe });
+            catalog.templates.push(Template {
+                id,
+                category,
+                recipe,
+            });
         }
         (catalog, problems)
     }
@@ -142,26 +195,36 @@ impl Catalog {
     }
 
     pub fn count(&self, category: &str) -> usize {
-        self.templates.iter().filter(|t| t.category == category).count()
+        self.templates
+            .iter()
+            .filter(|t| t.category == category)
+            .count()
     }
 
     /// Templates in `category` (if given) matching every word of `query` in
     /// their name, description, tags, packages or features (case-insensitive).
     pub fn search(&self, category: Option<&str>, query: Option<&str>) -> Vec<&Template> {
-        let words: Vec<String> = query.unwrap_or("").split_whitespace().map(str::to_lowercase).collect();
+        let words: Vec<String> = query
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_lowercase)
+            .collect();
         self.templates
             .iter()
             .filter(|t| category.is_none_or(|c| t.category.eq_ignore_ascii_case(c)))
             .filter(|t| {
                 let r = &t.recipe;
-                let haystack: Vec<String> = [r.name.as_str(), r.description.as_str(), t.category.as_str()]
-                    .into_iter()
-                    .chain(r.tags.iter().map(String::as_str))
-                    .chain(r.packages.iter().map(String::as_str))
-                    .chain(r.features.iter().map(|f| f.name.as_str()))
-                    .map(str::to_lowercase)
-                    .collect();
-                words.iter().all(|w| haystack.iter().any(|h| h.contains(w.as_str())))
+                let haystack: Vec<String> =
+                    [r.name.as_str(), r.description.as_str(), t.category.as_str()]
+                        .into_iter()
+                        .chain(r.tags.iter().map(String::as_str))
+                        .chain(r.packages.iter().map(String::as_str))
+                        .chain(r.features.iter().map(|f| f.name.as_str()))
+                        .map(str::to_lowercase)
+                        .collect();
+                words
+                    .iter()
+                    .all(|w| haystack.iter().any(|h| h.contains(w.as_str())))
             })
             .collect()
     }
@@ -180,16 +243,31 @@ mod tests {
     #[test]
     fn loads_searches_and_reports_problems() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "categories.toml", "[server]\ntitle = \"Servers\"\ndescription = \"General servers\"\n");
+        write(
+            dir.path(),
+            "categories.toml",
+            "[server]\ntitle = \"Servers\"\ndescription = \"General servers\"\n",
+        );
         write(
             dir.path(),
             "server/web.toml",
             "name = \"web\"\ndescription = \"An nginx box\"\ntags = [\"http\"]\nbase_image = \"debian-bookworm\"\npackages = [\"nginx\"]\nfeatures = [\"ssh\"]\n",
         );
-        write(dir.path(), "server/broken.toml", "name = \"other\"\nbase_image = \"debian-bookworm\"\ndescription = \"x\"\n");
-        write(dir.path(), "misc/orphan.toml", "name = \"orphan\"\nbase_image = \"debian-bookworm\"\ndescription = \"x\"\n");
+        write(
+            dir.path(),
+            "server/broken.toml",
+            "name = \"other\"\nbase_image = \"debian-bookworm\"\ndescription = \"x\"\n",
+        );
+        write(
+            dir.path(),
+            "misc/orphan.toml",
+            "name = \"orphan\"\nbase_image = \"debian-bookworm\"\ndescription = \"x\"\n",
+        );
         let (catalog, problems) = Catalog::load(dir.path());
-        let codes: Vec<&str> = problems.iter().map(|p| p.diagnostic.code.as_str()).collect();
+        let codes: Vec<&str> = problems
+            .iter()
+            .map(|p| p.diagnostic.code.as_str())
+            .collect();
         assert!(codes.contains(&"catalog.name"), "{codes:?}");
         assert!(codes.contains(&"catalog.unknown-category"), "{codes:?}");
         assert_eq!(catalog.count("server"), 1);

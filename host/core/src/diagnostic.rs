@@ -8,7 +8,9 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Error,
@@ -41,7 +43,10 @@ impl Diagnostic {
     }
 
     pub fn warning(code: &str, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, path, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, path, message)
+        }
     }
 
     pub fn suggest(mut self, suggestion: impl Into<String>) -> Self {
@@ -65,7 +70,11 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let path = if self.path.is_empty() { "(recipe)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(recipe)"
+        } else {
+            &self.path
+        };
         write!(f, "{severity}[{}] {path}: {}", self.code, self.message)?;
         if let Some(suggestion) = &self.suggestion {
             write!(f, " (hint: {suggestion})")?;
@@ -122,7 +131,11 @@ impl Diagnostics {
 
     /// Errors first, then by path, keeping the order of equal paths.
     pub fn sort(&mut self) {
-        self.0.sort_by(|a, b| a.severity.cmp(&b.severity).then_with(|| a.path.cmp(&b.path)));
+        self.0.sort_by(|a, b| {
+            a.severity
+                .cmp(&b.severity)
+                .then_with(|| a.path.cmp(&b.path))
+        });
     }
 }
 
@@ -150,7 +163,11 @@ impl Path {
     }
 
     pub fn field(&self, name: &str) -> Self {
-        if self.0.is_empty() { Path(name.to_owned()) } else { Path(format!("{}.{name}", self.0)) }
+        if self.0.is_empty() {
+            Path(name.to_owned())
+        } else {
+            Path(format!("{}.{name}", self.0))
+        }
     }
 
     pub fn index(&self, i: usize) -> Self {
@@ -206,12 +223,22 @@ impl fmt::Display for Path {
 }
 
 /// The closest candidate to `input`, if one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let input_lower = input.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (c, strsim::jaro_winkler(&input_lower, &c.to_ascii_lowercase())))
-        .filter(|(c, score)| *score >= 0.8 || c.contains(input_lower.as_str()) && input_lower.len() >= 3)
+        .map(|c| {
+            (
+                c,
+                strsim::jaro_winkler(&input_lower, &c.to_ascii_lowercase()),
+            )
+        })
+        .filter(|(c, score)| {
+            *score >= 0.8 || c.contains(input_lower.as_str()) && input_lower.len() >= 3
+        })
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(c, _)| c)
 }
@@ -222,7 +249,10 @@ mod tests {
 
     #[test]
     fn json_pointer_becomes_field_path() {
-        assert_eq!(Path::from_json_pointer("/features/2/options/port").as_str(), "features[2].options.port");
+        assert_eq!(
+            Path::from_json_pointer("/features/2/options/port").as_str(),
+            "features[2].options.port"
+        );
         assert_eq!(Path::from_json_pointer("").as_str(), "");
         assert_eq!(Path::from_json_pointer("/a~1b").as_str(), "a/b");
     }
@@ -237,8 +267,12 @@ mod tests {
 
     #[test]
     fn errors_sort_before_warnings() {
-        let mut d: Diagnostics =
-            [Diagnostic::warning("w", "a", "w"), Diagnostic::error("e", "b", "e")].into_iter().collect();
+        let mut d: Diagnostics = [
+            Diagnostic::warning("w", "a", "w"),
+            Diagnostic::error("e", "b", "e"),
+        ]
+        .into_iter()
+        .collect();
         d.sort();
         assert!(d.iter().next().unwrap().is_error());
         assert_eq!(d.errors().count(), 1);

@@ -15,13 +15,18 @@ use sha2::{Digest, Sha256};
 
 use crate::recipe::Recipe;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct RecipeId(String);
 
 impl RecipeId {
     /// `plugins`: `(feature name, sha256 of its component)` for every feature the recipe uses.
-    pub fn compute<'a>(recipe: &Recipe, plugins: impl IntoIterator<Item = (&'a str, &'a str)>) -> RecipeId {
+    pub fn compute<'a>(
+        recipe: &Recipe,
+        plugins: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> RecipeId {
         let mut value = serde_json::to_value(recipe).expect("a recipe serialises");
         if let Value::Object(map) = &mut value {
             map.remove("description");
@@ -102,10 +107,17 @@ mod tests {
 
     #[test]
     fn same_inputs_same_id_and_metadata_does_not_count() {
-        let a = recipe("name = \"a1\"\nbase_image = \"debian-bookworm\"\nfeatures = [\"ssh\"]\ndescription = \"one\"\n");
-        let b = recipe("base_image = \"debian-bookworm\"\nname = \"a1\"\nfeatures = [{ name = \"ssh\", options = {} }]\ntags = [\"x\"]\n");
+        let a = recipe(
+            "name = \"a1\"\nbase_image = \"debian-bookworm\"\nfeatures = [\"ssh\"]\ndescription = \"one\"\n",
+        );
+        let b = recipe(
+            "base_image = \"debian-bookworm\"\nname = \"a1\"\nfeatures = [{ name = \"ssh\", options = {} }]\ntags = [\"x\"]\n",
+        );
         let plugins = [("ssh", "abc")];
-        assert_eq!(RecipeId::compute(&a, plugins), RecipeId::compute(&b, plugins));
+        assert_eq!(
+            RecipeId::compute(&a, plugins),
+            RecipeId::compute(&b, plugins)
+        );
         assert_eq!(RecipeId::compute(&a, plugins).as_str().len(), 64);
     }
 
@@ -114,12 +126,18 @@ mod tests {
         let a = recipe("name = \"a1\"\nbase_image = \"debian-bookworm\"\n");
         let b = recipe("name = \"a1\"\nbase_image = \"debian-trixie\"\n");
         assert_ne!(RecipeId::compute(&a, []), RecipeId::compute(&b, []));
-        assert_ne!(RecipeId::compute(&a, [("ssh", "1")]), RecipeId::compute(&a, [("ssh", "2")]));
+        assert_ne!(
+            RecipeId::compute(&a, [("ssh", "1")]),
+            RecipeId::compute(&a, [("ssh", "2")])
+        );
     }
 
     #[test]
     fn canonical_json_sorts_keys_deeply() {
         let v = serde_json::json!({"b": 1, "a": {"d": [1, {"z": 0, "y": 1}], "c": null}});
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[1,{"y":1,"z":0}]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":null,"d":[1,{"y":1,"z":0}]},"b":1}"#
+        );
     }
 }

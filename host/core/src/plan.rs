@@ -51,7 +51,11 @@ impl Feature {
     /// `Err` when the plugin's options schema is not a usable JSON Schema.
     pub fn new(info: FeatureInfo, digest: String) -> Result<Feature, String> {
         let schema = Schema::compile(info.options_schema.clone())?;
-        Ok(Feature { info, digest, schema })
+        Ok(Feature {
+            info,
+            digest,
+            schema,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -103,7 +107,12 @@ pub trait FeatureSet {
 
     /// Run the feature's `validate`; when `plan` is true and it found no
     /// error, also `plan` and `checks`.
-    fn evaluate(&self, feature: &str, ctx: &PlanContext, plan: bool) -> Result<Evaluation, RuntimeError>;
+    fn evaluate(
+        &self,
+        feature: &str,
+        ctx: &PlanContext,
+        plan: bool,
+    ) -> Result<Evaluation, RuntimeError>;
 }
 
 /// An ordered, typed build plan.
@@ -168,7 +177,12 @@ pub fn plan(recipe: &Recipe, features: &dyn FeatureSet) -> Outcome {
 }
 
 /// Check recipe text by itself and then with its features.
-pub fn plan_text(text: &str, format: validate::Format, features: &dyn FeatureSet, want_plan: bool) -> Outcome {
+pub fn plan_text(
+    text: &str,
+    format: validate::Format,
+    features: &dyn FeatureSet,
+    want_plan: bool,
+) -> Outcome {
     let checked = validate::check_text(text, format);
     match checked.recipe {
         Some(recipe) => {
@@ -176,7 +190,11 @@ pub fn plan_text(text: &str, format: validate::Format, features: &dyn FeatureSet
             outcome.diagnostics.sort();
             outcome
         }
-        None => Outcome { plan: None, diagnostics: checked.diagnostics, recipe_id: None },
+        None => Outcome {
+            plan: None,
+            diagnostics: checked.diagnostics,
+            recipe_id: None,
+        },
     }
 }
 
@@ -189,7 +207,12 @@ fn run(recipe: &Recipe, features: &dyn FeatureSet, want_plan: bool) -> Outcome {
     outcome
 }
 
-fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureSet, want_plan: bool) -> Outcome {
+fn run_checked(
+    recipe: &Recipe,
+    mut diagnostics: Diagnostics,
+    set: &dyn FeatureSet,
+    want_plan: bool,
+) -> Outcome {
     let features_path = Path::root().field("features");
 
     // 1. Every feature must be installed, with options its schema accepts.
@@ -205,13 +228,24 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
                 None => format!("installed features: {}", installed.join(", ")),
             };
             diagnostics.push(
-                Diagnostic::error("recipe.unknown-feature", at.field("name"), format!("unknown feature `{}`", crate::rules::truncate(&fref.name, 64)))
-                    .suggest(hint),
+                Diagnostic::error(
+                    "recipe.unknown-feature",
+                    at.field("name"),
+                    format!(
+                        "unknown feature `{}`",
+                        crate::rules::truncate(&fref.name, 64)
+                    ),
+                )
+                .suggest(hint),
             );
             continue;
         };
         let options = Value::Object(fref.options.clone().into_iter().collect());
-        let problems = feature.schema.check(&options, &at.field("options"), &format!("{}.options", feature.name()));
+        let problems = feature.schema.check(
+            &options,
+            &at.field("options"),
+            &format!("{}.options", feature.name()),
+        );
         if problems.is_empty() {
             options_ok.insert(i);
         }
@@ -220,7 +254,12 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
     }
 
     // 2. Requirements and conflicts.
-    let present: BTreeMap<&str, usize> = recipe.features.iter().enumerate().map(|(i, f)| (f.name.as_str(), i)).collect();
+    let present: BTreeMap<&str, usize> = recipe
+        .features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name.as_str(), i))
+        .collect();
     for &(i, feature) in &resolved {
         for required in &feature.info.requires {
             if !present.contains_key(required.as_str()) {
@@ -242,14 +281,19 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
         for other in &feature.info.conflicts {
             if let Some(&j) = present.get(other.as_str()) {
                 // Report each pair once, at the later entry.
-                let reverse = set.feature(other).is_some_and(|o| o.info.conflicts.iter().any(|c| c == feature.name()));
+                let reverse = set
+                    .feature(other)
+                    .is_some_and(|o| o.info.conflicts.iter().any(|c| c == feature.name()));
                 if j < i || !reverse {
                     let (later, earlier) = if j < i { (i, j) } else { (j, i) };
                     diagnostics.push(
                         Diagnostic::error(
                             "recipe.feature-conflict",
                             features_path.index(later).field("name"),
-                            format!("features `{}` and `{other}` cannot be used together", feature.name()),
+                            format!(
+                                "features `{}` and `{other}` cannot be used together",
+                                feature.name()
+                            ),
                         )
                         .suggest(format!("remove features[{later}] or features[{earlier}]")),
                     );
@@ -262,13 +306,25 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
     let order = match planning_order(&resolved) {
         Ok(order) => order,
         Err(cycle) => {
-            diagnostics.push(Diagnostic::error("recipe.requirement-cycle", "features", format!("features require each other in a cycle: {}", cycle.join(" → "))));
+            diagnostics.push(Diagnostic::error(
+                "recipe.requirement-cycle",
+                "features",
+                format!(
+                    "features require each other in a cycle: {}",
+                    cycle.join(" → ")
+                ),
+            ));
             Vec::new()
         }
     };
 
     let all_known = resolved.len() == recipe.features.len();
-    let recipe_id = all_known.then(|| RecipeId::compute(recipe, resolved.iter().map(|(_, f)| (f.name(), f.digest.as_str()))));
+    let recipe_id = all_known.then(|| {
+        RecipeId::compute(
+            recipe,
+            resolved.iter().map(|(_, f)| (f.name(), f.digest.as_str())),
+        )
+    });
 
     // 4. Each feature's own validation, and its plan when nothing is wrong so far.
     let plan_now = want_plan && !diagnostics.has_errors() && all_known;
@@ -280,7 +336,10 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
             continue;
         }
         let at = features_path.index(i);
-        let ctx = PlanContext { recipe: project(&recipe_value, &feature.info.reads), options: Value::Object(recipe.features[i].options.clone().into_iter().collect()) };
+        let ctx = PlanContext {
+            recipe: project(&recipe_value, &feature.info.reads),
+            options: Value::Object(recipe.features[i].options.clone().into_iter().collect()),
+        };
         match set.evaluate(feature.name(), &ctx, plan_now) {
             Err(e) => diagnostics.push(
                 Diagnostic::error("plugin.failed", at.field("name"), format!("plugin `{}` failed: {e}", feature.name()))
@@ -330,15 +389,31 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
     }
 
     if !plan_now || diagnostics.has_errors() {
-        return Outcome { plan: None, diagnostics, recipe_id };
+        return Outcome {
+            plan: None,
+            diagnostics,
+            recipe_id,
+        };
     }
     let Ok(base_image) = recipe.base_image.parse::<BaseImage>() else {
-        return Outcome { plan: None, diagnostics, recipe_id };
+        return Outcome {
+            plan: None,
+            diagnostics,
+            recipe_id,
+        };
     };
 
     // 5. Assemble: recipe prelude, features in order, recipe epilogue.
     let mut steps: Vec<PlannedStep> = Vec::new();
-    let tag = |source: &str, steps: Vec<Step>| steps.into_iter().map(|step| PlannedStep { source: source.to_owned(), step }).collect::<Vec<_>>();
+    let tag = |source: &str, steps: Vec<Step>| {
+        steps
+            .into_iter()
+            .map(|step| PlannedStep {
+                source: source.to_owned(),
+                step,
+            })
+            .collect::<Vec<_>>()
+    };
     steps.extend(tag(SOURCE_RECIPE, system::prelude(recipe)));
     for (source, s) in feature_steps {
         steps.extend(tag(&source, s));
@@ -346,14 +421,20 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
     steps.extend(tag(SOURCE_RECIPE, system::epilogue(recipe)));
 
     let mut all_checks: Vec<PlannedCheck> = Vec::new();
-    for (source, list) in [(SOURCE_BASE, system::base_checks()), (SOURCE_RECIPE, system::recipe_checks(recipe))] {
-        all_checks.extend(list.into_iter().map(|(name, description, kind)| PlannedCheck {
-            name: format!("{source}/{name}"),
-            source: source.to_owned(),
-            description,
-            kind,
-            timeout_seconds: 300,
-        }));
+    for (source, list) in [
+        (SOURCE_BASE, system::base_checks()),
+        (SOURCE_RECIPE, system::recipe_checks(recipe)),
+    ] {
+        all_checks.extend(
+            list.into_iter()
+                .map(|(name, description, kind)| PlannedCheck {
+                    name: format!("{source}/{name}"),
+                    source: source.to_owned(),
+                    description,
+                    kind,
+                    timeout_seconds: 300,
+                }),
+        );
     }
     all_checks.extend(checks);
 
@@ -365,12 +446,20 @@ fn run_checked(recipe: &Recipe, mut diagnostics: Diagnostics, set: &dyn FeatureS
         architecture: recipe.architecture.clone(),
         features: order
             .iter()
-            .map(|(_, f)| PlannedFeature { name: f.name().to_owned(), version: f.info.version.clone(), digest: f.digest.clone() })
+            .map(|(_, f)| PlannedFeature {
+                name: f.name().to_owned(),
+                version: f.info.version.clone(),
+                digest: f.digest.clone(),
+            })
             .collect(),
         steps,
         checks: all_checks,
     };
-    Outcome { plan: Some(plan), diagnostics, recipe_id }
+    Outcome {
+        plan: Some(plan),
+        diagnostics,
+        recipe_id,
+    }
 }
 
 /// Only the fields a feature reads, plus `name` and `base_image`.
@@ -391,7 +480,10 @@ fn project(recipe: &Value, reads: &[String]) -> Value {
 fn rebase(mut d: Diagnostic, feature: &str, at: &Path) -> Diagnostic {
     if d.path.is_empty() {
         d.path = at.to_string();
-    } else if d.path == "options" || d.path.starts_with("options.") || d.path.starts_with("options[") {
+    } else if d.path == "options"
+        || d.path.starts_with("options.")
+        || d.path.starts_with("options[")
+    {
         d.path = at.join(&Path::parse(&d.path)).to_string();
     }
     if !d.code.starts_with(&format!("{feature}.")) {
@@ -402,8 +494,11 @@ fn rebase(mut d: Diagnostic, feature: &str, at: &Path) -> Diagnostic {
 }
 
 /// Topological order by `requires`, stable in recipe order. `Err` names a cycle.
-fn planning_order<'a>(resolved: &[(usize, &'a Feature)]) -> Result<Vec<(usize, &'a Feature)>, Vec<String>> {
-    let by_name: BTreeMap<&str, (usize, &Feature)> = resolved.iter().map(|&(i, f)| (f.name(), (i, f))).collect();
+fn planning_order<'a>(
+    resolved: &[(usize, &'a Feature)],
+) -> Result<Vec<(usize, &'a Feature)>, Vec<String>> {
+    let by_name: BTreeMap<&str, (usize, &Feature)> =
+        resolved.iter().map(|&(i, f)| (f.name(), (i, f))).collect();
     let mut done: BTreeSet<&str> = BTreeSet::new();
     let mut order = Vec::new();
     fn visit<'a>(
@@ -421,7 +516,9 @@ fn planning_order<'a>(resolved: &[(usize, &'a Feature)]) -> Result<Vec<(usize, &
             cycle.push(name.to_owned());
             return Err(cycle);
         }
-        let Some(&(i, feature)) = by_name.get(name) else { return Ok(()) };
+        let Some(&(i, feature)) = by_name.get(name) else {
+            return Ok(());
+        };
         stack.push(name);
         for required in &feature.info.requires {
             visit(required, by_name, done, stack, order)?;

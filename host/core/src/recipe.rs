@@ -104,7 +104,10 @@ pub struct FeatureRef {
 
 impl FeatureRef {
     pub fn new(name: &str) -> Self {
-        FeatureRef { name: name.into(), options: BTreeMap::new() }
+        FeatureRef {
+            name: name.into(),
+            options: BTreeMap::new(),
+        }
     }
 }
 
@@ -177,7 +180,11 @@ pub struct Networking {
 
 impl Default for Networking {
     fn default() -> Self {
-        Networking { dhcp: true, nameservers: Vec::new(), allowed_ports: Vec::new() }
+        Networking {
+            dhcp: true,
+            nameservers: Vec::new(),
+            allowed_ports: Vec::new(),
+        }
     }
 }
 
@@ -193,7 +200,20 @@ pub struct AllowedPort {
     pub protocol: Protocol,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]

@@ -5,11 +5,25 @@
 //! Each rule returns `Err(reason)`; the caller adds the field path and code.
 
 /// Where files may be written in an image.
-pub const ALLOWED_PATH_PREFIXES: &[&str] = &["/etc/", "/usr/local/", "/opt/", "/srv/", "/var/lib/", "/home/"];
+pub const ALLOWED_PATH_PREFIXES: &[&str] = &[
+    "/etc/",
+    "/usr/local/",
+    "/opt/",
+    "/srv/",
+    "/var/lib/",
+    "/home/",
+];
 
 /// Files nobody may write through a recipe or a plugin: they would lock users
 /// out or bypass the typed steps that own them.
-const PROTECTED_PATHS: &[&str] = &["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/sudoers", "/etc/fstab"];
+const PROTECTED_PATHS: &[&str] = &[
+    "/etc/passwd",
+    "/etc/shadow",
+    "/etc/group",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/fstab",
+];
 
 /// Longest string a rule accepts, so hostile input stays bounded.
 pub const MAX_NAME_LEN: usize = 128;
@@ -25,11 +39,38 @@ fn bounded(value: &str, max: usize) -> Result<(), String> {
 }
 
 fn shell_like(value: &str) -> Option<char> {
-    value.chars().find(|c| matches!(c, ';' | '&' | '|' | '$' | '`' | '<' | '>' | '(' | ')' | '{' | '}' | '\\' | '"' | '\'' | '*' | '?' | '!' | '~' | '#') || c.is_whitespace() || c.is_control())
+    value.chars().find(|c| {
+        matches!(
+            c,
+            ';' | '&'
+                | '|'
+                | '$'
+                | '`'
+                | '<'
+                | '>'
+                | '('
+                | ')'
+                | '{'
+                | '}'
+                | '\\'
+                | '"'
+                | '\''
+                | '*'
+                | '?'
+                | '!'
+                | '~'
+                | '#'
+        ) || c.is_whitespace()
+            || c.is_control()
+    })
 }
 
 fn describe_char(c: char) -> String {
-    if c.is_whitespace() || c.is_control() { format!("{:?}", c) } else { format!("`{c}`") }
+    if c.is_whitespace() || c.is_control() {
+        format!("{:?}", c)
+    } else {
+        format!("`{c}`")
+    }
 }
 
 /// Debian policy §5.6.7: lowercase letters, digits, `+ - .`, at least two
@@ -42,7 +83,10 @@ pub fn package_name(name: &str) -> Result<(), String> {
     if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
         return Err("must start with a lowercase letter or a digit (Debian policy)".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.')))
+    {
         return Err(format!(
             "contains {}; Debian package names use only lowercase letters, digits, `+`, `-` and `.`",
             describe_char(c)
@@ -55,8 +99,14 @@ pub fn package_name(name: &str) -> Result<(), String> {
 /// a suffix means `.service`.
 pub fn unit_name(name: &str) -> Result<(), String> {
     bounded(name, 255)?;
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '@' | '\\'))) {
-        return Err(format!("contains {}; unit names use letters, digits and `: - _ . @`", describe_char(c)));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '@' | '\\')))
+    {
+        return Err(format!(
+            "contains {}; unit names use letters, digits and `: - _ . @`",
+            describe_char(c)
+        ));
     }
     if name.contains('\\') {
         return Err("contains `\\`; escaped unit names are not accepted".into());
@@ -64,11 +114,28 @@ pub fn unit_name(name: &str) -> Result<(), String> {
     if name.starts_with('.') || name.starts_with('-') {
         return Err("must start with a letter or digit".into());
     }
-    const SUFFIXES: &[&str] = &[".service", ".socket", ".timer", ".target", ".path", ".mount", ".automount", ".swap", ".slice"];
+    const SUFFIXES: &[&str] = &[
+        ".service",
+        ".socket",
+        ".timer",
+        ".target",
+        ".path",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".slice",
+    ];
     if let Some(dot) = name.rfind('.') {
         let suffix = &name[dot..];
-        if !SUFFIXES.contains(&suffix) && name[..dot].contains('@') == false && suffix.len() > 1 && suffix[1..].chars().all(|c| c.is_ascii_alphabetic()) {
-            return Err(format!("has the unknown unit type `{suffix}`; use one of {}", SUFFIXES.join(", ")));
+        if !SUFFIXES.contains(&suffix)
+            && name[..dot].contains('@') == false
+            && suffix.len() > 1
+            && suffix[1..].chars().all(|c| c.is_ascii_alphabetic())
+        {
+            return Err(format!(
+                "has the unknown unit type `{suffix}`; use one of {}",
+                SUFFIXES.join(", ")
+            ));
         }
     }
     Ok(())
@@ -83,14 +150,24 @@ pub fn image_path(path: &str) -> Result<(), String> {
     if path.ends_with('/') {
         return Err("names a directory; give a file path".into());
     }
-    if path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..") {
+    if path
+        .split('/')
+        .skip(1)
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err("must be normalised: no `..`, `.` or empty components".into());
     }
     if let Some(c) = path.chars().find(|c| c.is_control()) {
-        return Err(format!("contains the control character {}", describe_char(c)));
+        return Err(format!(
+            "contains the control character {}",
+            describe_char(c)
+        ));
     }
     if !ALLOWED_PATH_PREFIXES.iter().any(|p| path.starts_with(p)) {
-        return Err(format!("is outside the directories an image may be customised in ({})", ALLOWED_PATH_PREFIXES.join(", ")));
+        return Err(format!(
+            "is outside the directories an image may be customised in ({})",
+            ALLOWED_PATH_PREFIXES.join(", ")
+        ));
     }
     if PROTECTED_PATHS.contains(&path) {
         return Err("is managed by OpenFactory's typed steps; use `users` and features instead of writing it".into());
@@ -104,8 +181,14 @@ pub fn account_name(name: &str) -> Result<(), String> {
     if !name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
         return Err("must start with a lowercase letter or `_`".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))) {
-        return Err(format!("contains {}; use lowercase letters, digits, `_` and `-`", describe_char(c)));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')))
+    {
+        return Err(format!(
+            "contains {}; use lowercase letters, digits, `_` and `-`",
+            describe_char(c)
+        ));
     }
     Ok(())
 }
@@ -116,8 +199,14 @@ pub fn hostname(name: &str) -> Result<(), String> {
     if name.starts_with('-') || name.ends_with('-') {
         return Err("must not start or end with `-`".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
-        return Err(format!("contains {}; host names use letters, digits and `-`", describe_char(c)));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Err(format!(
+            "contains {}; host names use letters, digits and `-`",
+            describe_char(c)
+        ));
     }
     Ok(())
 }
@@ -128,8 +217,14 @@ pub fn slug(name: &str) -> Result<(), String> {
     if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
         return Err("must start with a lowercase letter or a digit".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-        return Err(format!("contains {}; use lowercase letters, digits and `-`", describe_char(c)));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "contains {}; use lowercase letters, digits and `-`",
+            describe_char(c)
+        ));
     }
     Ok(())
 }
@@ -137,8 +232,13 @@ pub fn slug(name: &str) -> Result<(), String> {
 /// A kernel command-line argument: `key` or `key=value`, no quoting, no spaces.
 pub fn kernel_arg(arg: &str) -> Result<(), String> {
     bounded(arg, 256)?;
-    if let Some(c) = arg.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ',' | ':' | '/' | '=' | '+'))) {
-        return Err(format!("contains {}; one argument per entry, without quotes or spaces", describe_char(c)));
+    if let Some(c) = arg.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ',' | ':' | '/' | '=' | '+'))
+    }) {
+        return Err(format!(
+            "contains {}; one argument per entry, without quotes or spaces",
+            describe_char(c)
+        ));
     }
     Ok(())
 }
@@ -146,8 +246,14 @@ pub fn kernel_arg(arg: &str) -> Result<(), String> {
 /// A sysctl key such as `net.ipv4.ip_forward`.
 pub fn sysctl_key(key: &str) -> Result<(), String> {
     bounded(key, 128)?;
-    if let Some(c) = key.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))) {
-        return Err(format!("contains {}; sysctl keys use letters, digits and `_ - . /`", describe_char(c)));
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
+    {
+        return Err(format!(
+            "contains {}; sysctl keys use letters, digits and `_ - . /`",
+            describe_char(c)
+        ));
     }
     if key.contains("..") || key.starts_with('.') || key.starts_with('/') {
         return Err("is not a sysctl key".into());
@@ -159,7 +265,10 @@ pub fn sysctl_key(key: &str) -> Result<(), String> {
 pub fn sysctl_value(value: &str) -> Result<(), String> {
     bounded(value, 256)?;
     if let Some(c) = value.chars().find(|c| c.is_control() && *c != '\t') {
-        return Err(format!("contains the control character {}", describe_char(c)));
+        return Err(format!(
+            "contains the control character {}",
+            describe_char(c)
+        ));
     }
     Ok(())
 }
@@ -167,11 +276,21 @@ pub fn sysctl_value(value: &str) -> Result<(), String> {
 /// A timezone from the tz database, such as `Europe/Paris` or `UTC`.
 pub fn timezone(tz: &str) -> Result<(), String> {
     bounded(tz, 64)?;
-    if tz.split('/').any(|part| part.is_empty() || part == "." || part == "..") || tz.starts_with('/') {
+    if tz
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+        || tz.starts_with('/')
+    {
         return Err("is not a tz database name like `Europe/Paris`".into());
     }
-    if let Some(c) = tz.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'))) {
-        return Err(format!("contains {}; use a tz database name like `Europe/Paris`", describe_char(c)));
+    if let Some(c) = tz
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+')))
+    {
+        return Err(format!(
+            "contains {}; use a tz database name like `Europe/Paris`",
+            describe_char(c)
+        ));
     }
     Ok(())
 }
@@ -179,8 +298,14 @@ pub fn timezone(tz: &str) -> Result<(), String> {
 /// A glibc locale such as `en_US.UTF-8` or `C.UTF-8`.
 pub fn locale(locale: &str) -> Result<(), String> {
     bounded(locale, 64)?;
-    if let Some(c) = locale.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'))) {
-        return Err(format!("contains {}; use a locale like `en_US.UTF-8`", describe_char(c)));
+    if let Some(c) = locale
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@')))
+    {
+        return Err(format!(
+            "contains {}; use a locale like `en_US.UTF-8`",
+            describe_char(c)
+        ));
     }
     if !locale.contains('.') {
         return Err("names no character set; use a UTF-8 locale like `en_US.UTF-8`".into());
@@ -195,16 +320,29 @@ pub fn ssh_public_key(key: &str) -> Result<(), String> {
         return Err("must be a single line".into());
     }
     const TYPES: &[&str] = &[
-        "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
     ];
     let mut parts = key.split_whitespace();
     let kind = parts.next().unwrap_or("");
     if !TYPES.contains(&kind) {
-        return Err(format!("starts with `{}`; an OpenSSH public key starts with one of {}", truncate(kind, 40), TYPES.join(", ")));
+        return Err(format!(
+            "starts with `{}`; an OpenSSH public key starts with one of {}",
+            truncate(kind, 40),
+            TYPES.join(", ")
+        ));
     }
     let body = parts.next().unwrap_or("");
-    if body.len() < 16 || !body.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')) {
+    if body.len() < 16
+        || !body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+    {
         return Err("has no base64 key material after the key type".into());
     }
     Ok(())
@@ -217,8 +355,14 @@ pub fn password_hash(hash: &str) -> Result<(), String> {
     if !PREFIXES.iter().any(|p| hash.starts_with(p)) {
         return Err("is not a crypt(3) hash; give the output of `mkpasswd -m yescrypt` (starts with `$y$` or `$6$`), never a clear-text password".into());
     }
-    if let Some(c) = hash.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '$' | '.' | '/' | '='))) {
-        return Err(format!("contains {}, which no crypt(3) hash has", describe_char(c)));
+    if let Some(c) = hash
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '$' | '.' | '/' | '=')))
+    {
+        return Err(format!(
+            "contains {}, which no crypt(3) hash has",
+            describe_char(c)
+        ));
     }
     Ok(())
 }
@@ -226,7 +370,12 @@ pub fn password_hash(hash: &str) -> Result<(), String> {
 /// An absolute path to an executable inside the image, used as a login shell.
 pub fn shell_path(path: &str) -> Result<(), String> {
     bounded(path, 256)?;
-    if !path.starts_with('/') || path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..") {
+    if !path.starts_with('/')
+        || path
+            .split('/')
+            .skip(1)
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err("must be an absolute, normalised path like `/bin/bash`".into());
     }
     if let Some(c) = shell_like(path) {
@@ -241,7 +390,9 @@ pub fn repository_uri(uri: &str) -> Result<(), String> {
     if !(uri.starts_with("https://") || uri.starts_with("http://")) {
         return Err("must start with `https://` or `http://`".into());
     }
-    if let Some(c) = uri.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`' | '<' | '>' | '\\')) {
+    if let Some(c) = uri.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '`' | '<' | '>' | '\\')
+    }) {
         return Err(format!("contains {}", describe_char(c)));
     }
     Ok(())
@@ -250,7 +401,10 @@ pub fn repository_uri(uri: &str) -> Result<(), String> {
 /// A word in a deb822 field (suite, component, source name).
 pub fn deb822_word(word: &str) -> Result<(), String> {
     bounded(word, MAX_NAME_LEN)?;
-    if let Some(c) = word.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '+'))) {
+    if let Some(c) = word
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '+')))
+    {
         return Err(format!("contains {}", describe_char(c)));
     }
     if word.contains("..") {
@@ -274,16 +428,25 @@ pub fn command_argv(argv: &[String]) -> Result<(), String> {
         return Err("is longer than 64 KiB; ship large content as a file step".into());
     }
     bounded(program, 256)?;
-    let plain = program.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    let plain = program
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
     let absolute = program.starts_with('/') && shell_path(program).is_ok();
     if !(plain || absolute) || program.starts_with('.') {
-        return Err(format!("starts with the program `{}`, which is neither a plain command name nor an absolute path", truncate(program, 60)));
+        return Err(format!(
+            "starts with the program `{}`, which is neither a plain command name nor an absolute path",
+            truncate(program, 60)
+        ));
     }
     Ok(())
 }
 
 pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max { s.to_owned() } else { format!("{}…", s.chars().take(max).collect::<String>()) }
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
 }
 
 #[cfg(test)]
@@ -295,28 +458,71 @@ mod tests {
         for ok in ["vim", "g++", "libc6", "python3.11", "docker.io", "0ad"] {
             assert!(package_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "Vim", "vim;rm -rf /", "$(reboot)", "-vim", "vim htop", "pkg_name", "vim\n"] {
+        for bad in [
+            "",
+            "a",
+            "Vim",
+            "vim;rm -rf /",
+            "$(reboot)",
+            "-vim",
+            "vim htop",
+            "pkg_name",
+            "vim\n",
+        ] {
             assert!(package_name(bad).is_err(), "{bad:?}");
         }
-        assert!(package_name(&"a".repeat(10_000)).unwrap_err().contains("limit"));
+        assert!(
+            package_name(&"a".repeat(10_000))
+                .unwrap_err()
+                .contains("limit")
+        );
     }
 
     #[test]
     fn unit_names_reject_shell() {
-        for ok in ["ssh.service", "docker", "getty@ttyS0.service", "fstrim.timer", "systemd-networkd"] {
+        for ok in [
+            "ssh.service",
+            "docker",
+            "getty@ttyS0.service",
+            "fstrim.timer",
+            "systemd-networkd",
+        ] {
             assert!(unit_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["ssh; reboot", "a|b", "`id`", "x y", "../etc", ".hidden", "foo.bogus"] {
+        for bad in [
+            "ssh; reboot",
+            "a|b",
+            "`id`",
+            "x y",
+            "../etc",
+            ".hidden",
+            "foo.bogus",
+        ] {
             assert!(unit_name(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn paths_stay_inside_allowed_prefixes() {
-        for ok in ["/etc/motd", "/opt/app/config.yml", "/home/admin/.ssh/authorized_keys", "/srv/data/README"] {
+        for ok in [
+            "/etc/motd",
+            "/opt/app/config.yml",
+            "/home/admin/.ssh/authorized_keys",
+            "/srv/data/README",
+        ] {
             assert!(image_path(ok).is_ok(), "{ok}");
         }
-        for bad in ["etc/motd", "/etc/../root/x", "/boot/grub/grub.cfg", "/etc//x", "/etc/", "/etc/shadow", "/usr/bin/sudo", "/etc/./x", "/proc/self"] {
+        for bad in [
+            "etc/motd",
+            "/etc/../root/x",
+            "/boot/grub/grub.cfg",
+            "/etc//x",
+            "/etc/",
+            "/etc/shadow",
+            "/usr/bin/sudo",
+            "/etc/./x",
+            "/proc/self",
+        ] {
             assert!(image_path(bad).is_err(), "{bad:?}");
         }
     }

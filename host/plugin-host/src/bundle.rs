@@ -49,7 +49,9 @@ pub struct Manifest {
 impl Manifest {
     /// The component's sha256 in hex.
     pub fn component_digest(&self) -> Option<&str> {
-        self.files.get(COMPONENT).and_then(|d| d.strip_prefix("sha256:"))
+        self.files
+            .get(COMPONENT)
+            .and_then(|d| d.strip_prefix("sha256:"))
     }
 }
 
@@ -64,36 +66,55 @@ struct SignatureFile {
 /// Who signed a bundle, when it was verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signer {
-    Trusted { key_id: String, comment: String },
+    Trusted {
+        key_id: String,
+        comment: String,
+    },
     /// Accepted only because the operator allows unsigned bundles.
-    Unverified { reason: String },
+    Unverified {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: invalid manifest: {1}")]
     Manifest(PathBuf, String),
     #[error("bundle `{name}`: {reason}")]
     Invalid { name: String, reason: String },
-    #[error("bundle `{name}` is not signed by a trusted key: {reason} (trust the author's key with `openfactory plugin trust <key.pub>`, or allow unsigned plugins explicitly)")]
+    #[error(
+        "bundle `{name}` is not signed by a trusted key: {reason} (trust the author's key with `openfactory plugin trust <key.pub>`, or allow unsigned plugins explicitly)"
+    )]
     Untrusted { name: String, reason: String },
     #[error(transparent)]
     Key(#[from] KeyError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io { path: path.to_owned(), source }
+    move |source| BundleError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
     let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
     if !meta.is_file() {
-        return Err(BundleError::Invalid { name: path.display().to_string(), reason: "is not a regular file (links are refused)".into() });
+        return Err(BundleError::Invalid {
+            name: path.display().to_string(),
+            reason: "is not a regular file (links are refused)".into(),
+        });
     }
     if meta.len() > MAX_FILE {
-        return Err(BundleError::Invalid { name: path.display().to_string(), reason: format!("is larger than {MAX_FILE} bytes") });
+        return Err(BundleError::Invalid {
+            name: path.display().to_string(),
+            reason: format!("is larger than {MAX_FILE} bytes"),
+        });
     }
     let bytes = std::fs::read(path).map_err(io(path))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
@@ -106,9 +127,16 @@ fn list_files(dir: &Path) -> Result<Vec<String>, BundleError> {
             let entry = entry.map_err(io(dir))?;
             let path = entry.path();
             let kind = entry.file_type().map_err(io(&path))?;
-            let rel = path.strip_prefix(root).expect("below root").to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .expect("below root")
+                .to_string_lossy()
+                .into_owned();
             if kind.is_symlink() {
-                return Err(BundleError::Invalid { name: root.display().to_string(), reason: format!("`{rel}` is a symbolic link; bundles hold regular files only") });
+                return Err(BundleError::Invalid {
+                    name: root.display().to_string(),
+                    reason: format!("`{rel}` is a symbolic link; bundles hold regular files only"),
+                });
             } else if kind.is_dir() {
                 walk(root, &path, out)?;
             } else {
@@ -135,9 +163,15 @@ impl Bundle {
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
         let path = dir.join(MANIFEST);
         let manifest_bytes = std::fs::read(&path).map_err(io(&path))?;
-        let text = std::str::from_utf8(&manifest_bytes).map_err(|_| BundleError::Manifest(path.clone(), "not UTF-8".into()))?;
-        let manifest: Manifest = toml::from_str(text).map_err(|e| BundleError::Manifest(path.clone(), e.message().to_owned()))?;
-        let bundle = Bundle { dir: dir.to_owned(), manifest, manifest_bytes };
+        let text = std::str::from_utf8(&manifest_bytes)
+            .map_err(|_| BundleError::Manifest(path.clone(), "not UTF-8".into()))?;
+        let manifest: Manifest = toml::from_str(text)
+            .map_err(|e| BundleError::Manifest(path.clone(), e.message().to_owned()))?;
+        let bundle = Bundle {
+            dir: dir.to_owned(),
+            manifest,
+            manifest_bytes,
+        };
         bundle.check_shape()?;
         Ok(bundle)
     }
@@ -156,29 +190,50 @@ impl Bundle {
     }
 
     fn invalid(&self, reason: impl Into<String>) -> BundleError {
-        BundleError::Invalid { name: self.manifest.name.clone(), reason: reason.into() }
+        BundleError::Invalid {
+            name: self.manifest.name.clone(),
+            reason: reason.into(),
+        }
     }
 
     fn check_shape(&self) -> Result<(), BundleError> {
         let m = &self.manifest;
         if m.format != 1 {
-            return Err(self.invalid(format!("bundle format {} is not supported (this host reads format 1)", m.format)));
+            return Err(self.invalid(format!(
+                "bundle format {} is not supported (this host reads format 1)",
+                m.format
+            )));
         }
-        openfactory_core::rules::slug(&m.name).map_err(|r| self.invalid(format!("the name {r}")))?;
+        openfactory_core::rules::slug(&m.name)
+            .map_err(|r| self.invalid(format!("the name {r}")))?;
         if !SUPPORTED_WIT.contains(&m.wit.as_str()) {
-            return Err(self.invalid(format!("targets `{}`; this host supports {}", m.wit, SUPPORTED_WIT.join(", "))));
+            return Err(self.invalid(format!(
+                "targets `{}`; this host supports {}",
+                m.wit,
+                SUPPORTED_WIT.join(", ")
+            )));
         }
         if m.component_digest().is_none() {
             return Err(self.invalid(format!("the manifest lists no `{COMPONENT}` digest")));
         }
         for (file, digest) in &m.files {
             let ok_path = file == COMPONENT
-                || (file.starts_with("assets/") && !file.split('/').any(|c| c.is_empty() || c == "." || c == ".."));
+                || (file.starts_with("assets/")
+                    && !file
+                        .split('/')
+                        .any(|c| c.is_empty() || c == "." || c == ".."));
             if !ok_path {
-                return Err(self.invalid(format!("lists `{file}`; bundles hold plugin.wasm and files under assets/ only")));
+                return Err(self.invalid(format!(
+                    "lists `{file}`; bundles hold plugin.wasm and files under assets/ only"
+                )));
             }
-            if !digest.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) {
-                return Err(self.invalid(format!("the digest of `{file}` is not `sha256:<64 hex digits>`")));
+            if !digest
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(self.invalid(format!(
+                    "the digest of `{file}` is not `sha256:<64 hex digits>`"
+                )));
             }
         }
         Ok(())
@@ -191,7 +246,9 @@ impl Bundle {
         let present = list_files(&self.dir)?;
         for file in &present {
             if file != MANIFEST && file != SIGNATURE && !self.manifest.files.contains_key(file) {
-                return Err(self.invalid(format!("holds `{file}`, which the manifest does not list")));
+                return Err(
+                    self.invalid(format!("holds `{file}`, which the manifest does not list"))
+                );
             }
         }
         for (file, digest) in &self.manifest.files {
@@ -207,7 +264,10 @@ impl Bundle {
         match self.check_signature(trust) {
             Ok(signer) => Ok(signer),
             Err(reason) if allow_unsigned => Ok(Signer::Unverified { reason }),
-            Err(reason) => Err(BundleError::Untrusted { name: self.manifest.name.clone(), reason }),
+            Err(reason) => Err(BundleError::Untrusted {
+                name: self.manifest.name.clone(),
+                reason,
+            }),
         }
     }
 
@@ -217,16 +277,30 @@ impl Bundle {
             Ok(t) => t,
             Err(_) => return Err("it has no signature.toml".into()),
         };
-        let sig: SignatureFile = toml::from_str(&text).map_err(|e| format!("signature.toml is invalid: {}", e.message()))?;
+        let sig: SignatureFile = toml::from_str(&text)
+            .map_err(|e| format!("signature.toml is invalid: {}", e.message()))?;
         if sig.algorithm != "ed25519" {
-            return Err(format!("unsupported signature algorithm `{}`", sig.algorithm));
+            return Err(format!(
+                "unsupported signature algorithm `{}`",
+                sig.algorithm
+            ));
         }
-        let key = trust.find(&sig.key_id).ok_or_else(|| format!("it is signed by key {}, which is not trusted", sig.key_id))?;
-        let bytes = B64.decode(&sig.signature).map_err(|_| "the signature is not base64".to_owned())?;
+        let key = trust
+            .find(&sig.key_id)
+            .ok_or_else(|| format!("it is signed by key {}, which is not trusted", sig.key_id))?;
+        let bytes = B64
+            .decode(&sig.signature)
+            .map_err(|_| "the signature is not base64".to_owned())?;
         if key.verify(&signed_message(&self.manifest_bytes), &bytes) {
-            Ok(Signer::Trusted { key_id: key.id(), comment: key.comment.clone() })
+            Ok(Signer::Trusted {
+                key_id: key.id(),
+                comment: key.comment.clone(),
+            })
         } else {
-            Err(format!("the signature does not match the manifest for key {}", key.id()))
+            Err(format!(
+                "the signature does not match the manifest for key {}",
+                key.id()
+            ))
         }
     }
 }
@@ -259,10 +333,20 @@ pub fn pack(
     }
     let mut files = BTreeMap::new();
     for rel in list_files(out)? {
-        files.insert(rel.clone(), format!("sha256:{}", sha256_file(&out.join(&rel))?));
+        files.insert(
+            rel.clone(),
+            format!("sha256:{}", sha256_file(&out.join(&rel))?),
+        );
     }
-    let manifest = Manifest { format: 1, name: name.into(), version: version.into(), wit: SUPPORTED_WIT[0].into(), files };
-    let text = toml::to_string(&manifest).map_err(|e| BundleError::Manifest(out.join(MANIFEST), e.to_string()))?;
+    let manifest = Manifest {
+        format: 1,
+        name: name.into(),
+        version: version.into(),
+        wit: SUPPORTED_WIT[0].into(),
+        files,
+    };
+    let text = toml::to_string(&manifest)
+        .map_err(|e| BundleError::Manifest(out.join(MANIFEST), e.to_string()))?;
     std::fs::write(out.join(MANIFEST), &text).map_err(io(out))?;
     if let Some(key) = key {
         sign(out, key)?;
@@ -274,7 +358,11 @@ pub fn pack(
 pub fn sign(dir: &Path, key: &SecretKey) -> Result<(), BundleError> {
     let bundle = Bundle::open(dir)?;
     let signature = key.sign(&signed_message(&bundle.manifest_bytes));
-    let file = SignatureFile { algorithm: "ed25519".into(), key_id: key.public("").id(), signature: B64.encode(signature) };
+    let file = SignatureFile {
+        algorithm: "ed25519".into(),
+        key_id: key.public("").id(),
+        signature: B64.encode(signature),
+    };
     let path = dir.join(SIGNATURE);
     std::fs::write(&path, toml::to_string(&file).expect("serialises")).map_err(io(&path))
 }
@@ -300,11 +388,20 @@ mod tests {
         let trust = TrustStore::with_keys(vec![key.public("test")]);
         let out = dir.path().join("bundle");
         let bundle = pack(&out, "demo", "1.0.0", &wasm, Some(&assets), Some(&key)).unwrap();
-        assert!(matches!(bundle.verify(&trust, false).unwrap(), Signer::Trusted { .. }));
+        assert!(matches!(
+            bundle.verify(&trust, false).unwrap(),
+            Signer::Trusted { .. }
+        ));
 
         // An untrusted key is refused unless unsigned bundles are allowed.
-        assert!(matches!(bundle.verify(&TrustStore::default(), false), Err(BundleError::Untrusted { .. })));
-        assert!(matches!(bundle.verify(&TrustStore::default(), true).unwrap(), Signer::Unverified { .. }));
+        assert!(matches!(
+            bundle.verify(&TrustStore::default(), false),
+            Err(BundleError::Untrusted { .. })
+        ));
+        assert!(matches!(
+            bundle.verify(&TrustStore::default(), true).unwrap(),
+            Signer::Unverified { .. }
+        ));
 
         // A modified asset is refused even when unsigned bundles are allowed.
         std::fs::write(out.join("assets/sub/banner.txt"), "HELLO").unwrap();
@@ -314,11 +411,19 @@ mod tests {
 
         // An extra file is refused.
         std::fs::write(out.join("assets/extra"), "x").unwrap();
-        assert!(bundle.verify(&trust, true).unwrap_err().to_string().contains("does not list"));
+        assert!(
+            bundle
+                .verify(&trust, true)
+                .unwrap_err()
+                .to_string()
+                .contains("does not list")
+        );
         std::fs::remove_file(out.join("assets/extra")).unwrap();
 
         // A manifest edited after signing is refused.
-        let text = std::fs::read_to_string(out.join(MANIFEST)).unwrap().replace("1.0.0", "9.9.9");
+        let text = std::fs::read_to_string(out.join(MANIFEST))
+            .unwrap()
+            .replace("1.0.0", "9.9.9");
         std::fs::write(out.join(MANIFEST), text).unwrap();
         let reopened = Bundle::open(&out).unwrap();
         let err = reopened.verify(&trust, false).unwrap_err().to_string();
@@ -334,7 +439,12 @@ mod tests {
         let text = std::fs::read_to_string(out.join(MANIFEST)).unwrap();
         let evil = text.replace("[files]", "[files]\n\"../../etc/passwd\" = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"");
         std::fs::write(out.join(MANIFEST), evil).unwrap();
-        assert!(Bundle::open(&out).unwrap_err().to_string().contains("assets/ only"));
+        assert!(
+            Bundle::open(&out)
+                .unwrap_err()
+                .to_string()
+                .contains("assets/ only")
+        );
         let evil = text.replace("name = \"demo\"", "name = \"../demo\"");
         std::fs::write(out.join(MANIFEST), evil).unwrap();
         assert!(Bundle::open(&out).is_err());

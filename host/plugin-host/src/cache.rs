@@ -26,11 +26,20 @@ impl CompiledCache {
     fn key(engine: &Engine, digest: &str) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        format!("{digest}-wasmtime{}-{:016x}.cwasm", wasmtime_version(), hasher.finish())
+        format!(
+            "{digest}-wasmtime{}-{:016x}.cwasm",
+            wasmtime_version(),
+            hasher.finish()
+        )
     }
 
     /// Load the component from the cache, or compile it and store the result.
-    pub fn load(&self, engine: &Engine, digest: &str, wasm: &Path) -> wasmtime::Result<(Component, bool)> {
+    pub fn load(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        wasm: &Path,
+    ) -> wasmtime::Result<(Component, bool)> {
         let Some(dir) = &self.dir else {
             return Ok((Component::from_file(engine, wasm)?, false));
         };
@@ -41,7 +50,9 @@ impl CompiledCache {
             // directory (see the module docs); it is never taken from a bundle.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding an unusable compiled artifact"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding an unusable compiled artifact")
+                }
             }
         }
         let wasm_bytes = std::fs::read(wasm)?;
@@ -57,7 +68,11 @@ impl CompiledCache {
 
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

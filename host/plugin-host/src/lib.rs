@@ -71,12 +71,20 @@ impl PluginHost {
     /// the others still load.
     pub fn load(config: &HostConfig) -> Result<PluginHost, HostError> {
         let started = Instant::now();
-        let runtime = runtime::Runtime::new(config.limits).map_err(|e| HostError::Engine(e.to_string()))?;
+        let runtime =
+            runtime::Runtime::new(config.limits).map_err(|e| HostError::Engine(e.to_string()))?;
         let trust = TrustStore::load(&config.trusted_keys_dir)?;
         let cache = cache::CompiledCache::new(config.cache_dir.clone());
-        let mut host = PluginHost { loaded: BTreeMap::new(), problems: Vec::new(), stats: LoadStats::default() };
+        let mut host = PluginHost {
+            loaded: BTreeMap::new(),
+            problems: Vec::new(),
+            stats: LoadStats::default(),
+        };
         for dir in registry::bundle_dirs(&config.plugins_dir)? {
-            let label = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let label = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             match load_one(&runtime, &cache, &trust, config.allow_unsigned, &dir) {
                 Ok((loaded, cached)) => {
                     if let Signer::Unverified { reason } = &loaded.signer {
@@ -87,7 +95,10 @@ impl PluginHost {
                 }
                 Err(reason) => {
                     tracing::error!(plugin = %label, %reason, "plugin not loaded");
-                    host.problems.push(LoadProblem { bundle: label, reason });
+                    host.problems.push(LoadProblem {
+                        bundle: label,
+                        reason,
+                    });
                 }
             }
         }
@@ -121,20 +132,50 @@ fn load_one(
     dir: &std::path::Path,
 ) -> Result<(Loaded, bool), String> {
     let bundle = Bundle::open(dir).map_err(|e| e.to_string())?;
-    let signer = bundle.verify(trust, allow_unsigned).map_err(|e| e.to_string())?;
-    let digest = bundle.manifest.component_digest().expect("verified bundles have a digest").to_owned();
+    let signer = bundle
+        .verify(trust, allow_unsigned)
+        .map_err(|e| e.to_string())?;
+    let digest = bundle
+        .manifest
+        .component_digest()
+        .expect("verified bundles have a digest")
+        .to_owned();
     let name = bundle.name().to_owned();
-    let (prepared, cached) = runtime::load(runtime, cache, &name, &digest, &bundle.component_path(), bundle.assets_dir())
-        .map_err(|e| format!("plugin `{name}`: {e}"))?;
-    let info = prepared.describe().map_err(|e| format!("plugin `{name}`: describe failed: {e}"))?;
+    let (prepared, cached) = runtime::load(
+        runtime,
+        cache,
+        &name,
+        &digest,
+        &bundle.component_path(),
+        bundle.assets_dir(),
+    )
+    .map_err(|e| format!("plugin `{name}`: {e}"))?;
+    let info = prepared
+        .describe()
+        .map_err(|e| format!("plugin `{name}`: describe failed: {e}"))?;
     if info.name != name {
-        return Err(format!("the bundle is named `{name}` but its component describes itself as `{}`", info.name));
+        return Err(format!(
+            "the bundle is named `{name}` but its component describes itself as `{}`",
+            info.name
+        ));
     }
     if info.version != bundle.manifest.version {
-        return Err(format!("plugin `{name}`: the manifest says version {} but the component says {}", bundle.manifest.version, info.version));
+        return Err(format!(
+            "plugin `{name}`: the manifest says version {} but the component says {}",
+            bundle.manifest.version, info.version
+        ));
     }
-    let feature = Feature::new(info, digest).map_err(|e| format!("plugin `{name}`: its options schema is invalid: {e}"))?;
-    Ok((Loaded { feature, bundle, signer, prepared }, cached))
+    let feature = Feature::new(info, digest)
+        .map_err(|e| format!("plugin `{name}`: its options schema is invalid: {e}"))?;
+    Ok((
+        Loaded {
+            feature,
+            bundle,
+            signer,
+            prepared,
+        },
+        cached,
+    ))
 }
 
 impl FeatureSet for PluginHost {
@@ -146,8 +187,16 @@ impl FeatureSet for PluginHost {
         self.loaded.get(name).map(|l| &l.feature)
     }
 
-    fn evaluate(&self, feature: &str, ctx: &PlanContext, plan: bool) -> Result<Evaluation, RuntimeError> {
-        let loaded = self.loaded.get(feature).ok_or_else(|| RuntimeError(format!("feature `{feature}` is not loaded")))?;
+    fn evaluate(
+        &self,
+        feature: &str,
+        ctx: &PlanContext,
+        plan: bool,
+    ) -> Result<Evaluation, RuntimeError> {
+        let loaded = self
+            .loaded
+            .get(feature)
+            .ok_or_else(|| RuntimeError(format!("feature `{feature}` is not loaded")))?;
         loaded.prepared.evaluate(ctx, plan)
     }
 }

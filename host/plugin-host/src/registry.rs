@@ -14,12 +14,22 @@ pub fn bundle_dirs(plugins_dir: &Path) -> Result<Vec<PathBuf>, BundleError> {
     let entries = match std::fs::read_dir(plugins_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(BundleError::Io { path: plugins_dir.to_owned(), source }),
+        Err(source) => {
+            return Err(BundleError::Io {
+                path: plugins_dir.to_owned(),
+                source,
+            });
+        }
     };
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     dirs.sort();
     Ok(dirs)
@@ -43,10 +53,15 @@ pub fn install(
         move |source| BundleError::Io { path, source }
     };
     if target.exists() && !replace {
-        let installed = Bundle::open(&target).map(|b| b.manifest.version).unwrap_or_else(|_| "unknown".into());
+        let installed = Bundle::open(&target)
+            .map(|b| b.manifest.version)
+            .unwrap_or_else(|_| "unknown".into());
         return Err(BundleError::Invalid {
             name,
-            reason: format!("version {installed} is already installed; pass --replace to install version {} over it", bundle.manifest.version),
+            reason: format!(
+                "version {installed} is already installed; pass --replace to install version {} over it",
+                bundle.manifest.version
+            ),
         });
     }
     std::fs::create_dir_all(plugins_dir).map_err(io(plugins_dir))?;
@@ -74,12 +89,21 @@ pub fn install(
 
 /// Remove an installed bundle by feature name.
 pub fn remove(plugins_dir: &Path, name: &str) -> Result<(), BundleError> {
-    openfactory_core::rules::slug(name).map_err(|r| BundleError::Invalid { name: name.into(), reason: format!("the name {r}") })?;
+    openfactory_core::rules::slug(name).map_err(|r| BundleError::Invalid {
+        name: name.into(),
+        reason: format!("the name {r}"),
+    })?;
     let target = plugins_dir.join(name);
     if !target.is_dir() {
-        return Err(BundleError::Invalid { name: name.into(), reason: "is not installed".into() });
+        return Err(BundleError::Invalid {
+            name: name.into(),
+            reason: "is not installed".into(),
+        });
     }
-    std::fs::remove_dir_all(&target).map_err(|source| BundleError::Io { path: target, source })
+    std::fs::remove_dir_all(&target).map_err(|source| BundleError::Io {
+        path: target,
+        source,
+    })
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -13,10 +13,14 @@ use std::time::Duration;
 use openfactory_core::Diagnostic;
 use openfactory_core::plan::{Evaluation, FeatureCheck, FeatureInfo, PlanContext, RuntimeError};
 use openfactory_core::recipe::Protocol as CoreProtocol;
-use openfactory_core::step::{AptSource, CheckKind as CoreCheck, FileStep, Step as CoreStep, UserStep};
+use openfactory_core::step::{
+    AptSource, CheckKind as CoreCheck, FileStep, Step as CoreStep, UserStep,
+};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -42,7 +46,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { cpu: Duration::from_secs(1), memory_bytes: 64 << 20, max_items: 10_000 }
+        Limits {
+            cpu: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+            max_items: 10_000,
+        }
     }
 }
 
@@ -65,17 +73,26 @@ impl Runtime {
         config.max_wasm_stack(1 << 20);
         let engine = Engine::new(&config)?;
         let weak = engine.weak();
-        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)?;
-        Ok(Runtime { engine, linker: Arc::new(linker), limits })
+        bindings::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -87,9 +104,19 @@ impl Runtime {
     }
 
     /// Prepare a component for repeated instantiation.
-    pub fn prepare(&self, name: &str, component: &Component, assets: Option<PathBuf>) -> wasmtime::Result<Prepared> {
+    pub fn prepare(
+        &self,
+        name: &str,
+        component: &Component,
+        assets: Option<PathBuf>,
+    ) -> wasmtime::Result<Prepared> {
         let pre = self.linker.instantiate_pre(component)?;
-        Ok(Prepared { name: name.to_owned(), pre: bindings::PluginPre::new(pre)?, assets, runtime: self.clone() })
+        Ok(Prepared {
+            name: name.to_owned(),
+            pre: bindings::PluginPre::new(pre)?,
+            assets,
+            runtime: self.clone(),
+        })
     }
 }
 
@@ -112,7 +139,10 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -200,22 +230,36 @@ impl Prepared {
         let limits = self.runtime.limits;
         if let Some(trap) = error.downcast_ref::<Trap>() {
             return RuntimeError(match trap {
-                Trap::Interrupt => format!("it ran longer than its CPU budget of {} ms and was stopped", limits.cpu.as_millis()),
+                Trap::Interrupt => format!(
+                    "it ran longer than its CPU budget of {} ms and was stopped",
+                    limits.cpu.as_millis()
+                ),
                 Trap::StackOverflow => "it overflowed its stack".into(),
                 Trap::UnreachableCodeReached => "it panicked (reached unreachable code)".into(),
                 other => format!("it trapped: {other}"),
             });
         }
         let text = format!("{error:#}");
-        if text.contains("memory") && (text.contains("grow") || text.contains("limit") || text.contains("exceed")) {
-            return RuntimeError(format!("it asked for more than its memory limit of {} MiB", limits.memory_bytes >> 20));
+        if text.contains("memory")
+            && (text.contains("grow") || text.contains("limit") || text.contains("exceed"))
+        {
+            return RuntimeError(format!(
+                "it asked for more than its memory limit of {} MiB",
+                limits.memory_bytes >> 20
+            ));
         }
-        RuntimeError(format!("it failed: {}", text.chars().take(500).collect::<String>()))
+        RuntimeError(format!(
+            "it failed: {}",
+            text.chars().take(500).collect::<String>()
+        ))
     }
 
     pub fn describe(&self) -> Result<FeatureInfo, RuntimeError> {
         let (mut store, plugin) = self.instantiate()?;
-        let info = plugin.openfactory_feature_feature().call_describe(&mut store).map_err(|e| self.trap(e))?;
+        let info = plugin
+            .openfactory_feature_feature()
+            .call_describe(&mut store)
+            .map_err(|e| self.trap(e))?;
         let options_schema = serde_json::from_str(&info.options_schema)
             .map_err(|e| RuntimeError(format!("its options schema is not JSON: {e}")))?;
         Ok(FeatureInfo {
@@ -233,36 +277,58 @@ impl Prepared {
     pub fn evaluate(&self, ctx: &PlanContext, plan: bool) -> Result<Evaluation, RuntimeError> {
         let (mut store, plugin) = self.instantiate()?;
         let api = plugin.openfactory_feature_feature();
-        let wit_ctx = wit::PlanContext { recipe: ctx.recipe.to_string(), options: ctx.options.to_string() };
+        let wit_ctx = wit::PlanContext {
+            recipe: ctx.recipe.to_string(),
+            options: ctx.options.to_string(),
+        };
         let max = self.runtime.limits.max_items;
 
-        let found = api.call_validate(&mut store, &wit_ctx).map_err(|e| self.trap(e))?;
-        let too_many = |what: &str, n: usize| RuntimeError(format!("it returned {n} {what}; the limit is {max}"));
+        let found = api
+            .call_validate(&mut store, &wit_ctx)
+            .map_err(|e| self.trap(e))?;
+        let too_many = |what: &str, n: usize| {
+            RuntimeError(format!("it returned {n} {what}; the limit is {max}"))
+        };
         if found.len() > max {
             return Err(too_many("diagnostics", found.len()));
         }
-        let mut evaluation = Evaluation { diagnostics: found.into_iter().map(diagnostic).collect(), ..Default::default() };
+        let mut evaluation = Evaluation {
+            diagnostics: found.into_iter().map(diagnostic).collect(),
+            ..Default::default()
+        };
         if !plan || evaluation.diagnostics.iter().any(Diagnostic::is_error) {
             return Ok(evaluation);
         }
 
         self.arm(&mut store);
-        match api.call_plan(&mut store, &wit_ctx).map_err(|e| self.trap(e))? {
+        match api
+            .call_plan(&mut store, &wit_ctx)
+            .map_err(|e| self.trap(e))?
+        {
             Ok(steps) if steps.len() > max => return Err(too_many("steps", steps.len())),
             Ok(steps) => evaluation.steps = steps.into_iter().map(step).collect(),
             Err(problems) => {
-                evaluation.diagnostics.extend(problems.into_iter().take(max).map(diagnostic));
+                evaluation
+                    .diagnostics
+                    .extend(problems.into_iter().take(max).map(diagnostic));
                 return Ok(evaluation);
             }
         }
         self.arm(&mut store);
-        let checks = api.call_checks(&mut store, &wit_ctx).map_err(|e| self.trap(e))?;
+        let checks = api
+            .call_checks(&mut store, &wit_ctx)
+            .map_err(|e| self.trap(e))?;
         if checks.len() > max {
             return Err(too_many("checks", checks.len()));
         }
         evaluation.checks = checks
             .into_iter()
-            .map(|c| FeatureCheck { name: c.name, description: c.description, kind: check(c.kind), timeout_seconds: c.timeout_seconds })
+            .map(|c| FeatureCheck {
+                name: c.name,
+                description: c.description,
+                kind: check(c.kind),
+                timeout_seconds: c.timeout_seconds,
+            })
             .collect();
         Ok(evaluation)
     }
@@ -291,17 +357,47 @@ fn step(s: witt::Step) -> CoreStep {
     match s {
         W::InstallPackages(packages) => CoreStep::InstallPackages { packages },
         W::RemovePackages(packages) => CoreStep::RemovePackages { packages },
-        W::WriteFile(f) => CoreStep::WriteFile(FileStep { path: f.path, mode: f.mode, owner: f.owner, group: f.group, content: f.content }),
+        W::WriteFile(f) => CoreStep::WriteFile(FileStep {
+            path: f.path,
+            mode: f.mode,
+            owner: f.owner,
+            group: f.group,
+            content: f.content,
+        }),
         W::EnableService(unit) => CoreStep::EnableService { unit },
         W::DisableService(unit) => CoreStep::DisableService { unit },
         W::MaskService(unit) => CoreStep::MaskService { unit },
-        W::AddGroup(g) => CoreStep::AddGroup { name: g.name, system: g.system },
-        W::AddUser(u) => CoreStep::AddUser(UserStep { name: u.name, groups: u.groups, shell: u.shell, system: u.system, password_hash: None }),
-        W::SetSysctl(s) => CoreStep::SetSysctl { key: s.key, value: s.value },
-        W::OpenPort(p) => CoreStep::OpenPort { port: p.port, protocol: protocol(p.protocol) },
+        W::AddGroup(g) => CoreStep::AddGroup {
+            name: g.name,
+            system: g.system,
+        },
+        W::AddUser(u) => CoreStep::AddUser(UserStep {
+            name: u.name,
+            groups: u.groups,
+            shell: u.shell,
+            system: u.system,
+            password_hash: None,
+        }),
+        W::SetSysctl(s) => CoreStep::SetSysctl {
+            key: s.key,
+            value: s.value,
+        },
+        W::OpenPort(p) => CoreStep::OpenPort {
+            port: p.port,
+            protocol: protocol(p.protocol),
+        },
         W::AddKernelArg(arg) => CoreStep::AddKernelArg { arg },
-        W::AddAptSource(a) => CoreStep::AddAptSource(AptSource { name: a.name, uris: a.uris, suites: a.suites, components: a.components, signed_by: a.signed_by }),
-        W::Run(c) => CoreStep::Run { argv: c.argv, description: c.description },
+        W::AddAptSource(a) => CoreStep::AddAptSource(AptSource {
+            name: a.name,
+            uris: a.uris,
+            suites: a.suites,
+            components: a.components,
+            signed_by: a.signed_by,
+        }),
+        W::Run(c) => CoreStep::Run {
+            argv: c.argv,
+            description: c.description,
+        },
     }
 }
 
@@ -310,19 +406,35 @@ fn check(k: witt::CheckKind) -> CoreCheck {
     match k {
         W::UnitActive(unit) => CoreCheck::UnitActive { unit },
         W::CommandSucceeds(argv) => CoreCheck::CommandSucceeds { argv },
-        W::PortOpen(p) => CoreCheck::PortOpen { port: p.port, protocol: protocol(p.protocol) },
+        W::PortOpen(p) => CoreCheck::PortOpen {
+            port: p.port,
+            protocol: protocol(p.protocol),
+        },
         W::FileExists(path) => CoreCheck::FileExists { path },
         W::PackageInstalled(package) => CoreCheck::PackageInstalled { package },
     }
 }
 
 /// Compile (or load from cache) and prepare a component.
-pub fn load(runtime: &Runtime, cache: &crate::cache::CompiledCache, name: &str, digest: &str, wasm: &std::path::Path, assets: Option<PathBuf>) -> Result<(Prepared, bool), RuntimeError> {
-    let (component, cached) = cache
-        .load(runtime.engine(), digest, wasm)
-        .map_err(|e| RuntimeError(format!("its component does not compile: {}", format!("{e:#}").chars().take(500).collect::<String>())))?;
-    let prepared = runtime
-        .prepare(name, &component, assets)
-        .map_err(|e| RuntimeError(format!("its component does not match the `openfactory:feature` world this host provides: {}", format!("{e:#}").chars().take(500).collect::<String>())))?;
+pub fn load(
+    runtime: &Runtime,
+    cache: &crate::cache::CompiledCache,
+    name: &str,
+    digest: &str,
+    wasm: &std::path::Path,
+    assets: Option<PathBuf>,
+) -> Result<(Prepared, bool), RuntimeError> {
+    let (component, cached) = cache.load(runtime.engine(), digest, wasm).map_err(|e| {
+        RuntimeError(format!(
+            "its component does not compile: {}",
+            format!("{e:#}").chars().take(500).collect::<String>()
+        ))
+    })?;
+    let prepared = runtime.prepare(name, &component, assets).map_err(|e| {
+        RuntimeError(format!(
+            "its component does not match the `openfactory:feature` world this host provides: {}",
+            format!("{e:#}").chars().take(500).collect::<String>()
+        ))
+    })?;
     Ok((prepared, cached))
 }

@@ -19,7 +19,10 @@ const SECRET_TAG: &str = "openfactory-ed25519-secret";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: not an OpenFactory key file ({1})")]
     Format(PathBuf, &'static str),
     #[error("could not get randomness from the operating system: {0}")]
@@ -27,7 +30,10 @@ pub enum KeyError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { path: path.to_owned(), source }
+    move |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// A public key that may be trusted to sign bundles.
@@ -43,21 +49,34 @@ impl PublicKey {
     }
 
     pub fn to_line(&self) -> String {
-        format!("{PUBLIC_TAG} {} {}\n", B64.encode(self.key.as_bytes()), self.comment)
+        format!(
+            "{PUBLIC_TAG} {} {}\n",
+            B64.encode(self.key.as_bytes()),
+            self.comment
+        )
     }
 
     pub fn parse(text: &str, origin: &Path) -> Result<PublicKey, KeyError> {
         let mut parts = text.trim().splitn(3, ' ');
         if parts.next() != Some(PUBLIC_TAG) {
-            return Err(KeyError::Format(origin.to_owned(), "expected `openfactory-ed25519 <key> <comment>`"));
+            return Err(KeyError::Format(
+                origin.to_owned(),
+                "expected `openfactory-ed25519 <key> <comment>`",
+            ));
         }
         let bytes = parts
             .next()
             .and_then(|b| B64.decode(b).ok())
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| KeyError::Format(origin.to_owned(), "the key is not 32 bytes of base64"))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Format(origin.to_owned(), "not an ed25519 point"))?;
-        Ok(PublicKey { key, comment: parts.next().unwrap_or("").trim().to_owned() })
+            .ok_or_else(|| {
+                KeyError::Format(origin.to_owned(), "the key is not 32 bytes of base64")
+            })?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| KeyError::Format(origin.to_owned(), "not an ed25519 point"))?;
+        Ok(PublicKey {
+            key,
+            comment: parts.next().unwrap_or("").trim().to_owned(),
+        })
     }
 
     pub fn read(path: &Path) -> Result<PublicKey, KeyError> {
@@ -66,8 +85,12 @@ impl PublicKey {
 
     /// Strict verification (rejects malleable and small-order signatures).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        let Ok(bytes) = <[u8; 64]>::try_from(signature) else { return false };
-        self.key.verify_strict(message, &Signature::from_bytes(&bytes)).is_ok()
+        let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
+            return false;
+        };
+        self.key
+            .verify_strict(message, &Signature::from_bytes(&bytes))
+            .is_ok()
     }
 }
 
@@ -80,11 +103,16 @@ impl SecretKey {
     pub fn generate() -> Result<SecretKey, KeyError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
-        Ok(SecretKey { key: SigningKey::from_bytes(&seed) })
+        Ok(SecretKey {
+            key: SigningKey::from_bytes(&seed),
+        })
     }
 
     pub fn public(&self, comment: &str) -> PublicKey {
-        PublicKey { key: self.key.verifying_key(), comment: comment.to_owned() }
+        PublicKey {
+            key: self.key.verifying_key(),
+            comment: comment.to_owned(),
+        }
     }
 
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
@@ -95,14 +123,21 @@ impl SecretKey {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
         let mut parts = text.split_whitespace();
         if parts.next() != Some(SECRET_TAG) {
-            return Err(KeyError::Format(path.to_owned(), "expected `openfactory-ed25519-secret <seed>`"));
+            return Err(KeyError::Format(
+                path.to_owned(),
+                "expected `openfactory-ed25519-secret <seed>`",
+            ));
         }
         let seed = parts
             .next()
             .and_then(|b| B64.decode(b).ok())
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| KeyError::Format(path.to_owned(), "the seed is not 32 bytes of base64"))?;
-        Ok(SecretKey { key: SigningKey::from_bytes(&seed) })
+            .ok_or_else(|| {
+                KeyError::Format(path.to_owned(), "the seed is not 32 bytes of base64")
+            })?;
+        Ok(SecretKey {
+            key: SigningKey::from_bytes(&seed),
+        })
     }
 
     /// Write the secret key (mode 0600) and its public half next to it (`.pub`).
@@ -112,7 +147,12 @@ impl SecretKey {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io(path))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io(path))?;
         writeln!(file, "{SECRET_TAG} {}", B64.encode(self.key.to_bytes())).map_err(io(path))?;
         let public = path.with_extension("pub");
         std::fs::write(&public, self.public(comment).to_line()).map_err(io(&public))?;
@@ -132,9 +172,18 @@ impl TrustStore {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TrustStore::default()),
-            Err(e) => return Err(KeyError::Io { path: dir.to_owned(), source: e }),
+            Err(e) => {
+                return Err(KeyError::Io {
+                    path: dir.to_owned(),
+                    source: e,
+                });
+            }
         };
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "pub")).collect();
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+            .collect();
         paths.sort();
         for path in paths {
             keys.push(PublicKey::read(&path)?);
@@ -176,7 +225,9 @@ mod tests {
     fn key_files_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let secret = SecretKey::generate().unwrap();
-        let pub_path = secret.write(&dir.path().join("k.key"), "OpenFactory test").unwrap();
+        let pub_path = secret
+            .write(&dir.path().join("k.key"), "OpenFactory test")
+            .unwrap();
         let again = SecretKey::read(&dir.path().join("k.key")).unwrap();
         let public = PublicKey::read(&pub_path).unwrap();
         assert_eq!(public, again.public("OpenFactory test"));

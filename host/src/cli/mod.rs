@@ -11,7 +11,12 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "openfactory", version, about = "Build, boot and test Debian images from recipes", propagate_version = true)]
+#[command(
+    name = "openfactory",
+    version,
+    about = "Build, boot and test Debian images from recipes",
+    propagate_version = true
+)]
 pub struct Args {
     #[command(flatten)]
     pub global: Global,
@@ -25,7 +30,13 @@ pub struct Global {
     #[arg(long, global = true, env = "OPENFACTORY_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// The template catalog (`<category>/<template>.toml`).
-    #[arg(long, global = true, env = "OPENFACTORY_RECIPES_DIR", default_value = "recipes", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "OPENFACTORY_RECIPES_DIR",
+        default_value = "recipes",
+        value_name = "DIR"
+    )]
     pub recipes_dir: PathBuf,
     /// Load and install plugin bundles whose signature is missing or untrusted.
     #[arg(long, global = true, env = "OPENFACTORY_ALLOW_UNSIGNED_PLUGINS")]

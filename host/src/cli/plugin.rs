@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use openfactory_plugin_host::runtime::{self, Runtime};
-use openfactory_plugin_host::{Bundle, PluginHost, PublicKey, SecretKey, Signer, TrustStore, bundle, cache, registry};
+use openfactory_plugin_host::{
+    Bundle, PluginHost, PublicKey, SecretKey, Signer, TrustStore, bundle, cache, registry,
+};
 use serde_json::json;
 
 use crate::config::Config;
@@ -76,21 +78,39 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                         json!({"name": i.name, "version": i.version, "category": i.category, "summary": i.summary, "digest": p.feature.digest, "signer": signer(&p.signer)})
                     })
                     .collect();
-                let problems: Vec<_> = host.problems().iter().map(|p| json!({"bundle": p.bundle, "reason": p.reason})).collect();
+                let problems: Vec<_> = host
+                    .problems()
+                    .iter()
+                    .map(|p| json!({"bundle": p.bundle, "reason": p.reason}))
+                    .collect();
                 super::print_json(&json!({"plugins": rows, "not_loaded": problems}))?;
             } else {
                 if host.plugins().next().is_none() {
-                    println!("No plugins installed in {}.", config.plugins_dir().display());
+                    println!(
+                        "No plugins installed in {}.",
+                        config.plugins_dir().display()
+                    );
                 }
                 for p in host.plugins() {
                     let i = &p.feature.info;
-                    println!("{:<12} {:<8} {:<14} {}  [{}]", i.name, i.version, i.category, i.summary, signer(&p.signer));
+                    println!(
+                        "{:<12} {:<8} {:<14} {}  [{}]",
+                        i.name,
+                        i.version,
+                        i.category,
+                        i.summary,
+                        signer(&p.signer)
+                    );
                 }
                 for p in host.problems() {
                     println!("{:<12} NOT LOADED: {}", p.bundle, p.reason);
                 }
             }
-            Ok(if host.problems().is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if host.problems().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         PluginCommand::Info { name, json } => {
             let host = PluginHost::load(&config.host())?;
@@ -112,7 +132,10 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 println!("reads:     {}", list(&i.reads));
                 println!("requires:  {}", list(&i.requires));
                 println!("conflicts: {}", list(&i.conflicts));
-                println!("component: sha256:{} ({})", p.feature.digest, p.bundle.manifest.wit);
+                println!(
+                    "component: sha256:{} ({})",
+                    p.feature.digest, p.bundle.manifest.wit
+                );
                 println!("signer:    {}", signer(&p.signer));
                 println!("options:");
                 print!("{}", crate::render::options(&i.options_schema));
@@ -121,8 +144,19 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
         }
         PluginCommand::Install { bundle, replace } => {
             let trust = TrustStore::load(&config.trusted_keys_dir())?;
-            let (installed, signer_) = registry::install(&config.plugins_dir(), &bundle, &trust, config.allow_unsigned, replace)?;
-            println!("installed {} {} ({})", installed.name(), installed.manifest.version, signer(&signer_));
+            let (installed, signer_) = registry::install(
+                &config.plugins_dir(),
+                &bundle,
+                &trust,
+                config.allow_unsigned,
+                replace,
+            )?;
+            println!(
+                "installed {} {} ({})",
+                installed.name(),
+                installed.manifest.version,
+                signer(&signer_)
+            );
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Remove { name } => {
@@ -131,12 +165,21 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Verify { bundle } => {
-            let dir = if std::path::Path::new(&bundle).is_dir() { PathBuf::from(&bundle) } else { config.plugins_dir().join(&bundle) };
+            let dir = if std::path::Path::new(&bundle).is_dir() {
+                PathBuf::from(&bundle)
+            } else {
+                config.plugins_dir().join(&bundle)
+            };
             let trust = TrustStore::load(&config.trusted_keys_dir())?;
             let opened = Bundle::open(&dir)?;
             match opened.verify(&trust, false) {
                 Ok(s) => {
-                    println!("{} {}: OK ({})", opened.name(), opened.manifest.version, signer(&s));
+                    println!(
+                        "{} {}: OK ({})",
+                        opened.name(),
+                        opened.manifest.version,
+                        signer(&s)
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -150,32 +193,69 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             let dir = config.trusted_keys_dir();
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let target = dir.join(format!("{}.pub", public.id()));
-            std::fs::write(&target, public.to_line()).with_context(|| format!("writing {}", target.display()))?;
+            std::fs::write(&target, public.to_line())
+                .with_context(|| format!("writing {}", target.display()))?;
             println!("trusted key {} ({})", public.id(), public.comment);
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Keygen { key, comment } => {
             let secret = SecretKey::generate()?;
             let public = secret.write(&key, &comment)?;
-            println!("secret key: {} (keep it private)\npublic key: {} (id {})", key.display(), public.display(), secret.public(&comment).id());
+            println!(
+                "secret key: {} (keep it private)\npublic key: {} (id {})",
+                key.display(),
+                public.display(),
+                secret.public(&comment).id()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Pack { component, out, assets, key } => {
+        PluginCommand::Pack {
+            component,
+            out,
+            assets,
+            key,
+        } => {
             let key = key.map(|k| SecretKey::read(&k)).transpose()?;
-            let rt = Runtime::new(runtime::Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let rt =
+                Runtime::new(runtime::Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
             let digest = bundle::sha256_file(&component)?;
-            let (prepared, _) = runtime::load(&rt, &cache::CompiledCache::new(None), "unpacked", &digest, &component, assets.clone())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", component.display()))?;
-            let info = prepared.describe().map_err(|e| anyhow::anyhow!("{}: describe failed: {e}", component.display()))?;
-            let packed = bundle::pack(&out, &info.name, &info.version, &component, assets.as_deref(), key.as_ref())?;
+            let (prepared, _) = runtime::load(
+                &rt,
+                &cache::CompiledCache::new(None),
+                "unpacked",
+                &digest,
+                &component,
+                assets.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", component.display()))?;
+            let info = prepared
+                .describe()
+                .map_err(|e| anyhow::anyhow!("{}: describe failed: {e}", component.display()))?;
+            let packed = bundle::pack(
+                &out,
+                &info.name,
+                &info.version,
+                &component,
+                assets.as_deref(),
+                key.as_ref(),
+            )?;
             let state = if key.is_some() { "signed" } else { "unsigned" };
-            println!("packed {} {} into {} ({state})", packed.name(), packed.manifest.version, out.display());
+            println!(
+                "packed {} {} into {} ({state})",
+                packed.name(),
+                packed.manifest.version,
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Sign { bundle, key } => {
             let secret = SecretKey::read(&key)?;
             bundle::sign(&bundle, &secret)?;
-            println!("signed {} with key {}", bundle.display(), secret.public("").id());
+            println!(
+                "signed {} with key {}",
+                bundle.display(),
+                secret.public("").id()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -189,5 +269,9 @@ fn signer(s: &Signer) -> String {
 }
 
 fn list(xs: &[String]) -> String {
-    if xs.is_empty() { "—".into() } else { xs.join(", ") }
+    if xs.is_empty() {
+        "—".into()
+    } else {
+        xs.join(", ")
+    }
 }

@@ -59,7 +59,10 @@ pub fn run(cmd: RecipeCommand, config: &Config) -> anyhow::Result<ExitCode> {
                     "warnings": outcome.diagnostics.warnings().collect::<Vec<_>>(),
                 }))?;
             } else {
-                print!("{}", render::validation(&file.display().to_string(), &outcome));
+                print!(
+                    "{}",
+                    render::validation(&file.display().to_string(), &outcome)
+                );
             }
             Ok(exit(&outcome))
         }
@@ -71,12 +74,21 @@ pub fn run(cmd: RecipeCommand, config: &Config) -> anyhow::Result<ExitCode> {
                     "warnings": outcome.diagnostics.warnings().collect::<Vec<_>>(),
                 }))?,
                 (Some(plan), false) => print!("{}", render::plan(plan, &outcome.diagnostics)),
-                (None, true) => super::print_json(&json!({ "plan": null, "errors": outcome.diagnostics.errors().collect::<Vec<_>>(), "warnings": outcome.diagnostics.warnings().collect::<Vec<_>>() }))?,
-                (None, false) => print!("{}", render::validation(&file.display().to_string(), &outcome)),
+                (None, true) => super::print_json(
+                    &json!({ "plan": null, "errors": outcome.diagnostics.errors().collect::<Vec<_>>(), "warnings": outcome.diagnostics.warnings().collect::<Vec<_>>() }),
+                )?,
+                (None, false) => print!(
+                    "{}",
+                    render::validation(&file.display().to_string(), &outcome)
+                ),
             }
             Ok(exit(&outcome))
         }
-        RecipeCommand::List { category, search, json } => {
+        RecipeCommand::List {
+            category,
+            search,
+            json,
+        } => {
             let catalog = load_catalog(config)?;
             let found = catalog.search(category.as_deref(), search.as_deref());
             if json {
@@ -97,7 +109,12 @@ pub fn run(cmd: RecipeCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 super::print_json(&rows)?;
             } else {
                 for c in &catalog.categories {
-                    println!("{:<14} {:>3}  {}", c.name, catalog.count(&c.name), c.description);
+                    println!(
+                        "{:<14} {:>3}  {}",
+                        c.name,
+                        catalog.count(&c.name),
+                        c.description
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -106,7 +123,11 @@ pub fn run(cmd: RecipeCommand, config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 fn exit(outcome: &Outcome) -> ExitCode {
-    if outcome.diagnostics.has_errors() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if outcome.diagnostics.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
@@ -115,7 +136,10 @@ fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
         tracing::warn!("catalog: {p}");
     }
     if catalog.templates.is_empty() && !problems.is_empty() {
-        anyhow::bail!("no template could be loaded from {} (see the warnings above)", config.recipes_dir.display());
+        anyhow::bail!(
+            "no template could be loaded from {} (see the warnings above)",
+            config.recipes_dir.display()
+        );
     }
     Ok(catalog)
 }
@@ -124,20 +148,27 @@ fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
 fn evaluate(config: &Config, source: &std::path::Path, want_plan: bool) -> anyhow::Result<Outcome> {
     let (text, format) = if source == std::path::Path::new("-") {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("reading the recipe from stdin")?;
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the recipe from stdin")?;
         (text, Format::Toml)
     } else if source.exists() {
-        let text = std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
+        let text = std::fs::read_to_string(source)
+            .with_context(|| format!("reading {}", source.display()))?;
         (text, Format::from_path(source))
     } else {
         let id = source.to_string_lossy();
         let catalog = load_catalog(config)?;
-        let template = catalog.template(&id).with_context(|| format!("{id} is neither a file nor a template id (see `openfactory recipe list`)"))?;
+        let template = catalog.template(&id).with_context(|| {
+            format!("{id} is neither a file nor a template id (see `openfactory recipe list`)")
+        })?;
         (serde_json::to_string(&template.recipe)?, Format::Json)
     };
     let host = PluginHost::load(&config.host()).context("loading plugins")?;
     for problem in host.problems() {
-        eprintln!("warning: plugin bundle `{}` was not loaded: {}", problem.bundle, problem.reason);
+        eprintln!(
+            "warning: plugin bundle `{}` was not loaded: {}",
+            problem.bundle, problem.reason
+        );
     }
     Ok(plan::plan_text(&text, format, &host, want_plan))
 }

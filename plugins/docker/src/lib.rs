@@ -78,14 +78,20 @@ impl Default for Options {
 
 /// daemon.json, keys sorted (BTreeMap), pretty-printed, newline-terminated.
 fn daemon_json(o: &Options) -> Result<String, serde_json::Error> {
-    let log_opts = BTreeMap::from([("max-file", o.log_max_file.to_string()), ("max-size", o.log_max_size.clone())]);
+    let log_opts = BTreeMap::from([
+        ("max-file", o.log_max_file.to_string()),
+        ("max-size", o.log_max_size.clone()),
+    ]);
     let mut config: BTreeMap<&str, Value> = BTreeMap::new();
     config.insert("live-restore", Value::Bool(o.live_restore));
     config.insert("log-driver", Value::from("json-file"));
     config.insert("log-opts", serde_json::to_value(log_opts)?);
     config.insert("storage-driver", Value::from(o.storage_driver.as_str()));
     if !o.registry_mirrors.is_empty() {
-        config.insert("registry-mirrors", serde_json::to_value(&o.registry_mirrors)?);
+        config.insert(
+            "registry-mirrors",
+            serde_json::to_value(&o.registry_mirrors)?,
+        );
     }
     Ok(serde_json::to_string_pretty(&config)? + "\n")
 }
@@ -122,9 +128,14 @@ impl Feature for Docker {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("docker", env!("CARGO_PKG_VERSION"), "Docker Engine from Debian, with optional Docker Compose", "containers")
-            .reads(&["users"])
-            .conflicts(&["podman"])
+        Info::new(
+            "docker",
+            env!("CARGO_PKG_VERSION"),
+            "Docker Engine from Debian, with optional Docker Compose",
+            "containers",
+        )
+        .reads(&["users"])
+        .conflicts(&["podman"])
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
@@ -135,10 +146,16 @@ impl Feature for Docker {
             if known.contains(&user.as_str()) {
                 continue;
             }
-            let closest = known.iter().map(|k| (distance(user, k), *k)).min().filter(|(d, _)| *d <= 2);
+            let closest = known
+                .iter()
+                .map(|k| (distance(user, k), *k))
+                .min()
+                .filter(|(d, _)| *d <= 2);
             let suggestion = match closest {
                 Some((_, name)) => format!("did you mean `{name}`?"),
-                None => format!("add a user named `{user}` to the recipe's users, or remove it here"),
+                None => {
+                    format!("add a user named `{user}` to the recipe's users, or remove it here")
+                }
             };
             problems.push(
                 diag::error(
@@ -167,34 +184,49 @@ impl Feature for Docker {
             }
         }
         let digits = o.log_max_size.strip_suffix(['k', 'm', 'g']).unwrap_or("");
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.bytes().all(|b| b == b'0') {
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.bytes().all(|b| b == b'0')
+        {
             problems.push(
                 diag::error(
                     "docker.log-max-size",
                     "options.log_max_size",
-                    format!("log_max_size `{}` must be a size above zero with a unit k, m or g", o.log_max_size),
+                    format!(
+                        "log_max_size `{}` must be a size above zero with a unit k, m or g",
+                        o.log_max_size
+                    ),
                 )
                 .suggest("use a size such as `10m`"),
             );
         }
         let driver_problem = match o.storage_driver {
             StorageDriver::Overlay2 => None,
-            StorageDriver::Vfs => Some("the vfs storage driver copies every layer in full: slow and disk-hungry"),
-            StorageDriver::Btrfs => Some("the btrfs storage driver needs /var/lib/docker on a btrfs filesystem, or dockerd will not start"),
-            StorageDriver::Zfs => Some("the zfs storage driver needs /var/lib/docker on a ZFS dataset (ZFS is in Debian's contrib area), or dockerd will not start"),
+            StorageDriver::Vfs => {
+                Some("the vfs storage driver copies every layer in full: slow and disk-hungry")
+            }
+            StorageDriver::Btrfs => Some(
+                "the btrfs storage driver needs /var/lib/docker on a btrfs filesystem, or dockerd will not start",
+            ),
+            StorageDriver::Zfs => Some(
+                "the zfs storage driver needs /var/lib/docker on a ZFS dataset (ZFS is in Debian's contrib area), or dockerd will not start",
+            ),
         };
         if let Some(message) = driver_problem {
             problems.push(
-                diag::warning("docker.storage-driver", "options.storage_driver", message)
-                    .suggest("use `overlay2` unless the image's filesystem layout is built for this driver"),
+                diag::warning("docker.storage-driver", "options.storage_driver", message).suggest(
+                    "use `overlay2` unless the image's filesystem layout is built for this driver",
+                ),
             );
         }
         problems
     }
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
-        let errors: Vec<Diagnostic> =
-            Self::validate(ctx).into_iter().filter(|d| matches!(d.severity, Severity::Error)).collect();
+        let errors: Vec<Diagnostic> = Self::validate(ctx)
+            .into_iter()
+            .filter(|d| matches!(d.severity, Severity::Error))
+            .collect();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -212,22 +244,50 @@ impl Feature for Docker {
             packages.push("btrfs-progs");
         }
         let config = daemon_json(o).map_err(|e| {
-            vec![diag::error("docker.daemon-json", "options", format!("daemon.json could not be generated: {e}"))]
+            vec![diag::error(
+                "docker.daemon-json",
+                "options",
+                format!("daemon.json could not be generated: {e}"),
+            )]
         })?;
-        let mut steps = vec![step::install(&packages), step::write_file(DAEMON_JSON, &config), step::enable("docker.service")];
+        let mut steps = vec![
+            step::install(&packages),
+            step::write_file(DAEMON_JSON, &config),
+            step::enable("docker.service"),
+        ];
         // The docker group is created by docker.io's postinst.
-        steps.extend(unique_users(o).into_iter().map(|u| step::user(u, &["docker"])));
+        steps.extend(
+            unique_users(o)
+                .into_iter()
+                .map(|u| step::user(u, &["docker"])),
+        );
         Ok(steps)
     }
 
     fn checks(ctx: &Context<Options>) -> Vec<BootCheck> {
         let mut checks = vec![
-            check::unit_active("dockerd-active", "the Docker daemon is running", "docker.service"),
-            check::command_succeeds("docker-info", "the docker client reaches the daemon", &["docker", "info"]),
-            check::package_installed("package", "Debian's Docker Engine is installed", "docker.io"),
+            check::unit_active(
+                "dockerd-active",
+                "the Docker daemon is running",
+                "docker.service",
+            ),
+            check::command_succeeds(
+                "docker-info",
+                "the docker client reaches the daemon",
+                &["docker", "info"],
+            ),
+            check::package_installed(
+                "package",
+                "Debian's Docker Engine is installed",
+                "docker.io",
+            ),
         ];
         if ctx.options.compose {
-            checks.push(check::command_succeeds("compose", "Docker Compose runs", &["docker-compose", "version"]));
+            checks.push(check::command_succeeds(
+                "compose",
+                "Docker Compose runs",
+                &["docker-compose", "version"],
+            ));
         }
         checks
     }

@@ -51,19 +51,30 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { input_policy: Policy::Drop, forward_policy: None, allow_icmp: true, log_dropped: false }
+        Options {
+            input_policy: Policy::Drop,
+            forward_policy: None,
+            allow_icmp: true,
+            log_dropped: false,
+        }
     }
 }
 
 pub struct Firewall;
 
 fn has_container_engine(recipe: &RecipeView) -> bool {
-    CONTAINER_ENGINES.iter().any(|name| recipe.has_feature(name))
+    CONTAINER_ENGINES
+        .iter()
+        .any(|name| recipe.has_feature(name))
 }
 
 /// The forward policy in effect: the option, else `accept` with a container engine and `drop` without.
 fn forward_policy(ctx: &Context<Options>) -> Policy {
-    let default = if has_container_engine(&ctx.recipe) { Policy::Accept } else { Policy::Drop };
+    let default = if has_container_engine(&ctx.recipe) {
+        Policy::Accept
+    } else {
+        Policy::Drop
+    };
     ctx.options.forward_policy.unwrap_or(default)
 }
 
@@ -82,27 +93,55 @@ fn allowed_ports(recipe: &RecipeView) -> (Vec<Port>, Vec<Diagnostic>) {
         let path = format!("networking.allowed_ports[{i}]");
         let Some(proto) = protocol(entry) else {
             problems.push(
-                diag::error("firewall.port-protocol", &format!("{path}.protocol"), format!("protocol `{}` is not supported", entry.protocol))
-                    .suggest("use `tcp` or `udp`"),
+                diag::error(
+                    "firewall.port-protocol",
+                    &format!("{path}.protocol"),
+                    format!("protocol `{}` is not supported", entry.protocol),
+                )
+                .suggest("use `tcp` or `udp`"),
             );
             continue;
         };
         if entry.port == 0 {
-            problems.push(diag::error("firewall.invalid-port", &format!("{path}.port"), "port 0 cannot be opened").suggest("use a port between 1 and 65535"));
-        } else if ports.iter().any(|p| p.port == entry.port && p.protocol == proto) {
             problems.push(
-                diag::warning("firewall.duplicate-port", &path, format!("{} port {} is listed more than once", entry.protocol, entry.port))
-                    .suggest("remove the duplicate entry"),
+                diag::error(
+                    "firewall.invalid-port",
+                    &format!("{path}.port"),
+                    "port 0 cannot be opened",
+                )
+                .suggest("use a port between 1 and 65535"),
+            );
+        } else if ports
+            .iter()
+            .any(|p| p.port == entry.port && p.protocol == proto)
+        {
+            problems.push(
+                diag::warning(
+                    "firewall.duplicate-port",
+                    &path,
+                    format!(
+                        "{} port {} is listed more than once",
+                        entry.protocol, entry.port
+                    ),
+                )
+                .suggest("remove the duplicate entry"),
             );
         } else {
-            ports.push(Port { port: entry.port, protocol: proto });
+            ports.push(Port {
+                port: entry.port,
+                protocol: proto,
+            });
         }
     }
     (ports, problems)
 }
 
 fn ruleset(options: &Options, forward: Policy, containers: bool, dhcp: bool) -> String {
-    let mut input = vec!["ct state established,related accept", "ct state invalid drop", "iif \"lo\" accept"];
+    let mut input = vec![
+        "ct state established,related accept",
+        "ct state invalid drop",
+        "iif \"lo\" accept",
+    ];
     if options.allow_icmp {
         input.push("meta l4proto { icmp, ipv6-icmp } accept");
     } else {
@@ -112,10 +151,18 @@ fn ruleset(options: &Options, forward: Policy, containers: bool, dhcp: bool) -> 
         // DHCPv6 replies come from the server's link-local address and are not tracked as replies.
         input.push("ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept");
     }
-    let forward_rules: &[&str] =
-        if forward == Policy::Drop { &["ct state established,related accept", "ct state invalid drop"] } else { &[] };
+    let forward_rules: &[&str] = if forward == Policy::Drop {
+        &[
+            "ct state established,related accept",
+            "ct state invalid drop",
+        ]
+    } else {
+        &[]
+    };
 
-    let mut out = String::from("#!/usr/sbin/nft -f\n# Written by OpenFactory (feature `firewall`). Open ports live in /etc/nftables.d/*.nft.\n\n");
+    let mut out = String::from(
+        "#!/usr/sbin/nft -f\n# Written by OpenFactory (feature `firewall`). Open ports live in /etc/nftables.d/*.nft.\n\n",
+    );
     if containers {
         out.push_str("# Reset only this table: the container engine's own tables survive `systemctl reload nftables`.\n");
         out.push_str("table inet openfactory\ndelete table inet openfactory\n\n");
@@ -123,10 +170,15 @@ fn ruleset(options: &Options, forward: Policy, containers: bool, dhcp: bool) -> 
         out.push_str("flush ruleset\n\n");
     }
     out.push_str("table inet openfactory {\n");
-    for (chain, policy, rules) in
-        [("input", options.input_policy, &input[..]), ("forward", forward, forward_rules), ("output", Policy::Accept, &[][..])]
-    {
-        out.push_str(&format!("\tchain {chain} {{\n\t\ttype filter hook {chain} priority filter; policy {};\n", policy.nft()));
+    for (chain, policy, rules) in [
+        ("input", options.input_policy, &input[..]),
+        ("forward", forward, forward_rules),
+        ("output", Policy::Accept, &[][..]),
+    ] {
+        out.push_str(&format!(
+            "\tchain {chain} {{\n\t\ttype filter hook {chain} priority filter; policy {};\n",
+            policy.nft()
+        ));
         for rule in rules {
             out.push_str(&format!("\t\t{rule}\n"));
         }
@@ -153,8 +205,13 @@ impl Feature for Firewall {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("firewall", env!("CARGO_PKG_VERSION"), "nftables firewall that only lets in the ports the recipe opens", "network")
-            .reads(&["networking", "features"])
+        Info::new(
+            "firewall",
+            env!("CARGO_PKG_VERSION"),
+            "nftables firewall that only lets in the ports the recipe opens",
+            "network",
+        )
+        .reads(&["networking", "features"])
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
@@ -166,7 +223,10 @@ impl Feature for Firewall {
                     .suggest("use `drop` and open the needed ports in networking.allowed_ports"),
             );
         }
-        if options.log_dropped && options.input_policy == Policy::Accept && forward_policy(ctx) == Policy::Accept {
+        if options.log_dropped
+            && options.input_policy == Policy::Accept
+            && forward_policy(ctx) == Policy::Accept
+        {
             problems.push(
                 diag::warning("firewall.log-without-drop", "options.log_dropped", "log_dropped has no effect: neither the input nor the forward policy drops packets")
                     .suggest("set input_policy to `drop`, or log_dropped to false"),
@@ -184,7 +244,10 @@ impl Feature for Firewall {
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
         let (ports, problems) = allowed_ports(&ctx.recipe);
-        let errors: Vec<Diagnostic> = problems.into_iter().filter(|d| d.severity == Severity::Error).collect();
+        let errors: Vec<Diagnostic> = problems
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -192,7 +255,18 @@ impl Feature for Firewall {
         let forward = forward_policy(ctx);
         let mut steps = vec![
             step::install(&["nftables"]),
-            step::write_file_with("/etc/nftables.conf", &ruleset(&ctx.options, forward, containers, ctx.recipe.networking.dhcp), 0o755, "root", "root"),
+            step::write_file_with(
+                "/etc/nftables.conf",
+                &ruleset(
+                    &ctx.options,
+                    forward,
+                    containers,
+                    ctx.recipe.networking.dhcp,
+                ),
+                0o755,
+                "root",
+                "root",
+            ),
             step::write_file(
                 "/etc/nftables.d/00-openfactory.nft",
                 "# Written by OpenFactory (feature `firewall`): keeps the include glob in /etc/nftables.conf matching.\n\
@@ -206,8 +280,16 @@ impl Feature for Firewall {
 
     fn checks(_ctx: &Context<Options>) -> Vec<BootCheck> {
         vec![
-            check::unit_active("nftables-active", "nftables loaded the ruleset at boot", "nftables.service"),
-            check::command_succeeds("table-loaded", "the openfactory table is in the kernel", &["nft", "list", "table", "inet", "openfactory"]),
+            check::unit_active(
+                "nftables-active",
+                "nftables loaded the ruleset at boot",
+                "nftables.service",
+            ),
+            check::command_succeeds(
+                "table-loaded",
+                "the openfactory table is in the kernel",
+                &["nft", "list", "table", "inet", "openfactory"],
+            ),
         ]
     }
 }

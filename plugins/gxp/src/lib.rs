@@ -47,7 +47,10 @@ impl Default for Options {
         Options {
             data_directories: vec!["/srv/gxp-data".into()],
             aide: true,
-            ntp_servers: vec!["0.debian.pool.ntp.org".into(), "1.debian.pool.ntp.org".into()],
+            ntp_servers: vec![
+                "0.debian.pool.ntp.org".into(),
+                "1.debian.pool.ntp.org".into(),
+            ],
             usb_storage: false,
             session_timeout_seconds: 900,
             audit_immutable: true,
@@ -60,17 +63,33 @@ pub struct Gxp;
 
 /// Why a data directory path is unusable, if it is.
 fn data_directory_problem(dir: &str) -> Option<String> {
-    let Some(rest) = DATA_PREFIXES.iter().find_map(|prefix| dir.strip_prefix(prefix)) else {
+    let Some(rest) = DATA_PREFIXES
+        .iter()
+        .find_map(|prefix| dir.strip_prefix(prefix))
+    else {
         return Some(format!("`{dir}` is not under /srv/ or /var/lib/"));
     };
     if rest.is_empty() {
-        return Some(format!("`{dir}` is the top directory itself; name a directory inside it"));
+        return Some(format!(
+            "`{dir}` is the top directory itself; name a directory inside it"
+        ));
     }
-    if !dir.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c)) {
-        return Some(format!("`{dir}` contains characters other than letters, digits, `.`, `_`, `-` and `/`"));
+    if !dir
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
+    {
+        return Some(format!(
+            "`{dir}` contains characters other than letters, digits, `.`, `_`, `-` and `/`"
+        ));
     }
-    if rest.ends_with('/') || rest.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-        return Some(format!("`{dir}` has an empty, `.` or `..` component or a trailing `/`"));
+    if rest.ends_with('/')
+        || rest
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Some(format!(
+            "`{dir}` has an empty, `.` or `..` component or a trailing `/`"
+        ));
     }
     None
 }
@@ -79,7 +98,9 @@ fn ntp_server_ok(server: &str) -> bool {
     !server.is_empty()
         && server.len() <= 253
         && !server.starts_with(['-', '.', ':'])
-        && server.chars().all(|c| c.is_ascii_alphanumeric() || ".:-".contains(c))
+        && server
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".:-".contains(c))
 }
 
 /// The directories to create, each once, in option order.
@@ -96,14 +117,27 @@ fn data_directories(options: &Options) -> Vec<&str> {
 /// The audit rules file: the template with one watch per data directory, then `-e 2` if immutable.
 fn audit_rules(options: &Options) -> Result<String, Diagnostic> {
     let template = std::fs::read_to_string(format!("/assets/{RULES_TEMPLATE}")).map_err(|e| {
-        diag::error("gxp.asset-missing", "options", format!("the plugin asset /assets/{RULES_TEMPLATE} cannot be read: {e}"))
-            .suggest("reinstall the gxp plugin bundle (its assets directory is incomplete)")
+        diag::error(
+            "gxp.asset-missing",
+            "options",
+            format!("the plugin asset /assets/{RULES_TEMPLATE} cannot be read: {e}"),
+        )
+        .suggest("reinstall the gxp plugin bundle (its assets directory is incomplete)")
     })?;
     if !template.contains(WATCHES_PLACEHOLDER) {
-        return Err(diag::error("gxp.asset-invalid", "options", format!("the plugin asset /assets/{RULES_TEMPLATE} lacks the {WATCHES_PLACEHOLDER} line"))
-            .suggest("reinstall the gxp plugin bundle"));
+        return Err(diag::error(
+            "gxp.asset-invalid",
+            "options",
+            format!(
+                "the plugin asset /assets/{RULES_TEMPLATE} lacks the {WATCHES_PLACEHOLDER} line"
+            ),
+        )
+        .suggest("reinstall the gxp plugin bundle"));
     }
-    let watches: Vec<String> = data_directories(options).iter().map(|dir| format!("-w {dir} -p wa -k gxp-data")).collect();
+    let watches: Vec<String> = data_directories(options)
+        .iter()
+        .map(|dir| format!("-w {dir} -p wa -k gxp-data"))
+        .collect();
     let mut rules = template.replace(WATCHES_PLACEHOLDER, &watches.join("\n"));
     if options.audit_immutable {
         rules.push_str("\n## Lock the audit configuration until the next reboot (augenrules always puts this last)\n-e 2\n");
@@ -113,7 +147,9 @@ fn audit_rules(options: &Options) -> Result<String, Diagnostic> {
 
 /// AIDE selection lines: the config is a regex, so dots are escaped (`\\.` in aide.conf).
 fn aide_conf(options: &Options) -> String {
-    let mut conf = String::from("# Written by OpenFactory (feature `gxp`): integrity of the regulated data directories.\n");
+    let mut conf = String::from(
+        "# Written by OpenFactory (feature `gxp`): integrity of the regulated data directories.\n",
+    );
     for dir in data_directories(options) {
         conf.push_str(&format!("{}(/|$) 0 Full\n", dir.replace('.', "\\\\.")));
     }
@@ -124,9 +160,14 @@ impl Feature for Gxp {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("gxp", env!("CARGO_PKG_VERSION"), "GxP controls: data audit trail, AIDE, trusted time, no USB storage, session timeout", "healthcare")
-            .reads(&["security"])
-            .requires(&["hardening"])
+        Info::new(
+            "gxp",
+            env!("CARGO_PKG_VERSION"),
+            "GxP controls: data audit trail, AIDE, trusted time, no USB storage, session timeout",
+            "healthcare",
+        )
+        .reads(&["security"])
+        .requires(&["hardening"])
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
@@ -134,16 +175,29 @@ impl Feature for Gxp {
         let mut problems = Vec::new();
         if options.data_directories.is_empty() {
             problems.push(
-                diag::warning("gxp.no-data-directories", "options.data_directories", "no data directory is listed, so no regulated data is audited")
-                    .suggest("list the directories that hold regulated data, e.g. \"/srv/gxp-data\""),
+                diag::warning(
+                    "gxp.no-data-directories",
+                    "options.data_directories",
+                    "no data directory is listed, so no regulated data is audited",
+                )
+                .suggest("list the directories that hold regulated data, e.g. \"/srv/gxp-data\""),
             );
         }
         for (i, dir) in options.data_directories.iter().enumerate() {
             let path = format!("options.data_directories[{i}]");
             if let Some(problem) = data_directory_problem(dir) {
-                problems.push(diag::error("gxp.data-directory", &path, problem).suggest("use an absolute path such as \"/srv/gxp-data\" or \"/var/lib/lims\""));
+                problems.push(diag::error("gxp.data-directory", &path, problem).suggest(
+                    "use an absolute path such as \"/srv/gxp-data\" or \"/var/lib/lims\"",
+                ));
             } else if options.data_directories[..i].contains(dir) {
-                problems.push(diag::warning("gxp.duplicate-data-directory", &path, format!("`{dir}` is listed more than once")).suggest("remove the duplicate entry"));
+                problems.push(
+                    diag::warning(
+                        "gxp.duplicate-data-directory",
+                        &path,
+                        format!("`{dir}` is listed more than once"),
+                    )
+                    .suggest("remove the duplicate entry"),
+                );
             }
         }
         for (i, server) in options.ntp_servers.iter().enumerate() {
@@ -156,8 +210,12 @@ impl Feature for Gxp {
         }
         if options.ntp_servers.is_empty() {
             problems.push(
-                diag::warning("gxp.no-ntp-servers", "options.ntp_servers", "no NTP server is listed; systemd-timesyncd uses Debian's fallback pool")
-                    .suggest("list the site's validated time sources"),
+                diag::warning(
+                    "gxp.no-ntp-servers",
+                    "options.ntp_servers",
+                    "no NTP server is listed; systemd-timesyncd uses Debian's fallback pool",
+                )
+                .suggest("list the site's validated time sources"),
             );
         }
         if ctx.recipe.security.password_authentication {
@@ -173,7 +231,10 @@ impl Feature for Gxp {
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
         let options = &ctx.options;
         // validate() covers every input problem, the asset included: plan refuses to build on any error.
-        let errors: Vec<Diagnostic> = Self::validate(ctx).into_iter().filter(|d| d.severity == Severity::Error).collect();
+        let errors: Vec<Diagnostic> = Self::validate(ctx)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -181,11 +242,28 @@ impl Feature for Gxp {
 
         let mut steps = vec![
             step::install(&["auditd"]),
-            step::write_file_with("/etc/audit/rules.d/60-openfactory-gxp.rules", &rules, 0o640, "root", "root"),
+            step::write_file_with(
+                "/etc/audit/rules.d/60-openfactory-gxp.rules",
+                &rules,
+                0o640,
+                "root",
+                "root",
+            ),
             step::run(
                 "Keep the configured number of audit logs",
-                &["sed", "-i", "-E", "-e", &format!("s/^#?[[:space:]]*num_logs[[:space:]]*=.*/num_logs = {}/", options.audit_log_retention),
-                  "-e", "s/^#?[[:space:]]*max_log_file_action[[:space:]]*=.*/max_log_file_action = ROTATE/", "/etc/audit/auditd.conf"],
+                &[
+                    "sed",
+                    "-i",
+                    "-E",
+                    "-e",
+                    &format!(
+                        "s/^#?[[:space:]]*num_logs[[:space:]]*=.*/num_logs = {}/",
+                        options.audit_log_retention
+                    ),
+                    "-e",
+                    "s/^#?[[:space:]]*max_log_file_action[[:space:]]*=.*/max_log_file_action = ROTATE/",
+                    "/etc/audit/auditd.conf",
+                ],
             ),
             step::enable("auditd.service"),
         ];
@@ -193,14 +271,23 @@ impl Feature for Gxp {
             steps.push(step::enable("audit-rules.service"));
         }
         for dir in data_directories(options) {
-            steps.push(step::write_file_with(&format!("{dir}/README.gxp"), README, 0o640, "root", "root"));
+            steps.push(step::write_file_with(
+                &format!("{dir}/README.gxp"),
+                README,
+                0o640,
+                "root",
+                "root",
+            ));
         }
 
         steps.push(step::install(&["systemd-timesyncd"]));
         if !options.ntp_servers.is_empty() {
             steps.push(step::write_file(
                 "/etc/systemd/timesyncd.conf.d/50-openfactory.conf",
-                &format!("# Written by OpenFactory (feature `gxp`).\n[Time]\nNTP={}\n", options.ntp_servers.join(" ")),
+                &format!(
+                    "# Written by OpenFactory (feature `gxp`).\n[Time]\nNTP={}\n",
+                    options.ntp_servers.join(" ")
+                ),
             ));
         }
         steps.push(step::enable("systemd-timesyncd.service"));
@@ -219,31 +306,65 @@ impl Feature for Gxp {
         if options.aide {
             // Last, so that the baseline includes every file written above.
             steps.push(step::install(&["aide"]));
-            steps.push(step::write_file("/etc/aide/aide.conf.d/90_openfactory_gxp", &aide_conf(options)));
-            steps.push(step::run("Record the AIDE integrity baseline", &["aideinit", "--yes", "--force"]));
+            steps.push(step::write_file(
+                "/etc/aide/aide.conf.d/90_openfactory_gxp",
+                &aide_conf(options),
+            ));
+            steps.push(step::run(
+                "Record the AIDE integrity baseline",
+                &["aideinit", "--yes", "--force"],
+            ));
         }
         Ok(steps)
     }
 
     fn checks(ctx: &Context<Options>) -> Vec<BootCheck> {
         let options = &ctx.options;
-        let key = if options.data_directories.is_empty() { "gxp-identity" } else { "gxp-data" };
+        let key = if options.data_directories.is_empty() {
+            "gxp-identity"
+        } else {
+            "gxp-data"
+        };
         let mut checks = vec![
-            check::command_succeeds("audit-rules-loaded", "the GxP audit rules are loaded", &["sh", "-c", &format!("auditctl -l | grep -q {key}")]),
-            check::unit_active("time-sync-active", "systemd-timesyncd keeps the clock synchronised", "systemd-timesyncd.service"),
-            check::file_exists("session-timeout", "idle shells are logged out", "/etc/profile.d/openfactory-timeout.sh"),
+            check::command_succeeds(
+                "audit-rules-loaded",
+                "the GxP audit rules are loaded",
+                &["sh", "-c", &format!("auditctl -l | grep -q {key}")],
+            ),
+            check::unit_active(
+                "time-sync-active",
+                "systemd-timesyncd keeps the clock synchronised",
+                "systemd-timesyncd.service",
+            ),
+            check::file_exists(
+                "session-timeout",
+                "idle shells are logged out",
+                "/etc/profile.d/openfactory-timeout.sh",
+            ),
         ];
         if options.audit_immutable {
-            checks.push(check::command_succeeds("audit-immutable", "the audit configuration is locked", &["sh", "-c", "auditctl -s | grep -q '^enabled 2'"]));
+            checks.push(check::command_succeeds(
+                "audit-immutable",
+                "the audit configuration is locked",
+                &["sh", "-c", "auditctl -s | grep -q '^enabled 2'"],
+            ));
         }
         if options.aide {
-            checks.push(check::file_exists("aide-baseline", "the AIDE baseline database exists", "/var/lib/aide/aide.db"));
+            checks.push(check::file_exists(
+                "aide-baseline",
+                "the AIDE baseline database exists",
+                "/var/lib/aide/aide.db",
+            ));
         }
         if !options.usb_storage {
             checks.push(check::command_succeeds(
                 "usb-storage-blocked",
                 "the usb-storage module cannot be loaded",
-                &["sh", "-c", "modprobe -n -v usb-storage | grep -q /bin/false"],
+                &[
+                    "sh",
+                    "-c",
+                    "modprobe -n -v usb-storage | grep -q /bin/false",
+                ],
             ));
         }
         checks

@@ -101,8 +101,12 @@ pub struct Hardening;
 /// A file from the plugin's read-only assets, or a `hardening.asset-missing` error at `path`.
 fn asset(name: &str, path: &str) -> Result<String, Diagnostic> {
     std::fs::read_to_string(format!("/assets/{name}")).map_err(|e| {
-        diag::error("hardening.asset-missing", path, format!("the plugin asset /assets/{name} cannot be read: {e}"))
-            .suggest("reinstall the hardening plugin bundle (its assets directory is incomplete)")
+        diag::error(
+            "hardening.asset-missing",
+            path,
+            format!("the plugin asset /assets/{name} cannot be read: {e}"),
+        )
+        .suggest("reinstall the hardening plugin bundle (its assets directory is incomplete)")
     })
 }
 
@@ -113,13 +117,26 @@ fn banner(options: &Options) -> Result<Option<String>, Diagnostic> {
         Some(text) => text.clone(),
         None => asset("banner.txt", "options.login_banner")?,
     };
-    Ok(Some(if text.ends_with('\n') { text } else { format!("{text}\n") }))
+    Ok(Some(if text.ends_with('\n') {
+        text
+    } else {
+        format!("{text}\n")
+    }))
 }
 
 /// `sed` argv that replaces every (possibly commented) `KEY` line of /etc/login.defs by `KEY<TAB>value`,
 /// appended at the end so that it also works when Debian ships no such line (trixie has no UMASK).
 fn login_defs(key: &str, value: &str) -> Vec<String> {
-    let argv = ["sed", "-i", "-E", "-e", &format!("/^#?{key}([[:space:]]|$)/d"), "-e", &format!("$a {key}\\t{value}"), "/etc/login.defs"];
+    let argv = [
+        "sed",
+        "-i",
+        "-E",
+        "-e",
+        &format!("/^#?{key}([[:space:]]|$)/d"),
+        "-e",
+        &format!("$a {key}\\t{value}"),
+        "/etc/login.defs",
+    ];
     argv.iter().map(|s| s.to_string()).collect()
 }
 
@@ -131,8 +148,13 @@ impl Feature for Hardening {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("hardening", env!("CARGO_PKG_VERSION"), "CIS-style hardening: sysctls, auditd, password policy, banners, updates", "security")
-            .reads(&["security"])
+        Info::new(
+            "hardening",
+            env!("CARGO_PKG_VERSION"),
+            "CIS-style hardening: sysctls, auditd, password policy, banners, updates",
+            "security",
+        )
+        .reads(&["security"])
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
@@ -146,22 +168,39 @@ impl Feature for Hardening {
         }
         if security.password_authentication {
             problems.push(
-                diag::warning("hardening.password-authentication", "security.password_authentication", "password authentication is enabled for remote logins")
-                    .suggest("set security.password_authentication to false and use SSH keys"),
+                diag::warning(
+                    "hardening.password-authentication",
+                    "security.password_authentication",
+                    "password authentication is enabled for remote logins",
+                )
+                .suggest("set security.password_authentication to false and use SSH keys"),
             );
         }
         if let Some(text) = &options.login_banner
-            && text.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+            && text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
         {
             problems.push(
-                diag::error("hardening.login-banner", "options.login_banner", "the login banner contains control characters (escape sequences)")
-                    .suggest("use plain text and newlines only"),
+                diag::error(
+                    "hardening.login-banner",
+                    "options.login_banner",
+                    "the login banner contains control characters (escape sequences)",
+                )
+                .suggest("use plain text and newlines only"),
             );
         }
         if octal(&options.umask) & 0o027 != 0o027 {
             problems.push(
-                diag::warning("hardening.umask-permissive", "options.umask", format!("umask {} lets other users read new files or the group write them", options.umask))
-                    .suggest("use \"027\" or \"077\""),
+                diag::warning(
+                    "hardening.umask-permissive",
+                    "options.umask",
+                    format!(
+                        "umask {} lets other users read new files or the group write them",
+                        options.umask
+                    ),
+                )
+                .suggest("use \"027\" or \"077\""),
             );
         }
         if options.auditd {
@@ -174,11 +213,18 @@ impl Feature for Hardening {
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
         let options = &ctx.options;
         // validate() covers every input problem, the assets included: plan refuses to build on any error.
-        let errors: Vec<Diagnostic> = Self::validate(ctx).into_iter().filter(|d| d.severity == Severity::Error).collect();
+        let errors: Vec<Diagnostic> = Self::validate(ctx)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
         if !errors.is_empty() {
             return Err(errors);
         }
-        let rules = if options.auditd { asset("audit.rules", "options.auditd").map(Some) } else { Ok(None) };
+        let rules = if options.auditd {
+            asset("audit.rules", "options.auditd").map(Some)
+        } else {
+            Ok(None)
+        };
         let (rules, banner) = match (rules, banner(options)) {
             (Ok(rules), Ok(banner)) => (rules, banner),
             (rules, banner) => return Err(rules.err().into_iter().chain(banner.err()).collect()),
@@ -192,7 +238,13 @@ impl Feature for Hardening {
         }
         if let Some(rules) = rules {
             steps.push(step::install(&["auditd"]));
-            steps.push(step::write_file_with("/etc/audit/rules.d/50-openfactory-hardening.rules", &rules, 0o640, "root", "root"));
+            steps.push(step::write_file_with(
+                "/etc/audit/rules.d/50-openfactory-hardening.rules",
+                &rules,
+                0o640,
+                "root",
+                "root",
+            ));
             steps.push(step::enable("auditd.service"));
             if ctx.recipe.suite() != "bookworm" {
                 // From auditd 4 (trixie) on, a separate unit loads the rules.
@@ -207,9 +259,21 @@ impl Feature for Hardening {
             &format!("# Written by OpenFactory (feature `hardening`).\nminlen = {}\nminclass = 4\nmaxrepeat = 3\nenforce_for_root\n", options.password_min_length),
         ));
         let max_days = options.password_max_days.to_string();
-        steps.push(step::run("Set PASS_MAX_DAYS in /etc/login.defs", &login_defs("PASS_MAX_DAYS", &max_days)));
-        steps.push(step::run("Set UMASK in /etc/login.defs", &login_defs("UMASK", &options.umask)));
-        steps.push(step::write_file("/etc/profile.d/openfactory-umask.sh", &format!("# Written by OpenFactory (feature `hardening`).\numask {}\n", options.umask)));
+        steps.push(step::run(
+            "Set PASS_MAX_DAYS in /etc/login.defs",
+            &login_defs("PASS_MAX_DAYS", &max_days),
+        ));
+        steps.push(step::run(
+            "Set UMASK in /etc/login.defs",
+            &login_defs("UMASK", &options.umask),
+        ));
+        steps.push(step::write_file(
+            "/etc/profile.d/openfactory-umask.sh",
+            &format!(
+                "# Written by OpenFactory (feature `hardening`).\numask {}\n",
+                options.umask
+            ),
+        ));
 
         if let Some(banner) = banner {
             steps.push(step::write_file("/etc/issue", &banner));
@@ -223,15 +287,26 @@ impl Feature for Hardening {
             ));
         }
         if options.disable_core_dumps {
-            steps.push(step::write_file("/etc/security/limits.d/10-openfactory-coredump.conf", "# Written by OpenFactory (feature `hardening`).\n* hard core 0\n"));
-            steps.push(step::write_file("/etc/systemd/system.conf.d/10-openfactory-coredump.conf", "# Written by OpenFactory (feature `hardening`).\n[Manager]\nDefaultLimitCORE=0\n"));
+            steps.push(step::write_file(
+                "/etc/security/limits.d/10-openfactory-coredump.conf",
+                "# Written by OpenFactory (feature `hardening`).\n* hard core 0\n",
+            ));
+            steps.push(step::write_file(
+                "/etc/systemd/system.conf.d/10-openfactory-coredump.conf",
+                "# Written by OpenFactory (feature `hardening`).\n[Manager]\nDefaultLimitCORE=0\n",
+            ));
         }
         if options.blacklist_filesystems {
-            let mut conf = String::from("# Written by OpenFactory (feature `hardening`): filesystems that cannot be loaded.\n");
+            let mut conf = String::from(
+                "# Written by OpenFactory (feature `hardening`): filesystems that cannot be loaded.\n",
+            );
             for fs in FILESYSTEMS {
                 conf.push_str(&format!("install {fs} /bin/false\nblacklist {fs}\n"));
             }
-            steps.push(step::write_file("/etc/modprobe.d/openfactory-hardening.conf", &conf));
+            steps.push(step::write_file(
+                "/etc/modprobe.d/openfactory-hardening.conf",
+                &conf,
+            ));
         }
         Ok(steps)
     }
@@ -240,7 +315,11 @@ impl Feature for Hardening {
         let options = &ctx.options;
         let mut checks = Vec::new();
         if options.auditd {
-            checks.push(check::unit_active("auditd-active", "auditd is recording", "auditd.service"));
+            checks.push(check::unit_active(
+                "auditd-active",
+                "auditd is recording",
+                "auditd.service",
+            ));
         }
         if options.sysctls {
             checks.push(check::command_succeeds(
@@ -249,15 +328,32 @@ impl Feature for Hardening {
                 &["sh", "-c", "test \"$(cat /proc/sys/kernel/dmesg_restrict)\" = 1 && test \"$(cat /proc/sys/kernel/kptr_restrict)\" = 2"],
             ));
         }
-        checks.push(check::file_exists("banner-present", "the network login banner exists", "/etc/issue.net"));
-        checks.push(check::package_installed("pwquality-installed", "password quality checks are installed", "libpam-pwquality"));
+        checks.push(check::file_exists(
+            "banner-present",
+            "the network login banner exists",
+            "/etc/issue.net",
+        ));
+        checks.push(check::package_installed(
+            "pwquality-installed",
+            "password quality checks are installed",
+            "libpam-pwquality",
+        ));
         checks.push(check::command_succeeds(
             "password-max-days",
             "login.defs sets the maximum password age",
-            &["grep", "-Eq", &format!("^PASS_MAX_DAYS[[:space:]]+{}$", options.password_max_days), "/etc/login.defs"],
+            &[
+                "grep",
+                "-Eq",
+                &format!("^PASS_MAX_DAYS[[:space:]]+{}$", options.password_max_days),
+                "/etc/login.defs",
+            ],
         ));
         if options.unattended_upgrades {
-            checks.push(check::package_installed("unattended-upgrades-installed", "automatic upgrades are installed", "unattended-upgrades"));
+            checks.push(check::package_installed(
+                "unattended-upgrades-installed",
+                "automatic upgrades are installed",
+                "unattended-upgrades",
+            ));
         }
         if options.blacklist_filesystems {
             checks.push(check::command_succeeds(

@@ -33,9 +33,17 @@ pub struct Hostile;
 
 fn outcome(escaped: bool, what: &str, detail: String) -> Vec<Diagnostic> {
     if escaped {
-        vec![diag::error("hostile.escaped", "options.attack", format!("{what}: {detail}"))]
+        vec![diag::error(
+            "hostile.escaped",
+            "options.attack",
+            format!("{what}: {detail}"),
+        )]
     } else {
-        vec![diag::warning("hostile.denied", "options.attack", format!("{what}: {detail}"))]
+        vec![diag::warning(
+            "hostile.denied",
+            "options.attack",
+            format!("{what}: {detail}"),
+        )]
     }
 }
 
@@ -43,7 +51,12 @@ impl Feature for Hostile {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("hostile", env!("CARGO_PKG_VERSION"), "Sandbox test fixture", "testing")
+        Info::new(
+            "hostile",
+            env!("CARGO_PKG_VERSION"),
+            "Sandbox test fixture",
+            "testing",
+        )
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
@@ -78,7 +91,11 @@ impl Feature for Hostile {
             },
             Attack::Environment => {
                 let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
-                outcome(!vars.is_empty(), "environment variables", format!("{} visible", vars.len()))
+                outcome(
+                    !vars.is_empty(),
+                    "environment variables",
+                    format!("{} visible", vars.len()),
+                )
             }
         }
     }
@@ -91,7 +108,10 @@ impl Feature for Hostile {
                 step::run("escape", &["sh -c 'id'"]),
             ]);
         }
-        Ok(vec![step::write_file("/etc/hostile-was-here", "harmless\n")])
+        Ok(vec![step::write_file(
+            "/etc/hostile-was-here",
+            "harmless\n",
+        )])
     }
 }
 

@@ -58,7 +58,11 @@ impl Default for Options {
 
 /// `Some(address)` when one is set; `Err` when it does not parse.
 fn listen_ip(o: &Options) -> Result<Option<IpAddr>, ()> {
-    if o.listen_address.is_empty() { Ok(None) } else { o.listen_address.parse().map(Some).map_err(|_| ()) }
+    if o.listen_address.is_empty() {
+        Ok(None)
+    } else {
+        o.listen_address.parse().map(Some).map_err(|_| ())
+    }
 }
 
 /// `--web.listen-address` value: `:port` listens on all addresses.
@@ -81,15 +85,22 @@ fn target(ip: Option<IpAddr>, port: u16) -> String {
 /// A duration like `15d`: digits, one unit from `units`, and not zero.
 fn is_duration(s: &str, units: &[char]) -> bool {
     let digits = s.strip_suffix(units).unwrap_or("");
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.bytes().all(|b| b == b'0')
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.bytes().all(|b| b == b'0')
 }
 
 fn textfile_directory_ok(dir: &str) -> bool {
     let clean = dir.starts_with('/')
         && !dir.contains("//")
         && dir.split('/').all(|part| part != ".." && part != ".")
-        && dir.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
-    let creatable = dir == DEFAULT_TEXTFILE_DIRECTORY || WRITABLE_PREFIXES.iter().any(|p| dir.starts_with(p) && dir.len() > p.len());
+        && dir
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+    let creatable = dir == DEFAULT_TEXTFILE_DIRECTORY
+        || WRITABLE_PREFIXES
+            .iter()
+            .any(|p| dir.starts_with(p) && dir.len() > p.len());
     clean && creatable
 }
 
@@ -121,7 +132,12 @@ impl Feature for Monitoring {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("monitoring", env!("CARGO_PKG_VERSION"), "Prometheus node exporter and optional Prometheus server", "observability")
+        Info::new(
+            "monitoring",
+            env!("CARGO_PKG_VERSION"),
+            "Prometheus node exporter and optional Prometheus server",
+            "observability",
+        )
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
@@ -129,7 +145,10 @@ impl Feature for Monitoring {
         let defaults = Options::default();
         let mut problems = Vec::new();
         if listen_ip(o).is_err() {
-            let bare = o.listen_address.trim_start_matches('[').trim_end_matches(']');
+            let bare = o
+                .listen_address
+                .trim_start_matches('[')
+                .trim_end_matches(']');
             let fix = if bare.parse::<IpAddr>().is_ok() {
                 format!("write the address without brackets: `{bare}`")
             } else {
@@ -156,8 +175,15 @@ impl Feature for Monitoring {
         }
         if !is_duration(&o.retention, &['d', 'h', 'w', 'y']) {
             problems.push(
-                diag::error("monitoring.retention", "options.retention", format!("retention `{}` must be a number above zero followed by d, h, w or y", o.retention))
-                    .suggest("use e.g. `15d`"),
+                diag::error(
+                    "monitoring.retention",
+                    "options.retention",
+                    format!(
+                        "retention `{}` must be a number above zero followed by d, h, w or y",
+                        o.retention
+                    ),
+                )
+                .suggest("use e.g. `15d`"),
             );
         }
         if !is_duration(&o.scrape_interval, &['s', 'm']) {
@@ -165,7 +191,10 @@ impl Feature for Monitoring {
                 diag::error(
                     "monitoring.scrape-interval",
                     "options.scrape_interval",
-                    format!("scrape_interval `{}` must be a number above zero followed by s or m", o.scrape_interval),
+                    format!(
+                        "scrape_interval `{}` must be a number above zero followed by s or m",
+                        o.scrape_interval
+                    ),
                 )
                 .suggest("use e.g. `15s`"),
             );
@@ -175,16 +204,28 @@ impl Feature for Monitoring {
                 diag::error(
                     "monitoring.port-clash",
                     "options.prometheus_port",
-                    format!("Prometheus and the node exporter cannot both listen on port {}", o.prometheus_port),
+                    format!(
+                        "Prometheus and the node exporter cannot both listen on port {}",
+                        o.prometheus_port
+                    ),
                 )
-                .suggest(format!("use the defaults: node_exporter_port {} and prometheus_port {}", defaults.node_exporter_port, defaults.prometheus_port)),
+                .suggest(format!(
+                    "use the defaults: node_exporter_port {} and prometheus_port {}",
+                    defaults.node_exporter_port, defaults.prometheus_port
+                )),
             );
         }
         if !o.prometheus {
             let unused = [
-                ("options.prometheus_port", o.prometheus_port != defaults.prometheus_port),
+                (
+                    "options.prometheus_port",
+                    o.prometheus_port != defaults.prometheus_port,
+                ),
                 ("options.retention", o.retention != defaults.retention),
-                ("options.scrape_interval", o.scrape_interval != defaults.scrape_interval),
+                (
+                    "options.scrape_interval",
+                    o.scrape_interval != defaults.scrape_interval,
+                ),
             ];
             for (path, set) in unused {
                 if set {
@@ -199,8 +240,10 @@ impl Feature for Monitoring {
     }
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
-        let errors: Vec<Diagnostic> =
-            Self::validate(ctx).into_iter().filter(|d| matches!(d.severity, Severity::Error)).collect();
+        let errors: Vec<Diagnostic> = Self::validate(ctx)
+            .into_iter()
+            .filter(|d| matches!(d.severity, Severity::Error))
+            .collect();
         let ip = match listen_ip(&ctx.options) {
             Ok(ip) if errors.is_empty() => ip,
             _ => return Err(errors),
@@ -212,13 +255,29 @@ impl Feature for Monitoring {
         if o.systemd_collector {
             packages.push("dbus");
         }
-        let mut args = vec![format!("--web.listen-address={}", listen(ip, o.node_exporter_port))];
-        args.push(if o.systemd_collector { "--collector.systemd" } else { "--no-collector.systemd" }.into());
-        args.push(format!("--collector.textfile.directory={}", o.textfile_directory));
+        let mut args = vec![format!(
+            "--web.listen-address={}",
+            listen(ip, o.node_exporter_port)
+        )];
+        args.push(
+            if o.systemd_collector {
+                "--collector.systemd"
+            } else {
+                "--no-collector.systemd"
+            }
+            .into(),
+        );
+        args.push(format!(
+            "--collector.textfile.directory={}",
+            o.textfile_directory
+        ));
 
         let mut steps = vec![
             step::install(&packages),
-            step::write_file("/etc/default/prometheus-node-exporter", &default_file("prometheus-node-exporter", &args)),
+            step::write_file(
+                "/etc/default/prometheus-node-exporter",
+                &default_file("prometheus-node-exporter", &args),
+            ),
         ];
         if o.textfile_directory != DEFAULT_TEXTFILE_DIRECTORY {
             // Debian's package creates only its default directory; writing a file creates this one.
@@ -237,8 +296,14 @@ impl Feature for Monitoring {
                 format!("--web.listen-address={}", listen(ip, o.prometheus_port)),
             ];
             steps.push(step::install(&["prometheus"]));
-            steps.push(step::write_file("/etc/prometheus/prometheus.yml", &prometheus_yml(o, ip)));
-            steps.push(step::write_file("/etc/default/prometheus", &default_file("prometheus", &args)));
+            steps.push(step::write_file(
+                "/etc/prometheus/prometheus.yml",
+                &prometheus_yml(o, ip),
+            ));
+            steps.push(step::write_file(
+                "/etc/default/prometheus",
+                &default_file("prometheus", &args),
+            ));
             steps.push(step::enable("prometheus.service"));
             if open {
                 steps.push(step::open_tcp(o.prometheus_port));
@@ -250,15 +315,26 @@ impl Feature for Monitoring {
     fn checks(ctx: &Context<Options>) -> Vec<BootCheck> {
         let o = &ctx.options;
         let mut checks = vec![
-            check::unit_active("node-exporter-active", "the node exporter is running", "prometheus-node-exporter.service"),
+            check::unit_active(
+                "node-exporter-active",
+                "the node exporter is running",
+                "prometheus-node-exporter.service",
+            ),
             check::tcp_port_open(
                 "node-exporter-port",
-                &format!("the node exporter listens on TCP port {}", o.node_exporter_port),
+                &format!(
+                    "the node exporter listens on TCP port {}",
+                    o.node_exporter_port
+                ),
                 o.node_exporter_port,
             ),
         ];
         if o.prometheus {
-            checks.push(check::unit_active("prometheus-active", "the Prometheus server is running", "prometheus.service"));
+            checks.push(check::unit_active(
+                "prometheus-active",
+                "the Prometheus server is running",
+                "prometheus.service",
+            ));
             checks.push(check::tcp_port_open(
                 "prometheus-port",
                 &format!("Prometheus listens on TCP port {}", o.prometheus_port),

@@ -32,7 +32,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { docker_compat: false, compose: false, rootless_users: Vec::new(), registries: vec!["docker.io".into()] }
+        Options {
+            docker_compat: false,
+            compose: false,
+            rootless_users: Vec::new(),
+            registries: vec!["docker.io".into()],
+        }
     }
 }
 
@@ -42,10 +47,13 @@ fn is_registry(s: &str) -> bool {
         None => (s, None),
     };
     let host_ok = !host.is_empty()
-        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         && !host.starts_with(['.', '-'])
         && !host.ends_with(['.', '-']);
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     host_ok && port_ok
 }
 
@@ -62,8 +70,10 @@ fn unique(xs: &[String]) -> Vec<&str> {
 
 fn registries_conf(registries: &[&str]) -> String {
     // Entries are validated (host[:port]); escaping keeps the TOML valid regardless.
-    let quoted: Vec<String> =
-        registries.iter().map(|r| format!("\"{}\"", r.replace('\\', "\\\\").replace('"', "\\\""))).collect();
+    let quoted: Vec<String> = registries
+        .iter()
+        .map(|r| format!("\"{}\"", r.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
     format!(
         "# Managed by OpenFactory (feature `podman`).\n\
          # Registries tried, in order, for image names without a registry.\n\
@@ -94,9 +104,14 @@ impl Feature for Podman {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("podman", env!("CARGO_PKG_VERSION"), "Podman daemonless containers, rootful and rootless", "containers")
-            .reads(&["users"])
-            .conflicts(&["docker"])
+        Info::new(
+            "podman",
+            env!("CARGO_PKG_VERSION"),
+            "Podman daemonless containers, rootful and rootless",
+            "containers",
+        )
+        .reads(&["users"])
+        .conflicts(&["docker"])
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
@@ -107,10 +122,16 @@ impl Feature for Podman {
             if known.contains(&user.as_str()) {
                 continue;
             }
-            let closest = known.iter().map(|k| (distance(user, k), *k)).min().filter(|(d, _)| *d <= 2);
+            let closest = known
+                .iter()
+                .map(|k| (distance(user, k), *k))
+                .min()
+                .filter(|(d, _)| *d <= 2);
             let suggestion = match closest {
                 Some((_, name)) => format!("did you mean `{name}`?"),
-                None => format!("add a user named `{user}` to the recipe's users, or remove it here"),
+                None => {
+                    format!("add a user named `{user}` to the recipe's users, or remove it here")
+                }
             };
             problems.push(
                 diag::error(
@@ -125,7 +146,13 @@ impl Feature for Podman {
             if is_registry(registry) {
                 continue;
             }
-            let bare = registry.split("://").last().unwrap_or(registry).split('/').next().unwrap_or("");
+            let bare = registry
+                .split("://")
+                .last()
+                .unwrap_or(registry)
+                .split('/')
+                .next()
+                .unwrap_or("");
             let fix = if is_registry(bare) {
                 format!("write just the registry host: `{bare}`")
             } else {
@@ -154,8 +181,10 @@ impl Feature for Podman {
     }
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
-        let errors: Vec<Diagnostic> =
-            Self::validate(ctx).into_iter().filter(|d| matches!(d.severity, Severity::Error)).collect();
+        let errors: Vec<Diagnostic> = Self::validate(ctx)
+            .into_iter()
+            .filter(|d| matches!(d.severity, Severity::Error))
+            .collect();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -177,8 +206,10 @@ impl Feature for Podman {
                 packages.push("passt");
             }
         }
-        let mut steps =
-            vec![step::install(&packages), step::write_file(REGISTRIES_DROP_IN, &registries_conf(&unique(&o.registries)))];
+        let mut steps = vec![
+            step::install(&packages),
+            step::write_file(REGISTRIES_DROP_IN, &registries_conf(&unique(&o.registries))),
+        ];
         if o.docker_compat {
             steps.push(step::write_file(
                 "/etc/containers/nodocker",
@@ -191,17 +222,31 @@ impl Feature for Podman {
     fn checks(ctx: &Context<Options>) -> Vec<BootCheck> {
         let o = &ctx.options;
         let mut checks = vec![
-            check::command_succeeds("podman-info", "podman reads its configuration and storage", &["podman", "info"]),
+            check::command_succeeds(
+                "podman-info",
+                "podman reads its configuration and storage",
+                &["podman", "info"],
+            ),
             check::package_installed("package", "Debian's podman is installed", "podman"),
         ];
         if o.docker_compat {
-            checks.push(check::command_succeeds("docker-compat", "the docker command runs podman", &["docker", "--version"]));
+            checks.push(check::command_succeeds(
+                "docker-compat",
+                "the docker command runs podman",
+                &["docker", "--version"],
+            ));
         }
         if o.compose {
-            checks.push(check::command_succeeds("compose", "podman-compose runs", &["podman-compose", "version"]));
+            checks.push(check::command_succeeds(
+                "compose",
+                "podman-compose runs",
+                &["podman-compose", "version"],
+            ));
         }
         let known: Vec<&str> = ctx.recipe.users.iter().map(|u| u.name.as_str()).collect();
-        let rootless = unique(&o.rootless_users).into_iter().filter(|u| known.contains(u));
+        let rootless = unique(&o.rootless_users)
+            .into_iter()
+            .filter(|u| known.contains(u));
         for (i, user) in rootless.enumerate() {
             let pattern = format!("^{user}:");
             for file in ["subuid", "subgid"] {

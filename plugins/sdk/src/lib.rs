@@ -86,7 +86,15 @@ impl Info {
         summary: &'static str,
         category: &'static str,
     ) -> Self {
-        Info { name, version, summary, category, reads: &[], requires: &[], conflicts: &[] }
+        Info {
+            name,
+            version,
+            summary,
+            category,
+            reads: &[],
+            requires: &[],
+            conflicts: &[],
+        }
     }
     pub const fn reads(mut self, fields: &'static [&'static str]) -> Self {
         self.reads = fields;
@@ -145,7 +153,10 @@ pub mod diag {
     }
 
     pub fn warning(code: &str, path: &str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Warning, ..error(code, path, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..error(code, path, message)
+        }
     }
 
     impl Diagnostic {
@@ -178,10 +189,18 @@ pub mod __private {
 
     fn context<F: Feature>(ctx: wit::PlanContext) -> Result<Context<F::Options>, Vec<Diagnostic>> {
         let recipe = serde_json::from_str(&ctx.recipe).map_err(|e| {
-            vec![diag::error("plugin.context", "", format!("the host sent a recipe this plugin cannot read: {e}"))]
+            vec![diag::error(
+                "plugin.context",
+                "",
+                format!("the host sent a recipe this plugin cannot read: {e}"),
+            )]
         })?;
         let options = serde_json::from_str(&ctx.options).map_err(|e| {
-            vec![diag::error("plugin.options", "options", format!("options not accepted: {e}"))]
+            vec![diag::error(
+                "plugin.options",
+                "options",
+                format!("options not accepted: {e}"),
+            )]
         })?;
         Ok(Context { recipe, options })
     }
@@ -198,7 +217,9 @@ pub mod __private {
     }
 
     pub fn checks<F: Feature>(ctx: wit::PlanContext) -> Vec<BootCheck> {
-        context::<F>(ctx).map(|ctx| F::checks(&ctx)).unwrap_or_default()
+        context::<F>(ctx)
+            .map(|ctx| F::checks(&ctx))
+            .unwrap_or_default()
     }
 }
 

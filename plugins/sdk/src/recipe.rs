@@ -41,7 +41,9 @@ pub struct FeatureView {
 impl RecipeView {
     /// The Debian suite of the base image (`bookworm`, `trixie`).
     pub fn suite(&self) -> &str {
-        self.base_image.strip_prefix("debian-").unwrap_or(&self.base_image)
+        self.base_image
+            .strip_prefix("debian-")
+            .unwrap_or(&self.base_image)
     }
 }
 
@@ -65,7 +67,11 @@ pub struct NetworkingView {
 
 impl Default for NetworkingView {
     fn default() -> Self {
-        NetworkingView { dhcp: true, nameservers: Vec::new(), allowed_ports: Vec::new() }
+        NetworkingView {
+            dhcp: true,
+            nameservers: Vec::new(),
+            allowed_ports: Vec::new(),
+        }
     }
 }
 

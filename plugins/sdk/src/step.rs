@@ -44,28 +44,50 @@ pub fn mask(unit: &str) -> Step {
 }
 
 pub fn group(name: &str, system: bool) -> Step {
-    Step::AddGroup(Group { name: name.into(), system })
+    Step::AddGroup(Group {
+        name: name.into(),
+        system,
+    })
 }
 
 /// Ensure a user exists and belongs to `groups` (appended).
 pub fn user<S: AsRef<str>>(name: &str, groups: &[S]) -> Step {
-    Step::AddUser(User { name: name.into(), groups: strings(groups), shell: None, system: false })
+    Step::AddUser(User {
+        name: name.into(),
+        groups: strings(groups),
+        shell: None,
+        system: false,
+    })
 }
 
 pub fn system_user(name: &str) -> Step {
-    Step::AddUser(User { name: name.into(), groups: Vec::new(), shell: None, system: true })
+    Step::AddUser(User {
+        name: name.into(),
+        groups: Vec::new(),
+        shell: None,
+        system: true,
+    })
 }
 
 pub fn sysctl(key: &str, value: &str) -> Step {
-    Step::SetSysctl(Sysctl { key: key.into(), value: value.into() })
+    Step::SetSysctl(Sysctl {
+        key: key.into(),
+        value: value.into(),
+    })
 }
 
 pub fn open_tcp(port: u16) -> Step {
-    Step::OpenPort(Port { port, protocol: Protocol::Tcp })
+    Step::OpenPort(Port {
+        port,
+        protocol: Protocol::Tcp,
+    })
 }
 
 pub fn open_udp(port: u16) -> Step {
-    Step::OpenPort(Port { port, protocol: Protocol::Udp })
+    Step::OpenPort(Port {
+        port,
+        protocol: Protocol::Udp,
+    })
 }
 
 pub fn kernel_arg(arg: &str) -> Step {
@@ -90,7 +112,10 @@ pub fn apt_source<S: AsRef<str>>(
 
 /// Run a command inside the image's chroot. Prefer a typed step when one fits.
 pub fn run<S: AsRef<str>>(description: &str, argv: &[S]) -> Step {
-    Step::Run(Command { argv: strings(argv), description: description.into() })
+    Step::Run(Command {
+        argv: strings(argv),
+        description: description.into(),
+    })
 }
 
 /// Boot checks.
@@ -98,7 +123,12 @@ pub mod check {
     use super::*;
 
     fn check(name: &str, description: &str, kind: CheckKind) -> BootCheck {
-        BootCheck { name: name.into(), description: description.into(), kind, timeout_seconds: 120 }
+        BootCheck {
+            name: name.into(),
+            description: description.into(),
+            kind,
+            timeout_seconds: 120,
+        }
     }
 
     pub fn unit_active(name: &str, description: &str, unit: &str) -> BootCheck {
@@ -110,7 +140,14 @@ pub mod check {
     }
 
     pub fn tcp_port_open(name: &str, description: &str, port: u16) -> BootCheck {
-        check(name, description, CheckKind::PortOpen(Port { port, protocol: Protocol::Tcp }))
+        check(
+            name,
+            description,
+            CheckKind::PortOpen(Port {
+                port,
+                protocol: Protocol::Tcp,
+            }),
+        )
     }
 
     pub fn file_exists(name: &str, description: &str, path: &str) -> BootCheck {
@@ -118,7 +155,11 @@ pub mod check {
     }
 
     pub fn package_installed(name: &str, description: &str, package: &str) -> BootCheck {
-        check(name, description, CheckKind::PackageInstalled(package.into()))
+        check(
+            name,
+            description,
+            CheckKind::PackageInstalled(package.into()),
+        )
     }
 
     impl BootCheck {

@@ -52,7 +52,11 @@ fn sshd_config(ctx: &Context<Options>) -> String {
     let o = &ctx.options;
     let security = &ctx.recipe.security;
     // `prohibit-password` lets root in with a key only; never with a password.
-    let root = if security.root_login { "prohibit-password" } else { "no" };
+    let root = if security.root_login {
+        "prohibit-password"
+    } else {
+        "no"
+    };
     format!(
         "# Managed by OpenFactory (feature `ssh`); rebuild the image to change it.\n\
          Port {}\n\
@@ -98,14 +102,23 @@ impl Feature for Ssh {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("ssh", env!("CARGO_PKG_VERSION"), "OpenSSH server with a hardened sshd configuration", "access")
-            .reads(&["users", "security"])
+        Info::new(
+            "ssh",
+            env!("CARGO_PKG_VERSION"),
+            "OpenSSH server with a hardened sshd configuration",
+            "access",
+        )
+        .reads(&["users", "security"])
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
         let mut problems = Vec::new();
         let security = &ctx.recipe.security;
-        let any_key = ctx.recipe.users.iter().any(|u| u.ssh_authorized_keys.iter().any(|k| !k.trim().is_empty()));
+        let any_key = ctx
+            .recipe
+            .users
+            .iter()
+            .any(|u| u.ssh_authorized_keys.iter().any(|k| !k.trim().is_empty()));
         // Root login is `prohibit-password` at most, so without keys and passwords nobody gets in.
         if !any_key && !security.password_authentication {
             problems.push(
@@ -146,13 +159,19 @@ impl Feature for Ssh {
         if o.x11_forwarding {
             packages.push("xauth");
         }
-        let mut steps = vec![step::install(&packages), step::write_file(DROP_IN, &sshd_config(ctx))];
+        let mut steps = vec![
+            step::install(&packages),
+            step::write_file(DROP_IN, &sshd_config(ctx)),
+        ];
         if o.regenerate_host_keys {
             steps.push(step::run(
                 "remove the SSH host keys generated at build time; each machine generates its own on first boot",
                 &["find", "/etc/ssh", "-maxdepth", "1", "-type", "f", "-name", "ssh_host_*", "-delete"],
             ));
-            steps.push(step::write_file(&format!("/etc/systemd/system/{HOST_KEYS_UNIT}"), HOST_KEYS_UNIT_TEXT));
+            steps.push(step::write_file(
+                &format!("/etc/systemd/system/{HOST_KEYS_UNIT}"),
+                HOST_KEYS_UNIT_TEXT,
+            ));
             steps.push(step::enable(HOST_KEYS_UNIT));
         }
         steps.push(step::enable("ssh.service"));
@@ -162,9 +181,21 @@ impl Feature for Ssh {
 
     fn checks(ctx: &Context<Options>) -> Vec<BootCheck> {
         let mut checks = vec![
-            check::unit_active("sshd-active", "the OpenSSH server is running", "ssh.service"),
-            check::tcp_port_open("port-open", &format!("sshd listens on TCP port {}", ctx.options.port), ctx.options.port),
-            check::command_succeeds("config-valid", "sshd accepts its configuration and host keys", &["/usr/sbin/sshd", "-t"]),
+            check::unit_active(
+                "sshd-active",
+                "the OpenSSH server is running",
+                "ssh.service",
+            ),
+            check::tcp_port_open(
+                "port-open",
+                &format!("sshd listens on TCP port {}", ctx.options.port),
+                ctx.options.port,
+            ),
+            check::command_succeeds(
+                "config-valid",
+                "sshd accepts its configuration and host keys",
+                &["/usr/sbin/sshd", "-t"],
+            ),
         ];
         if ctx.options.regenerate_host_keys {
             checks.push(check::file_exists(

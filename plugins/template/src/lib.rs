@@ -20,7 +20,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { message: "Welcome to {hostname}, built by OpenFactory.".into(), banner: String::new() }
+        Options {
+            message: "Welcome to {hostname}, built by OpenFactory.".into(),
+            banner: String::new(),
+        }
     }
 }
 
@@ -30,17 +33,32 @@ impl Feature for Motd {
     type Options = Options;
 
     fn info() -> Info {
-        Info::new("motd", env!("CARGO_PKG_VERSION"), "Message of the day and login banner", "system")
-            .reads(&["hostname"])
+        Info::new(
+            "motd",
+            env!("CARGO_PKG_VERSION"),
+            "Message of the day and login banner",
+            "system",
+        )
+        .reads(&["hostname"])
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
         let mut problems = Vec::new();
-        for (field, text) in [("options.message", &ctx.options.message), ("options.banner", &ctx.options.banner)] {
-            if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        for (field, text) in [
+            ("options.message", &ctx.options.message),
+            ("options.banner", &ctx.options.banner),
+        ] {
+            if text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
                 problems.push(
-                    diag::error("motd.control-characters", field, "control characters (escape sequences) are not allowed")
-                        .suggest("remove terminal escape codes; plain text and newlines only"),
+                    diag::error(
+                        "motd.control-characters",
+                        field,
+                        "control characters (escape sequences) are not allowed",
+                    )
+                    .suggest("remove terminal escape codes; plain text and newlines only"),
                 );
             }
         }
@@ -49,15 +67,25 @@ impl Feature for Motd {
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
         let hostname = ctx.recipe.hostname.as_deref().unwrap_or(&ctx.recipe.name);
-        let mut steps = vec![step::write_file("/etc/motd", &format!("{}\n", ctx.options.message.replace("{hostname}", hostname)))];
+        let mut steps = vec![step::write_file(
+            "/etc/motd",
+            &format!("{}\n", ctx.options.message.replace("{hostname}", hostname)),
+        )];
         if !ctx.options.banner.is_empty() {
-            steps.push(step::write_file("/etc/issue", &format!("{}\n", ctx.options.banner)));
+            steps.push(step::write_file(
+                "/etc/issue",
+                &format!("{}\n", ctx.options.banner),
+            ));
         }
         Ok(steps)
     }
 
     fn checks(_ctx: &Context<Options>) -> Vec<BootCheck> {
-        vec![check::file_exists("motd-present", "the message of the day is in place", "/etc/motd")]
+        vec![check::file_exists(
+            "motd-present",
+            "the message of the day is in place",
+            "/etc/motd",
+        )]
     }
 }
 
