@@ -97,6 +97,7 @@ fn test_env(root: &Path) -> Vec<(&'static str, PathBuf)> {
 
 /// Build, pack and sign every plugin.
 fn plugins(root: &Path) -> Result<()> {
+    ensure_wasm_target()?;
     let plugins_dir = root.join("plugins");
     run(cargo()
         .current_dir(&plugins_dir)
@@ -172,6 +173,17 @@ fn plugins(root: &Path) -> Result<()> {
         run(&mut pack)?;
     }
     Ok(())
+}
+
+/// Install the wasm32-wasip2 standard library when it is missing.
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustc").args(["--print", "target-libdir", "--target", TARGET]).output()?;
+    let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if out.status.success() && libdir.is_dir() && std::fs::read_dir(&libdir)?.next().is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the {TARGET} target");
+    run(Command::new("rustup").args(["target", "add", TARGET]))
 }
 
 /// Trust the project key and install every first-party bundle into `home`.
