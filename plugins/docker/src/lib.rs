@@ -97,21 +97,6 @@ fn daemon_json(o: &Options) -> Result<String, serde_json::Error> {
 }
 
 /// Levenshtein distance, for "did you mean" suggestions.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 fn unique_users(o: &Options) -> Vec<&str> {
     let mut seen = Vec::new();
     for u in &o.users {
@@ -140,32 +125,12 @@ impl Feature for Docker {
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
         let o = &ctx.options;
-        let mut problems = Vec::new();
-        let known: Vec<&str> = ctx.recipe.users.iter().map(|u| u.name.as_str()).collect();
-        for (i, user) in o.users.iter().enumerate() {
-            if known.contains(&user.as_str()) {
-                continue;
-            }
-            let closest = known
-                .iter()
-                .map(|k| (distance(user, k), *k))
-                .min()
-                .filter(|(d, _)| *d <= 2);
-            let suggestion = match closest {
-                Some((_, name)) => format!("did you mean `{name}`?"),
-                None => {
-                    format!("add a user named `{user}` to the recipe's users, or remove it here")
-                }
-            };
-            problems.push(
-                diag::error(
-                    "docker.unknown-user",
-                    &format!("options.users[{i}]"),
-                    format!("`{user}` is not one of the recipe's users, so it cannot be added to the docker group"),
-                )
-                .suggest(suggestion),
-            );
-        }
+        let mut problems = ctx.recipe.unknown_users(
+            &o.users,
+            "docker.unknown-user",
+            "users",
+            "it cannot be added to the docker group",
+        );
         for (i, mirror) in o.registry_mirrors.iter().enumerate() {
             let host = mirror.strip_prefix("https://").unwrap_or("");
             if host.is_empty() || host.starts_with('/') || mirror.chars().any(char::is_whitespace) {
@@ -223,13 +188,6 @@ impl Feature for Docker {
     }
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
-        let errors: Vec<Diagnostic> = Self::validate(ctx)
-            .into_iter()
-            .filter(|d| matches!(d.severity, Severity::Error))
-            .collect();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let o = &ctx.options;
         // apparmor: Debian kernels enable AppArmor and dockerd loads its docker-default
         // profile with apparmor_parser; ca-certificates: TLS to registries.

@@ -230,14 +230,6 @@ impl Feature for Gxp {
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
         let options = &ctx.options;
-        // validate() covers every input problem, the asset included: plan refuses to build on any error.
-        let errors: Vec<Diagnostic> = Self::validate(ctx)
-            .into_iter()
-            .filter(|d| d.severity == Severity::Error)
-            .collect();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let rules = audit_rules(options).map_err(|e| vec![e])?;
 
         let mut steps = vec![

@@ -240,13 +240,12 @@ impl Feature for Monitoring {
     }
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
-        let errors: Vec<Diagnostic> = Self::validate(ctx)
-            .into_iter()
-            .filter(|d| matches!(d.severity, Severity::Error))
-            .collect();
-        let ip = match listen_ip(&ctx.options) {
-            Ok(ip) if errors.is_empty() => ip,
-            _ => return Err(errors),
+        let Ok(ip) = listen_ip(&ctx.options) else {
+            return Err(vec![diag::error(
+                "monitoring.listen-address",
+                "options.listen_address",
+                "is not an IP address",
+            )]);
         };
         let o = &ctx.options;
         let open = !ip.is_some_and(|ip| ip.is_loopback());

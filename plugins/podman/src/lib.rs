@@ -83,21 +83,6 @@ fn registries_conf(registries: &[&str]) -> String {
 }
 
 /// Levenshtein distance, for "did you mean" suggestions.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
 pub struct Podman;
 
 impl Feature for Podman {
@@ -116,32 +101,12 @@ impl Feature for Podman {
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
         let o = &ctx.options;
-        let mut problems = Vec::new();
-        let known: Vec<&str> = ctx.recipe.users.iter().map(|u| u.name.as_str()).collect();
-        for (i, user) in o.rootless_users.iter().enumerate() {
-            if known.contains(&user.as_str()) {
-                continue;
-            }
-            let closest = known
-                .iter()
-                .map(|k| (distance(user, k), *k))
-                .min()
-                .filter(|(d, _)| *d <= 2);
-            let suggestion = match closest {
-                Some((_, name)) => format!("did you mean `{name}`?"),
-                None => {
-                    format!("add a user named `{user}` to the recipe's users, or remove it here")
-                }
-            };
-            problems.push(
-                diag::error(
-                    "podman.unknown-user",
-                    &format!("options.rootless_users[{i}]"),
-                    format!("`{user}` is not one of the recipe's users, so it cannot run rootless containers"),
-                )
-                .suggest(suggestion),
-            );
-        }
+        let mut problems = ctx.recipe.unknown_users(
+            &o.rootless_users,
+            "podman.unknown-user",
+            "rootless_users",
+            "it cannot run rootless containers",
+        );
         for (i, registry) in o.registries.iter().enumerate() {
             if is_registry(registry) {
                 continue;
@@ -181,13 +146,6 @@ impl Feature for Podman {
     }
 
     fn plan(ctx: &Context<Options>) -> Result<Vec<Step>, Vec<Diagnostic>> {
-        let errors: Vec<Diagnostic> = Self::validate(ctx)
-            .into_iter()
-            .filter(|d| matches!(d.severity, Severity::Error))
-            .collect();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let o = &ctx.options;
         // netavark + aardvark-dns: the network stack (containers-common only depends on a virtual
         // one); ca-certificates: TLS to registries.

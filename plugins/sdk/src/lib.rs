@@ -129,7 +129,8 @@ pub trait Feature {
         Vec::new()
     }
 
-    /// The ordered build steps.
+    /// The ordered build steps. Called only when [`Feature::validate`] found
+    /// no error, so it may rely on everything `validate` checks.
     fn plan(ctx: &Context<Self::Options>) -> Result<Vec<Step>, Vec<Diagnostic>>;
 
     /// Boot checks that prove the feature works in a booted image.
@@ -157,6 +158,35 @@ pub mod diag {
             severity: Severity::Warning,
             ..error(code, path, message)
         }
+    }
+
+    /// The candidate within two edits of `input`, if any: for "did you mean".
+    pub fn closest<'a>(
+        input: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        candidates
+            .into_iter()
+            .map(|c| (distance(input, c), c))
+            .filter(|(d, _)| *d <= 2)
+            .min()
+            .map(|(_, c)| c)
+    }
+
+    /// Levenshtein distance.
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
     }
 
     impl Diagnostic {
@@ -213,7 +243,15 @@ pub mod __private {
     }
 
     pub fn plan<F: Feature>(ctx: wit::PlanContext) -> Result<Vec<Step>, Vec<Diagnostic>> {
-        F::plan(&context::<F>(ctx)?)
+        let ctx = context::<F>(ctx)?;
+        let errors: Vec<Diagnostic> = F::validate(&ctx)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        F::plan(&ctx)
     }
 
     pub fn checks<F: Feature>(ctx: wit::PlanContext) -> Vec<BootCheck> {

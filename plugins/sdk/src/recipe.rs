@@ -25,6 +25,38 @@ pub struct RecipeView {
 }
 
 impl RecipeView {
+    /// An error for every name in `names` that is not a recipe user, at
+    /// `options.<field>[i]`, suggesting the closest user name. `purpose` ends
+    /// the message: "… so it cannot be added to the docker group".
+    pub fn unknown_users(
+        &self,
+        names: &[String],
+        code: &str,
+        field: &str,
+        purpose: &str,
+    ) -> Vec<crate::Diagnostic> {
+        let known: Vec<&str> = self.users.iter().map(|u| u.name.as_str()).collect();
+        names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| !known.contains(&name.as_str()))
+            .map(|(i, name)| {
+                let hint = match crate::diag::closest(name, known.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!(
+                        "add a user named `{name}` to the recipe's users, or remove it here"
+                    ),
+                };
+                crate::diag::error(
+                    code,
+                    &format!("options.{field}[{i}]"),
+                    format!("`{name}` is not one of the recipe's users, so {purpose}"),
+                )
+                .suggest(hint)
+            })
+            .collect()
+    }
+
     /// Whether the recipe enables a feature (meaningful when the plugin reads `features`).
     pub fn has_feature(&self, name: &str) -> bool {
         self.features.iter().any(|f| f.name == name)
