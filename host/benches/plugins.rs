@@ -22,13 +22,22 @@ sudo = true
 "#;
 
 fn main() {
-    let bundles = PathBuf::from(std::env::var("OPENFACTORY_BUNDLES").expect("run through `cargo xtask bench`"));
-    let key = PublicKey::read(std::path::Path::new(&std::env::var("OPENFACTORY_PROJECT_KEY").unwrap())).unwrap();
+    let bundles = PathBuf::from(
+        std::env::var("OPENFACTORY_BUNDLES").expect("run through `cargo xtask bench`"),
+    );
+    let key = PublicKey::read(std::path::Path::new(
+        &std::env::var("OPENFACTORY_PROJECT_KEY").unwrap(),
+    ))
+    .unwrap();
     let home = tempfile::tempdir().unwrap();
     let trust = TrustStore::with_keys(vec![key.clone()]);
     std::fs::create_dir_all(home.path().join("keys")).unwrap();
     std::fs::write(home.path().join("keys/project.pub"), key.to_line()).unwrap();
-    let mut dirs: Vec<_> = std::fs::read_dir(&bundles).unwrap().flatten().map(|e| e.path()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(&bundles)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     dirs.sort();
     for d in &dirs {
         registry::install(&home.path().join("plugins"), d, &trust, false, false).unwrap();
@@ -70,8 +79,16 @@ fn main() {
 
     println!("plugins: {} first-party bundles", host.stats().plugins);
     report("cold start, all plugins (compile)", &mut cold, None);
-    report("warm start, all plugins (compiled cache)", &mut warm, Some(Duration::from_millis(300)));
-    report("plan, 5 features (warm)", &mut plans, Some(Duration::from_millis(1)));
+    report(
+        "warm start, all plugins (compiled cache)",
+        &mut warm,
+        Some(Duration::from_millis(300)),
+    );
+    report(
+        "plan, 5 features (warm)",
+        &mut plans,
+        Some(Duration::from_millis(1)),
+    );
 }
 
 fn report(what: &str, samples: &mut [Duration], goal: Option<Duration>) {
@@ -79,7 +96,12 @@ fn report(what: &str, samples: &mut [Duration], goal: Option<Duration>) {
     let median = samples[samples.len() / 2];
     let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
     let goal = match goal {
-        Some(g) => format!("  goal {:?}: {:.2}× the goal ({})", g, median.as_secs_f64() / g.as_secs_f64(), if median <= g { "met" } else { "MISSED" }),
+        Some(g) => format!(
+            "  goal {:?}: {:.2}× the goal ({})",
+            g,
+            median.as_secs_f64() / g.as_secs_f64(),
+            if median <= g { "met" } else { "MISSED" }
+        ),
         None => String::new(),
     };
     println!("{what:<44} median {median:>10.3?}  p99 {p99:>10.3?}{goal}");

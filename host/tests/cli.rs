@@ -6,12 +6,21 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn built(var: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| workspace().join(default));
-    assert!(path.exists(), "{} is missing: run `cargo xtask plugins` first, or the suite through `cargo xtask test`", path.display());
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(default));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask plugins` first, or the suite through `cargo xtask test`",
+        path.display()
+    );
     path
 }
 
@@ -21,14 +30,27 @@ struct Cli {
 
 impl Cli {
     fn new() -> Cli {
-        Cli { home: tempfile::tempdir().unwrap() }
+        Cli {
+            home: tempfile::tempdir().unwrap(),
+        }
     }
 
     /// A home with the project key trusted and every first-party bundle installed, through the CLI.
     fn installed() -> Cli {
         let cli = Cli::new();
-        cli.ok(&["plugin", "trust", built("OPENFACTORY_PROJECT_KEY", "target/signing/project.pub").to_str().unwrap()]);
-        let mut bundles: Vec<PathBuf> = std::fs::read_dir(built("OPENFACTORY_BUNDLES", "target/bundles")).unwrap().flatten().map(|e| e.path()).collect();
+        cli.ok(&[
+            "plugin",
+            "trust",
+            built("OPENFACTORY_PROJECT_KEY", "target/signing/project.pub")
+                .to_str()
+                .unwrap(),
+        ]);
+        let mut bundles: Vec<PathBuf> =
+            std::fs::read_dir(built("OPENFACTORY_BUNDLES", "target/bundles"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
         bundles.sort();
         for b in bundles {
             cli.ok(&["plugin", "install", b.to_str().unwrap()]);
@@ -48,13 +70,22 @@ impl Cli {
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "{args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     fn json(&self, args: &[&str]) -> (i32, Value) {
         let out = self.run(args);
-        (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout))))
+        (
+            out.status.code().unwrap(),
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout))),
+        )
     }
 }
 
@@ -74,12 +105,31 @@ fn validate_reports_every_error_with_paths_and_exit_code_1() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["path"].as_str().unwrap().to_owned(), e["code"].as_str().unwrap().to_owned()))
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_owned(),
+                e["code"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    assert!(errors.contains(&("features[1].name".into(), "recipe.unknown-feature".into())), "{errors:?}");
-    assert!(errors.contains(&("packages[0]".into(), "recipe.package-name".into())), "{errors:?}");
-    assert!(errors.contains(&("servics".into(), "recipe.unknown-field".into())), "{errors:?}");
-    let typo = report["errors"].as_array().unwrap().iter().find(|e| e["path"] == "features[1].name").unwrap();
+    assert!(
+        errors.contains(&("features[1].name".into(), "recipe.unknown-feature".into())),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&("packages[0]".into(), "recipe.package-name".into())),
+        "{errors:?}"
+    );
+    assert!(
+        errors.contains(&("servics".into(), "recipe.unknown-field".into())),
+        "{errors:?}"
+    );
+    let typo = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "features[1].name")
+        .unwrap();
     assert_eq!(typo["suggestion"], "did you mean `docker`?");
 }
 
@@ -88,12 +138,17 @@ fn plan_prints_the_ordered_steps_of_the_docker_monitoring_template() {
     let cli = Cli::installed();
     let file = workspace().join("recipes/server/debian-docker-monitoring.toml");
     let text = cli.ok(&["recipe", "plan", file.to_str().unwrap()]);
-    assert!(text.contains("Features: ssh 0.1.0, docker 0.1.0, monitoring 0.1.0"), "{text}");
+    assert!(
+        text.contains("Features: ssh 0.1.0, docker 0.1.0, monitoring 0.1.0"),
+        "{text}"
+    );
     assert!(text.contains("install openssh-server"), "{text}");
     let (code, json) = cli.json(&["recipe", "plan", file.to_str().unwrap(), "--json"]);
     assert_eq!(code, 0);
     let steps = json["plan"]["steps"].as_array().unwrap();
-    assert!(steps.iter().any(|s| s["type"] == "enable_service" && s["unit"] == "docker.service" && s["source"] == "docker"));
+    assert!(steps.iter().any(|s| s["type"] == "enable_service"
+        && s["unit"] == "docker.service"
+        && s["source"] == "docker"));
     assert_eq!(json["plan"]["recipe_id"].as_str().unwrap().len(), 64);
     // The same plan by template id.
     let (_, by_id) = cli.json(&["recipe", "plan", "debian-docker-monitoring", "--json"]);
@@ -105,10 +160,28 @@ fn catalog_is_listed_and_searched() {
     let cli = Cli::new();
     let (_, all) = cli.json(&["recipe", "list", "--json"]);
     let (_, healthcare) = cli.json(&["recipe", "list", "--category", "healthcare", "--json"]);
-    let (_, none) = cli.json(&["recipe", "list", "--search", "no-such-thing-anywhere", "--json"]);
+    let (_, none) = cli.json(&[
+        "recipe",
+        "list",
+        "--search",
+        "no-such-thing-anywhere",
+        "--json",
+    ]);
     assert!(all.as_array().unwrap().len() >= 15);
-    assert!(healthcare.as_array().unwrap().iter().any(|t| t["id"] == "gxp-medtech"));
-    assert!(healthcare.as_array().unwrap().iter().all(|t| t["category"] == "healthcare"));
+    assert!(
+        healthcare
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == "gxp-medtech")
+    );
+    assert!(
+        healthcare
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["category"] == "healthcare")
+    );
     assert!(none.as_array().unwrap().is_empty());
     let (_, categories) = cli.json(&["recipe", "categories", "--json"]);
     assert!(categories.as_array().unwrap().len() >= 6);
@@ -119,19 +192,41 @@ fn an_author_signs_a_bundle_and_an_operator_trusts_it() {
     let operator = Cli::installed();
     let author = tempfile::tempdir().unwrap();
     let key = author.path().join("author.key");
-    operator.ok(&["plugin", "keygen", key.to_str().unwrap(), "--comment", "Jane Author"]);
+    operator.ok(&[
+        "plugin",
+        "keygen",
+        key.to_str().unwrap(),
+        "--comment",
+        "Jane Author",
+    ]);
     let wasm = built("OPENFACTORY_TEST_BUNDLES", "target/test-bundles").join("hostile/plugin.wasm");
     let out = author.path().join("bundle");
-    let packed = operator.ok(&["plugin", "pack", wasm.to_str().unwrap(), "--out", out.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    let packed = operator.ok(&[
+        "plugin",
+        "pack",
+        wasm.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
     assert!(packed.contains("packed hostile 0.1.0"), "{packed}");
 
     let refused = operator.run(&["plugin", "install", out.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not signed by a trusted key"));
 
-    operator.ok(&["plugin", "trust", key.with_extension("pub").to_str().unwrap()]);
+    operator.ok(&[
+        "plugin",
+        "trust",
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
     operator.ok(&["plugin", "install", out.to_str().unwrap()]);
-    assert!(operator.ok(&["plugin", "verify", "hostile"]).contains("OK (signed by Jane Author"));
+    assert!(
+        operator
+            .ok(&["plugin", "verify", "hostile"])
+            .contains("OK (signed by Jane Author")
+    );
     let (_, list) = operator.json(&["plugin", "list", "--json"]);
     assert_eq!(list["plugins"].as_array().unwrap().len(), 9);
     let (_, info) = operator.json(&["plugin", "info", "docker", "--json"]);
@@ -143,7 +238,11 @@ fn an_author_signs_a_bundle_and_an_operator_trusts_it() {
 fn a_fresh_home_explains_that_no_plugins_are_installed() {
     let cli = Cli::new();
     let file = cli.home.path().join("r.toml");
-    std::fs::write(&file, "name = \"r1\"\nbase_image = \"debian-bookworm\"\nfeatures = [\"ssh\"]\n").unwrap();
+    std::fs::write(
+        &file,
+        "name = \"r1\"\nbase_image = \"debian-bookworm\"\nfeatures = [\"ssh\"]\n",
+    )
+    .unwrap();
     let out = cli.run(&["recipe", "validate", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -177,7 +177,9 @@ fn plugins(root: &Path) -> Result<()> {
 
 /// Install the wasm32-wasip2 standard library when it is missing.
 fn ensure_wasm_target() -> Result<()> {
-    let out = Command::new("rustc").args(["--print", "target-libdir", "--target", TARGET]).output()?;
+    let out = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()?;
     let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if out.status.success() && libdir.is_dir() && std::fs::read_dir(&libdir)?.next().is_some() {
         return Ok(());

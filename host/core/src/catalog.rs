@@ -102,15 +102,11 @@ impl Catalog {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {
                 let path = entry.path();
-                if path.is_dir() {
-                    if let Ok(inner) = std::fs::read_dir(&path) {
-                        files.extend(
-                            inner
-                                .flatten()
-                                .map(|e| e.path())
-                                .filter(|p| p.extension().is_some_and(|e| e == "toml")),
-                        );
-                    }
+                if path.is_dir()
+                    && let Ok(inner) = std::fs::read_dir(&path)
+                {
+                    let toml = |p: &PathBuf| p.extension().is_some_and(|e| e == "toml");
+                    files.extend(inner.flatten().map(|e| e.path()).filter(toml));
                 }
             }
         }

@@ -128,7 +128,7 @@ pub fn unit_name(name: &str) -> Result<(), String> {
     if let Some(dot) = name.rfind('.') {
         let suffix = &name[dot..];
         if !SUFFIXES.contains(&suffix)
-            && name[..dot].contains('@') == false
+            && !name[..dot].contains('@')
             && suffix.len() > 1
             && suffix[1..].chars().all(|c| c.is_ascii_alphabetic())
         {
