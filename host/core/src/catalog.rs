@@ -197,32 +197,40 @@ impl Catalog {
             .count()
     }
 
-    /// Templates in `category` (if given) matching every word of `query` in
-    /// their name, description, tags, packages or features (case-insensitive).
+    /// Templates in `category` (if given) matching every word of `query`.
     pub fn search(&self, category: Option<&str>, query: Option<&str>) -> Vec<&Template> {
-        let words: Vec<String> = query
+        self.templates
+            .iter()
+            .filter(|t| t.matches(category, query))
+            .collect()
+    }
+}
+
+impl Template {
+    /// Whether the template is in `category` (if given) and every word of
+    /// `query` appears in its name, description, category, tags, packages or
+    /// features (case-insensitive).
+    pub fn matches(&self, category: Option<&str>, query: Option<&str>) -> bool {
+        if category.is_some_and(|c| !self.category.eq_ignore_ascii_case(c)) {
+            return false;
+        }
+        let r = &self.recipe;
+        let haystack: Vec<String> = [
+            r.name.as_str(),
+            r.description.as_str(),
+            self.category.as_str(),
+        ]
+        .into_iter()
+        .chain(r.tags.iter().map(String::as_str))
+        .chain(r.packages.iter().map(String::as_str))
+        .chain(r.features.iter().map(|f| f.name.as_str()))
+        .map(str::to_lowercase)
+        .collect();
+        query
             .unwrap_or("")
             .split_whitespace()
             .map(str::to_lowercase)
-            .collect();
-        self.templates
-            .iter()
-            .filter(|t| category.is_none_or(|c| t.category.eq_ignore_ascii_case(c)))
-            .filter(|t| {
-                let r = &t.recipe;
-                let haystack: Vec<String> =
-                    [r.name.as_str(), r.description.as_str(), t.category.as_str()]
-                        .into_iter()
-                        .chain(r.tags.iter().map(String::as_str))
-                        .chain(r.packages.iter().map(String::as_str))
-                        .chain(r.features.iter().map(|f| f.name.as_str()))
-                        .map(str::to_lowercase)
-                        .collect();
-                words
-                    .iter()
-                    .all(|w| haystack.iter().any(|h| h.contains(w.as_str())))
-            })
-            .collect()
+            .all(|w| haystack.iter().any(|h| h.contains(w.as_str())))
     }
 }
 

@@ -441,7 +441,8 @@ pub fn command_argv(argv: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> String {
+/// At most `max` characters of `s`, with an ellipsis when cut: for echoing input safely.
+pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
     } else {

@@ -2,6 +2,7 @@
 
 mod plugin;
 mod recipe;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,10 @@ pub enum Command {
     /// Manage feature plugins: install, verify, sign.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Serve MCP over HTTP (legacy SSE at /api/mcp/sse, Streamable HTTP at /api/mcp).
+    Serve(serve::ServeArgs),
+    /// Serve MCP on stdio.
+    Mcp(serve::McpArgs),
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -65,6 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Recipe(cmd) => recipe::run(cmd, &config),
         Command::Plugin(cmd) => plugin::run(cmd, &config),
+        Command::Serve(args) => serve::serve(args, &config),
+        Command::Mcp(args) => serve::mcp(args, &config),
     }
 }
 

@@ -1,0 +1,28 @@
+//! The application state every transport shares.
+
+use std::sync::Arc;
+
+use openfactory_core::catalog::Catalog;
+use openfactory_plugin_host::PluginHost;
+use openfactory_store::Store;
+
+use crate::metrics::Metrics;
+
+/// Catalog, plugins, database and metrics: built once, shared by every session.
+pub struct App {
+    pub catalog: Catalog,
+    pub plugins: Arc<PluginHost>,
+    pub store: Store,
+    pub metrics: Metrics,
+}
+
+impl App {
+    pub fn new(catalog: Catalog, plugins: PluginHost, store: Store) -> Arc<App> {
+        Arc::new(App {
+            catalog,
+            plugins: Arc::new(plugins),
+            store,
+            metrics: Metrics::new(),
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    pub tool: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub tool_calls: Family<ToolLabels, Counter>,
+    pub sessions_opened: Family<TransportLabels, Counter>,
+    pub sse_sessions: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("openfactory");
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        let sessions_opened = Family::<TransportLabels, Counter>::default();
+        let sse_sessions = Gauge::default();
+        registry.register(
+            "mcp_tool_calls",
+            "MCP tool calls by tool and outcome",
+            tool_calls.clone(),
+        );
+        registry.register(
+            "mcp_sessions_opened",
+            "MCP sessions opened by transport",
+            sessions_opened.clone(),
+        );
+        registry.register(
+            "mcp_sse_sessions",
+            "Open legacy SSE sessions",
+            sse_sessions.clone(),
+        );
+        Metrics {
+            registry,
+            tool_calls,
+            sessions_opened,
+            sse_sessions,
+        }
+    }
+
+    pub fn tool(&self, tool: &str, ok: bool) {
+        self.tool_calls
+            .get_or_create(&ToolLabels {
+                tool: tool.into(),
+                outcome: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,78 @@
+//! Who is calling: the client's IP address, or the address a trusted proxy
+//! reports in `X-Forwarded-For`. Only configured proxies are believed.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use http::HeaderMap;
+use openfactory_store::OwnerId;
+
+#[derive(Debug, Clone, Default)]
+pub struct OwnerPolicy {
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl OwnerPolicy {
+    /// The client address: the peer, unless the peer is a trusted proxy, in
+    /// which case the right-most untrusted address of `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|h| h.trim().parse().ok())
+            .collect();
+        hops.into_iter()
+            .rev()
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .unwrap_or(peer)
+    }
+
+    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> OwnerId {
+        OwnerId::ip(self.client_ip(peer, headers))
+    }
+
+    /// From an HTTP request served with `ConnectInfo<SocketAddr>`.
+    pub fn resolve_parts(&self, parts: &http::request::Parts) -> Option<OwnerId> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+        Some(self.resolve(peer, &parts.headers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let policy = OwnerPolicy {
+            trusted_proxies: vec![proxy],
+        };
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        // A direct client cannot spoof its address.
+        assert_eq!(policy.client_ip(client, &headers("198.51.100.1")), client);
+        // Through the proxy, the right-most untrusted hop is the client.
+        assert_eq!(
+            policy.client_ip(proxy, &headers("198.51.100.1, 203.0.113.7")),
+            client
+        );
+        assert_eq!(
+            policy.client_ip(proxy, &headers("203.0.113.7, 10.0.0.1")),
+            client
+        );
+        // Garbage falls back to the peer.
+        assert_eq!(policy.client_ip(proxy, &headers("not-an-ip")), proxy);
+    }
+}

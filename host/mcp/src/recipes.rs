@@ -1,0 +1,597 @@
+//! What the recipe tools do, independent of MCP: each function takes the
+//! application state and the caller, and returns a serialisable answer or a
+//! message for a tool error. Every read and write of a caller's recipes goes
+//! through the owner-scoped [`openfactory_store::Store`].
+
+use std::collections::BTreeMap;
+
+use openfactory_core::catalog::Template;
+use openfactory_core::plan::{self, Outcome, Plan};
+use openfactory_core::recipe::FeatureRef;
+use openfactory_core::validate;
+use openfactory_core::{Diagnostic, Diagnostics, FeatureSet, Recipe, rules};
+use openfactory_store::{OwnerId, StoreError};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::app::App;
+
+/// `template` for catalog templates, `custom` for the caller's own recipes.
+pub const TEMPLATE: &str = "template";
+pub const CUSTOM: &str = "custom";
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Categories {
+    pub categories: Vec<CategoryOut>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CategoryOut {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    /// Templates in the category plus the caller's own recipes in it.
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RecipeList {
+    pub recipes: Vec<RecipeSummary>,
+    pub total: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RecipeSummary {
+    /// Use this with get_recipe, plan_recipe and create_recipe_from_template.
+    pub id: String,
+    pub name: String,
+    pub category: String,
+    /// `template` (catalog) or `custom` (yours).
+    pub source: String,
+    pub description: String,
+    pub base_image: String,
+    pub features: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RecipeDetails {
+    pub id: String,
+    pub source: String,
+    pub category: String,
+    /// For custom recipes: the template it was made from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// The complete recipe, with defaults applied.
+    pub recipe: Recipe,
+    /// Content-addressed id of the recipe with the installed plugins (sha256).
+    pub recipe_hash: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Validation {
+    pub valid: bool,
+    pub recipe_hash: Option<String>,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+    /// What a build would do, when the recipe is valid.
+    pub plan_summary: Option<PlanSummary>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlanSummary {
+    pub steps: usize,
+    pub checks: usize,
+    /// Features in planning order.
+    pub features: Vec<String>,
+    /// Steps per source (`recipe` or a feature name).
+    pub steps_by_source: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PlanOut {
+    pub valid: bool,
+    pub plan: Option<Plan>,
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Created {
+    /// The new recipe's id (its name), usable with get_recipe and plan_recipe.
+    pub id: String,
+    pub recipe_hash: String,
+    pub recipe: Recipe,
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Features {
+    pub features: Vec<FeatureOut>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FeatureOut {
+    pub name: String,
+    pub version: String,
+    pub summary: String,
+    pub category: String,
+    pub requires: Vec<String>,
+    pub conflicts: Vec<String>,
+    /// Top-level recipe fields the feature reads.
+    pub reads: Vec<String>,
+    /// JSON Schema of the feature's `options`.
+    pub options_schema: Value,
+}
+
+/// Changes applied to a template by `create_recipe_from_template`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Modifications {
+    /// Replace the description.
+    pub description: Option<String>,
+    /// Switch the base image (`debian-bookworm` or `debian-trixie`).
+    pub base_image: Option<String>,
+    pub hostname: Option<String>,
+    pub timezone: Option<String>,
+    /// Debian packages to add.
+    #[serde(default)]
+    pub add_packages: Vec<String>,
+    /// Packages to remove from the template's list.
+    #[serde(default)]
+    pub remove_packages: Vec<String>,
+    /// Features to add, by name or as `{ "name": …, "options": {…} }`. An
+    /// existing feature given again gets the new options.
+    #[serde(default)]
+    pub add_features: Vec<Value>,
+    #[serde(default)]
+    pub remove_features: Vec<String>,
+    /// systemd units to enable.
+    #[serde(default)]
+    pub add_services: Vec<String>,
+    #[serde(default)]
+    pub remove_services: Vec<String>,
+    /// Replace the `networking` section (`dhcp`, `nameservers`, `allowed_ports`).
+    pub networking: Option<Value>,
+    /// Replace the `security` section (`root_login`, `password_authentication`).
+    pub security: Option<Value>,
+}
+
+fn summary(t: &Template, source: &str) -> RecipeSummary {
+    RecipeSummary {
+        id: t.id.clone(),
+        name: t.recipe.name.clone(),
+        category: t.category.clone(),
+        source: source.into(),
+        description: t.recipe.description.clone(),
+        base_image: t.recipe.base_image.clone(),
+        features: t.recipe.features.iter().map(|f| f.name.clone()).collect(),
+        tags: t.recipe.tags.clone(),
+    }
+}
+
+fn store_error(e: StoreError) -> String {
+    tracing::error!(error = %e, "store failure");
+    match e {
+        StoreError::Conflict(message) => message,
+        _ => "the server could not read or write its database; try again later".into(),
+    }
+}
+
+/// The caller's recipes as templates, so one search serves both.
+async fn custom(app: &App, owner: &OwnerId) -> Result<Vec<Template>, String> {
+    let stored = app.store.recipes(owner).await.map_err(store_error)?;
+    Ok(stored
+        .into_iter()
+        .map(|s| Template {
+            id: s.id,
+            category: s.category,
+            recipe: s.recipe,
+        })
+        .collect())
+}
+
+pub async fn categories(app: &App, owner: &OwnerId) -> Result<Categories, String> {
+    let mine = custom(app, owner).await?;
+    Ok(Categories {
+        categories: app
+            .catalog
+            .categories
+            .iter()
+            .map(|c| CategoryOut {
+                name: c.name.clone(),
+                title: c.title.clone(),
+                description: c.description.clone(),
+                count: app.catalog.count(&c.name)
+                    + mine.iter().filter(|t| t.category == c.name).count(),
+            })
+            .collect(),
+    })
+}
+
+pub async fn list(
+    app: &App,
+    owner: &OwnerId,
+    category: Option<&str>,
+    search: Option<&str>,
+) -> Result<RecipeList, String> {
+    if let Some(c) = category
+        && !app
+            .catalog
+            .categories
+            .iter()
+            .any(|k| k.name.eq_ignore_ascii_case(c))
+    {
+        let names: Vec<&str> = app
+            .catalog
+            .categories
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        return Err(format!(
+            "unknown category `{}`; categories: {} (list_recipe_categories describes them)",
+            rules::truncate(c, 64),
+            names.join(", ")
+        ));
+    }
+    let mine = custom(app, owner).await?;
+    let mut recipes: Vec<RecipeSummary> = app
+        .catalog
+        .search(category, search)
+        .into_iter()
+        .map(|t| summary(t, TEMPLATE))
+        .collect();
+    recipes.extend(
+        mine.iter()
+            .filter(|t| t.matches(category, search))
+            .map(|t| summary(t, CUSTOM)),
+    );
+    Ok(RecipeList {
+        total: recipes.len(),
+        recipes,
+    })
+}
+
+fn not_found(id: &str) -> String {
+    format!(
+        "recipe `{}` not found; list_recipes shows the ids you can use",
+        rules::truncate(id, 80)
+    )
+}
+
+/// A template, or one of the caller's recipes.
+async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeDetails, String> {
+    if let Some(t) = app.catalog.template(id) {
+        return Ok(RecipeDetails {
+            id: t.id.clone(),
+            source: TEMPLATE.into(),
+            category: t.category.clone(),
+            template_id: None,
+            recipe: t.recipe.clone(),
+            recipe_hash: None,
+        });
+    }
+    match app.store.recipe(owner, id).await.map_err(store_error)? {
+        Some(s) => Ok(RecipeDetails {
+            id: s.id,
+            source: CUSTOM.into(),
+            category: s.category,
+            template_id: s.template_id,
+            recipe: s.recipe,
+            recipe_hash: Some(s.recipe_hash),
+        }),
+        None => Err(not_found(id)),
+    }
+}
+
+pub async fn get(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeDetails, String> {
+    let mut details = find(app, owner, id).await?;
+    if details.recipe_hash.is_none() {
+        let recipe = details.recipe.clone();
+        let outcome = run_planner(app, move |set| plan::validate(&recipe, set)).await?;
+        details.recipe_hash = outcome.recipe_id.map(|i| i.to_string());
+    }
+    Ok(details)
+}
+
+/// Run the planner off the async runtime: plugins are CPU-bound.
+async fn run_planner(
+    app: &App,
+    f: impl FnOnce(&dyn FeatureSet) -> Outcome + Send + 'static,
+) -> Result<Outcome, String> {
+    let plugins = app.plugins.clone();
+    tokio::task::spawn_blocking(move || f(plugins.as_ref()))
+        .await
+        .map_err(|e| format!("the planner failed unexpectedly: {e}"))
+}
+
+fn split(d: Diagnostics) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+    d.into_iter().partition(Diagnostic::is_error)
+}
+
+pub async fn validate(app: &App, recipe: Value) -> Result<Validation, String> {
+    let outcome = run_planner(app, move |set| check_and_plan(recipe, set)).await?;
+    let plan_summary = outcome.plan.as_ref().map(|p| {
+        let mut by_source = BTreeMap::new();
+        for s in &p.steps {
+            *by_source.entry(s.source.clone()).or_insert(0) += 1;
+        }
+        PlanSummary {
+            steps: p.steps.len(),
+            checks: p.checks.len(),
+            features: p.features.iter().map(|f| f.name.clone()).collect(),
+            steps_by_source: by_source,
+        }
+    });
+    let (errors, warnings) = split(outcome.diagnostics);
+    let valid = errors.is_empty();
+    Ok(Validation {
+        valid,
+        recipe_hash: outcome.recipe_id.filter(|_| valid).map(|i| i.to_string()),
+        errors,
+        warnings,
+        plan_summary,
+    })
+}
+
+fn check_and_plan(recipe: Value, set: &dyn FeatureSet) -> Outcome {
+    let checked = validate::check_value(recipe);
+    match checked.recipe {
+        Some(r) if !checked.diagnostics.has_errors() => plan::plan(&r, set),
+        Some(r) => {
+            // Report the structural errors together with the feature checks.
+            let mut outcome = plan::validate(&r, set);
+            let mut all = checked.diagnostics;
+            for d in outcome.diagnostics.into_iter() {
+                if !all.iter().any(|x| x == &d) {
+                    all.push(d);
+                }
+            }
+            all.sort();
+            outcome.diagnostics = all;
+            outcome.plan = None;
+            outcome
+        }
+        None => Outcome {
+            plan: None,
+            diagnostics: checked.diagnostics,
+            recipe_id: None,
+        },
+    }
+}
+
+pub async fn plan_recipe(
+    app: &App,
+    owner: &OwnerId,
+    recipe_id: Option<String>,
+    recipe: Option<Value>,
+) -> Result<PlanOut, String> {
+    let value = match (recipe_id, recipe) {
+        (Some(_), Some(_)) => return Err("give either `recipe_id` or `recipe`, not both".into()),
+        (None, None) => {
+            return Err("give `recipe_id` (from list_recipes) or a `recipe` object".into());
+        }
+        (Some(id), None) => {
+            serde_json::to_value(find(app, owner, &id).await?.recipe).map_err(|e| e.to_string())?
+        }
+        (None, Some(v)) => v,
+    };
+    let outcome = run_planner(app, move |set| check_and_plan(value, set)).await?;
+    let (errors, warnings) = split(outcome.diagnostics);
+    Ok(PlanOut {
+        valid: errors.is_empty(),
+        plan: outcome.plan,
+        errors,
+        warnings,
+    })
+}
+
+pub fn features(app: &App) -> Features {
+    Features {
+        features: app
+            .plugins
+            .features()
+            .into_iter()
+            .map(|f| FeatureOut {
+                name: f.info.name.clone(),
+                version: f.info.version.clone(),
+                summary: f.info.summary.clone(),
+                category: f.info.category.clone(),
+                requires: f.info.requires.clone(),
+                conflicts: f.info.conflicts.clone(),
+                reads: f.info.reads.clone(),
+                options_schema: f.info.options_schema.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| format!("- {d}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub async fn create_from_template(
+    app: &App,
+    owner: &OwnerId,
+    template_id: &str,
+    name: &str,
+    modifications: Option<Value>,
+) -> Result<Created, String> {
+    let template = app.catalog.template(template_id).ok_or_else(|| {
+        let hint = openfactory_core::diagnostic::did_you_mean(
+            template_id,
+            app.catalog.templates.iter().map(|t| t.id.as_str()),
+        )
+        .map(|m| format!(" (did you mean `{m}`?)"))
+        .unwrap_or_default();
+        format!(
+            "template_id: no template `{}`{hint}; list_recipes shows the templates",
+            rules::truncate(template_id, 80)
+        )
+    })?;
+    if let Err(reason) = rules::slug(name) {
+        return Err(format!("name: `{}` {reason}", rules::truncate(name, 80)));
+    }
+    if app.catalog.template(name).is_some() {
+        return Err(format!(
+            "name: `{name}` is a template id; choose another name for your recipe"
+        ));
+    }
+    let modifications: Modifications = match modifications {
+        None | Some(Value::Null) => Modifications::default(),
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            format!(
+                "modifications: {e}. Accepted fields: description, base_image, hostname, timezone, add_packages, remove_packages, add_features, remove_features, add_services, remove_services, networking, security"
+            )
+        })?,
+    };
+
+    let mut problems = Vec::new();
+    let recipe = apply(&template.recipe, name, modifications, &mut problems);
+    if !problems.is_empty() {
+        return Err(format!(
+            "the modifications cannot be applied; nothing was saved:\n{}",
+            render(&problems)
+        ));
+    }
+    let value = serde_json::to_value(&recipe).map_err(|e| e.to_string())?;
+    let outcome = run_planner(app, move |set| check_and_plan(value, set)).await?;
+    let (errors, warnings) = split(outcome.diagnostics);
+    if !errors.is_empty() {
+        return Err(format!(
+            "the resulting recipe is invalid; nothing was saved:\n{}",
+            render(&errors)
+        ));
+    }
+    let hash = outcome.recipe_id.map(|i| i.to_string()).unwrap_or_default();
+    let stored = app
+        .store
+        .insert_recipe(
+            owner,
+            name,
+            Some(&template.id),
+            &template.category,
+            &recipe,
+            &hash,
+        )
+        .await
+        .map_err(|e| format!("name: {}", store_error(e)))?;
+    Ok(Created {
+        id: stored.id,
+        recipe_hash: hash,
+        recipe: stored.recipe,
+        warnings,
+    })
+}
+
+/// Apply modifications to a copy of the template. Removals of things the
+/// template does not have are reported, never silently ignored.
+fn apply(
+    template: &Recipe,
+    name: &str,
+    m: Modifications,
+    problems: &mut Vec<Diagnostic>,
+) -> Recipe {
+    let mut r = template.clone();
+    r.name = name.to_owned();
+    if r.hostname.as_deref() == Some(template.name.as_str()) {
+        r.hostname = None;
+    }
+    if let Some(d) = m.description {
+        r.description = d;
+    }
+    if let Some(b) = m.base_image {
+        r.base_image = b;
+    }
+    if let Some(h) = m.hostname {
+        r.hostname = Some(h);
+    }
+    if let Some(t) = m.timezone {
+        r.timezone = t;
+    }
+    let mut remove = |list: &mut Vec<String>, items: &[String], field: &str| {
+        for (i, item) in items.iter().enumerate() {
+            match list.iter().position(|x| x == item) {
+                Some(pos) => {
+                    list.remove(pos);
+                }
+                None => problems.push(Diagnostic::error(
+                    "modifications.not-present",
+                    format!("modifications.{field}[{i}]"),
+                    format!(
+                        "`{}` is not in the template, so it cannot be removed",
+                        rules::truncate(item, 80)
+                    ),
+                )),
+            }
+        }
+    };
+    remove(&mut r.packages, &m.remove_packages, "remove_packages");
+    remove(&mut r.services, &m.remove_services, "remove_services");
+    let mut names: Vec<String> = r.features.iter().map(|f| f.name.clone()).collect();
+    remove(&mut names, &m.remove_features, "remove_features");
+    r.features.retain(|f| names.contains(&f.name));
+    for p in m.add_packages {
+        if !r.packages.contains(&p) {
+            r.packages.push(p);
+        }
+    }
+    for s in m.add_services {
+        if !r.services.contains(&s) {
+            r.services.push(s);
+        }
+    }
+    for (i, f) in m.add_features.into_iter().enumerate() {
+        let parsed: Result<FeatureRef, String> = match f {
+            Value::String(name) => Ok(FeatureRef::new(&name)),
+            other => serde_json::from_value(other).map_err(|e| e.to_string()),
+        };
+        match parsed {
+            Ok(feature) => match r.features.iter_mut().find(|x| x.name == feature.name) {
+                Some(existing) => existing.options = feature.options,
+                None => r.features.push(feature),
+            },
+            Err(e) => problems.push(Diagnostic::error(
+                "modifications.feature",
+                format!("modifications.add_features[{i}]"),
+                format!("give a feature name or {{\"name\": …, \"options\": {{…}}}}: {e}"),
+            )),
+        }
+    }
+    let mut section = |value: Option<Value>, field: &str| -> Option<Value> {
+        let v = value?;
+        if v.is_object() {
+            Some(v)
+        } else {
+            problems.push(Diagnostic::error(
+                "modifications.section",
+                format!("modifications.{field}"),
+                format!("`{field}` must be an object"),
+            ));
+            None
+        }
+    };
+    let networking = section(m.networking, "networking");
+    let security = section(m.security, "security");
+    if networking.is_some() || security.is_some() {
+        // Sections go through the recipe's own (strict) model via JSON.
+        let mut value = serde_json::to_value(&r).expect("a recipe serialises");
+        if let Some(n) = networking {
+            value["networking"] = n;
+        }
+        if let Some(s) = security {
+            value["security"] = s;
+        }
+        let checked = validate::check_value(value);
+        match checked.recipe {
+            Some(updated) if !checked.diagnostics.has_errors() => r = updated,
+            _ => problems.extend(checked.diagnostics.into_iter().filter(Diagnostic::is_error)),
+        }
+    }
+    r
+}

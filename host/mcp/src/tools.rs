@@ -1,0 +1,308 @@
+//! The MCP tools. Each is a thin wrapper: resolve the caller, call
+//! [`crate::recipes`], count the outcome. Tool errors (`isError`) carry a
+//! message that names the field and the fix.
+
+use std::sync::Arc;
+
+use openfactory_store::OwnerId;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{Implementation, InitializeResult, ServerCapabilities};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::owner::OwnerPolicy;
+use crate::recipes::{
+    self, Categories, Created, Features, PlanOut, RecipeDetails, RecipeList, Validation,
+};
+
+/// One MCP server instance. Legacy SSE and stdio sessions fix the owner when
+/// they start; Streamable HTTP resolves it from each request.
+#[derive(Clone)]
+pub struct OpenFactoryServer {
+    app: Arc<App>,
+    policy: Arc<OwnerPolicy>,
+    owner: Option<OwnerId>,
+    tool_router: ToolRouter<OpenFactoryServer>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListRecipesArgs {
+    /// Only this category (see list_recipe_categories), e.g. `healthcare`.
+    pub category: Option<String>,
+    /// Words that must all appear in the name, description, tags, packages or features, e.g. `docker monitoring`.
+    pub search: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RecipeIdArgs {
+    /// A template id or one of your recipes' ids, from list_recipes (e.g. `gxp-medtech`).
+    pub recipe_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ValidateArgs {
+    /// The recipe object: `name`, `base_image` (`debian-bookworm` | `debian-trixie`), and optionally
+    /// `description`, `tags`, `hostname`, `locale`, `timezone`, `features` (names or {name, options}),
+    /// `packages`, `services`, `users`, `files`, `kernel_args`, `networking`, `security`.
+    #[schemars(with = "openfactory_core::Recipe")]
+    pub recipe: Value,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateFromTemplateArgs {
+    /// The template to start from, e.g. `gxp-medtech` (list_recipes shows ids).
+    pub template_id: String,
+    /// Name and id of the new recipe: lowercase letters, digits and `-`, e.g. `my-gxp-box`.
+    pub name: String,
+    /// What to change, e.g. `{"add_packages": ["vim", "htop"]}`.
+    #[schemars(with = "Option<recipes::Modifications>")]
+    #[serde(default)]
+    pub modifications: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PlanArgs {
+    /// A recipe id from list_recipes; or give `recipe` instead.
+    pub recipe_id: Option<String>,
+    /// A full recipe object (as for validate_recipe); or give `recipe_id` instead.
+    #[schemars(with = "Option<openfactory_core::Recipe>")]
+    pub recipe: Option<Value>,
+}
+
+type ToolResult<T> = Result<Json<T>, String>;
+
+#[tool_router]
+impl OpenFactoryServer {
+    pub fn new(app: Arc<App>, policy: Arc<OwnerPolicy>, owner: Option<OwnerId>) -> Self {
+        OpenFactoryServer {
+            app,
+            policy,
+            owner,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// The caller: fixed for the session, or from the HTTP request.
+    async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<OwnerId, String> {
+        let owner = match &self.owner {
+            Some(owner) => owner.clone(),
+            None => {
+                let parts = ctx
+                    .extensions
+                    .get::<http::request::Parts>()
+                    .ok_or("the transport did not identify the caller")?;
+                self.policy
+                    .resolve_parts(parts)
+                    .ok_or("the server could not determine your address")?
+            }
+        };
+        if let Err(e) = self.app.store.touch_owner(&owner).await {
+            tracing::error!(error = %e, "could not record the caller");
+            return Err("the server could not reach its database; try again later".into());
+        }
+        Ok(owner)
+    }
+
+    fn count<T>(&self, tool: &str, result: ToolResult<T>) -> Result<Json<T>, String> {
+        self.app.metrics.tool(tool, result.is_ok());
+        result
+    }
+
+    #[tool(
+        title = "List recipe categories",
+        description = "List every recipe category (server, containers, monitoring, healthcare, security, edge, development…) with its description and how many recipes it holds. Start here to browse the catalog.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn list_recipe_categories(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<Categories>, String> {
+        let result = async {
+            Ok(Json(
+                recipes::categories(&self.app, &self.caller(&ctx).await?).await?,
+            ))
+        }
+        .await;
+        self.count("list_recipe_categories", result)
+    }
+
+    #[tool(
+        title = "List recipes",
+        description = "Browse recipe templates and your own recipes. Filter by `category` and/or `search` words (matched in name, description, tags, packages and features). Returns ids to use with get_recipe, plan_recipe and create_recipe_from_template.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn list_recipes(
+        &self,
+        Parameters(args): Parameters<ListRecipesArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<RecipeList>, String> {
+        let result = async {
+            let owner = self.caller(&ctx).await?;
+            Ok(Json(
+                recipes::list(
+                    &self.app,
+                    &owner,
+                    args.category.as_deref(),
+                    args.search.as_deref(),
+                )
+                .await?,
+            ))
+        }
+        .await;
+        self.count("list_recipes", result)
+    }
+
+    #[tool(
+        title = "Get a recipe",
+        description = "Full details of a template or of one of your recipes: base image, features with their options, packages, services, users, files, networking and security, and its content hash.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn get_recipe(
+        &self,
+        Parameters(args): Parameters<RecipeIdArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<RecipeDetails>, String> {
+        let result = async {
+            Ok(Json(
+                recipes::get(&self.app, &self.caller(&ctx).await?, &args.recipe_id).await?,
+            ))
+        }
+        .await;
+        self.count("get_recipe", result)
+    }
+
+    #[tool(
+        title = "Validate a recipe",
+        description = "Check a recipe without building it. Returns `valid`, every error and warning (each with a field path such as `features[2].options.port`, a code, a message and usually a suggestion), and when valid a summary of the build plan. Fix all errors in one go, then validate again.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn validate_recipe(
+        &self,
+        Parameters(args): Parameters<ValidateArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<Validation>, String> {
+        let result = async {
+            self.caller(&ctx).await?;
+            Ok(Json(recipes::validate(&self.app, args.recipe).await?))
+        }
+        .await;
+        self.count("validate_recipe", result)
+    }
+
+    #[tool(
+        title = "Create a recipe from a template",
+        description = "Copy a template under a new name with changes (add/remove packages, features with options, services; replace networking or security; change description, base image, hostname, timezone). The result is validated and saved as your own recipe, usable by its id (the name) afterwards. Nothing is saved if anything is invalid.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn create_recipe_from_template(
+        &self,
+        Parameters(args): Parameters<CreateFromTemplateArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<Created>, String> {
+        let result = async {
+            let owner = self.caller(&ctx).await?;
+            Ok(Json(
+                recipes::create_from_template(
+                    &self.app,
+                    &owner,
+                    &args.template_id,
+                    &args.name,
+                    args.modifications,
+                )
+                .await?,
+            ))
+        }
+        .await;
+        self.count("create_recipe_from_template", result)
+    }
+
+    #[tool(
+        title = "List features",
+        description = "The installed features (ssh, docker, monitoring, firewall, hardening, gxp…) with their version, what they require or conflict with, and the JSON Schema of their `options`. Read this before writing a recipe's features.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn list_features(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<Features>, String> {
+        let result = async {
+            self.caller(&ctx).await?;
+            Ok(Json(recipes::features(&self.app)))
+        }
+        .await;
+        self.count("list_features", result)
+    }
+
+    #[tool(
+        title = "Plan a recipe (dry run)",
+        description = "Show exactly what a build would do: every typed step in order (packages, files, services, users, firewall ports…, each with the feature that emitted it) and every boot check a test run would execute. Give `recipe_id` or a `recipe` object. Nothing is built.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn plan_recipe(
+        &self,
+        Parameters(args): Parameters<PlanArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<PlanOut>, String> {
+        let result = async {
+            let owner = self.caller(&ctx).await?;
+            Ok(Json(
+                recipes::plan_recipe(&self.app, &owner, args.recipe_id, args.recipe).await?,
+            ))
+        }
+        .await;
+        self.count("plan_recipe", result)
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for OpenFactoryServer {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("openfactory", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "OpenFactory builds bootable Debian images from recipes. Browse with list_recipe_categories and \
+                 list_recipes, inspect with get_recipe and list_features, check with validate_recipe and plan_recipe, \
+                 and customise a template with create_recipe_from_template.",
+            )
+    }
+}

@@ -1,0 +1,140 @@
+//! `openfactory serve` and `openfactory mcp --stdio`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use openfactory_core::catalog::Catalog;
+use openfactory_mcp::{App, HostPolicy, OwnerPolicy};
+use openfactory_plugin_host::PluginHost;
+use openfactory_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "OPENFACTORY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Database URL; default: SQLite in the home directory.
+    #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Host names (or host:port) clients may use; repeat or comma-separate. `*` allows any, for
+    /// deployments behind a proxy that checks Host itself. Default: localhost, 127.0.0.1, ::1.
+    #[arg(
+        long = "allowed-host",
+        env = "OPENFACTORY_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Proxies whose X-Forwarded-For is believed; repeat or comma-separate.
+    #[arg(
+        long = "trusted-proxy",
+        env = "OPENFACTORY_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct McpArgs {
+    /// Serve one MCP session on stdin/stdout (for clients that launch a command).
+    #[arg(long)]
+    pub stdio: bool,
+    #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Plugins, catalog and database, shared by every transport.
+async fn app(config: &Config, database_url: Option<String>) -> anyhow::Result<Arc<App>> {
+    let host_config = config.host();
+    let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&host_config))
+        .await?
+        .context("loading plugins")?;
+    for p in plugins.problems() {
+        tracing::warn!(bundle = %p.bundle, reason = %p.reason, "plugin not loaded");
+    }
+    if plugins.stats().plugins == 0 {
+        tracing::warn!(dir = %config.plugins_dir().display(), "no feature plugins are installed; recipes with features will not validate");
+    }
+    let (catalog, problems) = Catalog::load(&config.recipes_dir);
+    for p in &problems {
+        tracing::warn!("catalog: {p}");
+    }
+    std::fs::create_dir_all(&config.home)
+        .with_context(|| format!("creating {}", config.home.display()))?;
+    let url = database_url
+        .unwrap_or_else(|| format!("sqlite://{}", config.home.join("openfactory.db").display()));
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the database {url}"))?;
+    tracing::info!(features = plugins.stats().plugins, templates = catalog.templates.len(), database = %url, "ready");
+    Ok(App::new(catalog, plugins, store))
+}
+
+pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let app = app(config, args.database_url).await?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let hosts = if args.allowed_hosts.is_empty() {
+            HostPolicy::default()
+        } else {
+            HostPolicy {
+                allowed_hosts: args.allowed_hosts,
+            }
+        };
+        let owners = OwnerPolicy {
+            trusted_proxies: args.trusted_proxies,
+        };
+        let address = listener.local_addr()?;
+        eprintln!("OpenFactory is listening on http://{address}");
+        eprintln!("  MCP (SSE):             http://{address}/api/mcp/sse");
+        eprintln!("  MCP (Streamable HTTP): http://{address}/api/mcp");
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: closing streams and finishing requests");
+            signal.cancel();
+        });
+        openfactory_mcp::serve_http(app.clone(), listener, owners, hosts, shutdown).await?;
+        app.store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn mcp(args: McpArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.stdio,
+        "give --stdio (the HTTP transports are served by `openfactory serve`)"
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let app = app(config, args.database_url).await?;
+        openfactory_mcp::serve_stdio(app.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        app.store.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

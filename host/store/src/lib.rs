@@ -1,0 +1,281 @@
+//! Persistent state behind narrow, owner-scoped methods.
+//!
+//! Every query that reads or changes an owner's things takes the owner: there
+//! is no method that lists another owner's recipes, so isolation does not
+//! depend on each caller remembering a `WHERE`. SQL is kept portable (numbered
+//! parameters, no SQLite-only functions) for PostgreSQL.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openfactory_core::Recipe;
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// Who owns a resource: `ip:<address>` for anonymous clients, `local` for stdio.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct OwnerId(String);
+
+impl OwnerId {
+    pub fn ip(addr: std::net::IpAddr) -> OwnerId {
+        // IPv4-mapped IPv6 addresses are the same client as their IPv4 form.
+        let addr = match addr {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(std::net::IpAddr::V4)
+                .unwrap_or(addr),
+            v4 => v4,
+        };
+        OwnerId(format!("ip:{addr}"))
+    }
+
+    /// The user running a local stdio server.
+    pub fn local() -> OwnerId {
+        OwnerId("local".into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A recipe an owner created.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredRecipe {
+    pub id: String,
+    pub template_id: Option<String>,
+    pub category: String,
+    pub recipe: Recipe,
+    pub recipe_hash: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate a database: `sqlite://path/to.db`
+    /// or `sqlite::memory:`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database exists once per connection.
+            .max_connections(if memory { 1 } else { 8 })
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Record that an owner was seen (creating it on first sight).
+    pub async fn touch_owner(&self, owner: &OwnerId) -> Result<(), StoreError> {
+        let t = now();
+        sqlx::query(
+            "INSERT INTO owners (id, created_at, last_seen_at) VALUES ($1, $2, $2)
+             ON CONFLICT (id) DO UPDATE SET last_seen_at = $2",
+        )
+        .bind(owner.as_str())
+        .bind(t)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Store a new recipe for `owner`. Fails with [`StoreError::Conflict`] if
+    /// the owner already has a recipe with that id; nothing is written then.
+    pub async fn insert_recipe(
+        &self,
+        owner: &OwnerId,
+        id: &str,
+        template_id: Option<&str>,
+        category: &str,
+        recipe: &Recipe,
+        recipe_hash: &str,
+    ) -> Result<StoredRecipe, StoreError> {
+        self.touch_owner(owner).await?;
+        let json = serde_json::to_string(recipe).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let t = now();
+        let result = sqlx::query(
+            "INSERT INTO recipes (owner_id, id, template_id, category, recipe_json, recipe_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner_id, id) DO NOTHING",
+        )
+        .bind(owner.as_str())
+        .bind(id)
+        .bind(template_id)
+        .bind(category)
+        .bind(&json)
+        .bind(recipe_hash)
+        .bind(t)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "you already have a recipe named `{id}`"
+            )));
+        }
+        Ok(StoredRecipe {
+            id: id.into(),
+            template_id: template_id.map(Into::into),
+            category: category.into(),
+            recipe: recipe.clone(),
+            recipe_hash: recipe_hash.into(),
+            created_at: rfc3339(t),
+        })
+    }
+
+    /// The owner's recipes, oldest first.
+    pub async fn recipes(&self, owner: &OwnerId) -> Result<Vec<StoredRecipe>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, template_id, category, recipe_json, recipe_hash, created_at
+             FROM recipes WHERE owner_id = $1 ORDER BY created_at, id",
+        )
+        .bind(owner.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored).collect()
+    }
+
+    /// One of the owner's recipes; `None` if it does not exist *for this owner*.
+    pub async fn recipe(
+        &self,
+        owner: &OwnerId,
+        id: &str,
+    ) -> Result<Option<StoredRecipe>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, template_id, category, recipe_json, recipe_hash, created_at
+             FROM recipes WHERE owner_id = $1 AND id = $2",
+        )
+        .bind(owner.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(stored).transpose()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn stored(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRecipe, StoreError> {
+    let json: String = row.try_get("recipe_json")?;
+    let recipe = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Corrupt(format!("recipe JSON: {e}")))?;
+    Ok(StoredRecipe {
+        id: row.try_get("id")?,
+        template_id: row.try_get("template_id")?,
+        category: row.try_get("category")?,
+        recipe,
+        recipe_hash: row.try_get("recipe_hash")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openfactory_core::validate::{Format, check_text};
+
+    fn recipe(name: &str) -> Recipe {
+        check_text(
+            &format!("name = \"{name}\"\nbase_image = \"debian-bookworm\"\n"),
+            Format::Toml,
+        )
+        .recipe
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn recipes_are_scoped_to_their_owner_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("of.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let a = OwnerId::ip("127.0.0.1".parse().unwrap());
+        let b = OwnerId::ip("127.0.0.2".parse().unwrap());
+        store
+            .insert_recipe(&a, "mine", Some("tpl"), "server", &recipe("mine"), "h1")
+            .await
+            .unwrap();
+        // The same id for another owner is independent.
+        store
+            .insert_recipe(&b, "mine", None, "server", &recipe("mine"), "h2")
+            .await
+            .unwrap();
+        let dup = store
+            .insert_recipe(&a, "mine", None, "server", &recipe("mine"), "h3")
+            .await
+            .unwrap_err();
+        assert!(matches!(dup, StoreError::Conflict(_)));
+        assert_eq!(store.recipes(&a).await.unwrap().len(), 1);
+        assert_eq!(
+            store.recipe(&b, "mine").await.unwrap().unwrap().recipe_hash,
+            "h2"
+        );
+        assert!(store.recipe(&a, "other").await.unwrap().is_none());
+        store.close().await;
+
+        let reopened = Store::open(&url).await.unwrap();
+        let got = reopened.recipe(&a, "mine").await.unwrap().unwrap();
+        assert_eq!(got.template_id.as_deref(), Some("tpl"));
+        assert_eq!(got.recipe.name, "mine");
+        assert!(got.created_at.ends_with('Z'));
+    }
+
+    #[test]
+    fn mapped_ipv6_is_the_same_owner() {
+        assert_eq!(
+            OwnerId::ip("::ffff:127.0.0.1".parse().unwrap()),
+            OwnerId::ip("127.0.0.1".parse().unwrap())
+        );
+        assert_ne!(
+            OwnerId::ip("::1".parse().unwrap()),
+            OwnerId::ip("127.0.0.1".parse().unwrap())
+        );
+    }
+}

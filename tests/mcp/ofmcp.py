@@ -1,0 +1,288 @@
+"""Helpers for the MCP end-to-end suite: server processes, client sessions, result checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CallToolResult, TextContent
+
+REPO = Path(__file__).resolve().parents[2]
+
+TOOLS = {
+    "list_recipe_categories",
+    "list_recipes",
+    "get_recipe",
+    "validate_recipe",
+    "create_recipe_from_template",
+    "list_features",
+    "plan_recipe",
+}
+CATEGORIES = {"server", "containers", "monitoring", "healthcare", "security", "edge", "development"}
+FEATURES = {"docker", "firewall", "gxp", "hardening", "monitoring", "motd", "podman", "ssh"}
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+# Every message the server writes about a problem must stay short.
+MAX_MESSAGE = 1000
+# A per-request bound for the MCP client (seconds).
+REQUEST_TIMEOUT = 30.0
+
+
+def binary() -> str:
+    return os.environ.get("OPENFACTORY_BIN") or str(REPO / "target/debug/openfactory")
+
+
+def recipes_dir() -> Path:
+    return Path(os.environ.get("OPENFACTORY_RECIPES_DIR") or REPO / "recipes")
+
+
+def catalog_templates() -> dict[str, str]:
+    """Template id → category, read from the catalog directory itself."""
+    return {p.stem: p.parent.name for p in recipes_dir().glob("*/*.toml")}
+
+
+def server_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFACTORY_")}
+    env["OPENFACTORY_RECIPES_DIR"] = str(recipes_dir())
+    return env
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def make_home(of_bin: str, home: Path) -> Path:
+    """A fresh HOME with the project key trusted and every bundle installed through the CLI."""
+    home.mkdir(parents=True, exist_ok=True)
+    key = os.environ.get("OPENFACTORY_PROJECT_KEY") or str(REPO / "target/signing/project.pub")
+    bundles = Path(os.environ.get("OPENFACTORY_BUNDLES") or REPO / "target/bundles")
+    env = server_env()
+
+    def run(*args: str) -> None:
+        p = subprocess.run([of_bin, "--home", str(home), *args], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, f"openfactory {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+
+    run("plugin", "trust", key)
+    dirs = sorted(d for d in bundles.iterdir() if d.is_dir())
+    assert dirs, f"no plugin bundles in {bundles}"
+    for d in dirs:
+        run("plugin", "install", str(d))
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    home: Path
+    stderr_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls, of_bin: str, home: Path, workdir: Path, ready_timeout: float = 30.0) -> "Server":
+        port = free_port()
+        stderr_path = workdir / f"serve-{port}.stderr"
+        stdout_path = workdir / f"serve-{port}.stdout"
+        proc = subprocess.Popen(
+            [of_bin, "--home", str(home), "serve", "--listen", f"127.0.0.1:{port}"],
+            env=server_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout_path.open("wb"),
+            stderr=stderr_path.open("wb"),
+        )
+        srv = cls(proc, port, home, stderr_path)
+        deadline = time.monotonic() + ready_timeout
+        last = "no answer"
+        with httpx2.Client(trust_env=False, timeout=2.0) as c:
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"openfactory serve exited with {proc.returncode} before ready\n{srv.stderr_tail()}")
+                try:
+                    r = c.get(f"{srv.base}/healthz")
+                    if r.status_code == 200:
+                        return srv
+                    last = f"HTTP {r.status_code}"
+                except httpx2.TransportError as e:
+                    last = repr(e)
+                if time.monotonic() > deadline:
+                    srv.kill()
+                    raise AssertionError(f"/healthz not 200 within {ready_timeout} s ({last})\n{srv.stderr_tail()}")
+                time.sleep(0.1)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then wait; the exit code, or None (and SIGKILL) if it did not exit in time."""
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stderr_tail(self, n: int = 4000) -> str:
+        try:
+            return "--- server stderr (tail) ---\n" + self.stderr_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def http_client(ip: str = "127.0.0.1", headers: dict | None = None, timeout: httpx2.Timeout | None = None) -> httpx2.AsyncClient:
+    """An httpx2 client whose connections come from source address `ip` (the owner identity)."""
+    return httpx2.AsyncClient(
+        transport=httpx2.AsyncHTTPTransport(local_address=ip, trust_env=False),
+        trust_env=False,
+        headers=headers,
+        timeout=timeout or httpx2.Timeout(15.0, read=REQUEST_TIMEOUT),
+    )
+
+
+@asynccontextmanager
+async def http_session(kind: str, base: str, ip: str = "127.0.0.1", headers: dict | None = None):
+    """An initialized ClientSession over legacy SSE ("sse") or Streamable HTTP ("http")."""
+    if kind == "sse":
+
+        def factory(headers=None, timeout=None, auth=None):
+            return httpx2.AsyncClient(
+                transport=httpx2.AsyncHTTPTransport(local_address=ip, trust_env=False),
+                trust_env=False,
+                headers=headers,
+                timeout=timeout,
+                auth=auth,
+            )
+
+        async with sse_client(
+            f"{base}/api/mcp/sse",
+            headers=headers,
+            timeout=15.0,
+            sse_read_timeout=REQUEST_TIMEOUT,
+            httpx_client_factory=factory,
+        ) as (read, write):
+            async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session:
+                await _initialize(session)
+                yield session
+    elif kind == "http":
+        async with http_client(ip, headers) as client:
+            async with streamable_http_client(f"{base}/api/mcp", http_client=client) as (read, write):
+                async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session:
+                    await _initialize(session)
+                    yield session
+    else:
+        raise ValueError(kind)
+
+
+@asynccontextmanager
+async def stdio_session(of_bin: str, home: Path, errlog_path: Path):
+    params = StdioServerParameters(
+        command=of_bin,
+        args=["--home", str(home), "mcp", "--stdio"],
+        env={"OPENFACTORY_RECIPES_DIR": str(recipes_dir())},
+    )
+    with errlog_path.open("a") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write):
+            async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session:
+                await _initialize(session)
+                yield session
+
+
+async def _initialize(session: ClientSession) -> None:
+    result = await session.initialize()
+    assert result.capabilities.tools is not None, f"server does not declare the tools capability: {result.capabilities}"
+    assert result.server_info.name, "server_info.name is empty"
+
+
+# --------------------------------------------------------------------------- results
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def describe(result: CallToolResult) -> str:
+    body = json.dumps(result.structured_content)[:1500] if result.structured_content is not None else text_of(result)[:1500]
+    return f"is_error={result.is_error} {body}"
+
+
+async def call(session: ClientSession, tool: str, args: dict[str, Any] | None = None) -> CallToolResult:
+    """tools/call; the SDK itself checks structuredContent against the tool's outputSchema on success."""
+    return await session.call_tool(tool, args or {})
+
+
+async def ok(session: ClientSession, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Call a tool that must succeed; its structuredContent."""
+    result = await call(session, tool, args)
+    assert not result.is_error, f"{tool}({_short(args)}) failed: {text_of(result)[:1500]}"
+    assert isinstance(result.structured_content, dict), f"{tool}: structuredContent is not an object: {describe(result)}"
+    return result.structured_content
+
+
+async def tool_error(session: ClientSession, tool: str, args: dict[str, Any] | None = None) -> str:
+    """Call a tool that must fail as a tool result (isError=true); its bounded, non-empty text."""
+    result = await call(session, tool, args)
+    assert result.is_error, f"{tool}({_short(args)}) should have failed, got {describe(result)}"
+    text = text_of(result)
+    assert text.strip(), f"{tool}({_short(args)}): error result has no text"
+    assert len(text) < MAX_MESSAGE, f"{tool}({_short(args)}): error text is {len(text)} chars: {text[:300]}…"
+    return text
+
+
+def _short(args: Any) -> str:
+    s = json.dumps(args)
+    return s if len(s) < 200 else s[:200] + "…"
+
+
+def diag_index(report: dict[str, Any]) -> dict[tuple[str, str], dict]:
+    """(path, code) → diagnostic, over errors and warnings."""
+    return {(d["path"], d["code"]): d for d in report["errors"] + report["warnings"]}
+
+
+def check_diagnostics_shape(report: dict[str, Any]) -> None:
+    for key, severity in (("errors", "error"), ("warnings", "warning")):
+        for d in report[key]:
+            assert d["severity"] == severity, f"{key} holds a {d['severity']}: {d}"
+            assert isinstance(d["code"], str) and d["code"], d
+            assert isinstance(d["path"], str), d
+            assert isinstance(d["message"], str) and d["message"], d
+            assert len(d["message"]) < MAX_MESSAGE, f"message of {d['code']} at {d['path']} is {len(d['message'])} chars"
+            if d.get("suggestion") is not None:
+                assert len(d["suggestion"]) < MAX_MESSAGE, f"suggestion of {d['code']} is {len(d['suggestion'])} chars"
+
+
+async def healthz(base: str) -> int:
+    async with httpx2.AsyncClient(trust_env=False, timeout=5.0) as c:
+        return (await c.get(f"{base}/healthz")).status_code
+
+
+def feature_names(features: list) -> list[str]:
+    """Feature names from a list of names or of objects with a `name`."""
+    return [f if isinstance(f, str) else f["name"] for f in features]

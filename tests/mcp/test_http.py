@@ -1,0 +1,190 @@
+"""The HTTP surface below MCP: raw SSE sessions, bad requests, Host checks, health, metrics, shutdown."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qs, urljoin, urlparse
+
+import anyio
+import anyio.to_thread
+import httpx2
+import pytest
+
+from ofmcp import Server, http_client, make_home
+
+pytestmark = pytest.mark.anyio
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "0"}},
+}
+
+
+class SSE:
+    """A raw legacy-SSE session: the GET stream and the messages URL it announced."""
+
+    def __init__(self, response: httpx2.Response, base: str):
+        self.response = response
+        self.base = base
+        self._lines = response.aiter_lines()
+        self.endpoint = ""
+
+    async def next_event(self, timeout: float = 10.0) -> tuple[str, str]:
+        event, data = "message", []
+        with anyio.fail_after(timeout):
+            async for line in self._lines:
+                if line == "":
+                    if data:
+                        return event, "\n".join(data)
+                    event = "message"
+                    continue
+                if line.startswith(":"):
+                    continue
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    event = value
+                elif field == "data":
+                    data.append(value)
+        raise AssertionError("SSE stream ended")
+
+    @property
+    def session_id(self) -> str:
+        q = parse_qs(urlparse(self.endpoint).query)
+        return (q.get("sessionId") or q.get("session_id") or [""])[0]
+
+
+@asynccontextmanager
+async def raw_sse(client: httpx2.AsyncClient, base: str):
+    async with client.stream("GET", f"{base}/api/mcp/sse", headers={"Accept": "text/event-stream"}) as r:
+        assert r.status_code == 200, f"GET /api/mcp/sse: HTTP {r.status_code}"
+        assert r.headers.get("content-type", "").startswith("text/event-stream"), r.headers.get("content-type")
+        sse = SSE(r, base)
+        event, data = await sse.next_event()
+        assert event == "endpoint", (event, data)
+        sse.endpoint = urljoin(f"{base}/api/mcp/sse", data)
+        assert urlparse(sse.endpoint).path == "/api/mcp/messages", sse.endpoint
+        assert sse.session_id, f"no sessionId in {sse.endpoint}"
+        yield sse
+
+
+async def test_healthz(server):
+    async with http_client() as c:
+        r = await c.get(f"{server.base}/healthz")
+        assert r.status_code == 200, r.text[:300]
+
+
+METRIC_LINE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})?\s+(\S+)(\s+-?\d+)?$")
+
+
+async def test_metrics(server):
+    async with http_client() as c:
+        r = await c.get(f"{server.base}/metrics")
+        assert r.status_code == 200, r.text[:300]
+        assert r.headers.get("content-type", "").startswith("text/plain"), r.headers.get("content-type")
+        samples = []
+        for line in r.text.splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            m = METRIC_LINE.match(line)
+            assert m, f"not Prometheus text format: {line!r}"
+            float(m.group(2).replace("+Inf", "inf").replace("-Inf", "-inf"))
+            samples.append(line)
+        ours = [line for line in samples if line.startswith("openfactory_")]
+        assert ours, f"no openfactory_ metrics in /metrics:\n{r.text[:1000]}"
+
+
+async def test_malformed_json_on_a_live_sse_session(server):
+    async with http_client() as c, raw_sse(c, server.base) as sse:
+        r = await c.post(sse.endpoint, content=b'{"jsonrpc": "2.0", "id": 1, "method": "ping"', headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, f"HTTP {r.status_code}: {r.text[:300]}"
+        try:
+            body = r.json()
+        except ValueError:
+            raise AssertionError(f"400 body is not JSON: {r.text[:300]!r}")
+        assert body.get("jsonrpc") == "2.0", body
+        assert body.get("error", {}).get("code") == -32700, body
+        assert "id" in body and body["id"] is None, body
+        assert len(r.text) < 1000
+
+        # The session survives the bad message: a real initialize is answered on the stream.
+        r = await c.post(sse.endpoint, json=INITIALIZE)
+        assert r.status_code in (200, 202, 204), f"HTTP {r.status_code}: {r.text[:300]}"
+        event, data = await sse.next_event()
+        assert event == "message", (event, data)
+        reply = json.loads(data)
+        assert reply.get("id") == 1 and "result" in reply, reply
+        assert reply["result"]["capabilities"].get("tools") is not None, reply
+
+
+async def test_unknown_session_id_is_404(server):
+    async with http_client() as c:
+        async with raw_sse(c, server.base) as sse:
+            sid = sse.session_id
+            wrong = sid[:-1] + ("0" if sid[-1] != "0" else "1")
+            url = sse.endpoint.replace(f"={sid}", f"={wrong}")
+            assert url != sse.endpoint
+            r = await c.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            assert r.status_code == 404, f"unknown sessionId: HTTP {r.status_code}: {r.text[:300]}"
+            endpoint = sse.endpoint
+        # Once its stream is gone the session is gone too (polled: the server notices the close).
+        deadline = time.monotonic() + 5
+        while True:
+            r = await c.post(endpoint, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            if r.status_code == 404:
+                break
+            assert time.monotonic() < deadline, f"closed session still accepts messages: HTTP {r.status_code}"
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", "127.0.0.1.evil.example", "[::2]"])
+async def test_foreign_host_header_is_403(server, host):
+    async with http_client() as c:
+        async with c.stream("GET", f"{server.base}/api/mcp/sse", headers={"Host": host, "Accept": "text/event-stream"}) as r:
+            assert r.status_code == 403, f"GET /api/mcp/sse with Host {host}: HTTP {r.status_code}"
+        r = await c.post(
+            f"{server.base}/api/mcp",
+            json=INITIALIZE,
+            headers={"Host": host, "Accept": "application/json, text/event-stream"},
+        )
+        assert r.status_code == 403, f"POST /api/mcp with Host {host}: HTTP {r.status_code}"
+        # Also on a live session's messages URL.
+        async with raw_sse(c, server.base) as sse:
+            r = await c.post(sse.endpoint, json=INITIALIZE, headers={"Host": host})
+            assert r.status_code == 403, f"POST messages with Host {host}: HTTP {r.status_code}"
+
+
+async def test_local_host_headers_are_accepted(server):
+    async with http_client() as c:
+        for host in [f"localhost:{server.port}", f"127.0.0.1:{server.port}", f"[::1]:{server.port}", "localhost"]:
+            async with c.stream("GET", f"{server.base}/api/mcp/sse", headers={"Host": host, "Accept": "text/event-stream"}) as r:
+                assert r.status_code == 200, f"GET /api/mcp/sse with Host {host}: HTTP {r.status_code}"
+            r = await c.post(f"{server.base}/api/mcp", json=INITIALIZE, headers={"Host": host, "Accept": "application/json, text/event-stream"})
+            assert r.status_code == 200, f"POST /api/mcp with Host {host}: HTTP {r.status_code}: {r.text[:300]}"
+            sid = r.headers.get("mcp-session-id")
+            if sid:
+                await c.delete(f"{server.base}/api/mcp", headers={"Host": host, "Mcp-Session-Id": sid})
+
+
+async def test_sigterm_with_open_sessions(of_bin, tmp_path):
+    """A second server, with an SSE stream and a Streamable HTTP session open, stops on SIGTERM within 10 s."""
+    home = make_home(of_bin, tmp_path / "home")
+    srv = Server.start(of_bin, home, tmp_path)
+    try:
+        async with http_client() as c, raw_sse(c, srv.base) as sse:
+            r = await c.post(sse.endpoint, json=INITIALIZE)
+            assert r.status_code in (200, 202, 204)
+            await sse.next_event()
+            r = await c.post(f"{srv.base}/api/mcp", json=INITIALIZE, headers={"Accept": "application/json, text/event-stream"})
+            assert r.status_code == 200, r.text[:300]
+            started = time.monotonic()
+            code = await anyio.to_thread.run_sync(srv.stop)
+            assert code is not None, f"serve did not exit within 10 s of SIGTERM with sessions open\n{srv.stderr_tail()}"
+            print(f"serve exited with {code} {time.monotonic() - started:.2f} s after SIGTERM")
+    finally:
+        srv.kill()
