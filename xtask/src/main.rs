@@ -45,9 +45,10 @@ fn main() -> Result<()> {
         }
         Some("test") => {
             plugins(&root)?;
-            run(cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
-                .envs(test_env(&root)))
+            let rust = run(cargo().args(["test", "--workspace", "--no-fail-fast"]).envs(test_env(&root)));
+            // The MCP end-to-end suite drives the real binary with the official Python SDK.
+            let python = mcp_tests(&root);
+            rust.and(python)
         }
         Some("bench") => {
             plugins(&root)?;
@@ -173,6 +174,21 @@ fn plugins(root: &Path) -> Result<()> {
         run(&mut pack)?;
     }
     Ok(())
+}
+
+/// Run tests/mcp with the official MCP Python SDK in a virtualenv under target/.
+fn mcp_tests(root: &Path) -> Result<()> {
+    let venv = root.join("target/venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(root.join("tests/mcp/requirements.txt")))?;
+    run(cargo().args(["build", "-q", "-p", "openfactory"]))?;
+    run(Command::new(&python)
+        .args(["-m", "pytest", "tests/mcp", "-q", "-p", "no:cacheprovider"])
+        .env("OPENFACTORY_BIN", root.join("target/debug/openfactory"))
+        .envs(test_env(root)))
 }
 
 /// Install the wasm32-wasip2 standard library when it is missing.

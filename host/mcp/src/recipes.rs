@@ -595,3 +595,68 @@ fn apply(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openfactory_core::validate::{Format, check_text};
+    use serde_json::json;
+
+    fn template() -> Recipe {
+        check_text(
+            "name = \"base\"\nbase_image = \"debian-bookworm\"\nfeatures = [\"ssh\", { name = \"docker\", options = { compose = true } }]\npackages = [\"vim\"]\nservices = [\"ssh.service\"]\n",
+            Format::Toml,
+        )
+        .recipe
+        .unwrap()
+    }
+
+    fn modifications(v: Value) -> Modifications {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn modifications_add_remove_and_replace() {
+        let mut problems = Vec::new();
+        let m = modifications(json!({
+            "add_packages": ["htop", "vim"],
+            "remove_packages": ["vim"],
+            "add_features": ["monitoring", {"name": "docker", "options": {"compose": false}}],
+            "remove_features": ["ssh"],
+            "security": {"root_login": true},
+            "hostname": "box-1",
+        }));
+        let r = apply(&template(), "mine", m, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(r.name, "mine");
+        assert_eq!(r.packages, ["htop", "vim"]);
+        let names: Vec<&str> = r.features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["docker", "monitoring"]);
+        assert_eq!(r.features[0].options["compose"], json!(false));
+        assert!(r.security.root_login);
+        assert_eq!(r.hostname.as_deref(), Some("box-1"));
+    }
+
+    #[test]
+    fn impossible_modifications_are_all_reported() {
+        let mut problems = Vec::new();
+        let m = modifications(json!({
+            "remove_packages": ["emacs"],
+            "remove_services": ["nginx.service"],
+            "add_features": [42],
+            "networking": {"dhcp": "yes", "bogus": 1},
+        }));
+        apply(&template(), "mine", m, &mut problems);
+        let paths: Vec<&str> = problems.iter().map(|d| d.path.as_str()).collect();
+        assert!(paths.contains(&"modifications.remove_packages[0]"), "{paths:?}");
+        assert!(paths.contains(&"modifications.remove_services[0]"), "{paths:?}");
+        assert!(paths.contains(&"modifications.add_features[0]"), "{paths:?}");
+        assert!(paths.contains(&"networking.dhcp"), "{paths:?}");
+        assert!(paths.contains(&"networking.bogus"), "{paths:?}");
+    }
+
+    #[test]
+    fn unknown_modification_fields_are_refused() {
+        assert!(serde_json::from_value::<Modifications>(json!({"add_package": ["vim"]})).is_err());
+    }
+}
