@@ -45,7 +45,9 @@ fn main() -> Result<()> {
         }
         Some("test") => {
             plugins(&root)?;
-            let rust = run(cargo().args(["test", "--workspace", "--no-fail-fast"]).envs(test_env(&root)));
+            let rust = run(cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .envs(test_env(&root)));
             // The MCP end-to-end suite drives the real binary with the official Python SDK.
             let python = mcp_tests(&root);
             rust.and(python)
@@ -53,7 +55,7 @@ fn main() -> Result<()> {
         Some("bench") => {
             plugins(&root)?;
             run(cargo()
-                .args(["bench", "-p", "openfactory", "--bench", "plugins"])
+                .args(["bench", "-p", "openfactory"])
                 .envs(test_env(&root)))
         }
         _ => {
@@ -183,7 +185,16 @@ fn mcp_tests(root: &Path) -> Result<()> {
     if !python.exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(root.join("tests/mcp/requirements.txt")))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(root.join("tests/mcp/requirements.txt")))?;
     run(cargo().args(["build", "-q", "-p", "openfactory"]))?;
     run(Command::new(&python)
         .args(["-m", "pytest", "tests/mcp", "-q", "-p", "no:cacheprovider"])

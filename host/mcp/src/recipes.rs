@@ -648,9 +648,18 @@ mod tests {
         }));
         apply(&template(), "mine", m, &mut problems);
         let paths: Vec<&str> = problems.iter().map(|d| d.path.as_str()).collect();
-        assert!(paths.contains(&"modifications.remove_packages[0]"), "{paths:?}");
-        assert!(paths.contains(&"modifications.remove_services[0]"), "{paths:?}");
-        assert!(paths.contains(&"modifications.add_features[0]"), "{paths:?}");
+        assert!(
+            paths.contains(&"modifications.remove_packages[0]"),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"modifications.remove_services[0]"),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"modifications.add_features[0]"),
+            "{paths:?}"
+        );
         assert!(paths.contains(&"networking.dhcp"), "{paths:?}");
         assert!(paths.contains(&"networking.bogus"), "{paths:?}");
     }
