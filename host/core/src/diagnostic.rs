@@ -191,6 +191,15 @@ impl Path {
         }
     }
 
+    /// The path cut to a readable length: paths can hold user-chosen keys.
+    pub fn bounded(self) -> Path {
+        if self.0.len() <= 256 {
+            self
+        } else {
+            Path(crate::rules::truncate(&self.0, 256))
+        }
+    }
+
     /// A path given as text, e.g. by a plugin.
     pub fn parse(text: &str) -> Path {
         Path(text.to_owned())

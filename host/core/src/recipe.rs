@@ -18,11 +18,11 @@ pub struct Recipe {
     /// Recipe name: lowercase letters, digits and `-` (e.g. `web-server`).
     pub name: String,
     /// What the image is for, in a sentence or two.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 4096))]
     pub description: String,
     /// Search tags, lowercase (e.g. `["docker", "monitoring"]`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 32))]
     pub tags: Vec<String>,
     /// Base image: `debian-bookworm` (Debian 12) or `debian-trixie` (Debian 13).
@@ -41,27 +41,27 @@ pub struct Recipe {
     pub timezone: String,
     /// Features to enable, in order, each a plugin name with optional options:
     /// `"ssh"` or `{ "name": "docker", "options": { "compose": true } }`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 32))]
     pub features: Vec<FeatureRef>,
     /// Extra Debian packages to install (package names only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 1000))]
     pub packages: Vec<String>,
     /// systemd units to enable at boot (e.g. `nginx.service`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 200))]
     pub services: Vec<String>,
     /// User accounts to create.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 64))]
     pub users: Vec<User>,
     /// Files to write into the image.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 256))]
     pub files: Vec<File>,
     /// Extra kernel command-line arguments, one per entry.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 64))]
     pub kernel_args: Vec<String>,
     #[serde(default)]
@@ -118,7 +118,7 @@ pub struct User {
     /// Login name: lowercase letters, digits, `_` and `-`.
     pub name: String,
     /// Supplementary groups (created if missing).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 32))]
     pub groups: Vec<String>,
     /// Whether the user may use `sudo`.
@@ -128,7 +128,7 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
     /// OpenSSH public keys allowed to log in as this user.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 32))]
     pub ssh_authorized_keys: Vec<String>,
     /// A crypt(3) hash (`mkpasswd -m yescrypt`), never a clear-text password.
@@ -169,11 +169,11 @@ pub struct Networking {
     #[serde(default = "yes")]
     pub dhcp: bool,
     /// Static DNS servers (IP addresses); empty means those DHCP gives.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 8))]
     pub nameservers: Vec<String>,
     /// Inbound ports the firewall allows, besides those features open.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 256))]
     pub allowed_ports: Vec<AllowedPort>,
 }

@@ -42,17 +42,13 @@ impl Schema {
         for error in self.validator.iter_errors(instance) {
             let pointer = error.instance_path().to_string();
             let rel = Path::from_json_pointer(&pointer);
-            let path = base.join(&rel);
+            let path = base.join(&rel).bounded();
             let value = instance.pointer(&pointer);
             match error.kind() {
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
                     let known = self.property_names(&pointer, instance);
                     for field in unexpected {
-                        let at = if path.as_str().is_empty() {
-                            Path::root().field(field)
-                        } else {
-                            path.field(field)
-                        };
+                        let at = path.field(&crate::rules::truncate(field, 64));
                         let hint = did_you_mean(field, known.iter().map(String::as_str))
                             .map(|m| format!("did you mean `{m}`?"))
                             .or_else(|| {
@@ -344,6 +340,14 @@ mod tests {
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].path, "mode");
         assert_eq!(diags[0].message, "must be one of `fast`, `safe`");
+    }
+
+    #[test]
+    fn huge_unknown_keys_are_cut_in_paths() {
+        let key = "k".repeat(50_000);
+        let diags = options_schema().check(&json!({ key: 1 }), &Path::root(), "options");
+        assert_eq!(diags.len(), 1);
+        assert!(diags[0].path.len() < 300 && diags[0].message.len() < 300);
     }
 
     #[test]

@@ -422,18 +422,19 @@ pub async fn create_from_template(
     name: &str,
     modifications: Option<Value>,
 ) -> Result<Created, String> {
-    let template = app.catalog.template(template_id).ok_or_else(|| {
+    // A template, or one of the caller's own recipes.
+    let Ok(base) = find(app, owner, template_id).await else {
         let hint = openfactory_core::diagnostic::did_you_mean(
             template_id,
             app.catalog.templates.iter().map(|t| t.id.as_str()),
         )
         .map(|m| format!(" (did you mean `{m}`?)"))
         .unwrap_or_default();
-        format!(
-            "template_id: no template `{}`{hint}; list_recipes shows the templates",
+        return Err(format!(
+            "template_id: recipe `{}` not found{hint}; list_recipes shows the templates and your own recipes",
             rules::truncate(template_id, 80)
-        )
-    })?;
+        ));
+    };
     if let Err(reason) = rules::slug(name) {
         return Err(format!("name: `{}` {reason}", rules::truncate(name, 80)));
     }
@@ -452,7 +453,7 @@ pub async fn create_from_template(
     };
 
     let mut problems = Vec::new();
-    let recipe = apply(&template.recipe, name, modifications, &mut problems);
+    let recipe = apply(&base.recipe, name, modifications, &mut problems);
     if !problems.is_empty() {
         return Err(format!(
             "the modifications cannot be applied; nothing was saved:\n{}",
@@ -474,8 +475,8 @@ pub async fn create_from_template(
         .insert_recipe(
             owner,
             name,
-            Some(&template.id),
-            &template.category,
+            Some(base.template_id.as_deref().unwrap_or(&base.id)),
+            &base.category,
             &recipe,
             &hash,
         )

@@ -21,11 +21,12 @@ use openfactory_store::OwnerId;
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
+use crate::jsonrpc;
 use crate::tools::OpenFactoryServer;
 
 pub const SSE_PATH: &str = "/api/mcp/sse";
@@ -149,7 +150,7 @@ pub fn open(state: SseState, owner: OwnerId) -> Sse<impl Stream<Item = Result<Ev
     let messages = ReceiverStream::new(server_rx).map(move |message| {
         let _ = &guard; // the guard lives as long as the stream
         let data = serde_json::to_string(&message).unwrap_or_else(|e| {
-            json_rpc_error(
+            jsonrpc::error(
                 Value::Null,
                 -32603,
                 &format!("could not encode a message: {e}"),
@@ -168,10 +169,6 @@ pub fn open(state: SseState, owner: OwnerId) -> Sse<impl Stream<Item = Result<Ev
 pub struct MessageQuery {
     #[serde(rename = "sessionId")]
     session_id: Option<String>,
-}
-
-fn json_rpc_error(id: Value, code: i64, message: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -193,7 +190,7 @@ pub async fn post(
     let Some(id) = query.session_id else {
         return reply(
             StatusCode::BAD_REQUEST,
-            json_rpc_error(
+            jsonrpc::error(
                 Value::Null,
                 -32600,
                 "missing `sessionId` query parameter; use the URL from the `endpoint` event",
@@ -204,48 +201,23 @@ pub async fn post(
     let Some(sender) = state.sessions.sender(&id, &owner) else {
         return reply(
             StatusCode::NOT_FOUND,
-            json_rpc_error(
+            jsonrpc::error(
                 Value::Null,
                 -32001,
                 "session not found: it ended or never existed; open a new one with GET /api/mcp/sse",
             ),
         );
     };
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                json_rpc_error(
-                    Value::Null,
-                    -32700,
-                    &format!("parse error: the body is not JSON ({e})"),
-                ),
-            );
-        }
-    };
-    let request_id = value.get("id").cloned().unwrap_or(Value::Null);
-    let message: ClientJsonRpcMessage = match serde_json::from_value(value) {
+    let message = match jsonrpc::parse(&body) {
         Ok(m) => m,
-        Err(e) => {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                json_rpc_error(
-                    request_id,
-                    -32600,
-                    &format!(
-                        "invalid request: not a JSON-RPC 2.0 message this server accepts ({e})"
-                    ),
-                ),
-            );
-        }
+        Err(error) => return reply(StatusCode::BAD_REQUEST, error),
     };
     match sender.send(message).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(_) => reply(
             StatusCode::NOT_FOUND,
-            json_rpc_error(
-                request_id,
+            jsonrpc::error(
+                Value::Null,
                 -32001,
                 "session ended; open a new one with GET /api/mcp/sse",
             ),

@@ -33,15 +33,18 @@ pub struct OpenFactoryServer {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListRecipesArgs {
     /// Only this category (see list_recipe_categories), e.g. `healthcare`.
-    pub category: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub category: Option<Value>,
     /// Words that must all appear in the name, description, tags, packages or features, e.g. `docker monitoring`.
-    pub search: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub search: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct RecipeIdArgs {
     /// A template id or one of your recipes' ids, from list_recipes (e.g. `gxp-medtech`).
-    pub recipe_id: String,
+    #[schemars(with = "String")]
+    pub recipe_id: Value,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -56,9 +59,11 @@ pub struct ValidateArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateFromTemplateArgs {
     /// The template to start from, e.g. `gxp-medtech` (list_recipes shows ids).
-    pub template_id: String,
+    #[schemars(with = "String")]
+    pub template_id: Value,
     /// Name and id of the new recipe: lowercase letters, digits and `-`, e.g. `my-gxp-box`.
-    pub name: String,
+    #[schemars(with = "String")]
+    pub name: Value,
     /// What to change, e.g. `{"add_packages": ["vim", "htop"]}`.
     #[schemars(with = "Option<recipes::Modifications>")]
     #[serde(default)]
@@ -68,13 +73,42 @@ pub struct CreateFromTemplateArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PlanArgs {
     /// A recipe id from list_recipes; or give `recipe` instead.
-    pub recipe_id: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub recipe_id: Option<Value>,
     /// A full recipe object (as for validate_recipe); or give `recipe_id` instead.
     #[schemars(with = "Option<openfactory_core::Recipe>")]
     pub recipe: Option<Value>,
 }
 
 type ToolResult<T> = Result<Json<T>, String>;
+
+/// A string argument, with an error that names the field. (Arguments are
+/// taken as JSON values so that a wrong type is a tool error the caller can
+/// act on, not a protocol error.)
+fn text(value: Value, field: &str) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s),
+        other => Err(format!("{field}: expected a string, got {}", kind(&other))),
+    }
+}
+
+fn opt_text(value: Option<Value>, field: &str) -> Result<Option<String>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => text(v, field).map(Some),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
 
 #[tool_router]
 impl OpenFactoryServer {
@@ -153,14 +187,10 @@ impl OpenFactoryServer {
     ) -> Result<Json<RecipeList>, String> {
         let result = async {
             let owner = self.caller(&ctx).await?;
+            let category = opt_text(args.category, "category")?;
+            let search = opt_text(args.search, "search")?;
             Ok(Json(
-                recipes::list(
-                    &self.app,
-                    &owner,
-                    args.category.as_deref(),
-                    args.search.as_deref(),
-                )
-                .await?,
+                recipes::list(&self.app, &owner, category.as_deref(), search.as_deref()).await?,
             ))
         }
         .await;
@@ -183,8 +213,9 @@ impl OpenFactoryServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<RecipeDetails>, String> {
         let result = async {
+            let id = text(args.recipe_id, "recipe_id")?;
             Ok(Json(
-                recipes::get(&self.app, &self.caller(&ctx).await?, &args.recipe_id).await?,
+                recipes::get(&self.app, &self.caller(&ctx).await?, &id).await?,
             ))
         }
         .await;
@@ -231,12 +262,14 @@ impl OpenFactoryServer {
     ) -> Result<Json<Created>, String> {
         let result = async {
             let owner = self.caller(&ctx).await?;
+            let template_id = text(args.template_id, "template_id")?;
+            let name = text(args.name, "name")?;
             Ok(Json(
                 recipes::create_from_template(
                     &self.app,
                     &owner,
-                    &args.template_id,
-                    &args.name,
+                    &template_id,
+                    &name,
                     args.modifications,
                 )
                 .await?,
@@ -285,8 +318,9 @@ impl OpenFactoryServer {
     ) -> Result<Json<PlanOut>, String> {
         let result = async {
             let owner = self.caller(&ctx).await?;
+            let recipe_id = opt_text(args.recipe_id, "recipe_id")?;
             Ok(Json(
-                recipes::plan_recipe(&self.app, &owner, args.recipe_id, args.recipe).await?,
+                recipes::plan_recipe(&self.app, &owner, recipe_id, args.recipe).await?,
             ))
         }
         .await;
