@@ -77,6 +77,19 @@ fn main() {
         assert!(outcome.plan.is_some());
     }
 
+    let bare = check_text(
+        "name = \"bare\"\nbase_image = \"debian-bookworm\"\npackages = [\"vim\"]\n",
+        Format::Toml,
+    )
+    .recipe
+    .unwrap();
+    let mut core_only = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        assert!(plan::plan(&bare, &host).plan.is_some());
+        core_only.push(started.elapsed());
+    }
+
     println!("plugins: {} first-party bundles", host.stats().plugins);
     report("cold start, all plugins (compile)", &mut cold, None);
     report(
@@ -84,6 +97,7 @@ fn main() {
         &mut warm,
         Some(Duration::from_millis(300)),
     );
+    report("plan, no features (core alone)", &mut core_only, None);
     report(
         "plan, 5 features (warm)",
         &mut plans,

@@ -34,6 +34,13 @@ pub async fn serve_http(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let router = http::router(app, Arc::new(owners), hosts, shutdown.clone());
+    use axum::serve::ListenerExt;
+    // Small request/response exchanges: do not let Nagle and delayed ACKs add 40 ms.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

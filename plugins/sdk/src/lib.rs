@@ -243,15 +243,8 @@ pub mod __private {
     }
 
     pub fn plan<F: Feature>(ctx: wit::PlanContext) -> Result<Vec<Step>, Vec<Diagnostic>> {
-        let ctx = context::<F>(ctx)?;
-        let errors: Vec<Diagnostic> = F::validate(&ctx)
-            .into_iter()
-            .filter(|d| d.severity == Severity::Error)
-            .collect();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        F::plan(&ctx)
+        // The host calls `plan` only after `validate` returned no error.
+        F::plan(&context::<F>(ctx)?)
     }
 
     pub fn checks<F: Feature>(ctx: wit::PlanContext) -> Vec<BootCheck> {
