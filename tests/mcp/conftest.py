@@ -104,7 +104,7 @@ def connect(server, of_bin, stdio_home, tmp_path):
 
     def _connect(kind: str, ip: str = "127.0.0.1", headers: dict | None = None):
         if kind == "stdio":
-            return ofmcp.stdio_session(of_bin, stdio_home, tmp_path / "stdio-stderr.log")
-        return ofmcp.http_session(kind, server.base, ip=ip, headers=headers)
+            return ofmcp.unwrapped(ofmcp.stdio_session(of_bin, stdio_home, tmp_path / "stdio-stderr.log"))
+        return ofmcp.unwrapped(ofmcp.http_session(kind, server.base, ip=ip, headers=headers))
 
     return _connect

@@ -221,6 +221,26 @@ async def _initialize(session: ClientSession) -> None:
     assert result.server_info.name, "server_info.name is empty"
 
 
+@asynccontextmanager
+async def unwrapped(cm):
+    """Re-raise a failure from inside the SDK's task groups as itself, not as nested ExceptionGroups."""
+    try:
+        async with cm as session:
+            yield session
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0]
+        raise
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
+
+
 # --------------------------------------------------------------------------- results
 
 

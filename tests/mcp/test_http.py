@@ -13,7 +13,7 @@ import anyio.to_thread
 import httpx2
 import pytest
 
-from ofmcp import Server, http_client, make_home
+from ofmcp import Server, http_client, http_session, make_home, ok
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +68,7 @@ async def raw_sse(client: httpx2.AsyncClient, base: str):
         event, data = await sse.next_event()
         assert event == "endpoint", (event, data)
         sse.endpoint = urljoin(f"{base}/api/mcp/sse", data)
-        assert urlparse(sse.endpoint).path == "/api/mcp/messages", sse.endpoint
+        assert urlparse(sse.endpoint).path.rstrip("/") == "/api/mcp/messages", sse.endpoint
         assert sse.session_id, f"no sessionId in {sse.endpoint}"
         yield sse
 
@@ -86,7 +86,9 @@ async def test_metrics(server):
     async with http_client() as c:
         r = await c.get(f"{server.base}/metrics")
         assert r.status_code == 200, r.text[:300]
-        assert r.headers.get("content-type", "").startswith("text/plain"), r.headers.get("content-type")
+        # Prometheus text exposition, or its OpenMetrics successor (Prometheus scrapes both).
+        ctype = r.headers.get("content-type", "")
+        assert ctype.startswith(("text/plain", "application/openmetrics-text")), ctype
         samples = []
         for line in r.text.splitlines():
             if not line.strip() or line.startswith("#"):
@@ -97,6 +99,28 @@ async def test_metrics(server):
             samples.append(line)
         ours = [line for line in samples if line.startswith("openfactory_")]
         assert ours, f"no openfactory_ metrics in /metrics:\n{r.text[:1000]}"
+
+
+def openfactory_samples(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("openfactory_"):
+            m = METRIC_LINE.match(line)
+            if m:
+                out[line[: m.start(2)].strip()] = float(m.group(2))
+    return out
+
+
+async def test_metrics_move_with_traffic(server):
+    """Serving MCP shows up in the openfactory_ metrics: some sample grows after a session and a tool call."""
+    async with http_client() as c:
+        before = openfactory_samples((await c.get(f"{server.base}/metrics")).text)
+    async with http_session("http", server.base, ip="127.0.0.31") as s:
+        await ok(s, "list_recipe_categories")
+    async with http_client() as c:
+        after = openfactory_samples((await c.get(f"{server.base}/metrics")).text)
+    grown = [k for k, v in after.items() if v > before.get(k, 0.0)]
+    assert grown, f"no openfactory_ sample grew after a session and a tool call:\nbefore {before}\nafter {after}"
 
 
 async def test_malformed_json_on_a_live_sse_session(server):
@@ -144,19 +168,22 @@ async def test_unknown_session_id_is_404(server):
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "localhost.evil.example", "127.0.0.1.evil.example", "[::2]"])
 async def test_foreign_host_header_is_403(server, host):
+    # One client (so one connection) per request: the server may close a connection after
+    # refusing it, and a refused request must not make the next check fail for that reason.
     async with http_client() as c:
         async with c.stream("GET", f"{server.base}/api/mcp/sse", headers={"Host": host, "Accept": "text/event-stream"}) as r:
             assert r.status_code == 403, f"GET /api/mcp/sse with Host {host}: HTTP {r.status_code}"
+    async with http_client() as c:
         r = await c.post(
             f"{server.base}/api/mcp",
             json=INITIALIZE,
             headers={"Host": host, "Accept": "application/json, text/event-stream"},
         )
         assert r.status_code == 403, f"POST /api/mcp with Host {host}: HTTP {r.status_code}"
-        # Also on a live session's messages URL.
-        async with raw_sse(c, server.base) as sse:
-            r = await c.post(sse.endpoint, json=INITIALIZE, headers={"Host": host})
-            assert r.status_code == 403, f"POST messages with Host {host}: HTTP {r.status_code}"
+    # Also on a live session's messages URL.
+    async with http_client() as c, raw_sse(c, server.base) as sse, http_client() as other:
+        r = await other.post(sse.endpoint, json=INITIALIZE, headers={"Host": host})
+        assert r.status_code == 403, f"POST messages with Host {host}: HTTP {r.status_code}"
 
 
 async def test_local_host_headers_are_accepted(server):

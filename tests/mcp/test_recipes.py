@@ -12,8 +12,11 @@ from ofmcp import (
     check_diagnostics_shape,
     diag_index,
     feature_names,
+    make_home,
     ok,
+    stdio_session,
     tool_error,
+    unwrapped,
 )
 from test_transports import INVALID_RECIPE, VALID_RECIPE
 
@@ -95,8 +98,7 @@ async def test_create_clashes_and_unknown_template(connect):
         assert "htop" not in kept["recipe"]["packages"]
 
         text = await tool_error(s, "create_recipe_from_template", {"template_id": "no-such-template", "name": "x-1"})
-        assert "no-such-template" in text, text
-        assert "not found" in text.lower() or "unknown" in text.lower(), text
+        assert "no-such-template" in text and "template" in text.lower(), text
 
         text = await tool_error(s, "create_recipe_from_template", {"template_id": "gxp-medtech", "name": "Bad Name"})
         assert "name" in text.lower(), text
@@ -147,7 +149,7 @@ async def test_create_with_modifications(connect):
     "mods, needle",
     [
         ({"add_packages": ["vim; rm -rf /"]}, "package"),
-        ({"timezone": "Mars/Olympus_Mons"}, "timezone"),
+        ({"timezone": "../../etc/passwd"}, "timezone"),
         ({"add_features": ["nosuchfeature"]}, "nosuchfeature"),
         ({"base_image": "ubuntu-22.04"}, "base_image"),
         ({"add_services": ["nginx.service; reboot"]}, "service"),
@@ -248,8 +250,10 @@ async def test_input_schemas_name_the_documented_arguments(connect):
             assert set(schema.get("required", [])) == required, (tool.name, schema.get("required"))
 
 
-async def test_create_over_stdio(connect):
-    async with connect("stdio") as s:
+async def test_create_over_stdio(of_bin, tmp_path):
+    # A HOME of its own, so the shared stdio owner keeps a templates-only catalog.
+    home = make_home(of_bin, tmp_path / "home")
+    async with unwrapped(stdio_session(of_bin, home, tmp_path / "stderr.log")) as s:
         created = await ok(
             s,
             "create_recipe_from_template",

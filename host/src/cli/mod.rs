@@ -68,10 +68,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         allow_unsigned: args.global.allow_unsigned_plugins,
     };
     match args.command {
-        Command::Recipe(cmd) => recipe::run(cmd, &config),
-        Command::Plugin(cmd) => plugin::run(cmd, &config),
+        Command::Recipe(cmd) => {
+            quiet_on_closed_pipe();
+            recipe::run(cmd, &config)
+        }
+        Command::Plugin(cmd) => {
+            quiet_on_closed_pipe();
+            plugin::run(cmd, &config)
+        }
         Command::Serve(args) => serve::serve(args, &config),
         Command::Mcp(args) => serve::mcp(args, &config),
+    }
+}
+
+/// Let one-shot commands end quietly when their reader goes away
+/// (`openfactory recipe plan x --json | head`), as Unix tools do. Servers keep
+/// Rust's default (SIGPIPE ignored), so a vanished client never kills them.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any output.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
