@@ -215,3 +215,37 @@ async def test_sigterm_with_open_sessions(of_bin, tmp_path):
             print(f"serve exited with {code} {time.monotonic() - started:.2f} s after SIGTERM")
     finally:
         srv.kill()
+
+
+def _sse_data(text: str) -> list[dict]:
+    """The JSON-RPC messages in an SSE or JSON response body."""
+    text = text.strip()
+    if text.startswith("{"):
+        return [json.loads(text)]
+    return [json.loads(line[5:].strip()) for line in text.splitlines() if line.startswith("data:") and line[5:].strip()]
+
+
+async def test_streamable_http_serves_session_and_stateless_clients(server):
+    """Both protocol generations on /api/mcp: a 2025-11-25 session, and 2026-07-28 stateless requests."""
+    accept = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    async with http_client() as c:
+        init = dict(INITIALIZE, params=dict(INITIALIZE["params"], protocolVersion="2025-11-25"))
+        r = await c.post(f"{server.base}/api/mcp", json=init, headers=accept)
+        assert r.status_code == 200, r.text[:300]
+        session = r.headers.get("mcp-session-id")
+        assert session, "session mode must hand out an Mcp-Session-Id"
+        assert _sse_data(r.text)[-1]["result"]["protocolVersion"] == "2025-11-25"
+        h = dict(accept, **{"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"})
+        r = await c.post(f"{server.base}/api/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=h)
+        assert r.status_code == 202, r.text[:300]
+        r = await c.post(f"{server.base}/api/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_recipe_categories", "arguments": {}}}, headers=h)
+        result = _sse_data(r.text)[-1]["result"]
+        assert len(result["structuredContent"]["categories"]) == 7
+
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+        h = dict(accept, **{"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"})
+        r = await c.post(f"{server.base}/api/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"_meta": meta}}, headers=h)
+        assert r.status_code == 200, r.text[:300]
+        assert "mcp-session-id" not in r.headers, "2026-07-28 requests are stateless"
+        names = sorted(t["name"] for t in _sse_data(r.text)[-1]["result"]["tools"])
+        assert names == ["create_recipe_from_template", "get_recipe", "list_features", "list_recipe_categories", "list_recipes", "plan_recipe", "validate_recipe"]
