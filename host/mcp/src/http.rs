@@ -103,6 +103,23 @@ async fn check_host(
     next.run(request).await
 }
 
+/// One span per HTTP request; the outcome is logged at debug level.
+async fn trace_request(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let span =
+        tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
+    let started = std::time::Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request"
+        )
+    });
+    response
+}
+
 #[derive(Clone)]
 struct Shared {
     app: Arc<App>,
@@ -177,6 +194,7 @@ pub fn router(
         .route("/metrics", get(metrics))
         .with_state(shared)
         .merge(mcp)
+        .layer(middleware::from_fn(trace_request))
 }
 
 async fn open_sse(

@@ -13,6 +13,7 @@ use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::owner::OwnerPolicy;
@@ -142,8 +143,20 @@ impl OpenFactoryServer {
         Ok(owner)
     }
 
-    fn count<T>(&self, tool: &str, result: ToolResult<T>) -> Result<Json<T>, String> {
+    /// Run a tool call in its own span, log its outcome and count it.
+    async fn run<T>(
+        &self,
+        tool: &'static str,
+        call: impl Future<Output = ToolResult<T>>,
+    ) -> ToolResult<T> {
+        let span = tracing::info_span!("tool", name = tool);
+        let started = std::time::Instant::now();
+        let result = call.instrument(span.clone()).await;
         self.app.metrics.tool(tool, result.is_ok());
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::info!(elapsed_us = started.elapsed().as_micros() as u64, "tool call"),
+            Err(e) => tracing::info!(elapsed_us = started.elapsed().as_micros() as u64, error = %e, "tool call failed"),
+        });
         result
     }
 
@@ -161,13 +174,12 @@ impl OpenFactoryServer {
         &self,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<Categories>, String> {
-        let result = async {
+        self.run("list_recipe_categories", async {
             Ok(Json(
                 recipes::categories(&self.app, &self.caller(&ctx).await?).await?,
             ))
-        }
-        .await;
-        self.count("list_recipe_categories", result)
+        })
+        .await
     }
 
     #[tool(
@@ -185,16 +197,15 @@ impl OpenFactoryServer {
         Parameters(args): Parameters<ListRecipesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<RecipeList>, String> {
-        let result = async {
+        self.run("list_recipes", async {
             let owner = self.caller(&ctx).await?;
             let category = opt_text(args.category, "category")?;
             let search = opt_text(args.search, "search")?;
             Ok(Json(
                 recipes::list(&self.app, &owner, category.as_deref(), search.as_deref()).await?,
             ))
-        }
-        .await;
-        self.count("list_recipes", result)
+        })
+        .await
     }
 
     #[tool(
@@ -212,14 +223,13 @@ impl OpenFactoryServer {
         Parameters(args): Parameters<RecipeIdArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<RecipeDetails>, String> {
-        let result = async {
+        self.run("get_recipe", async {
             let id = text(args.recipe_id, "recipe_id")?;
             Ok(Json(
                 recipes::get(&self.app, &self.caller(&ctx).await?, &id).await?,
             ))
-        }
-        .await;
-        self.count("get_recipe", result)
+        })
+        .await
     }
 
     #[tool(
@@ -237,12 +247,11 @@ impl OpenFactoryServer {
         Parameters(args): Parameters<ValidateArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<Validation>, String> {
-        let result = async {
+        self.run("validate_recipe", async {
             self.caller(&ctx).await?;
             Ok(Json(recipes::validate(&self.app, args.recipe).await?))
-        }
-        .await;
-        self.count("validate_recipe", result)
+        })
+        .await
     }
 
     #[tool(
@@ -260,7 +269,7 @@ impl OpenFactoryServer {
         Parameters(args): Parameters<CreateFromTemplateArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<Created>, String> {
-        let result = async {
+        self.run("create_recipe_from_template", async {
             let owner = self.caller(&ctx).await?;
             let template_id = text(args.template_id, "template_id")?;
             let name = text(args.name, "name")?;
@@ -274,9 +283,8 @@ impl OpenFactoryServer {
                 )
                 .await?,
             ))
-        }
-        .await;
-        self.count("create_recipe_from_template", result)
+        })
+        .await
     }
 
     #[tool(
@@ -293,12 +301,11 @@ impl OpenFactoryServer {
         &self,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<Features>, String> {
-        let result = async {
+        self.run("list_features", async {
             self.caller(&ctx).await?;
             Ok(Json(recipes::features(&self.app)))
-        }
-        .await;
-        self.count("list_features", result)
+        })
+        .await
     }
 
     #[tool(
@@ -316,15 +323,14 @@ impl OpenFactoryServer {
         Parameters(args): Parameters<PlanArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<PlanOut>, String> {
-        let result = async {
+        self.run("plan_recipe", async {
             let owner = self.caller(&ctx).await?;
             let recipe_id = opt_text(args.recipe_id, "recipe_id")?;
             Ok(Json(
                 recipes::plan_recipe(&self.app, &owner, recipe_id, args.recipe).await?,
             ))
-        }
-        .await;
-        self.count("plan_recipe", result)
+        })
+        .await
     }
 }
 
