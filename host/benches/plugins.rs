@@ -90,6 +90,19 @@ fn main() {
         core_only.push(started.elapsed());
     }
 
+    let one = check_text(
+        "name = \"one\"\nbase_image = \"debian-bookworm\"\nfeatures = [\"motd\"]\n",
+        Format::Toml,
+    )
+    .recipe
+    .unwrap();
+    let mut one_feature = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        assert!(plan::plan(&one, &host).plan.is_some());
+        one_feature.push(started.elapsed());
+    }
+
     println!("plugins: {} first-party bundles", host.stats().plugins);
     report("cold start, all plugins (compile)", &mut cold, None);
     report(
@@ -98,6 +111,7 @@ fn main() {
         Some(Duration::from_millis(300)),
     );
     report("plan, no features (core alone)", &mut core_only, None);
+    report("plan, 1 trivial feature (motd)", &mut one_feature, None);
     report(
         "plan, 5 features (warm)",
         &mut plans,
