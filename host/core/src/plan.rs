@@ -183,7 +183,16 @@ pub fn plan_text(
     features: &dyn FeatureSet,
     want_plan: bool,
 ) -> Outcome {
-    let checked = validate::check_text(text, format);
+    from_checked(validate::check_text(text, format), features, want_plan)
+}
+
+/// Check a recipe given as JSON (as MCP clients send it) by itself and then
+/// with its features.
+pub fn plan_value(value: serde_json::Value, features: &dyn FeatureSet, want_plan: bool) -> Outcome {
+    from_checked(validate::check_value(value), features, want_plan)
+}
+
+fn from_checked(checked: validate::Checked, features: &dyn FeatureSet, want_plan: bool) -> Outcome {
     match checked.recipe {
         Some(recipe) => {
             let mut outcome = run_checked(&recipe, checked.diagnostics, features, want_plan);

@@ -311,7 +311,7 @@ fn split(d: Diagnostics) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
 }
 
 pub async fn validate(app: &App, recipe: Value) -> Result<Validation, String> {
-    let outcome = run_planner(app, move |set| check_and_plan(recipe, set)).await?;
+    let outcome = run_planner(app, move |set| plan::plan_value(recipe, set, true)).await?;
     let plan_summary = outcome.plan.as_ref().map(|p| {
         let mut by_source = BTreeMap::new();
         for s in &p.steps {
@@ -335,32 +335,6 @@ pub async fn validate(app: &App, recipe: Value) -> Result<Validation, String> {
     })
 }
 
-fn check_and_plan(recipe: Value, set: &dyn FeatureSet) -> Outcome {
-    let checked = validate::check_value(recipe);
-    match checked.recipe {
-        Some(r) if !checked.diagnostics.has_errors() => plan::plan(&r, set),
-        Some(r) => {
-            // Report the structural errors together with the feature checks.
-            let mut outcome = plan::validate(&r, set);
-            let mut all = checked.diagnostics;
-            for d in outcome.diagnostics.into_iter() {
-                if !all.iter().any(|x| x == &d) {
-                    all.push(d);
-                }
-            }
-            all.sort();
-            outcome.diagnostics = all;
-            outcome.plan = None;
-            outcome
-        }
-        None => Outcome {
-            plan: None,
-            diagnostics: checked.diagnostics,
-            recipe_id: None,
-        },
-    }
-}
-
 pub async fn plan_recipe(
     app: &App,
     owner: &OwnerId,
@@ -377,7 +351,7 @@ pub async fn plan_recipe(
         }
         (None, Some(v)) => v,
     };
-    let outcome = run_planner(app, move |set| check_and_plan(value, set)).await?;
+    let outcome = run_planner(app, move |set| plan::plan_value(value, set, true)).await?;
     let (errors, warnings) = split(outcome.diagnostics);
     Ok(PlanOut {
         valid: errors.is_empty(),
@@ -461,7 +435,7 @@ pub async fn create_from_template(
         ));
     }
     let value = serde_json::to_value(&recipe).map_err(|e| e.to_string())?;
-    let outcome = run_planner(app, move |set| check_and_plan(value, set)).await?;
+    let outcome = run_planner(app, move |set| plan::plan_value(value, set, true)).await?;
     let (errors, warnings) = split(outcome.diagnostics);
     if !errors.is_empty() {
         return Err(format!(
