@@ -123,6 +123,8 @@ pub struct Plan {
     pub base_image: BaseImage,
     pub suite: String,
     pub architecture: String,
+    /// Whether the image carries the QEMU guest agent (see `Recipe::guest_agent`).
+    pub guest_agent: bool,
     /// Features in planning order (required features first).
     pub features: Vec<PlannedFeature>,
     pub steps: Vec<PlannedStep>,
@@ -453,6 +455,7 @@ fn run_checked(
         base_image,
         suite: base_image.suite().to_owned(),
         architecture: recipe.architecture.clone(),
+        guest_agent: recipe.guest_agent,
         features: order
             .iter()
             .map(|(_, f)| PlannedFeature {

@@ -68,6 +68,18 @@ pub struct Recipe {
     pub networking: Networking,
     #[serde(default)]
     pub security: Security,
+    /// Put the QEMU guest agent (and dbus, so ACPI power-down works) in the
+    /// image, so that `run_tests` can run checks inside it. On by default;
+    /// `false` gives an image without them, whose tests cannot run.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub guest_agent: bool,
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 pub(crate) fn default_architecture() -> String {

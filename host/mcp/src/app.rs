@@ -6,6 +6,7 @@ use openfactory_core::catalog::Catalog;
 use openfactory_plugin_host::PluginHost;
 use openfactory_store::Store;
 
+use crate::builds::BuildSettings;
 use crate::metrics::Metrics;
 
 /// Catalog, plugins, database and metrics: built once, shared by every session.
@@ -14,15 +15,22 @@ pub struct App {
     pub plugins: Arc<PluginHost>,
     pub store: Store,
     pub metrics: Metrics,
+    pub builds: BuildSettings,
 }
 
 impl App {
-    pub fn new(catalog: Catalog, plugins: PluginHost, store: Store) -> Arc<App> {
+    pub fn new(
+        catalog: Catalog,
+        plugins: PluginHost,
+        store: Store,
+        builds: BuildSettings,
+    ) -> Arc<App> {
         Arc::new(App {
             catalog,
             plugins: Arc::new(plugins),
             store,
             metrics: Metrics::new(),
+            builds,
         })
     }
 }

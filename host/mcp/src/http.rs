@@ -186,6 +186,10 @@ pub fn router(
         .route(sse::MESSAGES_PATH, post(post_message))
         .with_state(shared.clone())
         .route_service(STREAMABLE_PATH, streamable)
+        .route(
+            "/api/builds/{id}/iso",
+            get(crate::downloads::iso).with_state(app.clone()),
+        )
         .layer(middleware::from_fn_with_state(Arc::new(hosts), check_host))
         .layer(DefaultBodyLimit::max(MAX_BODY));
 

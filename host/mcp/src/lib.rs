@@ -6,8 +6,11 @@
 //! stdio.
 
 pub mod app;
+pub mod builds;
+pub mod downloads;
 pub mod http;
 pub mod jsonrpc;
+pub mod links;
 pub mod metrics;
 pub mod owner;
 pub mod recipes;

@@ -261,7 +261,7 @@ fn not_found(id: &str) -> String {
 }
 
 /// A template, or one of the caller's recipes.
-async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeDetails, String> {
+pub(crate) async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeDetails, String> {
     if let Some(t) = app.catalog.template(id) {
         return Ok(RecipeDetails {
             id: t.id.clone(),
@@ -296,7 +296,7 @@ pub async fn get(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeDetails, 
 }
 
 /// Run the planner off the async runtime: plugins are CPU-bound.
-async fn run_planner(
+pub(crate) async fn run_planner(
     app: &App,
     f: impl FnOnce(&dyn FeatureSet) -> Outcome + Send + 'static,
 ) -> Result<Outcome, String> {
@@ -306,7 +306,7 @@ async fn run_planner(
         .map_err(|e| format!("the planner failed unexpectedly: {e}"))
 }
 
-fn split(d: Diagnostics) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+pub(crate) fn split(d: Diagnostics) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     d.into_iter().partition(Diagnostic::is_error)
 }
 
@@ -381,7 +381,7 @@ pub fn features(app: &App) -> Features {
     }
 }
 
-fn render(diagnostics: &[Diagnostic]) -> String {
+pub(crate) fn render(diagnostics: &[Diagnostic]) -> String {
     diagnostics
         .iter()
         .map(|d| format!("- {d}"))

@@ -16,6 +16,9 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::builds::{
+    self, BuildCreated, BuildDetails, BuildList, BuildLog, BuildStatusOut, CancelOut, DownloadLink,
+};
 use crate::owner::OwnerPolicy;
 use crate::recipes::{
     self, Categories, Created, Features, PlanOut, RecipeDetails, RecipeList, Validation,
@@ -81,6 +84,64 @@ pub struct PlanArgs {
     pub recipe: Option<Value>,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateBuildArgs {
+    /// The recipe to build: a full recipe object (as for validate_recipe: `name`, `base_image`, `features`,
+    /// `packages`, `services`, `networking`, `security`…), or the id of a template or of one of your recipes
+    /// (e.g. `debian-docker-monitoring`).
+    #[schemars(with = "Value")]
+    pub recipe: Value,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListBuildsArgs {
+    /// Only builds with this status: queued, running, completed, failed or cancelled.
+    #[schemars(with = "Option<String>")]
+    pub status_filter: Option<Value>,
+    /// How many, newest first: 1 to 100 (default 20).
+    #[schemars(with = "Option<i64>")]
+    pub limit: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct BuildIdArgs {
+    /// A build id from create_build or list_builds (12 hex digits).
+    #[schemars(with = "String")]
+    pub build_id: Value,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct BuildStatusArgs {
+    /// A build id from create_build or list_builds (12 hex digits).
+    #[schemars(with = "String")]
+    pub build_id: Value,
+    /// Wait up to this many seconds (0–50) while the build is queued or running, returning early when it
+    /// finishes; progress notifications are sent meanwhile if you gave a progress token. Default 0.
+    #[schemars(with = "Option<i64>")]
+    pub wait_seconds: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct BuildLogArgs {
+    /// A build id from create_build or list_builds (12 hex digits).
+    #[schemars(with = "String")]
+    pub build_id: Value,
+    /// How many of the last lines: 1 to 5000 (default 200).
+    #[schemars(with = "Option<i64>")]
+    pub tail_lines: Option<Value>,
+}
+
+fn opt_int(value: Option<Value>, field: &str) -> Result<Option<i64>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64()),
+        Some(other) => Err(format!(
+            "{field}: expected a whole number, got {}",
+            kind(&other)
+        )),
+    }
+}
+
 type ToolResult<T> = Result<Json<T>, String>;
 
 /// A string argument, with an error that names the field. (Arguments are
@@ -100,7 +161,7 @@ fn opt_text(value: Option<Value>, field: &str) -> Result<Option<String>, String>
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -332,17 +393,299 @@ impl OpenFactoryServer {
         })
         .await
     }
+
+    #[tool(
+        title = "Create a build",
+        description = "Build a bootable Debian ISO from a recipe: a full recipe object, or a template / recipe id. The recipe is validated first (an invalid one gives every error and queues nothing). Returns at once with the build id; the build then runs its stages (bootstrap, apply, image, finish): follow it with get_build_status.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn create_build(
+        &self,
+        Parameters(args): Parameters<CreateBuildArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<BuildCreated>, String> {
+        self.run("create_build", async {
+            let owner = self.caller(&ctx).await?;
+            Ok(Json(
+                builds::create(&self.app, &owner, args.recipe, None).await?,
+            ))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "List builds",
+        description = "Your builds, newest first, with status (queued, running, completed, failed, cancelled), stage, progress and features. Filter with `status_filter`; `limit` 1–100 (default 20).",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn list_builds(
+        &self,
+        Parameters(args): Parameters<ListBuildsArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<BuildList>, String> {
+        self.run("list_builds", async {
+            let owner = self.caller(&ctx).await?;
+            let status = opt_text(args.status_filter, "status_filter")?;
+            let limit = opt_int(args.limit, "limit")?;
+            Ok(Json(builds::list(&self.app, &owner, status, limit).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Get a build",
+        description = "Full details of one of your builds: its recipe, plan summary (steps per feature, checks), status, error and failed step, timings per stage, ISO sha256 and size, package count and artifacts.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn get_build(
+        &self,
+        Parameters(args): Parameters<BuildIdArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<BuildDetails>, String> {
+        self.run("get_build", async {
+            let owner = self.caller(&ctx).await?;
+            let id = text(args.build_id, "build_id")?;
+            Ok(Json(builds::details(&self.app, &owner, &id).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Get build status",
+        description = "Where a build is: status, stage (bootstrap, apply, image, finish), overall percentage, current step, elapsed time, the last log lines, and the error and failed step if it failed. Pass `wait_seconds` (up to 50) to wait for it to move, with progress notifications.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn get_build_status(
+        &self,
+        Parameters(args): Parameters<BuildStatusArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<BuildStatusOut>, String> {
+        self.run("get_build_status", async {
+            let owner = self.caller(&ctx).await?;
+            let id = text(args.build_id, "build_id")?;
+            let wait = match opt_int(args.wait_seconds, "wait_seconds")? {
+                None => 0,
+                Some(n) if (0..=builds::MAX_WAIT_SECONDS as i64).contains(&n) => n as u64,
+                Some(n) => {
+                    return Err(format!(
+                        "wait_seconds: {n} is out of range; use 0 to {} and call again to wait longer",
+                        builds::MAX_WAIT_SECONDS
+                    ));
+                }
+            };
+            let token = ctx.meta.get_progress_token().filter(|_| wait > 0);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+            let mut record = builds::find(&self.app, &owner, &id).await?;
+            let mut reported: Option<(openfactory_store::BuildStatus, u8, String)> = None;
+            loop {
+                let state = (record.status, record.progress, record.message.clone());
+                if let Some(token) = &token
+                    && reported.as_ref() != Some(&state)
+                {
+                    let message = format!(
+                        "{} {}%: {}",
+                        record.stage.as_deref().unwrap_or(record.status.as_str()),
+                        record.progress,
+                        record.message
+                    );
+                    let _ = ctx
+                        .peer
+                        .notify_progress(
+                            rmcp::model::ProgressNotificationParam::new(
+                                token.clone(),
+                                f64::from(record.progress),
+                            )
+                            .with_total(100.0)
+                            .with_message(message),
+                        )
+                        .await;
+                }
+                reported = Some(state);
+                if !record.status.is_active() || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                record = builds::find(&self.app, &owner, &id).await?;
+            }
+            Ok(Json(builds::status_of(&self.app, &record)))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Get the ISO download URL",
+        description = "A signed link to download a completed build's ISO (HTTP, resumable with Range), valid for an hour, with its sha256 and size. Builds that are not completed have no ISO: the error says what state the build is in.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn get_iso_download_url(
+        &self,
+        Parameters(args): Parameters<BuildIdArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<DownloadLink>, String> {
+        self.run("get_iso_download_url", async {
+            let owner = self.caller(&ctx).await?;
+            let id = text(args.build_id, "build_id")?;
+            Ok(Json(builds::download_link(&self.app, &owner, &id).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Retry a build",
+        description = "Build a failed or cancelled build's recipe again, as a new build (the old one stays, for its log). Returns the new build id.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn retry_build(
+        &self,
+        Parameters(args): Parameters<BuildIdArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<BuildCreated>, String> {
+        self.run("retry_build", async {
+            let owner = self.caller(&ctx).await?;
+            let id = text(args.build_id, "build_id")?;
+            Ok(Json(builds::retry(&self.app, &owner, &id).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Cancel a build",
+        description = "Stop a queued or running build. A queued build is cancelled at once; a running one stops its current command and cleans up within seconds.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn cancel_build(
+        &self,
+        Parameters(args): Parameters<BuildIdArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<CancelOut>, String> {
+        self.run("cancel_build", async {
+            let owner = self.caller(&ctx).await?;
+            let id = text(args.build_id, "build_id")?;
+            Ok(Json(builds::cancel(&self.app, &owner, &id).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Get a build log",
+        description = "The build's log: every command the build ran and what it printed (apt, mmdebstrap, mksquashfs, grub-mkrescue), with a line per step. `tail_lines` 1–5000 (default 200). Also readable as the resource build://{build_id}/log.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn get_build_log(
+        &self,
+        Parameters(args): Parameters<BuildLogArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<BuildLog>, String> {
+        self.run("get_build_log", async {
+            let owner = self.caller(&ctx).await?;
+            let id = text(args.build_id, "build_id")?;
+            let tail = opt_int(args.tail_lines, "tail_lines")?;
+            Ok(Json(builds::log(&self.app, &owner, &id, tail).await?))
+        })
+        .await
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for OpenFactoryServer {
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
             .with_server_info(Implementation::new("openfactory", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "OpenFactory builds bootable Debian images from recipes. Browse with list_recipe_categories and \
                  list_recipes, inspect with get_recipe and list_features, check with validate_recipe and plan_recipe, \
-                 and customise a template with create_recipe_from_template.",
+                 customise a template with create_recipe_from_template, then build with create_build and follow it with \
+                 get_build_status (wait_seconds) until get_iso_download_url gives the ISO.",
             )
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, rmcp::ErrorData> {
+        let mut log = rmcp::model::ResourceTemplate::new("build://{build_id}/log", "build-log");
+        log.title = Some("Build log".into());
+        log.description = Some("The full log of one of your builds.".into());
+        log.mime_type = Some("text/plain".into());
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
+            vec![log],
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
+        let not_found = |message: String| rmcp::ErrorData::resource_not_found(message, None);
+        let Some(id) = request
+            .uri
+            .strip_prefix("build://")
+            .and_then(|rest| rest.strip_suffix("/log"))
+        else {
+            return Err(not_found(format!(
+                "unknown resource `{}`; the server has build://{{build_id}}/log",
+                openfactory_core::rules::truncate(&request.uri, 100)
+            )));
+        };
+        let owner = self.caller(&ctx).await.map_err(not_found)?;
+        let log = builds::log(&self.app, &owner, id, Some(5000))
+            .await
+            .map_err(not_found)?;
+        let mut text = log.lines.join("\n");
+        text.push('\n');
+        Ok(
+            rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
+                text,
+                request.uri.clone(),
+            )])
+            .into(),
+        )
     }
 }

@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod build;
 mod plugin;
 mod recipe;
 mod serve;
@@ -42,6 +43,33 @@ pub struct Global {
     /// Load and install plugin bundles whose signature is missing or untrusted.
     #[arg(long, global = true, env = "OPENFACTORY_ALLOW_UNSIGNED_PLUGINS")]
     pub allow_unsigned_plugins: bool,
+    /// Build cache: bootstrapped bases and .deb files (default ~/.cache/openfactory).
+    #[arg(long, global = true, env = "OPENFACTORY_CACHE", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Largest size of the build cache, in GiB; older entries are evicted.
+    #[arg(
+        long,
+        global = true,
+        env = "OPENFACTORY_CACHE_MAX_GIB",
+        default_value_t = 20
+    )]
+    pub cache_max_gib: u64,
+    /// Debian mirror builds download from.
+    #[arg(
+        long,
+        global = true,
+        env = "OPENFACTORY_MIRROR",
+        default_value = "http://deb.debian.org/debian"
+    )]
+    pub mirror: String,
+    /// Mirror of the security suites (`<suite>-security`).
+    #[arg(
+        long,
+        global = true,
+        env = "OPENFACTORY_SECURITY_MIRROR",
+        default_value = "http://deb.debian.org/debian-security"
+    )]
+    pub security_mirror: String,
     /// More log output (-v info, -vv debug); OPENFACTORY_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -55,6 +83,8 @@ pub enum Command {
     /// Manage feature plugins: install, verify, sign.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Build a bootable ISO from a recipe file or template id, here, with progress bars.
+    Build(build::BuildArgs),
     /// Serve MCP over HTTP (legacy SSE at /api/mcp/sse, Streamable HTTP at /api/mcp).
     Serve(serve::ServeArgs),
     /// Serve MCP on stdio.
@@ -66,6 +96,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         home: args.global.home.unwrap_or_else(Config::default_home),
         recipes_dir: args.global.recipes_dir,
         allow_unsigned: args.global.allow_unsigned_plugins,
+        build_cache: args
+            .global
+            .cache
+            .unwrap_or_else(Config::default_build_cache),
+        cache_max_bytes: args.global.cache_max_gib.saturating_mul(1 << 30),
+        mirrors: openfactory_build::Mirrors {
+            debian: args.global.mirror.trim_end_matches('/').to_owned(),
+            security: args.global.security_mirror.trim_end_matches('/').to_owned(),
+        },
     };
     match args.command {
         Command::Recipe(cmd) => {
@@ -76,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             quiet_on_closed_pipe();
             plugin::run(cmd, &config)
         }
+        Command::Build(args) => build::run(args, &config),
         Command::Serve(args) => serve::serve(args, &config),
         Command::Mcp(args) => serve::mcp(args, &config),
     }

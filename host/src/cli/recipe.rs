@@ -145,7 +145,11 @@ fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
 }
 
 /// Read the recipe (a file, `-`, or a template id) and run the planner.
-fn evaluate(config: &Config, source: &std::path::Path, want_plan: bool) -> anyhow::Result<Outcome> {
+pub(super) fn evaluate(
+    config: &Config,
+    source: &std::path::Path,
+    want_plan: bool,
+) -> anyhow::Result<Outcome> {
     let (text, format) = if source == std::path::Path::new("-") {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use openfactory_core::catalog::Catalog;
+use openfactory_mcp::builds::BuildSettings;
+use openfactory_mcp::links::LinkSigner;
 use openfactory_mcp::{App, HostPolicy, OwnerPolicy};
 use openfactory_plugin_host::PluginHost;
 use openfactory_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::worker;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -36,6 +39,21 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<IpAddr>,
+    /// Base URL clients reach this server at, for download links (default: http://<listen>).
+    #[arg(long, env = "OPENFACTORY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub builds: BuildArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Builds run at the same time (each uses a core and several GiB of disk).
+    #[arg(long, env = "OPENFACTORY_BUILD_CONCURRENCY", default_value_t = 1)]
+    pub build_concurrency: usize,
+    /// Queued + running builds one owner may have.
+    #[arg(long, env = "OPENFACTORY_MAX_ACTIVE_BUILDS", default_value_t = 3)]
+    pub max_active_builds: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,10 +63,17 @@ pub struct McpArgs {
     pub stdio: bool,
     #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
     pub database_url: Option<String>,
+    #[command(flatten)]
+    pub builds: BuildArgs,
 }
 
 /// Plugins, catalog and database, shared by every transport.
-async fn app(config: &Config, database_url: Option<String>) -> anyhow::Result<Arc<App>> {
+async fn app(
+    config: &Config,
+    database_url: Option<String>,
+    builds: &BuildArgs,
+    public_url: Option<String>,
+) -> anyhow::Result<Arc<App>> {
     let host_config = config.host();
     let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&host_config))
         .await?
@@ -71,13 +96,58 @@ async fn app(config: &Config, database_url: Option<String>) -> anyhow::Result<Ar
         .await
         .with_context(|| format!("opening the database {url}"))?;
     tracing::info!(features = plugins.stats().plugins, templates = catalog.templates.len(), database = %url, "ready");
-    Ok(App::new(catalog, plugins, store))
+    let links = LinkSigner::load_or_create(&config.home.join("secrets/link-signing.key"))
+        .context("loading the download-link key")?;
+    let settings = BuildSettings {
+        dir: config.builds_dir(),
+        links,
+        public_url,
+        max_active_per_owner: builds.max_active_builds.max(1),
+        wake: tokio::sync::Notify::new(),
+    };
+    Ok(App::new(catalog, plugins, store, settings))
+}
+
+/// Clean up after an interrupted run, then start the build worker.
+async fn start_worker(
+    app: &Arc<App>,
+    config: &Config,
+    args: &BuildArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let builder = Arc::new(config.builder());
+    let worker = worker::worker_id();
+    worker::recover(app, &builder, &worker).await?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        tracing::warn!(
+            "not running as root: builds will fail (they mount an overlay and use chroot)"
+        );
+    }
+    let missing = openfactory_build::cache::missing_tools();
+    if !missing.is_empty() {
+        tracing::warn!(
+            ?missing,
+            "build tools are missing: builds will fail until they are installed"
+        );
+    }
+    Ok(tokio::spawn(worker::run(
+        app.clone(),
+        builder,
+        worker,
+        args.build_concurrency,
+        shutdown,
+    )))
 }
 
 pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let app = app(config, args.database_url).await?;
+        let public_url = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.listen));
+        let app = app(config, args.database_url, &args.builds, Some(public_url)).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -96,6 +166,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         eprintln!("  MCP (SSE):             http://{address}/api/mcp/sse");
         eprintln!("  MCP (Streamable HTTP): http://{address}/api/mcp");
         let shutdown = CancellationToken::new();
+        let worker = start_worker(&app, config, &args.builds, shutdown.clone()).await?;
         let signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -103,6 +174,8 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             signal.cancel();
         });
         openfactory_mcp::serve_http(app.clone(), listener, owners, hosts, shutdown).await?;
+        // Running builds were cancelled by the shutdown: wait for them to clean up.
+        let _ = worker.await;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -115,10 +188,13 @@ pub fn mcp(args: McpArgs, config: &Config) -> anyhow::Result<ExitCode> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let app = app(config, args.database_url).await?;
-        openfactory_mcp::serve_stdio(app.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let app = app(config, args.database_url, &args.builds, None).await?;
+        let shutdown = CancellationToken::new();
+        let worker = start_worker(&app, config, &args.builds, shutdown.clone()).await?;
+        let served = openfactory_mcp::serve_stdio(app.clone()).await;
+        shutdown.cancel();
+        let _ = worker.await;
+        served.map_err(|e| anyhow::anyhow!("{e}"))?;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)
     })

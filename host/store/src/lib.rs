@@ -5,6 +5,10 @@
 //! depend on each caller remembering a `WHERE`. SQL is kept portable (numbered
 //! parameters, no SQLite-only functions) for PostgreSQL.
 
+mod builds;
+
+pub use builds::{BuildEnd, BuildRecord, BuildStatus, CancelOutcome, NewBuild};
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 /// Who owns a resource: `ip:<address>` for anonymous clients, `local` for stdio.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct OwnerId(String);
+pub struct OwnerId(pub(crate) String);
 
 impl OwnerId {
     pub fn ip(addr: std::net::IpAddr) -> OwnerId {
@@ -39,6 +43,16 @@ impl OwnerId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// An owner id as `as_str` writes it; `None` for anything else.
+    pub fn parse(text: &str) -> Option<OwnerId> {
+        if text == "local" {
+            return Some(OwnerId::local());
+        }
+        let addr: std::net::IpAddr = text.strip_prefix("ip:")?.parse().ok()?;
+        let owner = OwnerId::ip(addr);
+        (owner.as_str() == text).then_some(owner)
     }
 }
 
@@ -77,14 +91,14 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| {
@@ -92,6 +106,14 @@ fn rfc3339(secs: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+/// At most `max` characters of `text`.
+pub(crate) fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
 }
 
 impl Store {
