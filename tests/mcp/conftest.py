@@ -37,19 +37,22 @@ TEST_DEADLINE_SECONDS = 60
 
 @pytest.fixture(autouse=True)
 def _watchdog(request):
+    # Tests that build or boot images say how long they may take: @pytest.mark.deadline(seconds).
+    marker = request.node.get_closest_marker("deadline")
+    deadline = marker.args[0] if marker else TEST_DEADLINE_SECONDS
     fired = threading.Event()
 
     def expire():
         fired.set()
         _thread.interrupt_main()
 
-    timer = threading.Timer(TEST_DEADLINE_SECONDS, expire)
+    timer = threading.Timer(deadline, expire)
     timer.daemon = True
     timer.start()
     yield
     timer.cancel()
     if fired.is_set():
-        pytest.fail(f"{request.node.nodeid} exceeded {TEST_DEADLINE_SECONDS} s")
+        pytest.fail(f"{request.node.nodeid} exceeded {deadline} s")
 
 
 @pytest.fixture(scope="session")

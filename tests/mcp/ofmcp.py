@@ -31,6 +31,14 @@ TOOLS = {
     "create_recipe_from_template",
     "list_features",
     "plan_recipe",
+    "create_build",
+    "list_builds",
+    "get_build",
+    "get_build_status",
+    "get_iso_download_url",
+    "retry_build",
+    "cancel_build",
+    "get_build_log",
 }
 CATEGORIES = {"server", "containers", "monitoring", "healthcare", "security", "edge", "development"}
 FEATURES = {"docker", "firewall", "gxp", "hardening", "monitoring", "motd", "podman", "ssh"}

@@ -237,6 +237,14 @@ EXPECTED_ARGS = {
     "create_recipe_from_template": ({"template_id", "name", "modifications"}, {"template_id", "name"}),
     "list_features": (set(), set()),
     "plan_recipe": ({"recipe_id", "recipe"}, set()),
+    "create_build": ({"recipe"}, {"recipe"}),
+    "list_builds": ({"status_filter", "limit"}, set()),
+    "get_build": ({"build_id"}, {"build_id"}),
+    "get_build_status": ({"build_id", "wait_seconds"}, {"build_id"}),
+    "get_iso_download_url": ({"build_id"}, {"build_id"}),
+    "retry_build": ({"build_id"}, {"build_id"}),
+    "cancel_build": ({"build_id"}, {"build_id"}),
+    "get_build_log": ({"build_id", "tail_lines"}, {"build_id"}),
 }
 
 

@@ -7,6 +7,10 @@
 //! - `run -- ARGS`: install into target/dev-home, then run `openfactory ARGS`.
 //! - `test`: plugins, then the whole test suite.
 //! - `bench`: plugins, then the benchmarks (release build).
+//! - `bench-build`: an image by hand against `openfactory build`, cold and
+//!   warm, and whether two builds give the same ISO (root, network, ~10 min).
+
+mod bench_build;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +36,7 @@ fn main() -> Result<()> {
             install(&root, &home)
         }
         Some("run") => {
+            ensure_build_tools()?;
             plugins(&root)?;
             let home = root.join("target/dev-home");
             install(&root, &home)?;
@@ -44,6 +49,7 @@ fn main() -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Some("test") => {
+            ensure_build_tools()?;
             plugins(&root)?;
             let rust = run(cargo()
                 .args(["test", "--workspace", "--no-fail-fast"])
@@ -58,9 +64,13 @@ fn main() -> Result<()> {
                 .args(["bench", "-p", "openfactory"])
                 .envs(test_env(&root)))
         }
+        Some("bench-build") => {
+            ensure_build_tools()?;
+            bench_build::bench_build(&root)
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | bench>"
+                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | bench | bench-build>"
             );
             bail!("unknown task")
         }
@@ -200,6 +210,72 @@ fn mcp_tests(root: &Path) -> Result<()> {
         .args(["-m", "pytest", "tests/mcp", "-q", "-p", "no:cacheprovider"])
         .env("OPENFACTORY_BIN", root.join("target/debug/openfactory"))
         .envs(test_env(root)))
+}
+
+/// Debian packages builds and their tests use, by a command each provides.
+const BUILD_TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("mksquashfs", "squashfs-tools"),
+    ("grub-mkrescue", "grub-common"),
+    ("xorriso", "xorriso"),
+    ("mformat", "mtools"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("mkfs.ext4", "e2fsprogs"),
+];
+/// Packages without a command to look for.
+const BUILD_FILES: &[(&str, &str)] = &[
+    ("/usr/lib/grub/i386-pc/eltorito.img", "grub-pc-bin"),
+    ("/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin"),
+    ("/usr/share/ovmf/OVMF.fd", "ovmf"),
+];
+
+/// Install the Debian packages builds need when some are missing (as root,
+/// with apt-get); otherwise say which to install.
+fn ensure_build_tools() -> Result<()> {
+    let mut missing: Vec<&str> = BUILD_TOOLS
+        .iter()
+        .filter(|(tool, _)| {
+            !Command::new("sh")
+                .args(["-c", "command -v \"$1\" >/dev/null", "sh", tool])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    missing.extend(
+        BUILD_FILES
+            .iter()
+            .filter(|(file, _)| !Path::new(file).exists())
+            .map(|(_, package)| *package),
+    );
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root {
+        bail!(
+            "builds need Debian packages that are missing: run `sudo apt-get install {}`",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    if Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// Install the wasm32-wasip2 standard library when it is missing.

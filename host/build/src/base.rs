@@ -149,7 +149,10 @@ impl Bootstrapper for Mmdebstrap {
         debs: &Path,
         runner: &Runner,
     ) -> Result<(), CommandError> {
-        let mut cmd = Command::new("mmdebstrap");
+        // In a mount namespace of its own: whatever mmdebstrap or its hooks
+        // mount (the package cache bind) goes away with it, even if it fails.
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "mmdebstrap"]);
         cmd.args([
             "--mode=root",
             "--variant=minbase",
@@ -170,7 +173,14 @@ impl Bootstrapper for Mmdebstrap {
         .args(spec.sources())
         .env("OPENFACTORY_DEBS", debs)
         .env("LC_ALL", "C.UTF-8");
-        runner.run(&mut cmd, None)
+        runner.run(&mut cmd, None).map_err(|e| match e {
+            CommandError::Failed { status, tail, .. } => CommandError::Failed {
+                program: "mmdebstrap".into(),
+                status,
+                tail,
+            },
+            other => other,
+        })
     }
 }
 

@@ -128,7 +128,11 @@ impl Cache {
                 // Someone else made it while we waited.
                 continue;
             }
-            self.make_base(spec, &paths, bootstrapper, runner)?;
+            if let Err(e) = self.make_base(spec, &paths, bootstrapper, runner) {
+                // Leave nothing half-made behind.
+                remove_tree(&self.bases().join(format!("{key}.partial")));
+                return Err(e);
+            }
             drop(exclusive);
             let lock = FileLock::shared(&lock_path).context(|| "locking the base".into())?;
             if let Some(info) = Self::read_info(&paths) {
@@ -154,6 +158,7 @@ impl Cache {
             dir: self.bases().join(format!("{key}.partial")),
         };
         if staging.dir.exists() {
+            crate::overlay::sweep(&staging.dir).context(|| "unmounting a stale base".into())?;
             fs::remove_dir_all(&staging.dir)
                 .context(|| format!("removing {}", staging.dir.display()))?;
         }
@@ -318,6 +323,23 @@ impl Cache {
             }
         }
         Ok(freed)
+    }
+}
+
+/// Remove a tree, unmounting anything mounted inside it first (never delete
+/// through a mount into the shared cache).
+fn remove_tree(dir: &Path) {
+    match crate::overlay::sweep(dir) {
+        Ok(_) => {
+            if let Err(e) = fs::remove_dir_all(dir)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::error!(dir = %dir.display(), error = %e, "could not remove");
+            }
+        }
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "could not unmount; left in place")
+        }
     }
 }
 

@@ -108,6 +108,17 @@ impl Runner<'_> {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // If the host dies, its tools die with it instead of running on in a
+        // half-built root (unshare's --kill-child takes the namespace along).
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(command, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|source| CommandError::Spawn {
             program: program.clone(),
             source,
