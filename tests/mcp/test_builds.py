@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import shutil
 import subprocess
 import time
@@ -141,8 +142,9 @@ async def test_build_ssh_docker_monitoring_then_download_and_boot(connect, serve
 
         log = await ok(s, "get_build_log", {"build_id": build_id, "tail_lines": 5000})
         text = "\n".join(log["lines"])
-        for needle in ("==> [apply] step", "docker: install docker.io", "==> done"):
+        for needle in ("==> [apply ", "docker: install docker.io", "==> done"):
             assert needle in text, needle
+        assert re.search(r"==> \[apply \d+\.\ds\] step \d+/\d+: ", text), "steps are logged with the elapsed time"
         resource = await s.read_resource(f"build://{build_id}/log")
         assert "==> done" in resource.contents[0].text
 
@@ -307,3 +309,27 @@ def test_tools_are_installed():
     for tool in ("mmdebstrap", "mksquashfs", "unsquashfs", "grub-mkrescue", "xorriso", "qemu-system-x86_64"):
         assert shutil.which(tool), f"{tool} is missing (.ci/run installs it)"
     assert Path("/usr/share/ovmf/OVMF.fd").exists()
+
+
+@pytest.mark.deadline(900)
+async def test_cancelling_a_running_build_stops_it_and_cleans_up(connect, server):
+    async with connect("sse", ip="127.0.0.66") as s:
+        recipe = {"name": "cancel-me", "base_image": "debian-bookworm", "packages": ["curl", "git"]}
+        build_id = (await ok(s, "create_build", {"recipe": recipe}))["build_id"]
+        for _ in range(800):
+            status = await ok(s, "get_build_status", {"build_id": build_id, "wait_seconds": 1})
+            if status["status"] == "running" and status["stage"] == "apply":
+                break
+            assert status["status"] in ("queued", "running"), status
+        else:
+            raise AssertionError(f"never reached apply: {status}")
+        answer = await ok(s, "cancel_build", {"build_id": build_id})
+        assert answer["status"] == "running" and "requested" in answer["message"].lower(), answer
+        final = await wait_for_build(s, build_id, budget=120)
+        assert final["status"] == "cancelled", final
+        text = await tool_error(s, "get_iso_download_url", {"build_id": build_id})
+        assert "cancelled" in text
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(server.home / "work") not in mounts
+    work = server.home / "work"
+    assert not work.exists() or not any(work.iterdir()), list(work.iterdir())

@@ -108,6 +108,7 @@ impl CancelFlag {
 pub struct Log<'a> {
     file: Mutex<File>,
     observer: &'a dyn Observer,
+    started: std::time::Instant,
 }
 
 impl<'a> Log<'a> {
@@ -115,6 +116,7 @@ impl<'a> Log<'a> {
         Ok(Log {
             file: Mutex::new(File::options().create(true).append(true).open(path)?),
             observer,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -129,7 +131,8 @@ impl<'a> Log<'a> {
     }
 
     pub fn progress(&self, stage: Stage, fraction: f64, message: &str) {
-        self.line(&format!("==> [{stage}] {message}"));
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.line(&format!("==> [{stage} {elapsed:.1}s] {message}"));
         self.observer
             .progress(stage, stage.percent(fraction), message);
     }
