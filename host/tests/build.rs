@@ -132,3 +132,50 @@ fn a_full_disk_fails_the_build_with_a_clear_error_and_nothing_mounted() {
         .unwrap_or_default();
     assert!(left.is_empty(), "scratch left behind: {left:?}");
 }
+
+#[test]
+fn the_same_recipe_on_the_same_base_gives_the_same_iso() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("minimal.toml");
+    std::fs::write(&recipe, format!("{MINIMAL}packages = [\"less\"]\n")).unwrap();
+    let home = dir.path().join("home");
+    let (code, first) = build(&home, &[], &recipe);
+    assert_eq!(code, 0, "{first}");
+    let (code, second) = build(&home, &[], &recipe);
+    assert_eq!(code, 0, "{second}");
+    assert_ne!(first["build_id"], second["build_id"]);
+    assert_eq!(second["base_reused"], true, "{second}");
+    // SOURCE_DATE_EPOCH, fixed overlay attributes, pinned ISO dates and ids.
+    assert_eq!(first["iso_sha256"], second["iso_sha256"]);
+    let packages: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(first["directory"].as_str().unwrap()).join("packages.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = packages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "less",
+        "linux-image-amd64",
+        "live-boot",
+        "qemu-guest-agent",
+        "systemd-resolved",
+    ] {
+        assert!(
+            names.contains(&wanted),
+            "{wanted} missing from the manifest"
+        );
+    }
+    let sbom: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(first["directory"].as_str().unwrap()).join("sbom.spdx.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    assert_eq!(sbom["packages"].as_array().unwrap().len(), names.len() + 1);
+}

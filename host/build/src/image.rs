@@ -96,18 +96,95 @@ pub fn squash(
         .map_err(|e| command_error(stage, "mksquashfs", e))
 }
 
-/// Make the hybrid ISO from a prepared tree.
-pub fn make_iso(runner: &Runner, tree: &Path, iso: &Path, source_date_epoch: i64) -> Result<()> {
+/// The system directories tools are looked up in.
+const SYSTEM_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// xorriso commands (after grub-mkrescue's own) that pin every date and id
+/// in the ISO to `source_date_epoch`: volume dates, file dates, the GPT GUIDs
+/// (derived from the volume uuid).
+pub fn xorriso_reproducible_args(source_date_epoch: i64) -> Vec<String> {
+    let epoch = source_date_epoch.max(0);
+    let at = format!("={epoch}");
+    let uuid = time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year][month][day][hour][minute][second]00"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| "1970010100000000".into());
+    [
+        "-volid",
+        "OPENFACTORY",
+        "-volume_date",
+        "uuid",
+        &uuid,
+        "-volume_date",
+        "c",
+        &at,
+        "-volume_date",
+        "m",
+        &at,
+        "-volume_date",
+        "all_file_dates",
+        &at,
+        "-iso_nowtime",
+        &at,
+        "-boot_image",
+        "any",
+        "gpt_disk_guid=volume_date_uuid",
+        "-alter_date_r",
+        "b",
+        &at,
+        "/",
+        "--",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// grub-mkrescue makes the UEFI boot image with `mformat`, which picks a
+/// random volume serial; this wrapper (first in PATH) fixes it.
+fn mformat_wrapper(dir: &Path) -> Result<()> {
+    let real = SYSTEM_PATH
+        .split(':')
+        .map(|d| Path::new(d).join("mformat"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| BuildError::MissingTool("mformat (apt-get install mtools)".into()))?;
+    std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    let wrapper = dir.join("mformat");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {} -N 4f464143 \"$@\"\n", real.display()),
+    )
+    .context(|| "writing the mformat wrapper".into())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .context(|| "making the mformat wrapper executable".into())
+}
+
+/// Make the hybrid ISO from a prepared tree; `tools` is a scratch directory.
+pub fn make_iso(
+    runner: &Runner,
+    tree: &Path,
+    iso: &Path,
+    source_date_epoch: i64,
+    tools: &Path,
+) -> Result<()> {
     let epoch = source_date_epoch.max(0).to_string();
+    mformat_wrapper(tools)?;
     let mut cmd = Command::new("grub-mkrescue");
     cmd.arg("--output")
         .arg(iso)
         .arg("--product-name=OpenFactory")
         .arg(tree)
-        .args(["--", "-volid", "OPENFACTORY"])
+        .arg("--")
+        .args(xorriso_reproducible_args(source_date_epoch))
         .env("SOURCE_DATE_EPOCH", &epoch)
         .env("LC_ALL", "C.UTF-8")
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        .env("PATH", format!("{}:{SYSTEM_PATH}", tools.display()));
     runner
         .run(&mut cmd, None)
         .map_err(|e| command_error(Stage::Image, "grub-mkrescue", e))
@@ -128,6 +205,24 @@ mod tests {
             "linux /live/vmlinuz boot=live console=tty0 console=ttyS0,115200n8 apparmor=1 security=apparmor\n"
         ));
         assert!(cfg.starts_with("serial --unit=0 --speed=115200\n"));
+    }
+
+    #[test]
+    fn iso_dates_and_ids_come_from_the_epoch() {
+        let args = xorriso_reproducible_args(1_700_000_000);
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("-volume_date uuid 2023111422132000"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("-alter_date_r b =1700000000 / --"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("gpt_disk_guid=volume_date_uuid"),
+            "{joined}"
+        );
     }
 
     #[test]

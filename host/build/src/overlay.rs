@@ -119,6 +119,48 @@ fn unmount(path: &Path) -> io::Result<()> {
     Err(err)
 }
 
+/// Overlay xattrs that only mean something to the overlay that wrote them
+/// (the upper root's random `uuid`, `origin` file handles, `impure`…) are
+/// removed from an unmounted upper directory, so that the same changes give
+/// the same layer bytes. `opaque` and whiteout markers are what the layer
+/// means to the next overlay, and stay. Returns how many were removed.
+pub fn strip_volatile_xattrs(upper: &Path) -> io::Result<usize> {
+    const KEEP: &[&[u8]] = &[
+        b"trusted.overlay.opaque",
+        b"trusted.overlay.whiteout",
+        b"trusted.overlay.whiteouts",
+    ];
+    let mut removed = 0;
+    let mut pending = vec![upper.to_owned()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+        let c = cstring(&path)?;
+        let mut names = vec![0u8; 4096];
+        // SAFETY: `c` is NUL-terminated and `names` is writable for its length.
+        let len = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if len <= 0 {
+            continue;
+        }
+        names.truncate(len as usize);
+        for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            if name.starts_with(b"trusted.overlay.") && !KEEP.contains(&name) {
+                let cname = CString::new(name).expect("split on NUL");
+                // SAFETY: both are valid NUL-terminated strings.
+                if unsafe { libc::lremovexattr(c.as_ptr(), cname.as_ptr()) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Mount points at or under `dir`, deepest first, from `/proc/self/mountinfo`.
 pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = mountinfo
@@ -194,6 +236,41 @@ mod tests {
             mounts_under(info, Path::new("/data/work x")),
             [PathBuf::from("/data/work x/root")]
         );
+    }
+
+    #[test]
+    fn volatile_overlay_xattrs_are_stripped_and_opaque_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("etc");
+        std::fs::create_dir(&sub).unwrap();
+        let set = |path: &Path, name: &str| {
+            let p = cstring(path).unwrap();
+            let n = CString::new(name).unwrap();
+            // SAFETY: valid strings; a one-byte value.
+            unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), b"y".as_ptr().cast(), 1, 0) }
+        };
+        if set(dir.path(), "trusted.overlay.uuid") != 0 {
+            // Not root, or no trusted xattrs on this file system: nothing to test here.
+            assert_ne!(
+                unsafe { libc::geteuid() },
+                0,
+                "root could not set a trusted xattr"
+            );
+            return;
+        }
+        assert_eq!(set(&sub, "trusted.overlay.opaque"), 0);
+        assert_eq!(set(&sub, "trusted.overlay.origin"), 0);
+        assert_eq!(strip_volatile_xattrs(dir.path()).unwrap(), 2);
+        let list = |path: &Path| {
+            let p = cstring(path).unwrap();
+            let mut buf = vec![0u8; 1024];
+            // SAFETY: valid string and buffer.
+            let n = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            buf.truncate(n.max(0) as usize);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(list(&sub), "trusted.overlay.opaque\0");
+        assert_eq!(list(dir.path()), "");
     }
 
     #[test]

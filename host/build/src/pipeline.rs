@@ -252,6 +252,8 @@ impl Builder {
             overlay
                 .unmount()
                 .context(|| "unmounting the build root".into())?;
+            overlay::strip_volatile_xattrs(&upper)
+                .context(|| "cleaning the build layer's overlay attributes".into())?;
             (packages, kernel_args)
         };
         timings.push((Stage::Apply, started.elapsed().as_secs_f64()));
@@ -297,7 +299,7 @@ impl Builder {
         log.progress(Stage::Image, 0.7, "making the hybrid BIOS/UEFI ISO");
         let iso = job.out_dir.join(ISO_FILE);
         let partial = job.out_dir.join(format!("{ISO_FILE}.partial"));
-        image::make_iso(&runner, &tree, &partial, epoch)
+        image::make_iso(&runner, &tree, &partial, epoch, &scratch.0.join("tools"))
             .map_err(|e| e.in_stage(Stage::Image, job.out_dir))?;
         fs::rename(&partial, &iso).context(|| "publishing the ISO".into())?;
         timings.push((Stage::Image, started.elapsed().as_secs_f64()));
