@@ -137,6 +137,22 @@ pub fn bench_build(root: &Path) -> Result<()> {
     let warm = openfactory(&cli, &home, &cache, &recipe)?;
     let warm2 = openfactory(&cli, &home, &cache, &recipe)?;
 
+    // What a single squashfs would cost on every build: compressing the whole
+    // root again, where layers compress only the build's own changes.
+    let base = std::fs::read_dir(cache.join("bases"))?
+        .flatten()
+        .map(|e| e.path().join("rootfs"))
+        .find(|p| p.is_dir())
+        .context("no cached base after the builds")?;
+    let single = work.join("single.squashfs");
+    let started = Instant::now();
+    run(Command::new("mksquashfs")
+        .arg(&base)
+        .arg(&single)
+        .args(["-noappend", "-comp", "zstd", "-no-progress", "-quiet"]))?;
+    let single_seconds = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&single);
+
     println!("minimal bookworm live ISO, {PACKAGES}");
     println!("  by hand (mmdebstrap + mksquashfs + grub-mkrescue)  {hand:>7.1} s");
     println!(
@@ -158,6 +174,9 @@ pub fn bench_build(root: &Path) -> Result<()> {
     println!(
         "  warm / cold      {:.2}×   (goal ≤ 0.25×)",
         warm.seconds.min(warm2.seconds) / cold.seconds
+    );
+    println!(
+        "  one squashfs of the whole root (what every build would pay without layers)  {single_seconds:>5.1} s"
     );
     println!(
         "  reproducible: the two warm builds {} ({} / {})",
