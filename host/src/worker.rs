@@ -116,6 +116,8 @@ async fn run_one(
             return;
         }
     };
+    let started = std::time::Instant::now();
+    app.metrics.builds_running.inc();
     let cancel = CancelFlag::new();
     let (tx, mut rx) = watch::channel((Stage::Bootstrap, 0u8, "starting".to_owned()));
     let out_dir = app.builds.build_dir(&id);
@@ -161,6 +163,14 @@ async fn run_one(
         }
     };
     let by_host = *stopped_by_host.lock().expect("not poisoned");
+    app.metrics.builds_running.dec();
+    let seconds = started.elapsed().as_secs_f64();
+    let status = match &result {
+        Ok(Ok(_)) => "completed",
+        Ok(Err(BuildError::Cancelled)) if !by_host => "cancelled",
+        _ => "failed",
+    };
+    app.metrics.build_finished(status, seconds);
     match result {
         Ok(Ok(output)) => completed(app, &id, &output).await,
         Ok(Err(BuildError::Cancelled)) if by_host => {

@@ -216,6 +216,10 @@ async def test_a_failing_step_fails_the_build_and_names_it(connect, server):
 
         text = await tool_error(s, "get_iso_download_url", {"build_id": created["build_id"]})
         assert "failed, not completed" in text, text
+        async with httpx2.AsyncClient(trust_env=False, timeout=10.0) as http:
+            metrics = (await http.get(f"{server.base}/metrics")).text
+        assert re.search(r'^openfactory_builds_finished_total\{status="failed"\} [1-9]', metrics, re.M), metrics[-2000:]
+        assert "openfactory_builds_running" in metrics
 
         retried = await ok(s, "retry_build", {"build_id": created["build_id"]})
         assert retried["build_id"] != created["build_id"] and retried["status"] == "queued"

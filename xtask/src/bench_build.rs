@@ -146,10 +146,13 @@ pub fn bench_build(root: &Path) -> Result<()> {
         .context("no cached base after the builds")?;
     let single = work.join("single.squashfs");
     let started = Instant::now();
-    run(Command::new("mksquashfs")
-        .arg(&base)
-        .arg(&single)
-        .args(["-noappend", "-comp", "zstd", "-no-progress", "-quiet"]))?;
+    run(Command::new("mksquashfs").arg(&base).arg(&single).args([
+        "-noappend",
+        "-comp",
+        "zstd",
+        "-no-progress",
+        "-quiet",
+    ]))?;
     let single_seconds = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&single);
 

@@ -224,7 +224,7 @@ const BUILD_TOOLS: &[(&str, &str)] = &[
 ];
 /// Packages without a command to look for.
 const BUILD_FILES: &[(&str, &str)] = &[
-    ("/usr/lib/grub/i386-pc/eltorito.img", "grub-pc-bin"),
+    ("/usr/lib/grub/i386-pc/cdboot.img", "grub-pc-bin"),
     ("/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin"),
     ("/usr/share/ovmf/OVMF.fd", "ovmf"),
 ];

@@ -17,11 +17,21 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// completed, failed or cancelled.
+    pub status: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub tool_calls: Family<ToolLabels, Counter>,
     pub sessions_opened: Family<TransportLabels, Counter>,
     pub sse_sessions: Gauge,
+    pub builds_finished: Family<BuildLabels, Counter>,
+    pub builds_running: Gauge,
+    /// Sum of finished builds' wall-clock seconds, by status (with the count: the mean).
+    pub build_seconds: Family<BuildLabels, Counter<f64>>,
 }
 
 impl Metrics {
@@ -30,6 +40,24 @@ impl Metrics {
         let tool_calls = Family::<ToolLabels, Counter>::default();
         let sessions_opened = Family::<TransportLabels, Counter>::default();
         let sse_sessions = Gauge::default();
+        let builds_finished = Family::<BuildLabels, Counter>::default();
+        let builds_running = Gauge::default();
+        let build_seconds = Family::<BuildLabels, Counter<f64>>::default();
+        registry.register(
+            "builds_finished",
+            "Builds that ended, by status",
+            builds_finished.clone(),
+        );
+        registry.register(
+            "builds_running",
+            "Builds running now",
+            builds_running.clone(),
+        );
+        registry.register(
+            "build_seconds",
+            "Wall-clock seconds of finished builds, by status",
+            build_seconds.clone(),
+        );
         registry.register(
             "mcp_tool_calls",
             "MCP tool calls by tool and outcome",
@@ -50,7 +78,16 @@ impl Metrics {
             tool_calls,
             sessions_opened,
             sse_sessions,
+            builds_finished,
+            builds_running,
+            build_seconds,
         }
+    }
+
+    pub fn build_finished(&self, status: &'static str, seconds: f64) {
+        let labels = BuildLabels { status };
+        self.builds_finished.get_or_create(&labels).inc();
+        self.build_seconds.get_or_create(&labels).inc_by(seconds);
     }
 
     pub fn tool(&self, tool: &str, ok: bool) {
