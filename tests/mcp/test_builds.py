@@ -54,6 +54,17 @@ async def wait_for_build(session, build_id: str, budget: float, progress: list |
         assert time.monotonic() < deadline, f"build {build_id} still {status['status']} after {budget} s: {status}"
 
 
+async def wait_for_running_stage(session, build_id: str, stage: str, budget: float = 700) -> dict:
+    """Poll until the build is running in `stage` (it must not end first)."""
+    deadline = time.monotonic() + budget
+    while True:
+        status = await ok(session, "get_build_status", {"build_id": build_id, "wait_seconds": 1})
+        if status["status"] == "running" and status["stage"] == stage:
+            return status
+        assert status["status"] in ("queued", "running"), status
+        assert time.monotonic() < deadline, f"build {build_id} never reached {stage}: {status}"
+
+
 def extract_build_layer(iso: Path, into: Path) -> Path:
     """The ISO's /live and /boot trees, and its top squashfs layer unpacked."""
     subprocess.run(
@@ -285,13 +296,7 @@ async def test_a_restart_mid_build_fails_the_build_and_leaves_nothing_mounted(of
         async with ofmcp.unwrapped(ofmcp.http_session("http", srv.base)) as s:
             created = await ok(s, "create_build", {"recipe": {"name": "restart", "base_image": "debian-bookworm", "packages": ["curl"]}})
             build_id = created["build_id"]
-            for _ in range(600):
-                status = await ok(s, "get_build_status", {"build_id": build_id, "wait_seconds": 1})
-                if status["stage"] == "apply" and status["status"] == "running":
-                    break
-                assert status["status"] in ("queued", "running"), status
-            else:
-                raise AssertionError(f"never reached apply: {status}")
+            await wait_for_running_stage(s, build_id, "apply")
         srv.kill()  # SIGKILL: no chance to clean up
     finally:
         srv.kill()
@@ -320,13 +325,7 @@ async def test_cancelling_a_running_build_stops_it_and_cleans_up(connect, server
     async with connect("sse", ip="127.0.0.66") as s:
         recipe = {"name": "cancel-me", "base_image": "debian-bookworm", "packages": ["curl", "git"]}
         build_id = (await ok(s, "create_build", {"recipe": recipe}))["build_id"]
-        for _ in range(800):
-            status = await ok(s, "get_build_status", {"build_id": build_id, "wait_seconds": 1})
-            if status["status"] == "running" and status["stage"] == "apply":
-                break
-            assert status["status"] in ("queued", "running"), status
-        else:
-            raise AssertionError(f"never reached apply: {status}")
+        await wait_for_running_stage(s, build_id, "apply")
         answer = await ok(s, "cancel_build", {"build_id": build_id})
         assert answer["status"] == "running" and "requested" in answer["message"].lower(), answer
         final = await wait_for_build(s, build_id, budget=120)

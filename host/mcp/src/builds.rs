@@ -2,7 +2,6 @@
 //! download link. Every lookup goes through the owner-scoped store, so one
 //! caller never sees another's builds (not even that they exist).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -366,18 +365,7 @@ pub fn status_of(app: &App, b: &BuildRecord) -> BuildStatusOut {
 pub async fn details(app: &App, owner: &OwnerId, id: &str) -> Result<BuildDetails, String> {
     let b = find(app, owner, id).await?;
     let plan: Option<Plan> = serde_json::from_str(&b.plan_json).ok();
-    let plan_summary = plan.as_ref().map(|p| {
-        let mut by_source = BTreeMap::new();
-        for s in &p.steps {
-            *by_source.entry(s.source.clone()).or_insert(0) += 1;
-        }
-        recipes::PlanSummary {
-            steps: p.steps.len(),
-            checks: p.checks.len(),
-            features: p.features.iter().map(|f| f.name.clone()).collect(),
-            steps_by_source: by_source,
-        }
-    });
+    let plan_summary = plan.as_ref().map(recipes::PlanSummary::of);
     let dir = app.builds.build_dir(&b.id);
     let package_count = std::fs::read(dir.join(PACKAGES_FILE))
         .ok()

@@ -89,6 +89,21 @@ pub struct PlanSummary {
     pub steps_by_source: BTreeMap<String, usize>,
 }
 
+impl PlanSummary {
+    pub fn of(plan: &Plan) -> PlanSummary {
+        let mut steps_by_source = BTreeMap::new();
+        for s in &plan.steps {
+            *steps_by_source.entry(s.source.clone()).or_insert(0) += 1;
+        }
+        PlanSummary {
+            steps: plan.steps.len(),
+            checks: plan.checks.len(),
+            features: plan.features.iter().map(|f| f.name.clone()).collect(),
+            steps_by_source,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct PlanOut {
     pub valid: bool,
@@ -312,18 +327,7 @@ pub(crate) fn split(d: Diagnostics) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
 
 pub async fn validate(app: &App, recipe: Value) -> Result<Validation, String> {
     let outcome = run_planner(app, move |set| plan::plan_value(recipe, set, true)).await?;
-    let plan_summary = outcome.plan.as_ref().map(|p| {
-        let mut by_source = BTreeMap::new();
-        for s in &p.steps {
-            *by_source.entry(s.source.clone()).or_insert(0) += 1;
-        }
-        PlanSummary {
-            steps: p.steps.len(),
-            checks: p.checks.len(),
-            features: p.features.iter().map(|f| f.name.clone()).collect(),
-            steps_by_source: by_source,
-        }
-    });
+    let plan_summary = outcome.plan.as_ref().map(PlanSummary::of);
     let (errors, warnings) = split(outcome.diagnostics);
     let valid = errors.is_empty();
     Ok(Validation {
