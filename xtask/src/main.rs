@@ -220,6 +220,7 @@ const BUILD_TOOLS: &[(&str, &str)] = &[
     ("xorriso", "xorriso"),
     ("mformat", "mtools"),
     ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),
     ("mkfs.ext4", "e2fsprogs"),
 ];
 /// Packages without a command to look for.
