@@ -39,6 +39,12 @@ TOOLS = {
     "retry_build",
     "cancel_build",
     "get_build_log",
+    "create_vm",
+    "list_vms",
+    "start_vm",
+    "stop_vm",
+    "delete_vm",
+    "get_vm_serial_log",
 }
 CATEGORIES = {"server", "containers", "monitoring", "healthcare", "security", "edge", "development"}
 FEATURES = {"docker", "firewall", "gxp", "hardening", "monitoring", "motd", "podman", "ssh"}

@@ -245,6 +245,12 @@ EXPECTED_ARGS = {
     "retry_build": ({"build_id"}, {"build_id"}),
     "cancel_build": ({"build_id"}, {"build_id"}),
     "get_build_log": ({"build_id", "tail_lines"}, {"build_id"}),
+    "create_vm": ({"build_id", "name", "memory_mb", "vcpus"}, {"build_id", "name"}),
+    "list_vms": ({"build_id"}, set()),
+    "start_vm": ({"vm_name"}, {"vm_name"}),
+    "stop_vm": ({"vm_name", "force"}, {"vm_name"}),
+    "delete_vm": ({"vm_name"}, {"vm_name"}),
+    "get_vm_serial_log": ({"vm_name", "tail_lines"}, {"vm_name"}),
 }
 
 

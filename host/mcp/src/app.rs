@@ -8,6 +8,7 @@ use openfactory_store::Store;
 
 use crate::builds::BuildSettings;
 use crate::metrics::Metrics;
+use crate::vms::VmSettings;
 
 /// Catalog, plugins, database and metrics: built once, shared by every session.
 pub struct App {
@@ -16,6 +17,7 @@ pub struct App {
     pub store: Store,
     pub metrics: Metrics,
     pub builds: BuildSettings,
+    pub vms: VmSettings,
 }
 
 impl App {
@@ -24,6 +26,7 @@ impl App {
         plugins: PluginHost,
         store: Store,
         builds: BuildSettings,
+        vms: VmSettings,
     ) -> Arc<App> {
         Arc::new(App {
             catalog,
@@ -31,6 +34,7 @@ impl App {
             store,
             metrics: Metrics::new(),
             builds,
+            vms,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod owner;
 pub mod recipes;
 pub mod sse;
 pub mod tools;
+pub mod vms;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

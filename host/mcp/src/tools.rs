@@ -23,6 +23,7 @@ use crate::owner::OwnerPolicy;
 use crate::recipes::{
     self, Categories, Created, Features, PlanOut, RecipeDetails, RecipeList, Validation,
 };
+use crate::vms::{self, SerialLog, VmAction, VmList, VmOut};
 
 /// One MCP server instance. Legacy SSE and stdio sessions fix the owner when
 /// they start; Streamable HTTP resolves it from each request.
@@ -129,6 +130,67 @@ pub struct BuildLogArgs {
     /// How many of the last lines: 1 to 5000 (default 200).
     #[schemars(with = "Option<i64>")]
     pub tail_lines: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CreateVmArgs {
+    /// A completed build of yours (from list_builds).
+    #[schemars(with = "String")]
+    pub build_id: Value,
+    /// A name for the VM, unique among yours: lowercase letters, digits and `-`, e.g. `web-1`.
+    #[schemars(with = "String")]
+    pub name: Value,
+    /// Memory in MiB: 256 up to the server's limit (default 1024).
+    #[schemars(with = "Option<i64>")]
+    pub memory_mb: Option<Value>,
+    /// Virtual CPUs: 1 up to the server's limit (default 1).
+    #[schemars(with = "Option<i64>")]
+    pub vcpus: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListVmsArgs {
+    /// Only VMs made from this build.
+    #[schemars(with = "Option<String>")]
+    pub build_id: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct VmNameArgs {
+    /// The VM's name (list_vms shows yours).
+    #[schemars(with = "String")]
+    pub vm_name: Value,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct StopVmArgs {
+    /// The VM's name (list_vms shows yours).
+    #[schemars(with = "String")]
+    pub vm_name: Value,
+    /// Stop at once instead of asking the guest to power off (ACPI). Default false.
+    #[schemars(with = "Option<bool>")]
+    pub force: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SerialLogArgs {
+    /// The VM's name (list_vms shows yours).
+    #[schemars(with = "String")]
+    pub vm_name: Value,
+    /// How many of the last lines: 1 to 5000 (default 100).
+    #[schemars(with = "Option<i64>")]
+    pub tail_lines: Option<Value>,
+}
+
+fn opt_bool(value: Option<Value>, field: &str) -> Result<Option<bool>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(other) => Err(format!(
+            "{field}: expected true or false, got {}",
+            kind(&other)
+        )),
+    }
 }
 
 fn opt_int(value: Option<Value>, field: &str) -> Result<Option<i64>, String> {
@@ -597,6 +659,153 @@ impl OpenFactoryServer {
             let owner = self.caller(&ctx).await?;
             let id = text(args.build_id, "build_id")?;
             Ok(Json(builds::cancel(&self.app, &owner, &id).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Create a VM",
+        description = "Create and start a VM that boots one of your completed builds' ISO (QEMU). `memory_mb` and `vcpus` are bounded by the server. The VM boots in about a minute; get_vm_serial_log shows its console.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn create_vm(
+        &self,
+        Parameters(args): Parameters<CreateVmArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<VmOut>, String> {
+        self.run("create_vm", async {
+            let owner = self.caller(&ctx).await?;
+            let build_id = text(args.build_id, "build_id")?;
+            let name = text(args.name, "name")?;
+            let memory = opt_int(args.memory_mb, "memory_mb")?;
+            let vcpus = opt_int(args.vcpus, "vcpus")?;
+            Ok(Json(
+                vms::create(&self.app, &owner, &build_id, &name, memory, vcpus).await?,
+            ))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "List VMs",
+        description = "Your VMs (running or stopped) with their build, memory, vCPUs and accelerator; optionally only those of one build.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn list_vms(
+        &self,
+        Parameters(args): Parameters<ListVmsArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<VmList>, String> {
+        self.run("list_vms", async {
+            let owner = self.caller(&ctx).await?;
+            let build_id = opt_text(args.build_id, "build_id")?;
+            Ok(Json(
+                vms::list(&self.app, &owner, build_id.as_deref()).await?,
+            ))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Start a VM",
+        description = "Start one of your stopped VMs.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn start_vm(
+        &self,
+        Parameters(args): Parameters<VmNameArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<VmAction>, String> {
+        self.run("start_vm", async {
+            let owner = self.caller(&ctx).await?;
+            let name = text(args.vm_name, "vm_name")?;
+            Ok(Json(vms::start(&self.app, &owner, &name).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Stop a VM",
+        description = "Stop one of your VMs: by default ask the guest to power off (ACPI) and wait up to 30 s, saying so if it does not; with force=true, stop it at once.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn stop_vm(
+        &self,
+        Parameters(args): Parameters<StopVmArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<VmAction>, String> {
+        self.run("stop_vm", async {
+            let owner = self.caller(&ctx).await?;
+            let name = text(args.vm_name, "vm_name")?;
+            let force = opt_bool(args.force, "force")?.unwrap_or(false);
+            Ok(Json(vms::stop(&self.app, &owner, &name, force).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Delete a VM",
+        description = "Delete one of your VMs: stopped at once if running, then every file and port it held is released.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn delete_vm(
+        &self,
+        Parameters(args): Parameters<VmNameArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<VmAction>, String> {
+        self.run("delete_vm", async {
+            let owner = self.caller(&ctx).await?;
+            let name = text(args.vm_name, "vm_name")?;
+            Ok(Json(vms::delete(&self.app, &owner, &name).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Get a VM's serial console",
+        description = "The last lines of one of your VMs' serial console (boot messages, the login prompt), for text-only clients.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn get_vm_serial_log(
+        &self,
+        Parameters(args): Parameters<SerialLogArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<SerialLog>, String> {
+        self.run("get_vm_serial_log", async {
+            let owner = self.caller(&ctx).await?;
+            let name = text(args.vm_name, "vm_name")?;
+            let tail = opt_int(args.tail_lines, "tail_lines")?;
+            Ok(Json(vms::serial_log(&self.app, &owner, &name, tail).await?))
         })
         .await
     }

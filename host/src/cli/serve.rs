@@ -8,9 +8,11 @@ use anyhow::Context as _;
 use openfactory_core::catalog::Catalog;
 use openfactory_mcp::builds::BuildSettings;
 use openfactory_mcp::links::LinkSigner;
+use openfactory_mcp::vms::VmSettings;
 use openfactory_mcp::{App, HostPolicy, OwnerPolicy};
 use openfactory_plugin_host::PluginHost;
 use openfactory_store::Store;
+use openfactory_vm::QemuBackend;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -54,6 +56,18 @@ pub struct BuildArgs {
     /// Queued + running builds one owner may have.
     #[arg(long, env = "OPENFACTORY_MAX_ACTIVE_BUILDS", default_value_t = 3)]
     pub max_active_builds: u32,
+    /// VM accelerator: auto (KVM if a guest really runs under it, else TCG), kvm or tcg.
+    #[arg(long, env = "OPENFACTORY_ACCEL", default_value = "auto")]
+    pub accel: openfactory_vm::AccelSetting,
+    /// Most memory one VM may have, in MiB.
+    #[arg(long, env = "OPENFACTORY_MAX_VM_MEMORY_MB", default_value_t = 4096)]
+    pub max_vm_memory_mb: u32,
+    /// Most vCPUs one VM may have.
+    #[arg(long, env = "OPENFACTORY_MAX_VM_VCPUS", default_value_t = 2)]
+    pub max_vm_vcpus: u32,
+    /// VMs one owner may have (running or stopped).
+    #[arg(long, env = "OPENFACTORY_MAX_VMS", default_value_t = 2)]
+    pub max_vms: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,7 +119,13 @@ async fn app(
         max_active_per_owner: builds.max_active_builds.max(1),
         wake: tokio::sync::Notify::new(),
     };
-    Ok(App::new(catalog, plugins, store, settings))
+    let vms = VmSettings {
+        backend: QemuBackend::new(&config.home.join("vms"), builds.accel),
+        max_memory_mb: builds.max_vm_memory_mb.max(256),
+        max_vcpus: builds.max_vm_vcpus.max(1),
+        max_vms_per_owner: builds.max_vms,
+    };
+    Ok(App::new(catalog, plugins, store, settings, vms))
 }
 
 /// Clean up after an interrupted run, then start the build worker.

@@ -6,8 +6,10 @@
 //! parameters, no SQLite-only functions) for PostgreSQL.
 
 mod builds;
+mod vms;
 
 pub use builds::{BuildEnd, BuildRecord, BuildStatus, CancelOutcome, NewBuild};
+pub use vms::VmRow;
 
 use std::fmt;
 use std::str::FromStr;

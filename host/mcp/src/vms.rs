@@ -1,0 +1,379 @@
+//! The VM tools' logic: VMs from the caller's completed builds, by name.
+//! Names are per owner; another owner's VM is "not found", like a missing one.
+
+use std::time::Duration;
+
+use openfactory_build::pipeline::ISO_FILE;
+use openfactory_core::rules;
+use openfactory_store::{BuildStatus, OwnerId, StoreError, VmRow};
+use openfactory_vm::{QemuBackend, StopOutcome, VmSpec, VmState};
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::builds;
+
+/// The backend and the bounds every owner's VMs live within.
+pub struct VmSettings {
+    pub backend: QemuBackend,
+    pub max_memory_mb: u32,
+    pub max_vcpus: u32,
+    pub max_vms_per_owner: u32,
+}
+
+/// How long `stop_vm` waits for an ACPI power-down before saying so.
+pub const GRACEFUL_STOP: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VmOut {
+    pub name: String,
+    pub build_id: String,
+    /// running or stopped.
+    pub state: String,
+    pub memory_mb: u32,
+    pub vcpus: u32,
+    pub created_at: String,
+    /// kvm or tcg.
+    pub accelerator: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VmList {
+    pub vms: Vec<VmOut>,
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VmAction {
+    pub name: String,
+    pub state: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SerialLog {
+    pub name: String,
+    pub state: String,
+    /// The last lines the guest wrote to its serial console (escape codes removed).
+    pub lines: Vec<String>,
+    pub total_lines: usize,
+}
+
+fn store_error(e: StoreError) -> String {
+    match e {
+        StoreError::Conflict(message) => message,
+        e => {
+            tracing::error!(error = %e, "store failure");
+            "the server could not read or write its database; try again later".into()
+        }
+    }
+}
+
+fn backend_error(e: openfactory_vm::VmError) -> String {
+    tracing::warn!(error = %e, "VM backend");
+    format!(
+        "the VM backend failed: {}",
+        rules::truncate(&e.to_string(), 300)
+    )
+}
+
+/// VM names: what people type, and safe in every place they go.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "name `{}` is not a VM name: use 1 to 63 lowercase letters, digits and `-`, starting with a letter or digit (e.g. web-1)",
+            rules::truncate(name, 40).escape_debug()
+        ))
+    }
+}
+
+fn not_found(name: &str) -> String {
+    format!("VM `{name}` not found; list_vms shows yours")
+}
+
+async fn find(app: &App, owner: &OwnerId, name: &str) -> Result<VmRow, String> {
+    check_name(name).map_err(|e| format!("vm_{e}"))?;
+    app.store
+        .vm(owner, name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(name))
+}
+
+fn state_name(state: &VmState) -> &'static str {
+    match state {
+        VmState::Running { .. } => "running",
+        VmState::Stopped => "stopped",
+    }
+}
+
+async fn out(app: &App, row: VmRow) -> VmOut {
+    let state = app.vms.backend.state(&row.id).await;
+    let accelerator = app
+        .vms
+        .backend
+        .record(&row.id)
+        .ok()
+        .map(|r| r.accel.to_string());
+    VmOut {
+        state: state_name(&state).into(),
+        name: row.name,
+        build_id: row.build_id,
+        memory_mb: row.memory_mb,
+        vcpus: row.vcpus,
+        created_at: row.created_at,
+        accelerator,
+    }
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    hex::encode(bytes)
+}
+
+pub async fn create(
+    app: &App,
+    owner: &OwnerId,
+    build_id: &str,
+    name: &str,
+    memory_mb: Option<i64>,
+    vcpus: Option<i64>,
+) -> Result<VmOut, String> {
+    check_name(name)?;
+    let limits = &app.vms;
+    let memory_mb = match memory_mb.unwrap_or(1024) {
+        m if (256..=i64::from(limits.max_memory_mb)).contains(&m) => m as u32,
+        m => {
+            return Err(format!(
+                "memory_mb: {m} is out of range; use 256 to {} (this server's limit)",
+                limits.max_memory_mb
+            ));
+        }
+    };
+    let vcpus = match vcpus.unwrap_or(1) {
+        v if (1..=i64::from(limits.max_vcpus)).contains(&v) => v as u32,
+        v => {
+            return Err(format!(
+                "vcpus: {v} is out of range; use 1 to {} (this server's limit)",
+                limits.max_vcpus
+            ));
+        }
+    };
+    let build = builds::find(app, owner, build_id).await?;
+    if build.status != BuildStatus::Completed {
+        return Err(format!(
+            "build `{build_id}` is {}, not completed: a VM boots a completed build's ISO",
+            build.status
+        ));
+    }
+    let existing = app.store.vms(owner, None).await.map_err(store_error)?;
+    if existing.len() as u32 >= limits.max_vms_per_owner {
+        return Err(format!(
+            "you have {} VMs (the limit is {}); delete one with delete_vm first",
+            existing.len(),
+            limits.max_vms_per_owner
+        ));
+    }
+    let row = VmRow {
+        id: new_id(),
+        name: name.to_owned(),
+        build_id: build.id.clone(),
+        memory_mb,
+        vcpus,
+        created_at: String::new(),
+    };
+    app.store
+        .insert_vm(owner, &row)
+        .await
+        .map_err(store_error)?;
+    let spec = VmSpec {
+        id: row.id.clone(),
+        iso: app.builds.build_dir(&build.id).join(ISO_FILE),
+        memory_mb,
+        vcpus,
+        disk_gb: None,
+        forwards: Vec::new(),
+    };
+    if let Err(e) = app.vms.backend.create(&spec).await {
+        // Nothing half-made: the record goes, and whatever the backend wrote.
+        let _ = app.store.delete_vm(owner, name).await;
+        let _ = std::fs::remove_dir_all(app.vms.backend.paths(&row.id).dir);
+        return Err(backend_error(e));
+    }
+    let row = app
+        .store
+        .vm(owner, name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(name))?;
+    Ok(out(app, row).await)
+}
+
+pub async fn list(app: &App, owner: &OwnerId, build_id: Option<&str>) -> Result<VmList, String> {
+    let rows = app.store.vms(owner, build_id).await.map_err(store_error)?;
+    let mut vms = Vec::with_capacity(rows.len());
+    for row in rows {
+        vms.push(out(app, row).await);
+    }
+    Ok(VmList {
+        count: vms.len(),
+        vms,
+    })
+}
+
+pub async fn start(app: &App, owner: &OwnerId, name: &str) -> Result<VmAction, String> {
+    let row = find(app, owner, name).await?;
+    let was = app.vms.backend.state(&row.id).await;
+    if let VmState::Running { .. } = was {
+        return Ok(VmAction {
+            name: row.name,
+            state: "running".into(),
+            message: "The VM was already running.".into(),
+        });
+    }
+    app.vms
+        .backend
+        .start(&row.id)
+        .await
+        .map_err(backend_error)?;
+    Ok(VmAction {
+        name: row.name,
+        state: "running".into(),
+        message: "Started; it boots in about a minute (get_vm_serial_log shows the console)."
+            .into(),
+    })
+}
+
+pub async fn stop(app: &App, owner: &OwnerId, name: &str, force: bool) -> Result<VmAction, String> {
+    let row = find(app, owner, name).await?;
+    let outcome = app
+        .vms
+        .backend
+        .stop(&row.id, force, GRACEFUL_STOP)
+        .await
+        .map_err(backend_error)?;
+    let (state, message) = match outcome {
+        StopOutcome::PoweredOff => ("stopped", "The guest powered off (ACPI).".to_owned()),
+        StopOutcome::Killed => ("stopped", "Stopped at once (force).".to_owned()),
+        StopOutcome::AlreadyStopped => ("stopped", "The VM was not running.".to_owned()),
+        StopOutcome::StillRunning => (
+            "running",
+            format!(
+                "The guest did not power off within {} s of the ACPI request and is still running; \
+                 call stop_vm with force=true to stop it at once.",
+                GRACEFUL_STOP.as_secs()
+            ),
+        ),
+    };
+    Ok(VmAction {
+        name: row.name,
+        state: state.into(),
+        message,
+    })
+}
+
+pub async fn delete(app: &App, owner: &OwnerId, name: &str) -> Result<VmAction, String> {
+    let row = find(app, owner, name).await?;
+    match app.vms.backend.delete(&row.id).await {
+        Ok(()) | Err(openfactory_vm::VmError::NotFound(_)) => {}
+        Err(e) => return Err(backend_error(e)),
+    }
+    app.store
+        .delete_vm(owner, name)
+        .await
+        .map_err(store_error)?;
+    Ok(VmAction {
+        name: row.name,
+        state: "deleted".into(),
+        message: "The VM was stopped if needed, and its files and ports released.".into(),
+    })
+}
+
+/// Remove terminal escape sequences (colours, cursor moves) from console text.
+pub fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c == '\r' || (c.is_control() && c != '\n' && c != '\t') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub async fn serial_log(
+    app: &App,
+    owner: &OwnerId,
+    name: &str,
+    tail_lines: Option<i64>,
+) -> Result<SerialLog, String> {
+    let row = find(app, owner, name).await?;
+    let n = match tail_lines {
+        None => 100,
+        Some(n) if (1..=5000).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(format!(
+                "tail_lines: {n} is out of range; use 1 to 5000 (default 100)"
+            ));
+        }
+    };
+    let bytes = std::fs::read(app.vms.backend.paths(&row.id).serial()).unwrap_or_default();
+    let text = strip_escapes(&String::from_utf8_lossy(&bytes));
+    let lines: Vec<&str> = text.lines().collect();
+    let total = lines.len();
+    let state = app.vms.backend.state(&row.id).await;
+    Ok(SerialLog {
+        name: row.name,
+        state: state_name(&state).into(),
+        lines: lines[total.saturating_sub(n)..]
+            .iter()
+            .map(|l| rules::truncate(l, 400))
+            .collect(),
+        total_lines: total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("web-1").is_ok());
+        for bad in ["", "../x", "Web", "-x", "a b", &"x".repeat(64)] {
+            assert!(
+                check_name(bad).unwrap_err().contains("not a VM name"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn console_escapes_are_removed() {
+        assert_eq!(
+            strip_escapes("[\u{1b}[0;32m  OK  \u{1b}[0m] Started\r\nlogin: "),
+            "[  OK  ] Started\nlogin: "
+        );
+    }
+}
