@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -87,6 +88,8 @@ def server(of_bin, tmp_path_factory, catalog_snapshot) -> ofmcp.Server:
     srv = ofmcp.Server.start(of_bin, home, root)
     yield srv
     code = srv.stop()
+    # VMs outlive the server by design; a failed test must not leave them running.
+    subprocess.run(["pkill", "-f", f"qemu-system-x86_64 .*{home}/vms/"], check=False)
     # The session-wide server must shut down on SIGTERM within 10 s.
     assert code is not None, f"openfactory serve did not exit within 10 s of SIGTERM\n{srv.stderr_tail()}"
 

@@ -45,6 +45,7 @@ TOOLS = {
     "stop_vm",
     "delete_vm",
     "get_vm_serial_log",
+    "get_vm_console_url",
 }
 CATEGORIES = {"server", "containers", "monitoring", "healthcare", "security", "edge", "development"}
 FEATURES = {"docker", "firewall", "gxp", "hardening", "monitoring", "motd", "podman", "ssh"}
@@ -70,7 +71,7 @@ def catalog_templates() -> dict[str, str]:
 
 
 def server_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFACTORY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFACTORY_") or k == "OPENFACTORY_NOVNC_DIR"}
     env["OPENFACTORY_RECIPES_DIR"] = str(recipes_dir())
     return env
 

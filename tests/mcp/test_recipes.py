@@ -251,6 +251,7 @@ EXPECTED_ARGS = {
     "stop_vm": ({"vm_name", "force"}, {"vm_name"}),
     "delete_vm": ({"vm_name"}, {"vm_name"}),
     "get_vm_serial_log": ({"vm_name", "tail_lines"}, {"vm_name"}),
+    "get_vm_console_url": ({"vm_name"}, {"vm_name"}),
 }
 
 

@@ -33,6 +33,7 @@ fn main() -> Result<()> {
                 _ => root.join("target/dev-home"),
             };
             plugins(&root)?;
+            novnc(&root)?;
             install(&root, &home)
         }
         Some("run") => {
@@ -40,17 +41,21 @@ fn main() -> Result<()> {
             plugins(&root)?;
             let home = root.join("target/dev-home");
             install(&root, &home)?;
+            let novnc = novnc(&root)?;
             let rest: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
             let status = cargo()
                 .args(["run", "-q", "-p", "openfactory", "--"])
                 .args(rest)
                 .env("OPENFACTORY_HOME", &home)
+                .env("OPENFACTORY_NOVNC_DIR", &novnc)
                 .status()?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Some("test") => {
             ensure_build_tools()?;
             plugins(&root)?;
+            novnc(&root)?;
+            browser_driver(&root)?;
             let rust = run(cargo()
                 .args(["test", "--workspace", "--no-fail-fast"])
                 .envs(test_env(&root)));
@@ -96,9 +101,52 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// noVNC version served by the browser console (npm `@novnc/novnc`).
+const NOVNC: &str = "1.7.0";
+
+/// Install noVNC under target/ (once) for the console; its package directory.
+fn novnc(root: &Path) -> Result<PathBuf> {
+    let prefix = root.join("target/novnc");
+    let package = prefix.join("node_modules/@novnc/novnc");
+    let version = std::fs::read_to_string(package.join("package.json")).unwrap_or_default();
+    if !version.contains(&format!("\"version\": \"{NOVNC}\"")) {
+        std::fs::create_dir_all(&prefix)?;
+        eprintln!("xtask: installing @novnc/novnc {NOVNC} for the VM console");
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("@novnc/novnc@{NOVNC}")))?;
+    }
+    Ok(package)
+}
+
+/// playwright-core (driving Debian's chromium) for the browser tests.
+const PLAYWRIGHT: &str = "1.64.1";
+
+fn browser_driver(root: &Path) -> Result<()> {
+    let prefix = root.join("target/browser");
+    let installed =
+        std::fs::read_to_string(prefix.join("node_modules/playwright-core/package.json"))
+            .unwrap_or_default();
+    if !installed.contains(&format!("\"version\": \"{PLAYWRIGHT}\"")) {
+        std::fs::create_dir_all(&prefix)?;
+        eprintln!("xtask: installing playwright-core {PLAYWRIGHT} for the browser tests");
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("playwright-core@{PLAYWRIGHT}")))?;
+    }
+    Ok(())
+}
+
 /// The environment tests and benchmarks use to find the built bundles.
 fn test_env(root: &Path) -> Vec<(&'static str, PathBuf)> {
     vec![
+        (
+            "OPENFACTORY_NOVNC_DIR",
+            root.join("target/novnc/node_modules/@novnc/novnc"),
+        ),
+        ("OPENFACTORY_BROWSER_DIR", root.join("target/browser")),
         ("OPENFACTORY_BUNDLES", root.join("target/bundles")),
         ("OPENFACTORY_TEST_BUNDLES", root.join("target/test-bundles")),
         (
@@ -221,6 +269,7 @@ const BUILD_TOOLS: &[(&str, &str)] = &[
     ("mformat", "mtools"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("qemu-img", "qemu-utils"),
+    ("chromium", "chromium"),
     ("mkfs.ext4", "e2fsprogs"),
 ];
 /// Packages without a command to look for.

@@ -190,6 +190,10 @@ pub fn router(
             "/api/builds/{id}/iso",
             get(crate::downloads::iso).with_state(app.clone()),
         )
+        .merge(crate::console::router(
+            app.clone(),
+            app.vms.novnc_dir.clone(),
+        ))
         .layer(middleware::from_fn_with_state(Arc::new(hosts), check_host))
         .layer(DefaultBodyLimit::max(MAX_BODY));
 

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod builds;
+pub mod console;
 pub mod downloads;
 pub mod http;
 pub mod jsonrpc;

@@ -23,7 +23,7 @@ use crate::owner::OwnerPolicy;
 use crate::recipes::{
     self, Categories, Created, Features, PlanOut, RecipeDetails, RecipeList, Validation,
 };
-use crate::vms::{self, SerialLog, VmAction, VmList, VmOut};
+use crate::vms::{self, ConsoleLink, SerialLog, VmAction, VmList, VmOut};
 
 /// One MCP server instance. Legacy SSE and stdio sessions fix the owner when
 /// they start; Streamable HTTP resolves it from each request.
@@ -782,6 +782,29 @@ impl OpenFactoryServer {
             let owner = self.caller(&ctx).await?;
             let name = text(args.vm_name, "vm_name")?;
             Ok(Json(vms::delete(&self.app, &owner, &name).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Get a VM console URL",
+        description = "A link to one of your running VMs' screen in a browser (noVNC), valid for 10 minutes and for you alone.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn get_vm_console_url(
+        &self,
+        Parameters(args): Parameters<VmNameArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<ConsoleLink>, String> {
+        self.run("get_vm_console_url", async {
+            let owner = self.caller(&ctx).await?;
+            let name = text(args.vm_name, "vm_name")?;
+            Ok(Json(vms::console_url(&self.app, &owner, &name).await?))
         })
         .await
     }

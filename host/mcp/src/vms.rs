@@ -19,6 +19,8 @@ pub struct VmSettings {
     pub max_memory_mb: u32,
     pub max_vcpus: u32,
     pub max_vms_per_owner: u32,
+    /// The vendored noVNC package (`@novnc/novnc`); without it there is no browser console.
+    pub novnc_dir: Option<std::path::PathBuf>,
 }
 
 /// How long `stop_vm` waits for an ACPI power-down before saying so.
@@ -48,6 +50,15 @@ pub struct VmAction {
     pub name: String,
     pub state: String,
     pub message: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ConsoleLink {
+    pub name: String,
+    /// Open in a browser: the VM's screen and keyboard (noVNC).
+    pub url: String,
+    pub expires_at: String,
+    pub note: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -295,6 +306,46 @@ pub async fn delete(app: &App, owner: &OwnerId, name: &str) -> Result<VmAction, 
         name: row.name,
         state: "deleted".into(),
         message: "The VM was stopped if needed, and its files and ports released.".into(),
+    })
+}
+
+pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<ConsoleLink, String> {
+    let row = find(app, owner, name).await?;
+    let Some(base) = &app.builds.public_url else {
+        return Err("this server has no HTTP address (stdio mode); the browser console needs `openfactory serve`; get_vm_serial_log works everywhere".into());
+    };
+    if app.vms.novnc_dir.is_none() {
+        return Err("the browser console is not installed on this server (noVNC is missing; operators install it with `cargo xtask install` or --novnc-dir); get_vm_serial_log shows the serial console".into());
+    }
+    if app.vms.backend.state(&row.id).await == VmState::Stopped {
+        return Err(format!(
+            "VM `{name}` is stopped; start it with start_vm first"
+        ));
+    }
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+        + crate::console::CONSOLE_LINK_SECONDS;
+    let token = app.builds.links.sign("console", &row.id, owner, expires);
+    Ok(ConsoleLink {
+        url: format!(
+            "{}/console/{}?token={token}",
+            base.trim_end_matches('/'),
+            row.id
+        ),
+        expires_at: time::OffsetDateTime::from_unix_timestamp(expires)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default(),
+        note: format!(
+            "Open the link within {} minutes; it is yours alone, so do not share it.",
+            crate::console::CONSOLE_LINK_SECONDS / 60
+        ),
+        name: row.name,
     })
 }
 

@@ -68,6 +68,10 @@ pub struct BuildArgs {
     /// VMs one owner may have (running or stopped).
     #[arg(long, env = "OPENFACTORY_MAX_VMS", default_value_t = 2)]
     pub max_vms: u32,
+    /// The noVNC package directory (npm `@novnc/novnc`) for the browser console;
+    /// `cargo xtask run` installs it and sets this.
+    #[arg(long, env = "OPENFACTORY_NOVNC_DIR", value_name = "DIR")]
+    pub novnc_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,7 +128,14 @@ async fn app(
         max_memory_mb: builds.max_vm_memory_mb.max(256),
         max_vcpus: builds.max_vm_vcpus.max(1),
         max_vms_per_owner: builds.max_vms,
+        novnc_dir: builds
+            .novnc_dir
+            .clone()
+            .filter(|dir| dir.join("core/rfb.js").is_file()),
     };
+    if vms.novnc_dir.is_none() {
+        tracing::warn!("noVNC is not installed (--novnc-dir): get_vm_console_url will say so");
+    }
     Ok(App::new(catalog, plugins, store, settings, vms))
 }
 

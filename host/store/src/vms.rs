@@ -82,6 +82,18 @@ impl Store {
         r.as_ref().map(row).transpose()
     }
 
+    /// One of the owner's VMs by id (console links carry the id).
+    pub async fn vm_by_id(&self, owner: &OwnerId, id: &str) -> Result<Option<VmRow>, StoreError> {
+        let r = sqlx::query(
+            "SELECT id, name, build_id, memory_mb, vcpus, created_at FROM vms WHERE owner_id = $1 AND id = $2",
+        )
+        .bind(owner.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(row).transpose()
+    }
+
     /// Forget a VM; whether it was there.
     pub async fn delete_vm(&self, owner: &OwnerId, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM vms WHERE owner_id = $1 AND name = $2")
