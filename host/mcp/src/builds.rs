@@ -490,6 +490,17 @@ pub async fn cancel(app: &App, owner: &OwnerId, id: &str) -> Result<CancelOut, S
     })
 }
 
+/// A `tail_lines` argument: 1 to 5000, `default` when absent.
+pub(crate) fn tail_lines_arg(value: Option<i64>, default: usize) -> Result<usize, String> {
+    match value {
+        None => Ok(default),
+        Some(n) if (1..=5000).contains(&n) => Ok(n as usize),
+        Some(n) => Err(format!(
+            "tail_lines: {n} is out of range; use 1 to 5000 (default {default})"
+        )),
+    }
+}
+
 pub async fn log(
     app: &App,
     owner: &OwnerId,
@@ -497,15 +508,7 @@ pub async fn log(
     tail_lines: Option<i64>,
 ) -> Result<BuildLog, String> {
     let b = find(app, owner, id).await?;
-    let n = match tail_lines {
-        None => 200,
-        Some(n) if (1..=5000).contains(&n) => n as usize,
-        Some(n) => {
-            return Err(format!(
-                "tail_lines: {n} is out of range; use 1 to 5000 (default 200)"
-            ));
-        }
-    };
+    let n = tail_lines_arg(tail_lines, 200)?;
     let (lines, total) = log_tail(app, &b.id, n);
     Ok(BuildLog {
         build_id: b.id,

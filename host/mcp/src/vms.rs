@@ -380,15 +380,7 @@ pub async fn serial_log(
     tail_lines: Option<i64>,
 ) -> Result<SerialLog, String> {
     let row = find(app, owner, name).await?;
-    let n = match tail_lines {
-        None => 100,
-        Some(n) if (1..=5000).contains(&n) => n as usize,
-        Some(n) => {
-            return Err(format!(
-                "tail_lines: {n} is out of range; use 1 to 5000 (default 100)"
-            ));
-        }
-    };
+    let n = builds::tail_lines_arg(tail_lines, 100)?;
     let bytes = std::fs::read(app.vms.backend.paths(&row.id).serial()).unwrap_or_default();
     let text = strip_escapes(&String::from_utf8_lossy(&bytes));
     let lines: Vec<&str> = text.lines().collect();
