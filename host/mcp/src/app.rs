@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use openfactory_core::catalog::Catalog;
 use openfactory_plugin_host::PluginHost;
-use openfactory_store::Store;
+use openfactory_store::{Store, StoreError};
 
 use crate::builds::BuildSettings;
 use crate::metrics::Metrics;
@@ -36,5 +36,17 @@ impl App {
             builds,
             vms,
         })
+    }
+}
+
+/// A store failure as a tool error: a conflict says what conflicted; anything
+/// else is logged and reported without internals.
+pub(crate) fn store_error(e: StoreError) -> String {
+    match e {
+        StoreError::Conflict(message) => message,
+        e => {
+            tracing::error!(error = %e, "store failure");
+            "the server could not read or write its database; try again later".into()
+        }
     }
 }

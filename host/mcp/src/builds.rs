@@ -3,18 +3,17 @@
 //! caller never sees another's builds (not even that they exist).
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openfactory_build::pipeline::{ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE};
 use openfactory_core::plan::{self, Plan};
 use openfactory_core::rules;
-use openfactory_store::{BuildRecord, BuildStatus, CancelOutcome, NewBuild, OwnerId, StoreError};
+use openfactory_store::{BuildRecord, BuildStatus, CancelOutcome, NewBuild, OwnerId};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::App;
-use crate::links::{LINK_LIFETIME_SECONDS, LinkSigner};
+use crate::app::{App, store_error};
+use crate::links::{LINK_LIFETIME_SECONDS, LinkSigner, rfc3339, unix_now};
 use crate::recipes;
 
 /// What the build tools need besides the store.
@@ -146,18 +145,6 @@ pub struct BuildLog {
     pub lines: Vec<String>,
     pub total_lines: usize,
     pub truncated: bool,
-}
-
-fn store_error(e: StoreError) -> String {
-    tracing::error!(error = %e, "store failure");
-    "the server could not read or write its database; try again later".into()
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Build ids are 12 lowercase hex digits.
@@ -426,13 +413,7 @@ pub async fn download_link(app: &App, owner: &OwnerId, id: &str) -> Result<Downl
     });
     Ok(DownloadLink {
         url,
-        expires_at: time::OffsetDateTime::from_unix_timestamp(expires)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default(),
+        expires_at: rfc3339(expires),
         sha256sum_line: format!("{sha256}  {filename}"),
         filename,
         sha256,

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -38,13 +37,6 @@ pub struct TokenQuery {
     token: String,
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     (status, format!("{}\n", message.into())).into_response()
 }
@@ -71,7 +63,11 @@ fn hardened(mut response: Response) -> Response {
 
 /// The owner's VM a console token is for, or why not.
 async fn authorise(app: &App, vm: &str, token: &str) -> Result<(OwnerId, VmRow), Response> {
-    let owner = match app.builds.links.verify("console", vm, token, now()) {
+    let owner = match app
+        .builds
+        .links
+        .verify("console", vm, token, crate::links::unix_now())
+    {
         Ok(owner) => owner,
         Err(e @ LinkError::Expired) => {
             return Err(refuse(

@@ -3,7 +3,6 @@
 //! tower-http's `ServeFile`, with the checksum in the headers.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -36,11 +35,11 @@ pub async fn iso(
     Query(query): Query<TokenQuery>,
     request: Request,
 ) -> Response {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let owner = match app.builds.links.verify("iso", &id, &query.token, now) {
+    let owner = match app
+        .builds
+        .links
+        .verify("iso", &id, &query.token, crate::links::unix_now())
+    {
         Ok(owner) => owner,
         Err(e @ LinkError::Expired) => return refuse(StatusCode::GONE, e.to_string()),
         Err(e) => return refuse(StatusCode::FORBIDDEN, e.to_string()),

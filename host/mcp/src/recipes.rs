@@ -10,12 +10,12 @@ use openfactory_core::plan::{self, Outcome, Plan};
 use openfactory_core::recipe::FeatureRef;
 use openfactory_core::validate;
 use openfactory_core::{Diagnostic, Diagnostics, FeatureSet, Recipe, rules};
-use openfactory_store::{OwnerId, StoreError};
+use openfactory_store::OwnerId;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::App;
+use crate::app::{App, store_error};
 
 /// `template` for catalog templates, `custom` for the caller's own recipes.
 pub const TEMPLATE: &str = "template";
@@ -183,14 +183,6 @@ fn summary(t: &Template, source: &str) -> RecipeSummary {
         base_image: t.recipe.base_image.clone(),
         features: t.recipe.features.iter().map(|f| f.name.clone()).collect(),
         tags: t.recipe.tags.clone(),
-    }
-}
-
-fn store_error(e: StoreError) -> String {
-    tracing::error!(error = %e, "store failure");
-    match e {
-        StoreError::Conflict(message) => message,
-        _ => "the server could not read or write its database; try again later".into(),
     }
 }
 

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use openfactory_build::pipeline::ISO_FILE;
 use openfactory_core::rules;
-use openfactory_store::{BuildStatus, OwnerId, StoreError, VmRow};
+use openfactory_store::{BuildStatus, OwnerId, VmRow};
 use openfactory_vm::{QemuBackend, StopOutcome, VmSpec, VmState};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::app::App;
+use crate::app::{App, store_error};
 use crate::builds;
 
 /// The backend and the bounds every owner's VMs live within.
@@ -68,16 +68,6 @@ pub struct SerialLog {
     /// The last lines the guest wrote to its serial console (escape codes removed).
     pub lines: Vec<String>,
     pub total_lines: usize,
-}
-
-fn store_error(e: StoreError) -> String {
-    match e {
-        StoreError::Conflict(message) => message,
-        e => {
-            tracing::error!(error = %e, "store failure");
-            "the server could not read or write its database; try again later".into()
-        }
-    }
 }
 
 fn backend_error(e: openfactory_vm::VmError) -> String {
@@ -322,11 +312,7 @@ pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<Conso
             "VM `{name}` is stopped; start it with start_vm first"
         ));
     }
-    let expires = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-        + crate::console::CONSOLE_LINK_SECONDS;
+    let expires = crate::links::unix_now() + crate::console::CONSOLE_LINK_SECONDS;
     let token = app.builds.links.sign("console", &row.id, owner, expires);
     Ok(ConsoleLink {
         url: format!(
@@ -334,13 +320,7 @@ pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<Conso
             base.trim_end_matches('/'),
             row.id
         ),
-        expires_at: time::OffsetDateTime::from_unix_timestamp(expires)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default(),
+        expires_at: crate::links::rfc3339(expires),
         note: format!(
             "Open the link within {} minutes; it is yours alone, so do not share it.",
             crate::console::CONSOLE_LINK_SECONDS / 60
