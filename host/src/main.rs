@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod render;
+mod vms;
 mod worker;
 
 use std::process::ExitCode;

@@ -116,12 +116,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, of_bin: str, home: Path, workdir: Path, ready_timeout: float = 30.0) -> "Server":
+    def start(cls, of_bin: str, home: Path, workdir: Path, ready_timeout: float = 30.0, extra_args: tuple[str, ...] = ()) -> "Server":
         port = free_port()
         stderr_path = workdir / f"serve-{port}.stderr"
         stdout_path = workdir / f"serve-{port}.stdout"
         proc = subprocess.Popen(
-            [of_bin, "--home", str(home), "serve", "--listen", f"127.0.0.1:{port}"],
+            [of_bin, "--home", str(home), "serve", "--listen", f"127.0.0.1:{port}", *extra_args],
             env=server_env(),
             stdin=subprocess.DEVNULL,
             stdout=stdout_path.open("wb"),

@@ -17,6 +17,7 @@ import websockets
 import websockets.asyncio.client
 import websockets.exceptions
 
+import ofmcp
 from ofmcp import REPO, ok, tool_error
 from test_builds import wait_for_build
 
@@ -149,3 +150,98 @@ async def test_a_vm_from_a_build_boots_stops_starts_and_is_deleted(connect, serv
     ps = subprocess.run(["ps", "-ww", "-eo", "stat=,args="], capture_output=True, text=True).stdout
     live = [line for line in ps.splitlines() if "qemu-system" in line and str(server.home) in line and not line.lstrip().startswith("Z")]
     assert not live, live
+
+
+# --------------------------------------------------------------------------- both backends
+
+BACKEND_ARGS = {
+    "qemu": ("--vm-backend", "qemu"),
+    # A pool of its own, so the test sees exactly what it made.
+    "libvirt": ("--vm-backend", "libvirt", "--libvirt-pool", "openfactory-mcp-test", "--libvirt-pool-path", "/var/lib/libvirt/images/openfactory-mcp-test"),
+}
+
+
+def virsh(*args: str) -> str:
+    return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True).stdout
+
+
+def vm_ids(home: Path) -> list[str]:
+    """The host's VM records (one directory per VM id, whichever the backend)."""
+    vms = home / "vms"
+    return sorted(p.name for p in vms.iterdir() if (p / "vm.json").is_file()) if vms.exists() else []
+
+
+def hypervisors(vm_id: str) -> list[int]:
+    """Live processes running VM `vm_id` (QEMU's process name and libvirt's guest name carry the id)."""
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in ps.splitlines() if f"openfactory-vm-{vm_id}" in line and not line.split()[1].startswith("Z")]
+
+
+def remove_vms(home: Path) -> None:
+    """Teardown: whatever a failed test left running."""
+    for vm_id in vm_ids(home):
+        for pid in hypervisors(vm_id):
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+        virsh("undefine", f"openfactory-vm-{vm_id}")
+
+
+@pytest.mark.deadline(900)
+@pytest.mark.parametrize("backend", ["qemu", "libvirt"])
+async def test_vms_outlive_a_host_restart_and_crashes_are_reaped(of_bin, tmp_path, backend):
+    if backend == "libvirt" and not Path("/var/run/libvirt/libvirt-sock").exists():
+        assert not os.environ.get("OPENFACTORY_REQUIRE_LIBVIRT"), "libvirt is required here and libvirtd is not running"
+        pytest.skip("no libvirt daemon (`libvirtd -d` starts one)")
+    home = ofmcp.make_home(of_bin, tmp_path / "home")
+    args = BACKEND_ARGS[backend]
+    srv = ofmcp.Server.start(of_bin, home, tmp_path, extra_args=args)
+    try:
+        async with ofmcp.unwrapped(ofmcp.http_session("http", srv.base)) as s:
+            build_id = (await ok(s, "create_build", {"recipe": {"name": "reap-box", "base_image": "debian-bookworm"}}))["build_id"]
+            assert (await wait_for_build(s, build_id, budget=600))["status"] == "completed"
+            vm = await ok(s, "create_vm", {"build_id": build_id, "name": "survivor", "memory_mb": 768})
+            assert vm["backend"] == backend and vm["state"] == "running", vm
+            await wait_for_console(s, "survivor", "Linux version", budget=120)
+            if backend == "libvirt":
+                # The console works the same: the bridge reaches libvirt's VNC server.
+                url = (await ok(s, "get_vm_console_url", {"vm_name": "survivor"}))["url"]
+                async with websockets.asyncio.client.connect(url.replace("http://", "ws://").replace("?", "/ws?"), subprotocols=["binary"]) as ws:
+                    assert bytes(await asyncio.wait_for(ws.recv(), timeout=10)).startswith(b"RFB 003.")
+        [vm_id] = vm_ids(home)
+        [pid] = hypervisors(vm_id)
+        assert srv.stop() is not None
+
+        # A new host process re-attaches: same VM, same hypervisor process, still controllable.
+        srv = ofmcp.Server.start(of_bin, home, tmp_path, extra_args=args)
+        async with ofmcp.unwrapped(ofmcp.http_session("http", srv.base)) as s:
+            [listed] = (await ok(s, "list_vms", {}))["vms"]
+            assert listed["name"] == "survivor" and listed["state"] == "running", listed
+            assert hypervisors(vm_id) == [pid]
+            await wait_for_console(s, "survivor", "login:", budget=300)
+
+            # The hypervisor dies under it: the reaper marks the VM, and says so.
+            subprocess.run(["kill", "-9", str(pid)], check=True)
+            deadline = time.monotonic() + 60
+            while True:
+                [listed] = (await ok(s, "list_vms", {}))["vms"]
+                if listed.get("stopped_unexpectedly_at"):
+                    break
+                assert time.monotonic() < deadline, f"not reaped within 60 s: {listed}"
+                await asyncio.sleep(2)
+            assert listed["state"] == "stopped", listed
+            async with httpx2.AsyncClient(trust_env=False, timeout=10.0) as http:
+                metrics = (await http.get(f"{srv.base}/metrics")).text
+            assert "openfactory_vms_reaped_total 1" in metrics, [m for m in metrics.splitlines() if "reaped" in m]
+
+            # It starts again (the mark goes), and delete leaves nothing behind.
+            assert (await ok(s, "start_vm", {"vm_name": "survivor"}))["state"] == "running"
+            [listed] = (await ok(s, "list_vms", {}))["vms"]
+            assert "stopped_unexpectedly_at" not in listed, listed
+            await ok(s, "delete_vm", {"vm_name": "survivor"})
+            assert hypervisors(vm_id) == []
+            assert vm_ids(home) == []
+            if backend == "libvirt":
+                assert f"openfactory-vm-{vm_id}" not in virsh("list", "--all", "--name")
+                assert vm_id not in virsh("vol-list", "openfactory-mcp-test")
+    finally:
+        srv.stop()
+        remove_vms(home)

@@ -18,6 +18,9 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 const TARGET: &str = "wasm32-wasip2";
+/// Every build of the host has the libvirt VM backend (ensure_build_tools
+/// installs libvirt-dev), so `run`, `test` and `bench` share one binary.
+const HOST_FEATURES: [&str; 2] = ["--features", "openfactory/libvirt"];
 /// Plugin crates that are test fixtures, never shipped as first-party bundles.
 const FIXTURES: &[&str] = &["hostile"];
 
@@ -44,7 +47,9 @@ fn main() -> Result<()> {
             let novnc = novnc(&root)?;
             let rest: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
             let status = cargo()
-                .args(["run", "-q", "-p", "openfactory", "--"])
+                .args(["run", "-q", "-p", "openfactory"])
+                .args(HOST_FEATURES)
+                .arg("--")
                 .args(rest)
                 .env("OPENFACTORY_HOME", &home)
                 .env("OPENFACTORY_NOVNC_DIR", &novnc)
@@ -56,8 +61,10 @@ fn main() -> Result<()> {
             plugins(&root)?;
             novnc(&root)?;
             browser_driver(&root)?;
+            ensure_libvirtd()?;
             let rust = run(cargo()
                 .args(["test", "--workspace", "--no-fail-fast"])
+                .args(HOST_FEATURES)
                 .envs(test_env(&root)));
             // The MCP end-to-end suite drives the real binary with the official Python SDK.
             let python = mcp_tests(&root);
@@ -67,6 +74,7 @@ fn main() -> Result<()> {
             plugins(&root)?;
             run(cargo()
                 .args(["bench", "-p", "openfactory"])
+                .args(HOST_FEATURES)
                 .envs(test_env(&root)))
         }
         Some("bench-build") => {
@@ -165,7 +173,9 @@ fn plugins(root: &Path) -> Result<()> {
         .args(["build", "--release", "--workspace", "--target", TARGET])
         .env_remove("CARGO_TARGET_DIR"))?;
     // The CLI packs the bundles: the same code path authors use.
-    run(cargo().args(["build", "-q", "-p", "openfactory"]))?;
+    run(cargo()
+        .args(["build", "-q", "-p", "openfactory"])
+        .args(HOST_FEATURES))?;
     let cli = root.join("target/debug/openfactory");
 
     let key = match std::env::var_os("OPENFACTORY_SIGNING_KEY") {
@@ -253,7 +263,9 @@ fn mcp_tests(root: &Path) -> Result<()> {
             "-r",
         ])
         .arg(root.join("tests/mcp/requirements.txt")))?;
-    run(cargo().args(["build", "-q", "-p", "openfactory"]))?;
+    run(cargo()
+        .args(["build", "-q", "-p", "openfactory"])
+        .args(HOST_FEATURES))?;
     run(Command::new(&python)
         .args(["-m", "pytest", "tests/mcp", "-q", "-p", "no:cacheprovider"])
         .env("OPENFACTORY_BIN", root.join("target/debug/openfactory"))
@@ -271,13 +283,48 @@ const BUILD_TOOLS: &[(&str, &str)] = &[
     ("qemu-img", "qemu-utils"),
     ("chromium", "chromium"),
     ("mkfs.ext4", "e2fsprogs"),
+    ("pkg-config", "pkg-config"),
+    ("libvirtd", "libvirt-daemon-system"),
+    ("virsh", "libvirt-clients"),
 ];
 /// Packages without a command to look for.
 const BUILD_FILES: &[(&str, &str)] = &[
     ("/usr/lib/grub/i386-pc/cdboot.img", "grub-pc-bin"),
     ("/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin"),
     ("/usr/share/ovmf/OVMF.fd", "ovmf"),
+    ("/usr/include/libvirt/libvirt.h", "libvirt-dev"),
+    (
+        "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so",
+        "libvirt-daemon-driver-qemu",
+    ),
 ];
+
+const LIBVIRT_SOCKET: &str = "/var/run/libvirt/libvirt-sock";
+
+/// Start libvirtd and virtlogd (without systemd) when root and they are not
+/// running, so the libvirt backend's tests run; they skip without a daemon.
+fn ensure_libvirtd() -> Result<()> {
+    if Path::new(LIBVIRT_SOCKET).exists() || !is_root() {
+        return Ok(());
+    }
+    eprintln!("xtask: starting virtlogd and libvirtd");
+    run(Command::new("virtlogd").arg("-d"))?;
+    run(Command::new("libvirtd").arg("-d"))?;
+    for _ in 0..100 {
+        if Path::new(LIBVIRT_SOCKET).exists() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    bail!("libvirtd started but {LIBVIRT_SOCKET} did not appear within 20 s")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
 
 /// Install the Debian packages builds need when some are missing (as root,
 /// with apt-get); otherwise say which to install.
@@ -301,11 +348,7 @@ fn ensure_build_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !is_root {
+    if !is_root() {
         bail!(
             "builds need Debian packages that are missing: run `sudo apt-get install {}`",
             missing.join(" ")

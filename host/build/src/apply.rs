@@ -117,7 +117,7 @@ impl<'a> Applier<'a> {
     pub fn apply_plan(&mut self, plan: &Plan) -> Result<()> {
         self.root
             .write(POLICY_RC_D, b"#!/bin/sh\nexit 101\n", 0o755, "root", "root")
-            .map_err(|e| stage_error(e))?;
+            .map_err(stage_error)?;
         let total = plan.steps.len().max(1);
         for (i, planned) in plan.steps.iter().enumerate() {
             let PlannedStep { source, step } = planned;

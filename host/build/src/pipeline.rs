@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn kernels_sort_by_version_numbers() {
-        let mut names = vec![
+        let mut names = [
             "vmlinuz-6.1.0-9-amd64",
             "vmlinuz-6.1.0-10-amd64",
             "vmlinuz-5.10.0-30-amd64",

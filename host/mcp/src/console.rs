@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use openfactory_store::{OwnerId, VmRow};
-use openfactory_vm::VmState;
+use openfactory_vm::{VmBackend, VmState};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_http::services::ServeDir;
@@ -132,22 +132,31 @@ async fn websocket(
             "the VM is stopped; start it with start_vm",
         );
     }
-    let Ok(record) = app.vms.backend.record(&row.id) else {
-        return refuse(StatusCode::NOT_FOUND, "this VM no longer exists");
+    let address = match app.vms.backend.vnc_address(&row.id).await {
+        Ok(address) => address,
+        Err(openfactory_vm::VmError::NotFound(_)) => {
+            return refuse(StatusCode::NOT_FOUND, "this VM no longer exists");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the VM's screen is not reachable",
+            );
+        }
     };
-    let port = 5900 + record.vnc_display;
     upgrade
         .protocols(["binary"])
         .on_upgrade(move |socket| async move {
-            if let Err(e) = bridge(socket, port).await {
+            if let Err(e) = bridge(socket, address).await {
                 tracing::debug!(error = %e, "console connection ended");
             }
         })
 }
 
 /// Pump bytes between the browser's websocket and QEMU's VNC port.
-async fn bridge(mut socket: WebSocket, port: u16) -> std::io::Result<()> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+async fn bridge(mut socket: WebSocket, address: std::net::SocketAddr) -> std::io::Result<()> {
+    let tcp = tokio::net::TcpStream::connect(address).await?;
     let (mut from_vnc, mut to_vnc) = tcp.into_split();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub builds_running: Gauge,
     /// Sum of finished builds' wall-clock seconds, by status (with the count: the mean).
     pub build_seconds: Family<BuildLabels, Counter<f64>>,
+    /// VMs found dead without having been asked to stop.
+    pub vms_reaped: Counter,
 }
 
 impl Metrics {
@@ -43,6 +45,12 @@ impl Metrics {
         let builds_finished = Family::<BuildLabels, Counter>::default();
         let builds_running = Gauge::default();
         let build_seconds = Family::<BuildLabels, Counter<f64>>::default();
+        let vms_reaped = Counter::default();
+        registry.register(
+            "vms_reaped",
+            "VMs found stopped without having been asked to (crashed or killed)",
+            vms_reaped.clone(),
+        );
         registry.register(
             "builds_finished",
             "Builds that ended, by status",
@@ -81,6 +89,7 @@ impl Metrics {
             builds_finished,
             builds_running,
             build_seconds,
+            vms_reaped,
         }
     }
 

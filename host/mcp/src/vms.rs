@@ -6,7 +6,7 @@ use std::time::Duration;
 use openfactory_build::pipeline::ISO_FILE;
 use openfactory_core::rules;
 use openfactory_store::{BuildStatus, OwnerId, VmRow};
-use openfactory_vm::{QemuBackend, StopOutcome, VmSpec, VmState};
+use openfactory_vm::{Backend, StopOutcome, VmBackend, VmSpec, VmState};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -15,7 +15,7 @@ use crate::builds;
 
 /// The backend and the bounds every owner's VMs live within.
 pub struct VmSettings {
-    pub backend: QemuBackend,
+    pub backend: Backend,
     pub max_memory_mb: u32,
     pub max_vcpus: u32,
     pub max_vms_per_owner: u32,
@@ -37,6 +37,12 @@ pub struct VmOut {
     pub created_at: String,
     /// kvm or tcg.
     pub accelerator: Option<String>,
+    /// qemu or libvirt: what runs this server's VMs.
+    pub backend: String,
+    /// Set when the VM died without being asked to stop (its hypervisor
+    /// process crashed or was killed); cleared by start_vm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_unexpectedly_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -118,20 +124,20 @@ fn state_name(state: &VmState) -> &'static str {
 
 async fn out(app: &App, row: VmRow) -> VmOut {
     let state = app.vms.backend.state(&row.id).await;
-    let accelerator = app
-        .vms
-        .backend
-        .record(&row.id)
-        .ok()
-        .map(|r| r.accel.to_string());
+    let record = app.vms.backend.record(&row.id).ok();
     VmOut {
+        accelerator: record.as_ref().map(|r| r.accel.to_string()),
+        backend: app.vms.backend.kind().into(),
+        stopped_unexpectedly_at: record
+            .and_then(|r| r.unexpected_stop)
+            .filter(|_| state == VmState::Stopped)
+            .map(|secs| crate::links::rfc3339(secs as i64)),
         state: state_name(&state).into(),
         name: row.name,
         build_id: row.build_id,
         memory_mb: row.memory_mb,
         vcpus: row.vcpus,
         created_at: row.created_at,
-        accelerator,
     }
 }
 
@@ -205,9 +211,9 @@ pub async fn create(
         forwards: Vec::new(),
     };
     if let Err(e) = app.vms.backend.create(&spec).await {
-        // Nothing half-made: the record goes, and whatever the backend wrote.
+        // Nothing half-made: the backends clean up after a failed create;
+        // the row goes too.
         let _ = app.store.delete_vm(owner, name).await;
-        let _ = std::fs::remove_dir_all(app.vms.backend.paths(&row.id).dir);
         return Err(backend_error(e));
     }
     let row = app
@@ -361,7 +367,12 @@ pub async fn serial_log(
 ) -> Result<SerialLog, String> {
     let row = find(app, owner, name).await?;
     let n = builds::tail_lines_arg(tail_lines, 100)?;
-    let bytes = std::fs::read(app.vms.backend.paths(&row.id).serial()).unwrap_or_default();
+    let bytes = app
+        .vms
+        .backend
+        .serial_log(&row.id)
+        .await
+        .map_err(backend_error)?;
     let text = strip_escapes(&String::from_utf8_lossy(&bytes));
     let lines: Vec<&str> = text.lines().collect();
     let total = lines.len();

@@ -3,7 +3,7 @@
 mod build;
 mod plugin;
 mod recipe;
-mod serve;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -12,7 +12,6 @@ use openfactory_mcp::vms::VmSettings;
 use openfactory_mcp::{App, HostPolicy, OwnerPolicy};
 use openfactory_plugin_host::PluginHost;
 use openfactory_store::Store;
-use openfactory_vm::QemuBackend;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -46,6 +45,8 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
     #[command(flatten)]
     pub builds: BuildArgs,
+    #[command(flatten)]
+    pub vms: VmArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +57,32 @@ pub struct BuildArgs {
     /// Queued + running builds one owner may have.
     #[arg(long, env = "OPENFACTORY_MAX_ACTIVE_BUILDS", default_value_t = 3)]
     pub max_active_builds: u32,
+}
+
+/// Where VMs run and how big they may be.
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    /// What runs VMs: qemu (supervised by this host) or libvirt (needs a build with the
+    /// `libvirt` feature, which `cargo xtask` enables).
+    #[arg(long, env = "OPENFACTORY_VM_BACKEND", default_value = "qemu")]
+    pub vm_backend: crate::vms::BackendKind,
+    /// libvirt connection URI: this machine (qemu:///system) or another (qemu+ssh://host/system).
+    #[arg(
+        long,
+        env = "OPENFACTORY_LIBVIRT_URI",
+        default_value = "qemu:///system"
+    )]
+    pub libvirt_uri: String,
+    /// libvirt directory pool for VM volumes (ISO copies, disks, serial logs); created if missing.
+    #[arg(long, env = "OPENFACTORY_LIBVIRT_POOL", default_value = "openfactory")]
+    pub libvirt_pool: String,
+    /// The pool's directory on the libvirt host, used when the pool is created.
+    #[arg(
+        long,
+        env = "OPENFACTORY_LIBVIRT_POOL_PATH",
+        default_value = "/var/lib/libvirt/images/openfactory"
+    )]
+    pub libvirt_pool_path: String,
     /// VM accelerator: auto (KVM if a guest really runs under it, else TCG), kvm or tcg.
     #[arg(long, env = "OPENFACTORY_ACCEL", default_value = "auto")]
     pub accel: openfactory_vm::AccelSetting,
@@ -83,6 +110,8 @@ pub struct McpArgs {
     pub database_url: Option<String>,
     #[command(flatten)]
     pub builds: BuildArgs,
+    #[command(flatten)]
+    pub vms: VmArgs,
 }
 
 /// Plugins, catalog and database, shared by every transport.
@@ -90,6 +119,7 @@ async fn app(
     config: &Config,
     database_url: Option<String>,
     builds: &BuildArgs,
+    vm_args: &VmArgs,
     public_url: Option<String>,
 ) -> anyhow::Result<Arc<App>> {
     let host_config = config.host();
@@ -124,11 +154,11 @@ async fn app(
         wake: tokio::sync::Notify::new(),
     };
     let vms = VmSettings {
-        backend: QemuBackend::new(&config.home.join("vms"), builds.accel),
-        max_memory_mb: builds.max_vm_memory_mb.max(256),
-        max_vcpus: builds.max_vm_vcpus.max(1),
-        max_vms_per_owner: builds.max_vms,
-        novnc_dir: builds
+        backend: crate::vms::backend(vm_args, &config.home.join("vms")).await?,
+        max_memory_mb: vm_args.max_vm_memory_mb.max(256),
+        max_vcpus: vm_args.max_vm_vcpus.max(1),
+        max_vms_per_owner: vm_args.max_vms,
+        novnc_dir: vm_args
             .novnc_dir
             .clone()
             .filter(|dir| dir.join("core/rfb.js").is_file()),
@@ -178,7 +208,14 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", args.listen));
-        let app = app(config, args.database_url, &args.builds, Some(public_url)).await?;
+        let app = app(
+            config,
+            args.database_url,
+            &args.builds,
+            &args.vms,
+            Some(public_url),
+        )
+        .await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -198,6 +235,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         eprintln!("  MCP (Streamable HTTP): http://{address}/api/mcp");
         let shutdown = CancellationToken::new();
         let worker = start_worker(&app, config, &args.builds, shutdown.clone()).await?;
+        let reaper = tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone()));
         let signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -207,6 +245,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         openfactory_mcp::serve_http(app.clone(), listener, owners, hosts, shutdown).await?;
         // Running builds were cancelled by the shutdown: wait for them to clean up.
         let _ = worker.await;
+        let _ = reaper.await;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -219,12 +258,14 @@ pub fn mcp(args: McpArgs, config: &Config) -> anyhow::Result<ExitCode> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let app = app(config, args.database_url, &args.builds, None).await?;
+        let app = app(config, args.database_url, &args.builds, &args.vms, None).await?;
         let shutdown = CancellationToken::new();
         let worker = start_worker(&app, config, &args.builds, shutdown.clone()).await?;
+        let reaper = tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone()));
         let served = openfactory_mcp::serve_stdio(app.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
+        let _ = reaper.await;
         served.map_err(|e| anyhow::anyhow!("{e}"))?;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)

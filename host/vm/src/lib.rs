@@ -1,13 +1,29 @@
-//! OpenFactory's VM backends. Today: QEMU, started daemonized and
-//! supervised over QMP, with its serial console in a file, the guest-agent
-//! channel, user networking and VNC (with websocket) on loopback.
+//! OpenFactory's VM backends behind one interface, [`VmBackend`]:
 //!
-//! Nothing here knows owners, names or MCP: a VM is an id, a spec and a
-//! directory.
+//! - [`QemuBackend`] (the default): a daemonized QEMU per VM, supervised over
+//!   QMP, with its serial console in a file, the guest-agent channel, user
+//!   networking and VNC (with websocket) on loopback.
+//! - `LibvirtBackend` (feature `libvirt`): the same VMs as libvirt domains,
+//!   through a local or remote URI.
+//!
+//! Nothing here knows owners, names or MCP: a VM is an id, a spec and a record.
 
+pub mod accel;
+pub mod backend;
+pub mod domain;
+pub mod error;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
 pub mod qemu;
 pub mod qmp;
+pub mod records;
 pub mod spec;
 
-pub use qemu::{QemuBackend, StopOutcome, VmError, VmRecord, VmState};
-pub use spec::{Accel, AccelSetting, PortForward, VmSpec};
+pub use accel::{Accel, AccelSetting};
+pub use backend::{Backend, StopOutcome, VmBackend, VmState};
+pub use error::VmError;
+#[cfg(feature = "libvirt")]
+pub use libvirt::{LibvirtBackend, LibvirtConfig};
+pub use qemu::QemuBackend;
+pub use records::{Records, VmRecord};
+pub use spec::{PortForward, VmSpec};

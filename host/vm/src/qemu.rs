@@ -1,75 +1,36 @@
 //! The QEMU backend: one daemonized `qemu-system-x86_64` per VM, controlled
-//! over QMP, its state in `<vms>/<id>/`. VMs outlive the host process: after
+//! over QMP, its files in `<vms>/<id>/`. VMs outlive the host process: after
 //! a restart, the pidfile and the QMP socket find them again.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
-use tokio::sync::OnceCell;
 
+use crate::accel::{AccelChooser, AccelSetting};
+use crate::backend::{StopOutcome, VmBackend, VmState};
+use crate::error::VmError;
 use crate::qmp::Qmp;
-use crate::spec::{Accel, AccelSetting, VmPaths, VmSpec, process_name, qemu_args};
+use crate::records::{Records, VmRecord, check_id, unix_now};
+use crate::spec::{VmPaths, VmSpec, process_name, qemu_args};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("QEMU could not start the VM: {0}")]
-    Start(String),
-    #[error("{0}")]
-    Qmp(#[from] crate::qmp::QmpError),
-    #[error("VM `{0}` does not exist")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// A VM's record on disk: its spec and where its console listens.
+/// The QEMU backend's `vm.json`: the common record and where VNC listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VmRecord {
-    pub spec: VmSpec,
-    pub accel: Accel,
+struct QemuRecord {
+    #[serde(flatten)]
+    vm: VmRecord,
     /// VNC display n: VNC on 5900+n, its websocket on 5700+n (loopback).
-    pub vnc_display: u16,
-}
-
-impl VmRecord {
-    pub fn websocket_port(&self) -> u16 {
-        5700 + self.vnc_display
-    }
-}
-
-/// What a VM is doing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum VmState {
-    Running { pid: u32, qemu_status: String },
-    Stopped,
-}
-
-/// How a stop went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopOutcome {
-    /// The guest powered itself off after the ACPI request.
-    PoweredOff,
-    /// The guest ignored the ACPI request within the timeout; it still runs.
-    StillRunning,
-    /// Stopped at once (force).
-    Killed,
-    AlreadyStopped,
+    vnc_display: u16,
 }
 
 pub struct QemuBackend {
-    root: PathBuf,
-    setting: AccelSetting,
-    probed: OnceCell<Accel>,
+    records: Records,
+    accel: AccelChooser,
 }
 
 fn pid_alive(pid: u32, id: &str) -> bool {
@@ -90,81 +51,50 @@ fn free_display() -> Result<u16, VmError> {
 }
 
 impl QemuBackend {
-    pub fn new(root: &Path, setting: AccelSetting) -> Self {
+    pub fn new(root: &Path, accel: AccelSetting) -> Self {
         QemuBackend {
-            root: root.to_owned(),
-            setting,
-            probed: OnceCell::new(),
+            records: Records::new(root),
+            accel: AccelChooser::new(accel, root),
         }
     }
 
     pub fn paths(&self, id: &str) -> VmPaths {
-        VmPaths::new(&self.root.join(id))
+        self.records.paths(id)
     }
 
-    fn check_id(id: &str) -> Result<(), VmError> {
-        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+    /// The port of the VM's VNC websocket (QEMU's own, loopback).
+    pub fn websocket_port(&self, id: &str) -> Result<u16, VmError> {
+        Ok(5700 + self.records.read::<QemuRecord>(id)?.vnc_display)
+    }
+
+    fn pid(&self, id: &str) -> Option<u32> {
+        std::fs::read_to_string(self.paths(id).pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|pid| pid_alive(*pid, id))
+    }
+
+    /// A QEMU that is gone leaves nothing a new one could trip over.
+    fn clear_runtime_files(&self, id: &str) {
+        let paths = self.paths(id);
+        for stale in [paths.qmp(), paths.agent(), paths.pidfile()] {
+            let _ = std::fs::remove_file(stale);
+        }
+    }
+}
+
+impl VmBackend for QemuBackend {
+    fn kind(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn create(&self, spec: &VmSpec) -> Result<VmRecord, VmError> {
+        check_id(&spec.id)?;
+        if spec.iso.to_string_lossy().contains(',')
+            || self.records.root().to_string_lossy().contains(',')
         {
-            return Err(VmError::Invalid(format!(
-                "`{}` is not a VM id",
-                id.escape_debug()
-            )));
-        }
-        Ok(())
-    }
-
-    /// The accelerator VMs get: `auto` proves that KVM really runs a guest
-    /// (a kernel printing to the serial port), once, and otherwise uses TCG.
-    pub async fn accel(&self, iso: &Path) -> Accel {
-        match self.setting {
-            AccelSetting::Kvm => Accel::Kvm,
-            AccelSetting::Tcg => Accel::Tcg,
-            AccelSetting::Auto => {
-                *self
-                    .probed
-                    .get_or_init(|| async {
-                        let accel = match probe_kvm(iso, &self.root).await {
-                            Ok(true) => Accel::Kvm,
-                            Ok(false) => Accel::Tcg,
-                            Err(e) => {
-                                tracing::info!(error = %e, "KVM probe could not run; using TCG");
-                                Accel::Tcg
-                            }
-                        };
-                        tracing::info!(%accel, "accelerator chosen");
-                        accel
-                    })
-                    .await
-            }
-        }
-    }
-
-    pub fn record(&self, id: &str) -> Result<VmRecord, VmError> {
-        Self::check_id(id)?;
-        let text = std::fs::read_to_string(self.paths(id).spec())
-            .map_err(|_| VmError::NotFound(id.to_owned()))?;
-        serde_json::from_str(&text).map_err(|e| VmError::Invalid(format!("vm.json of {id}: {e}")))
-    }
-
-    /// Every VM with a record here (running or not): what a restarted host re-attaches to.
-    pub fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(&self.root)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.path().join("vm.json").is_file())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        ids.sort();
-        ids
-    }
-
-    /// Create the VM's directory and start it.
-    pub async fn create(&self, spec: &VmSpec) -> Result<VmRecord, VmError> {
-        Self::check_id(&spec.id)?;
-        if spec.iso.to_string_lossy().contains(',') || self.root.to_string_lossy().contains(',') {
             return Err(VmError::Invalid(
                 "paths with `,` cannot be given to QEMU".into(),
             ));
@@ -184,41 +114,37 @@ impl QemuBackend {
                 ));
             }
         }
-        let record = VmRecord {
-            spec: spec.clone(),
-            accel: self.accel(&spec.iso).await,
+        let record = QemuRecord {
+            vm: VmRecord {
+                spec: spec.clone(),
+                accel: self.accel.choose(&spec.iso).await,
+                unexpected_stop: None,
+            },
             vnc_display: 0,
         };
-        std::fs::write(
-            paths.spec(),
-            serde_json::to_vec_pretty(&record).expect("serialisable"),
-        )?;
+        self.records.write(&spec.id, &record)?;
         self.start(&spec.id).await
     }
 
     /// Start a stopped VM (a new VNC display is chosen each time).
-    pub async fn start(&self, id: &str) -> Result<VmRecord, VmError> {
-        let mut record = self.record(id)?;
+    async fn start(&self, id: &str) -> Result<VmRecord, VmError> {
+        let mut record: QemuRecord = self.records.read(id)?;
         if let VmState::Running { .. } = self.state(id).await {
-            return Ok(record);
+            return Ok(record.vm);
         }
         let paths = self.paths(id);
-        for stale in [paths.qmp(), paths.agent(), paths.pidfile()] {
-            let _ = std::fs::remove_file(stale);
-        }
+        self.clear_runtime_files(id);
+        record.vm.unexpected_stop = None;
         let mut last = String::new();
         for _ in 0..3 {
             record.vnc_display = free_display()?;
-            let args = qemu_args(&record.spec, &paths, record.accel, record.vnc_display);
+            let args = qemu_args(&record.vm.spec, &paths, record.vm.accel, record.vnc_display);
             let out = Command::new(QEMU).args(&args).output().await?;
             if out.status.success() {
-                std::fs::write(
-                    paths.spec(),
-                    serde_json::to_vec_pretty(&record).expect("serialisable"),
-                )?;
+                self.records.write(id, &record)?;
                 // The daemonized QEMU answers QMP once it is up.
                 Qmp::connect(&paths.qmp(), QMP_TIMEOUT).await?;
-                return Ok(record);
+                return Ok(record.vm);
             }
             last = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             if last.is_empty() {
@@ -231,20 +157,11 @@ impl QemuBackend {
         Err(VmError::Start(last))
     }
 
-    fn pid(&self, id: &str) -> Option<u32> {
-        std::fs::read_to_string(self.paths(id).pidfile())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-            .filter(|pid| pid_alive(*pid, id))
-    }
-
-    pub async fn state(&self, id: &str) -> VmState {
-        let Some(pid) = self.pid(id) else {
+    async fn state(&self, id: &str) -> VmState {
+        if self.pid(id).is_none() {
             return VmState::Stopped;
-        };
-        let qemu_status = match Qmp::connect(&self.paths(id).qmp(), QMP_TIMEOUT).await {
+        }
+        let detail = match Qmp::connect(&self.paths(id).qmp(), QMP_TIMEOUT).await {
             Ok(mut qmp) => qmp
                 .execute("query-status", None)
                 .await
@@ -253,16 +170,10 @@ impl QemuBackend {
                 .unwrap_or_else(|| "unknown".into()),
             Err(_) => "unreachable".into(),
         };
-        VmState::Running { pid, qemu_status }
+        VmState::Running { detail }
     }
 
-    /// Stop: ACPI power-down with a timeout, or at once with `force`.
-    pub async fn stop(
-        &self,
-        id: &str,
-        force: bool,
-        timeout: Duration,
-    ) -> Result<StopOutcome, VmError> {
+    async fn stop(&self, id: &str, force: bool, timeout: Duration) -> Result<StopOutcome, VmError> {
         self.record(id)?;
         let Some(pid) = self.pid(id) else {
             return Ok(StopOutcome::AlreadyStopped);
@@ -277,24 +188,71 @@ impl QemuBackend {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 wait_gone(pid, id, Duration::from_secs(5)).await;
             }
+            self.clear_runtime_files(id);
             return Ok(StopOutcome::Killed);
         }
         let mut qmp = Qmp::connect(&qmp_path, QMP_TIMEOUT).await?;
         qmp.execute("system_powerdown", None).await?;
         drop(qmp);
         Ok(if wait_gone(pid, id, timeout).await {
+            self.clear_runtime_files(id);
             StopOutcome::PoweredOff
         } else {
             StopOutcome::StillRunning
         })
     }
 
-    /// Stop at once if running, then remove every file the VM had.
-    pub async fn delete(&self, id: &str) -> Result<(), VmError> {
+    async fn delete(&self, id: &str) -> Result<(), VmError> {
         self.record(id)?;
         self.stop(id, true, Duration::ZERO).await?;
-        std::fs::remove_dir_all(self.paths(id).dir)?;
-        Ok(())
+        self.records.remove(id)
+    }
+
+    fn record(&self, id: &str) -> Result<VmRecord, VmError> {
+        Ok(self.records.read::<QemuRecord>(id)?.vm)
+    }
+
+    fn list(&self) -> Vec<String> {
+        self.records.list()
+    }
+
+    async fn serial_log(&self, id: &str) -> Result<Vec<u8>, VmError> {
+        self.record(id)?;
+        match std::fs::read(self.paths(id).serial()) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn vnc_address(&self, id: &str) -> Result<SocketAddr, VmError> {
+        let record: QemuRecord = self.records.read(id)?;
+        Ok(SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            5900 + record.vnc_display,
+        )))
+    }
+
+    /// A pidfile whose process is gone: QEMU removes its pidfile when it
+    /// exits normally (guest power-off, `quit`), so this one died.
+    async fn reap(&self) -> Vec<String> {
+        let mut reaped = Vec::new();
+        for id in self.list() {
+            if !self.paths(&id).pidfile().exists() || self.pid(&id).is_some() {
+                continue;
+            }
+            self.clear_runtime_files(&id);
+            if self
+                .records
+                .update(&id, |r: &mut QemuRecord| {
+                    r.vm.unexpected_stop = Some(unix_now())
+                })
+                .is_ok()
+            {
+                reaped.push(id);
+            }
+        }
+        reaped
     }
 }
 
@@ -309,71 +267,4 @@ async fn wait_gone(pid: u32, id: &str, timeout: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Does KVM run a guest here? Boot the ISO's kernel under KVM with nothing
-/// else and look for its first line on the serial port.
-async fn probe_kvm(iso: &Path, scratch: &Path) -> Result<bool, VmError> {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        return Ok(false);
-    }
-    let dir = scratch.join(".kvm-probe");
-    std::fs::create_dir_all(&dir)?;
-    let kernel = dir.join("vmlinuz");
-    let serial = dir.join("serial.log");
-    let _ = std::fs::remove_file(&serial);
-    let out = Command::new("xorriso")
-        .args(["-osirrox", "on", "-indev"])
-        .arg(iso)
-        .args(["-extract", "/live/vmlinuz"])
-        .arg(&kernel)
-        .output()
-        .await?;
-    if !out.status.success() {
-        return Err(VmError::Start(
-            "could not read the kernel from the ISO".into(),
-        ));
-    }
-    let mut child = Command::new(QEMU)
-        .args([
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "256",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .args(["-append", "console=ttyS0 panic=-1"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .kill_on_drop(true)
-        .spawn()?;
-    let started = Instant::now();
-    let mut works = false;
-    while started.elapsed() < Duration::from_secs(20) {
-        if std::fs::read(&serial)
-            .is_ok_and(|s| String::from_utf8_lossy(&s).contains("Linux version"))
-        {
-            works = true;
-            break;
-        }
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let _ = child.kill().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(works)
 }

@@ -1,51 +1,11 @@
 //! What a VM is, and the QEMU command line for it: pure, so it is tested
 //! without starting anything.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// How guests execute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-/// The operator's choice: `auto` proves KVM runs a guest before using it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccelSetting {
-    Auto,
-    Kvm,
-    Tcg,
-}
-
-impl FromStr for AccelSetting {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(AccelSetting::Auto),
-            "kvm" => Ok(AccelSetting::Kvm),
-            "tcg" => Ok(AccelSetting::Tcg),
-            other => Err(format!(
-                "`{other}` is not an accelerator; use auto, kvm or tcg"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Accel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        })
-    }
-}
+use crate::accel::Accel;
 
 /// A TCP port on the host's loopback forwarded to one in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,16 +187,5 @@ mod tests {
         with_disk.disk_gb = Some(8);
         let line = qemu_args(&with_disk, &paths, Accel::Kvm, 0).join(" ");
         assert!(line.contains("-cpu host") && line.contains("disk.qcow2,format=qcow2"));
-    }
-
-    #[test]
-    fn accelerators_parse() {
-        assert_eq!("auto".parse::<AccelSetting>().unwrap(), AccelSetting::Auto);
-        assert!(
-            "xen"
-                .parse::<AccelSetting>()
-                .unwrap_err()
-                .contains("auto, kvm or tcg")
-        );
     }
 }
