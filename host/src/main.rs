@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod render;
+mod test_worker;
 mod vms;
 mod worker;
 

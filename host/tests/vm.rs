@@ -122,6 +122,26 @@ async fn lifecycle<B: VmBackend>(
     };
     assert_eq!(detail, "running");
 
+    // The guest agent answers (qemu-guest-agent starts by udev rule, about when login does).
+    let started = Instant::now();
+    let ping = serde_json::json!({"execute": "guest-ping"});
+    while let Err(e) = backend.agent(&id, &ping, Duration::from_secs(10)).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the guest agent does not answer: {e}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let info = backend
+        .agent(
+            &id,
+            &serde_json::json!({"execute": "guest-get-host-name"}),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info["host-name"], "vmtest");
+
     // The console: a VNC server greets with its RFB version.
     let vnc = backend.vnc_address(&id).await.unwrap();
     assert!(vnc.ip().is_loopback(), "VNC listens on {vnc}");
@@ -142,6 +162,11 @@ async fn lifecycle<B: VmBackend>(
     );
     assert_eq!(backend.state(&id).await, VmState::Stopped);
     assert!(hypervisor_pids(&id).is_empty(), "the hypervisor still runs");
+    let err = backend
+        .agent(&id, &ping, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VmError::NotRunning(_)), "{err}");
     assert!(
         backend.reap().await.is_empty(),
         "a requested stop is not a crash"

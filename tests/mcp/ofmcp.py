@@ -46,6 +46,10 @@ TOOLS = {
     "delete_vm",
     "get_vm_serial_log",
     "get_vm_console_url",
+    "run_tests",
+    "get_test_results",
+    "list_test_runs",
+    "stop_test_run",
 }
 CATEGORIES = {"server", "containers", "monitoring", "healthcare", "security", "edge", "development"}
 FEATURES = {"docker", "firewall", "gxp", "hardening", "monitoring", "motd", "podman", "ssh"}

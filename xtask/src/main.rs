@@ -11,6 +11,7 @@
 //!   warm, and whether two builds give the same ISO (root, network, ~10 min).
 
 mod bench_build;
+mod bench_tests;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,13 +78,20 @@ fn main() -> Result<()> {
                 .args(HOST_FEATURES)
                 .envs(test_env(&root)))
         }
+        Some("bench-tests") => {
+            ensure_build_tools()?;
+            run(cargo()
+                .args(["build", "-q", "-p", "openfactory"])
+                .args(HOST_FEATURES))?;
+            bench_tests::bench_tests(&root)
+        }
         Some("bench-build") => {
             ensure_build_tools()?;
             bench_build::bench_build(&root)
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | bench | bench-build>"
+                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | bench | bench-build | bench-tests>"
             );
             bail!("unknown task")
         }

@@ -443,7 +443,7 @@ fn run_checked(
                     source: source.to_owned(),
                     description,
                     kind,
-                    timeout_seconds: 300,
+                    timeout_seconds: 120,
                 }),
         );
     }

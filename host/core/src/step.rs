@@ -102,11 +102,27 @@ pub struct AptSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CheckKind {
-    UnitActive { unit: String },
-    CommandSucceeds { argv: Vec<String> },
-    PortOpen { port: u16, protocol: Protocol },
-    FileExists { path: String },
-    PackageInstalled { package: String },
+    UnitActive {
+        unit: String,
+    },
+    CommandSucceeds {
+        argv: Vec<String>,
+    },
+    PortOpen {
+        port: u16,
+        protocol: Protocol,
+    },
+    FileExists {
+        path: String,
+    },
+    PackageInstalled {
+        package: String,
+    },
+    /// An HTTP GET inside the guest answers 2xx or 3xx. User tests only (the
+    /// plugin contract has no such check yet).
+    HttpGet {
+        url: String,
+    },
 }
 
 /// Largest file content a step may carry.
@@ -252,6 +268,7 @@ impl CheckKind {
             CheckKind::PackageInstalled { package } => {
                 rules::package_name(package).map_err(|r| ("package", r))
             }
+            CheckKind::HttpGet { url } => HttpUrl::parse(url).map(|_| ()).map_err(|r| ("url", r)),
         };
         result
             .err()
@@ -323,6 +340,7 @@ impl fmt::Display for CheckKind {
             CheckKind::PortOpen { port, protocol } => write!(f, "port {port}/{protocol} is open"),
             CheckKind::FileExists { path } => write!(f, "{path} exists"),
             CheckKind::PackageInstalled { package } => write!(f, "package {package} is installed"),
+            CheckKind::HttpGet { url } => write!(f, "GET {url} succeeds"),
         }
     }
 }
@@ -397,5 +415,95 @@ mod tests {
             description: "x".into(),
         };
         assert_eq!(run.to_string(), "run sed -i 's/a b/c/' # x");
+    }
+}
+
+/// A plain-HTTP URL as an `http_get` check may name: a host (name or IPv4),
+/// an optional port and a path, all of characters that need no quoting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub host: String,
+    pub port: u16,
+    /// Starts with `/`.
+    pub path: String,
+}
+
+impl HttpUrl {
+    pub fn parse(url: &str) -> Result<HttpUrl, String> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            "must start with http:// (e.g. http://127.0.0.1:9100/metrics; https is not supported)"
+                .to_owned()
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("port `{}` must be 1 to 65535", truncate(port, 8)))?,
+            ),
+            None => (authority, 80),
+        };
+        if host.is_empty()
+            || host.len() > 253
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(
+                "the host must be a name or an IPv4 address (letters, digits, `.`, `-`)".into(),
+            );
+        }
+        if path.len() > 1024
+            || !path
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '`' | '$'))
+        {
+            return Err("the path must be at most 1024 printable characters, without spaces, quotes, `\\`, `` ` `` or `$`".into());
+        }
+        Ok(HttpUrl {
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    rules::truncate(s, max)
+}
+
+#[cfg(test)]
+mod http_url_tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_parse_and_hostile_ones_do_not() {
+        assert_eq!(
+            HttpUrl::parse("http://127.0.0.1:9100/metrics").unwrap(),
+            HttpUrl {
+                host: "127.0.0.1".into(),
+                port: 9100,
+                path: "/metrics".into()
+            }
+        );
+        assert_eq!(HttpUrl::parse("http://localhost").unwrap().path, "/");
+        for bad in [
+            "https://x/",
+            "ftp://x",
+            "http://x:0/",
+            "http://x:99999/",
+            "http://a b/",
+            "http://x/$(reboot)",
+            "http://x/a b",
+            "http://x/\"q",
+            "http://;rm -rf/",
+        ] {
+            assert!(HttpUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -173,7 +173,10 @@ pub fn base_checks() -> Vec<(String, String, CheckKind)> {
                 argv: vec![
                     "sh".into(),
                     "-c".into(),
-                    "test -z \"$(systemctl list-units --state=failed --no-legend --plain)\"".into(),
+                    // Names the failed units, as evidence.
+                    "failed=$(systemctl list-units --state=failed --no-legend --plain); \
+                     [ -z \"$failed\" ] || { echo \"failed units:\"; echo \"$failed\"; exit 1; }"
+                        .into(),
                 ],
             },
         ),

@@ -8,6 +8,7 @@ use openfactory_store::{Store, StoreError};
 
 use crate::builds::BuildSettings;
 use crate::metrics::Metrics;
+use crate::test_runs::TestSettings;
 use crate::vms::VmSettings;
 
 /// Catalog, plugins, database and metrics: built once, shared by every session.
@@ -18,6 +19,7 @@ pub struct App {
     pub metrics: Metrics,
     pub builds: BuildSettings,
     pub vms: VmSettings,
+    pub tests: TestSettings,
 }
 
 impl App {
@@ -27,6 +29,7 @@ impl App {
         store: Store,
         builds: BuildSettings,
         vms: VmSettings,
+        tests: TestSettings,
     ) -> Arc<App> {
         Arc::new(App {
             catalog,
@@ -35,6 +38,7 @@ impl App {
             metrics: Metrics::new(),
             builds,
             vms,
+            tests,
         })
     }
 }

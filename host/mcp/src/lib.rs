@@ -16,7 +16,9 @@ pub mod metrics;
 pub mod owner;
 pub mod recipes;
 pub mod sse;
+pub mod test_runs;
 pub mod tools;
+mod tools_tests;
 pub mod vms;
 
 use std::net::SocketAddr;

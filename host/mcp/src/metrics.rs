@@ -18,8 +18,8 @@ pub struct TransportLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
-    /// completed, failed or cancelled.
+pub struct StatusLabels {
+    /// A build's or test run's final status.
     pub status: &'static str,
 }
 
@@ -28,12 +28,13 @@ pub struct Metrics {
     pub tool_calls: Family<ToolLabels, Counter>,
     pub sessions_opened: Family<TransportLabels, Counter>,
     pub sse_sessions: Gauge,
-    pub builds_finished: Family<BuildLabels, Counter>,
+    pub builds_finished: Family<StatusLabels, Counter>,
     pub builds_running: Gauge,
     /// Sum of finished builds' wall-clock seconds, by status (with the count: the mean).
-    pub build_seconds: Family<BuildLabels, Counter<f64>>,
+    pub build_seconds: Family<StatusLabels, Counter<f64>>,
     /// VMs found dead without having been asked to stop.
     pub vms_reaped: Counter,
+    pub test_runs_finished: Family<StatusLabels, Counter>,
 }
 
 impl Metrics {
@@ -42,10 +43,16 @@ impl Metrics {
         let tool_calls = Family::<ToolLabels, Counter>::default();
         let sessions_opened = Family::<TransportLabels, Counter>::default();
         let sse_sessions = Gauge::default();
-        let builds_finished = Family::<BuildLabels, Counter>::default();
+        let builds_finished = Family::<StatusLabels, Counter>::default();
         let builds_running = Gauge::default();
-        let build_seconds = Family::<BuildLabels, Counter<f64>>::default();
+        let build_seconds = Family::<StatusLabels, Counter<f64>>::default();
         let vms_reaped = Counter::default();
+        let test_runs_finished = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "test_runs_finished",
+            "Test runs that ended, by status",
+            test_runs_finished.clone(),
+        );
         registry.register(
             "vms_reaped",
             "VMs found stopped without having been asked to (crashed or killed)",
@@ -90,11 +97,18 @@ impl Metrics {
             builds_running,
             build_seconds,
             vms_reaped,
+            test_runs_finished,
         }
     }
 
+    pub fn test_run_finished(&self, status: &'static str) {
+        self.test_runs_finished
+            .get_or_create(&StatusLabels { status })
+            .inc();
+    }
+
     pub fn build_finished(&self, status: &'static str, seconds: f64) {
-        let labels = BuildLabels { status };
+        let labels = StatusLabels { status };
         self.builds_finished.get_or_create(&labels).inc();
         self.build_seconds.get_or_create(&labels).inc_by(seconds);
     }

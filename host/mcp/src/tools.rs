@@ -29,7 +29,7 @@ use crate::vms::{self, ConsoleLink, SerialLog, VmAction, VmList, VmOut};
 /// they start; Streamable HTTP resolves it from each request.
 #[derive(Clone)]
 pub struct OpenFactoryServer {
-    app: Arc<App>,
+    pub(crate) app: Arc<App>,
     policy: Arc<OwnerPolicy>,
     owner: Option<OwnerId>,
     tool_router: ToolRouter<OpenFactoryServer>,
@@ -193,7 +193,7 @@ fn opt_bool(value: Option<Value>, field: &str) -> Result<Option<bool>, String> {
     }
 }
 
-fn opt_int(value: Option<Value>, field: &str) -> Result<Option<i64>, String> {
+pub(crate) fn opt_int(value: Option<Value>, field: &str) -> Result<Option<i64>, String> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64()),
@@ -204,19 +204,19 @@ fn opt_int(value: Option<Value>, field: &str) -> Result<Option<i64>, String> {
     }
 }
 
-type ToolResult<T> = Result<Json<T>, String>;
+pub(crate) type ToolResult<T> = Result<Json<T>, String>;
 
 /// A string argument, with an error that names the field. (Arguments are
 /// taken as JSON values so that a wrong type is a tool error the caller can
 /// act on, not a protocol error.)
-fn text(value: Value, field: &str) -> Result<String, String> {
+pub(crate) fn text(value: Value, field: &str) -> Result<String, String> {
     match value {
         Value::String(s) => Ok(s),
         other => Err(format!("{field}: expected a string, got {}", kind(&other))),
     }
 }
 
-fn opt_text(value: Option<Value>, field: &str) -> Result<Option<String>, String> {
+pub(crate) fn opt_text(value: Option<Value>, field: &str) -> Result<Option<String>, String> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(v) => text(v, field).map(Some),
@@ -241,12 +241,12 @@ impl OpenFactoryServer {
             app,
             policy,
             owner,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::test_run_router(),
         }
     }
 
     /// The caller: fixed for the session, or from the HTTP request.
-    async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<OwnerId, String> {
+    pub(crate) async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<OwnerId, String> {
         let owner = match &self.owner {
             Some(owner) => owner.clone(),
             None => {
@@ -267,7 +267,7 @@ impl OpenFactoryServer {
     }
 
     /// Run a tool call in its own span, log its outcome and count it.
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         tool: &'static str,
         call: impl Future<Output = ToolResult<T>>,

@@ -335,30 +335,6 @@ pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<Conso
     })
 }
 
-/// Remove terminal escape sequences (colours, cursor moves) from console text.
-pub fn strip_escapes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        if c == '\r' || (c.is_control() && c != '\n' && c != '\t') {
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
 pub async fn serial_log(
     app: &App,
     owner: &OwnerId,
@@ -373,7 +349,7 @@ pub async fn serial_log(
         .serial_log(&row.id)
         .await
         .map_err(backend_error)?;
-    let text = strip_escapes(&String::from_utf8_lossy(&bytes));
+    let text = openfactory_vm::console::console_text(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     let total = lines.len();
     let state = app.vms.backend.state(&row.id).await;
@@ -401,13 +377,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn console_escapes_are_removed() {
-        assert_eq!(
-            strip_escapes("[\u{1b}[0;32m  OK  \u{1b}[0m] Started\r\nlogin: "),
-            "[  OK  ] Started\nlogin: "
-        );
     }
 }

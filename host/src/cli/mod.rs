@@ -4,6 +4,7 @@ mod build;
 mod plugin;
 mod recipe;
 pub mod serve;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,6 +86,8 @@ pub enum Command {
     Plugin(plugin::PluginCommand),
     /// Build a bootable ISO from a recipe file or template id, here, with progress bars.
     Build(build::BuildArgs),
+    /// Boot an ISO in a throwaway VM and run its recipe's checks (and yours), with JUnit output.
+    Test(test::TestArgs),
     /// Serve MCP over HTTP (legacy SSE at /api/mcp/sse, Streamable HTTP at /api/mcp).
     Serve(serve::ServeArgs),
     /// Serve MCP on stdio.
@@ -116,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             plugin::run(cmd, &config)
         }
         Command::Build(args) => build::run(args, &config),
+        Command::Test(args) => test::run(args, &config),
         Command::Serve(args) => serve::serve(args, &config),
         Command::Mcp(args) => serve::mcp(args, &config),
     }

@@ -47,6 +47,8 @@ pub struct ServeArgs {
     pub builds: BuildArgs,
     #[command(flatten)]
     pub vms: VmArgs,
+    #[command(flatten)]
+    pub tests: TestArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,6 +103,24 @@ pub struct VmArgs {
     pub novnc_dir: Option<std::path::PathBuf>,
 }
 
+/// How many test runs, and how long.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Test runs at the same time (each boots a VM).
+    #[arg(long, env = "OPENFACTORY_TEST_CONCURRENCY", default_value_t = 1)]
+    pub test_concurrency: usize,
+    /// Queued + running test runs one owner may have.
+    #[arg(long, env = "OPENFACTORY_MAX_ACTIVE_TEST_RUNS", default_value_t = 2)]
+    pub max_active_test_runs: u32,
+    /// Longest budget a test run may ask for (boot and checks), in seconds.
+    #[arg(
+        long,
+        env = "OPENFACTORY_MAX_TEST_TIMEOUT_SECONDS",
+        default_value_t = 1800
+    )]
+    pub max_test_timeout_seconds: u32,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct McpArgs {
     /// Serve one MCP session on stdin/stdout (for clients that launch a command).
@@ -112,6 +132,8 @@ pub struct McpArgs {
     pub builds: BuildArgs,
     #[command(flatten)]
     pub vms: VmArgs,
+    #[command(flatten)]
+    pub tests: TestArgs,
 }
 
 /// Plugins, catalog and database, shared by every transport.
@@ -120,6 +142,7 @@ async fn app(
     database_url: Option<String>,
     builds: &BuildArgs,
     vm_args: &VmArgs,
+    test_args: &TestArgs,
     public_url: Option<String>,
 ) -> anyhow::Result<Arc<App>> {
     let host_config = config.host();
@@ -166,7 +189,14 @@ async fn app(
     if vms.novnc_dir.is_none() {
         tracing::warn!("noVNC is not installed (--novnc-dir): get_vm_console_url will say so");
     }
-    Ok(App::new(catalog, plugins, store, settings, vms))
+    let tests = openfactory_mcp::test_runs::TestSettings {
+        max_active_per_owner: test_args.max_active_test_runs.max(1),
+        max_timeout_seconds: test_args
+            .max_test_timeout_seconds
+            .max(openfactory_mcp::test_runs::MIN_TIMEOUT_SECONDS),
+        wake: tokio::sync::Notify::new(),
+    };
+    Ok(App::new(catalog, plugins, store, settings, vms, tests))
 }
 
 /// Clean up after an interrupted run, then start the build worker.
@@ -201,6 +231,22 @@ async fn start_worker(
     )))
 }
 
+/// Clean up after an interrupted run, then start the test worker.
+async fn start_tests(
+    app: &Arc<App>,
+    args: &TestArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let worker = worker::worker_id();
+    crate::test_worker::recover(app, &worker).await?;
+    Ok(tokio::spawn(crate::test_worker::run(
+        app.clone(),
+        worker,
+        args.test_concurrency,
+        shutdown,
+    )))
+}
+
 pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -213,6 +259,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             args.database_url,
             &args.builds,
             &args.vms,
+            &args.tests,
             Some(public_url),
         )
         .await?;
@@ -236,6 +283,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         let shutdown = CancellationToken::new();
         let worker = start_worker(&app, config, &args.builds, shutdown.clone()).await?;
         let reaper = tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone()));
+        let tester = start_tests(&app, &args.tests, shutdown.clone()).await?;
         let signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -246,6 +294,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         // Running builds were cancelled by the shutdown: wait for them to clean up.
         let _ = worker.await;
         let _ = reaper.await;
+        let _ = tester.await;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -258,14 +307,24 @@ pub fn mcp(args: McpArgs, config: &Config) -> anyhow::Result<ExitCode> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let app = app(config, args.database_url, &args.builds, &args.vms, None).await?;
+        let app = app(
+            config,
+            args.database_url,
+            &args.builds,
+            &args.vms,
+            &args.tests,
+            None,
+        )
+        .await?;
         let shutdown = CancellationToken::new();
         let worker = start_worker(&app, config, &args.builds, shutdown.clone()).await?;
         let reaper = tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone()));
+        let tester = start_tests(&app, &args.tests, shutdown.clone()).await?;
         let served = openfactory_mcp::serve_stdio(app.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = reaper.await;
+        let _ = tester.await;
         served.map_err(|e| anyhow::anyhow!("{e}"))?;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)

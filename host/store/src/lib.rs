@@ -6,9 +6,11 @@
 //! parameters, no SQLite-only functions) for PostgreSQL.
 
 mod builds;
+mod test_runs;
 mod vms;
 
 pub use builds::{BuildEnd, BuildRecord, BuildStatus, CancelOutcome, NewBuild};
+pub use test_runs::{NewTestRun, StopRequest, TestRunEnd, TestRunRecord, TestRunStatus};
 pub use vms::VmRow;
 
 use std::fmt;

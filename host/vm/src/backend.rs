@@ -75,6 +75,15 @@ pub trait VmBackend: Send + Sync {
     /// The VM's VNC server (plain RFB over TCP), for the console bridge.
     fn vnc_address(&self, id: &str) -> impl Future<Output = Result<SocketAddr, VmError>> + Send;
 
+    /// Send one command (`{"execute": …, "arguments": …}`) to the guest
+    /// agent inside the VM; the reply's `return` value.
+    fn agent(
+        &self,
+        id: &str,
+        request: &serde_json::Value,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<serde_json::Value, VmError>> + Send;
+
     /// Find VMs that died without being asked to stop, note when in their
     /// records and release what they held; their ids.
     fn reap(&self) -> impl Future<Output = Vec<String>> + Send;
@@ -127,6 +136,14 @@ impl VmBackend for Backend {
     }
     async fn vnc_address(&self, id: &str) -> Result<SocketAddr, VmError> {
         delegate!(self, b => b.vnc_address(id).await)
+    }
+    async fn agent(
+        &self,
+        id: &str,
+        request: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, VmError> {
+        delegate!(self, b => b.agent(id, request, timeout).await)
     }
     async fn reap(&self) -> Vec<String> {
         delegate!(self, b => b.reap().await)

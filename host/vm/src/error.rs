@@ -8,6 +8,10 @@ pub enum VmError {
     Start(String),
     #[error("{0}")]
     Qmp(#[from] crate::qmp::QmpError),
+    #[error("{0}")]
+    Agent(#[from] crate::agent::AgentError),
+    #[error("VM `{0}` is not running")]
+    NotRunning(String),
     #[error("libvirt: {0}")]
     Libvirt(String),
     #[error("VM `{0}` does not exist")]

@@ -9,7 +9,9 @@
 //! Nothing here knows owners, names or MCP: a VM is an id, a spec and a record.
 
 pub mod accel;
+pub mod agent;
 pub mod backend;
+pub mod console;
 pub mod domain;
 pub mod error;
 #[cfg(feature = "libvirt")]

@@ -22,6 +22,7 @@ use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 
 use crate::accel::{AccelChooser, AccelSetting};
+use crate::agent::{AgentError, reply_value};
 use crate::backend::{StopOutcome, VmBackend, VmState};
 use crate::domain::{
     DomainFiles, disk_volume, domain_name, domain_xml, iso_volume, pool_xml, serial_volume,
@@ -441,6 +442,38 @@ impl VmBackend for LibvirtBackend {
             .parse()
             .map_err(|_| VmError::Invalid(format!("VNC listens on `{listen}`, not an address")))?;
         Ok(SocketAddr::new(ip, port))
+    }
+
+    async fn agent(
+        &self,
+        id: &str,
+        request: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, VmError> {
+        self.record(id)?;
+        let owned = id.to_owned();
+        let text = request.to_string();
+        let command = request["execute"].as_str().unwrap_or("?").to_owned();
+        let seconds = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+        let reply = self
+            .libvirt(move |conn, _| {
+                let dom = domain(conn, &owned)?.ok_or_else(|| VmError::NotFound(owned.clone()))?;
+                if !active(&dom)? {
+                    return Err(VmError::NotRunning(owned));
+                }
+                // libvirt syncs with the agent itself, and times out as asked.
+                dom.qemu_agent_command(&text, seconds, 0)
+                    .map_err(|e| match e.code() {
+                        ErrorNumber::AgentUnresponsive | ErrorNumber::AgentUnsynced => {
+                            VmError::Agent(AgentError::Timeout(timeout))
+                        }
+                        _ => libvirt_error(e),
+                    })
+            })
+            .await?;
+        let reply: serde_json::Value = serde_json::from_str(&reply)
+            .map_err(|_| VmError::Agent(AgentError::Protocol(reply.chars().take(200).collect())))?;
+        Ok(reply_value(&command, reply)?)
     }
 
     /// Domains libvirt saw die (their QEMU crashed or was killed).

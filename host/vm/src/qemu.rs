@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::accel::{AccelChooser, AccelSetting};
+use crate::agent::Agent;
 use crate::backend::{StopOutcome, VmBackend, VmState};
 use crate::error::VmError;
 use crate::qmp::Qmp;
@@ -231,6 +232,20 @@ impl VmBackend for QemuBackend {
             Ipv4Addr::LOCALHOST,
             5900 + record.vnc_display,
         )))
+    }
+
+    async fn agent(
+        &self,
+        id: &str,
+        request: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, VmError> {
+        self.record(id)?;
+        if self.pid(id).is_none() {
+            return Err(VmError::NotRunning(id.to_owned()));
+        }
+        let mut agent = Agent::connect(&self.paths(id).agent(), timeout).await?;
+        Ok(agent.execute(request, timeout).await?)
     }
 
     /// A pidfile whose process is gone: QEMU removes its pidfile when it

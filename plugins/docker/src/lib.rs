@@ -12,6 +12,25 @@ use serde::Serialize;
 use serde_json::Value;
 
 const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// OpenFactory images are live systems whose root is an overlay, and overlay2
+/// cannot stack on an overlay ("failed to mount overlay: invalid argument",
+/// found by a test run): Docker's storage gets a tmpfs of its own.
+const STORAGE_MOUNT: &str = "/etc/systemd/system/var-lib-docker.mount";
+const STORAGE_MOUNT_UNIT: &str = "[Unit]
+Description=Docker storage on tmpfs (overlay2 cannot stack on the live image's overlay root)
+DefaultDependencies=no
+Conflicts=umount.target
+Before=local-fs.target umount.target docker.service
+
+[Mount]
+What=tmpfs
+Where=/var/lib/docker
+Type=tmpfs
+Options=mode=0710,size=50%
+
+[Install]
+WantedBy=local-fs.target
+";
 
 /// Storage driver of the Docker daemon (`storage-driver` in daemon.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -211,8 +230,12 @@ impl Feature for Docker {
         let mut steps = vec![
             step::install(&packages),
             step::write_file(DAEMON_JSON, &config),
-            step::enable("docker.service"),
         ];
+        if matches!(o.storage_driver, StorageDriver::Overlay2 | StorageDriver::Vfs) {
+            steps.push(step::write_file(STORAGE_MOUNT, STORAGE_MOUNT_UNIT));
+            steps.push(step::enable("var-lib-docker.mount"));
+        }
+        steps.push(step::enable("docker.service"));
         // The docker group is created by docker.io's postinst.
         steps.extend(
             unique_users(o)

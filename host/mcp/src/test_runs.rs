@@ -1,0 +1,359 @@
+//! The test-run tools' logic: a run of checks against one of the caller's
+//! completed builds, queued as a job; its results as they come in; its stop.
+
+use openfactory_core::Plan;
+use openfactory_core::rules;
+use openfactory_store::{
+    BuildStatus, NewTestRun, OwnerId, StopRequest, TestRunRecord, TestRunStatus,
+};
+use openfactory_testrun::{CheckResult, RunReport, TestCheck};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::app::{App, store_error};
+use crate::builds;
+
+/// Bounds every owner's test runs live within.
+pub struct TestSettings {
+    /// Queued + running runs one owner may have.
+    pub max_active_per_owner: u32,
+    /// Longest a run may take (boot and checks), seconds.
+    pub max_timeout_seconds: u32,
+    /// Wakes the test worker when a run is queued.
+    pub wake: tokio::sync::Notify,
+}
+
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 900;
+pub const MIN_TIMEOUT_SECONDS: u32 = 60;
+/// Serial console lines get_test_results shows.
+const SERIAL_TAIL: usize = 60;
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunCreated {
+    pub run_id: String,
+    pub build_id: String,
+    pub status: String,
+    /// The checks this run will run, in order.
+    pub checks: Vec<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TestResults {
+    pub run_id: String,
+    pub build_id: String,
+    /// queued, running, passed, failed, error, stopped or timed_out.
+    pub status: String,
+    /// boot, checks, cleanup or done.
+    pub stage: Option<String>,
+    /// 0–100.
+    pub progress: u8,
+    pub message: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub passed: u32,
+    pub failed: u32,
+    pub total: u32,
+    /// Seconds from VM start to the guest agent answering.
+    pub boot_seconds: Option<f64>,
+    pub duration_seconds: Option<f64>,
+    pub accelerator: Option<String>,
+    /// Every check so far: status, why, the command, exit code, output excerpts.
+    pub checks: Vec<CheckResult>,
+    /// The last lines of the VM's serial console (evidence when boot or a unit failed).
+    pub serial_log: Vec<String>,
+    /// The same results as JUnit XML, when asked for with format=junit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub junit_xml: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub build_id: String,
+    pub status: String,
+    pub progress: u8,
+    pub message: String,
+    pub passed: Option<u32>,
+    pub total: Option<u32>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunStopped {
+    pub run_id: String,
+    pub status: String,
+    pub message: String,
+}
+
+fn not_found(id: &str) -> String {
+    format!("test run `{id}` not found; list_test_runs shows yours")
+}
+
+fn check_run_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(format!(
+            "run_id `{}` is not a test run id; list_test_runs shows yours (12 hex digits)",
+            rules::truncate(id, 40).escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+pub async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<TestRunRecord, String> {
+    check_run_id(id)?;
+    app.store
+        .test_run(owner, id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(id))
+}
+
+fn bounded(
+    value: Option<i64>,
+    default: u32,
+    min: u32,
+    max: u32,
+    field: &str,
+    unit: &str,
+) -> Result<u32, String> {
+    match value.unwrap_or(i64::from(default)) {
+        v if (i64::from(min)..=i64::from(max)).contains(&v) => Ok(v as u32),
+        v => Err(format!(
+            "{field}: {v} is out of range; use {min} to {max}{unit} (this server's limit)"
+        )),
+    }
+}
+
+pub struct RunArgs {
+    pub tests: Option<Vec<Value>>,
+    pub memory_mb: Option<i64>,
+    pub vcpus: Option<i64>,
+    pub timeout_seconds: Option<i64>,
+}
+
+pub async fn create(
+    app: &App,
+    owner: &OwnerId,
+    build_id: &str,
+    args: RunArgs,
+) -> Result<RunCreated, String> {
+    let limits = &app.tests;
+    let mut errors = Vec::new();
+    let memory = bounded(
+        args.memory_mb,
+        1024.min(app.vms.max_memory_mb),
+        256,
+        app.vms.max_memory_mb,
+        "memory_mb",
+        " MiB",
+    );
+    let vcpus = bounded(args.vcpus, 1, 1, app.vms.max_vcpus, "vcpus", "");
+    let timeout = bounded(
+        args.timeout_seconds,
+        DEFAULT_TIMEOUT_SECONDS.min(limits.max_timeout_seconds),
+        MIN_TIMEOUT_SECONDS,
+        limits.max_timeout_seconds,
+        "timeout_seconds",
+        " s",
+    );
+    for r in [&memory, &vcpus, &timeout] {
+        if let Err(e) = r {
+            errors.push(e.clone());
+        }
+    }
+    let build = builds::find(app, owner, build_id).await?;
+    if build.status != BuildStatus::Completed {
+        return Err(format!(
+            "build `{build_id}` is {}, not completed: tests boot a completed build's ISO",
+            build.status
+        ));
+    }
+    let plan: Plan = serde_json::from_str(&build.plan_json).map_err(|e| {
+        tracing::error!(build = %build.id, error = %e, "stored plan unreadable");
+        "this build's plan could not be read; rebuild it with retry_build".to_owned()
+    })?;
+    if !plan.guest_agent {
+        return Err(format!(
+            "build `{build_id}` has no guest agent (its recipe says guest_agent = false), so checks cannot reach inside it; \
+             build the recipe with guest_agent = true to test it"
+        ));
+    }
+    let checks: Vec<TestCheck> =
+        match openfactory_testrun::select(&plan.checks, args.tests.as_deref()) {
+            Ok(checks) => checks,
+            Err(mut e) => {
+                errors.append(&mut e);
+                Vec::new()
+            }
+        };
+    if !errors.is_empty() {
+        return Err(format!(
+            "the test run was not started ({} problem{}):\n- {}",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            errors.join("\n- ")
+        ));
+    }
+    let active = app
+        .store
+        .active_test_runs(owner)
+        .await
+        .map_err(store_error)?;
+    if active >= limits.max_active_per_owner {
+        return Err(format!(
+            "you have {active} test runs queued or running (the limit is {}); wait for one, or stop one with stop_test_run",
+            limits.max_active_per_owner
+        ));
+    }
+    let id = builds::new_build_id();
+    app.store
+        .create_test_run(
+            owner,
+            &NewTestRun {
+                id: &id,
+                build_id: &build.id,
+                checks_json: &serde_json::to_string(&checks).expect("serialisable"),
+                memory_mb: memory.expect("checked"),
+                vcpus: vcpus.expect("checked"),
+                timeout_seconds: timeout.expect("checked"),
+            },
+        )
+        .await
+        .map_err(store_error)?;
+    limits.wake.notify_one();
+    Ok(RunCreated {
+        run_id: id,
+        build_id: build.id,
+        status: "queued".into(),
+        message: format!(
+            "Queued {} checks. The run boots the ISO in a throwaway VM (about a minute), runs the checks and removes the VM; \
+             follow it with get_test_results (wait_seconds waits, with progress).",
+            checks.len()
+        ),
+        checks: checks.into_iter().map(|c| c.name).collect(),
+    })
+}
+
+/// A report as stored: complete once the run ended, only the finished checks
+/// while it runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StoredReport {
+    checks: Vec<CheckResult>,
+    boot_seconds: Option<f64>,
+    duration_seconds: Option<f64>,
+    accelerator: Option<String>,
+    serial_log: Vec<String>,
+}
+
+pub fn results(run: &TestRunRecord, junit: bool) -> TestResults {
+    let json = run.report_json.as_deref().unwrap_or("{}");
+    let report: StoredReport = serde_json::from_str(json).unwrap_or_default();
+    let complete: Option<RunReport> = serde_json::from_str(json).ok();
+    let checks = report.checks.clone();
+    let passed = checks
+        .iter()
+        .filter(|c| c.status == openfactory_testrun::CheckStatus::Passed)
+        .count() as u32;
+    let counted = |s| checks.iter().filter(|c| c.status == s).count() as u32;
+    let failed = counted(openfactory_testrun::CheckStatus::Failed)
+        + counted(openfactory_testrun::CheckStatus::TimedOut)
+        + counted(openfactory_testrun::CheckStatus::Error);
+    let planned: usize = serde_json::from_str::<Vec<Value>>(&run.checks_json)
+        .map(|c| c.len())
+        .unwrap_or(0);
+    let serial = &report.serial_log;
+    TestResults {
+        run_id: run.id.clone(),
+        build_id: run.build_id.clone(),
+        status: run.status.to_string(),
+        stage: run.stage.clone(),
+        progress: run.progress,
+        message: run.message.clone(),
+        created_at: run.created_at.clone(),
+        started_at: run.started_at.clone(),
+        finished_at: run.finished_at.clone(),
+        passed,
+        failed,
+        total: run.total.unwrap_or(planned as u32),
+        boot_seconds: report.boot_seconds,
+        duration_seconds: report.duration_seconds,
+        accelerator: report.accelerator.clone(),
+        junit_xml: complete.filter(|_| junit).map(|r| {
+            r.junit(&format!(
+                "openfactory build {} test run {}",
+                run.build_id, run.id
+            ))
+        }),
+        checks,
+        serial_log: serial[serial.len().saturating_sub(SERIAL_TAIL)..].to_vec(),
+    }
+}
+
+pub async fn list(
+    app: &App,
+    owner: &OwnerId,
+    build_id: Option<&str>,
+    limit: Option<i64>,
+) -> Result<RunList, String> {
+    let limit = bounded(limit, 20, 1, 100, "limit", "")?;
+    if let Some(build_id) = build_id {
+        builds::find(app, owner, build_id).await?;
+    }
+    let runs: Vec<RunSummary> = app
+        .store
+        .test_runs(owner, build_id, limit)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|r| RunSummary {
+            run_id: r.id,
+            build_id: r.build_id,
+            status: r.status.to_string(),
+            progress: r.progress,
+            message: r.message,
+            passed: r.passed,
+            total: r.total,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        })
+        .collect();
+    Ok(RunList {
+        count: runs.len(),
+        runs,
+    })
+}
+
+pub async fn stop(app: &App, owner: &OwnerId, id: &str) -> Result<RunStopped, String> {
+    check_run_id(id)?;
+    let outcome = app
+        .store
+        .stop_test_run(owner, id)
+        .await
+        .map_err(store_error)?;
+    let (status, message) = match outcome {
+        StopRequest::Stopped => (TestRunStatus::Stopped, "Stopped before it started; no VM was made.".to_owned()),
+        StopRequest::Requested => (
+            TestRunStatus::Running,
+            "Stopping: the run ends within seconds and its VM is removed; get_test_results shows what ran.".to_owned(),
+        ),
+        StopRequest::AlreadyFinished(status) => (status, format!("The run had already finished ({status}).")),
+        StopRequest::NotFound => return Err(not_found(id)),
+    };
+    Ok(RunStopped {
+        run_id: id.to_owned(),
+        status: status.to_string(),
+        message,
+    })
+}

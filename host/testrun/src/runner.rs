@@ -1,0 +1,377 @@
+//! A test run: a throwaway VM from the build's ISO, the guest agent waited
+//! for, every check run with retries until its deadline, the serial console
+//! kept as evidence, and the VM removed at the end, whatever happened
+//! (passed, failed, error, stopped, timed out).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openfactory_core::step::CheckKind;
+use openfactory_vm::{VmBackend, VmError, VmSpec, VmState};
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::exec::{ExecError, Exited, guest_exec};
+use crate::probe::{Judgement, display, judge, probe};
+use crate::report::{CheckResult, CheckStatus, RunReport, RunStatus, excerpt};
+use crate::select::TestCheck;
+
+/// Serial console lines a report keeps.
+pub const SERIAL_LINES: usize = 300;
+const RETRY: Duration = Duration::from_secs(1);
+/// Boot progress counts against this; booting may take longer (up to the run's timeout).
+const EXPECTED_BOOT: Duration = Duration::from_secs(90);
+
+pub struct RunSettings {
+    /// The throwaway VM's id (recorded before it exists, so that a host that
+    /// dies mid-run can remove it).
+    pub vm_id: String,
+    pub iso: PathBuf,
+    pub memory_mb: u32,
+    pub vcpus: u32,
+    /// The whole run: boot and every check.
+    pub timeout: Duration,
+}
+
+/// What a run reports while it goes.
+pub trait RunObserver: Send + Sync {
+    /// `stage` is `boot`, `checks` or `cleanup`; `done` the checks finished so far.
+    fn progress(&self, stage: &str, percent: u8, message: &str, done: &[CheckResult]);
+}
+
+#[derive(Default)]
+struct Found {
+    results: Vec<CheckResult>,
+    boot_seconds: Option<f64>,
+    accelerator: Option<String>,
+}
+
+pub async fn run<B: VmBackend>(
+    backend: &B,
+    settings: &RunSettings,
+    checks: &[TestCheck],
+    observer: &dyn RunObserver,
+    stop: CancellationToken,
+) -> RunReport {
+    let started = Instant::now();
+    let deadline = started + settings.timeout;
+    let found = Mutex::new(Found::default());
+    let (status, message) = tokio::select! {
+        outcome = boot_and_check(backend, settings, checks, observer, &found, deadline) => outcome,
+        _ = stop.cancelled() => (RunStatus::Stopped, "stopped by stop_test_run".to_owned()),
+        _ = tokio::time::sleep_until(deadline) => (
+            RunStatus::TimedOut,
+            format!("the run's budget of {} s ran out", settings.timeout.as_secs()),
+        ),
+    };
+    let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    observer.progress(
+        "cleanup",
+        98,
+        "keeping the serial log; removing the test VM",
+        &found.results,
+    );
+    let serial = backend
+        .serial_log(&settings.vm_id)
+        .await
+        .unwrap_or_default();
+    let text = openfactory_vm::console::console_text(&serial);
+    let lines: Vec<&str> = text.lines().collect();
+    let serial_log = lines[lines.len().saturating_sub(SERIAL_LINES)..]
+        .iter()
+        .map(|l| l.chars().take(400).collect())
+        .collect();
+    match backend.delete(&settings.vm_id).await {
+        Ok(()) | Err(VmError::NotFound(_)) => {}
+        Err(e) => tracing::warn!(vm = %settings.vm_id, error = %e, "removing a test VM"),
+    }
+    // Checks that never ran say why.
+    let why = match status {
+        RunStatus::Stopped => "not run: the run was stopped",
+        RunStatus::TimedOut => "not run: the run's time budget ran out",
+        _ => "not run: the VM never became ready",
+    };
+    for check in &checks[found.results.len().min(checks.len())..] {
+        found.results.push(CheckResult {
+            name: check.name.clone(),
+            source: check.source.clone(),
+            description: check.description.clone(),
+            status: CheckStatus::Skipped,
+            message: why.into(),
+            duration_seconds: 0.0,
+            attempts: 0,
+            command: display(&probe(&check.kind).argv),
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+        });
+    }
+    RunReport {
+        status,
+        message,
+        boot_seconds: found.boot_seconds,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        accelerator: found.accelerator,
+        checks: found.results,
+        serial_log,
+    }
+}
+
+fn percent(from: u8, span: u8, part: f64) -> u8 {
+    from + (f64::from(span) * part.clamp(0.0, 1.0)) as u8
+}
+
+async fn boot_and_check<B: VmBackend>(
+    backend: &B,
+    settings: &RunSettings,
+    checks: &[TestCheck],
+    observer: &dyn RunObserver,
+    found: &Mutex<Found>,
+    deadline: Instant,
+) -> (RunStatus, String) {
+    let spec = VmSpec {
+        id: settings.vm_id.clone(),
+        iso: settings.iso.clone(),
+        memory_mb: settings.memory_mb,
+        vcpus: settings.vcpus,
+        disk_gb: None,
+        forwards: Vec::new(),
+    };
+    observer.progress("boot", 1, "starting the test VM", &[]);
+    let booting = Instant::now();
+    match backend.create(&spec).await {
+        Ok(record) => {
+            found.lock().expect("not poisoned").accelerator = Some(record.accel.to_string())
+        }
+        Err(e) => return (RunStatus::Error, format!("the test VM did not start: {e}")),
+    }
+    // Booted when the guest agent answers (about when the login prompt appears).
+    let ping = json!({"execute": "guest-ping"});
+    loop {
+        if backend
+            .agent(&spec.id, &ping, Duration::from_secs(5))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if backend.state(&spec.id).await == VmState::Stopped {
+            return (
+                RunStatus::Error,
+                "the test VM stopped while booting; the serial log shows why".into(),
+            );
+        }
+        let elapsed = booting.elapsed();
+        observer.progress(
+            "boot",
+            percent(2, 38, elapsed.as_secs_f64() / EXPECTED_BOOT.as_secs_f64()),
+            &format!(
+                "booting ({} s); waiting for the guest agent",
+                elapsed.as_secs()
+            ),
+            &[],
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let boot = booting.elapsed().as_secs_f64();
+    found.lock().expect("not poisoned").boot_seconds = Some(boot);
+
+    let total = checks.len().max(1) as f64;
+    for (i, check) in checks.iter().enumerate() {
+        let done = found.lock().expect("not poisoned").results.clone();
+        observer.progress(
+            "checks",
+            percent(40, 57, i as f64 / total),
+            &format!("check {} of {}: {}", i + 1, checks.len(), check.name),
+            &done,
+        );
+        let result = run_check(backend, &spec.id, check, deadline).await;
+        found.lock().expect("not poisoned").results.push(result);
+    }
+    let found = found.lock().expect("not poisoned");
+    let failed: Vec<&str> = found
+        .results
+        .iter()
+        .filter(|r| r.status != CheckStatus::Passed)
+        .map(|r| r.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        (
+            RunStatus::Passed,
+            format!(
+                "all {} checks passed (booted in {boot:.0} s)",
+                found.results.len()
+            ),
+        )
+    } else {
+        (
+            RunStatus::Failed,
+            format!(
+                "{} of {} checks did not pass: {}",
+                failed.len(),
+                found.results.len(),
+                failed.join(", ")
+            ),
+        )
+    }
+}
+
+/// One check, retried (like nixosTest's `wait_until_succeeds`) until it
+/// passes, fails for good, or its deadline comes.
+async fn run_check<B: VmBackend>(
+    backend: &B,
+    vm: &str,
+    check: &TestCheck,
+    run_deadline: Instant,
+) -> CheckResult {
+    let probe = probe(&check.kind);
+    let started = Instant::now();
+    let deadline =
+        (started + Duration::from_secs(u64::from(check.timeout_seconds))).min(run_deadline);
+    let mut attempts = 0;
+    let mut last: Option<Exited> = None;
+    let mut last_error = String::new();
+    let finish =
+        |status: CheckStatus, message: String, last: Option<&Exited>, attempts: u32| CheckResult {
+            name: check.name.clone(),
+            source: check.source.clone(),
+            description: check.description.clone(),
+            status,
+            message,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            attempts,
+            command: display(&probe.argv),
+            exit_code: last.and_then(|l| l.exit_code),
+            stdout: last.map(|l| excerpt(&l.stdout)).unwrap_or_default(),
+            stderr: last.map(|l| excerpt(&l.stderr)).unwrap_or_default(),
+        };
+    loop {
+        attempts += 1;
+        match guest_exec(backend, vm, &probe.argv, deadline).await {
+            Ok(exited) => {
+                let judgement = match exited.exit_code {
+                    Some(code) => judge(probe.verdict, code, &exited.stdout),
+                    None => Judgement::Retry,
+                };
+                match judgement {
+                    Judgement::Pass => {
+                        return finish(
+                            CheckStatus::Passed,
+                            "passed".into(),
+                            Some(&exited),
+                            attempts,
+                        );
+                    }
+                    Judgement::Fail => {
+                        let mut result = finish(
+                            CheckStatus::Failed,
+                            why_not(&check.kind, &exited, true),
+                            Some(&exited),
+                            attempts,
+                        );
+                        if let CheckKind::UnitActive { unit } = &check.kind {
+                            result.stderr = unit_journal(backend, vm, unit, run_deadline).await;
+                        }
+                        return result;
+                    }
+                    Judgement::Retry => last = Some(exited),
+                }
+            }
+            Err(ExecError::Timeout) => {
+                return finish(
+                    CheckStatus::TimedOut,
+                    format!(
+                        "its command was still running after {} s",
+                        started.elapsed().as_secs()
+                    ),
+                    last.as_ref(),
+                    attempts,
+                );
+            }
+            Err(ExecError::Refused(why)) => {
+                return finish(
+                    CheckStatus::Error,
+                    format!("the guest agent could not run it: {why}"),
+                    None,
+                    attempts,
+                );
+            }
+            // The agent hiccuped (or the VM is gone): retry until the deadline.
+            Err(ExecError::Vm(e)) => last_error = e.to_string(),
+        }
+        if Instant::now() + RETRY >= deadline {
+            return match &last {
+                Some(exited) => {
+                    let mut result = finish(
+                        CheckStatus::Failed,
+                        format!(
+                            "{} (still, after {} s and {attempts} attempts)",
+                            why_not(&check.kind, exited, false),
+                            started.elapsed().as_secs()
+                        ),
+                        Some(exited),
+                        attempts,
+                    );
+                    if let CheckKind::UnitActive { unit } = &check.kind {
+                        result.stderr = unit_journal(backend, vm, unit, run_deadline).await;
+                    }
+                    result
+                }
+                None => finish(
+                    CheckStatus::Error,
+                    format!("it could not be run: {last_error}"),
+                    None,
+                    attempts,
+                ),
+            };
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Why an attempt did not pass, in the check's own terms.
+fn why_not(kind: &CheckKind, exited: &Exited, definitive: bool) -> String {
+    let code = exited
+        .exit_code
+        .map_or("no exit code (killed by a signal)".to_owned(), |c| {
+            format!("exit code {c}")
+        });
+    let said = exited.stdout.trim();
+    match kind {
+        CheckKind::UnitActive { unit } if definitive => format!("{unit} entered the failed state"),
+        CheckKind::UnitActive { unit } => format!(
+            "{unit} is {}",
+            if said.is_empty() { "not active" } else { said }
+        ),
+        CheckKind::CommandSucceeds { .. } => format!("the command ended with {code}"),
+        CheckKind::PortOpen { port, protocol } => format!("nothing listens on {port}/{protocol}"),
+        CheckKind::FileExists { path } => format!("{path} does not exist"),
+        CheckKind::PackageInstalled { package } => format!("package {package} is not installed"),
+        CheckKind::HttpGet { url } if said.is_empty() => {
+            format!("GET {url} got no answer ({code})")
+        }
+        CheckKind::HttpGet { url } => {
+            format!("GET {url} answered `{}`", said.lines().next().unwrap_or(""))
+        }
+    }
+}
+
+/// The unit's last journal lines: the evidence for why it is not active.
+async fn unit_journal<B: VmBackend>(
+    backend: &B,
+    vm: &str,
+    unit: &str,
+    run_deadline: Instant,
+) -> String {
+    let argv: Vec<String> = ["journalctl", "--no-pager", "-n", "30", "-u", unit]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let deadline = (Instant::now() + Duration::from_secs(15)).min(run_deadline);
+    match guest_exec(backend, vm, &argv, deadline).await {
+        Ok(exited) => excerpt(&format!("journalctl -u {unit}:\n{}", exited.stdout)),
+        Err(_) => String::new(),
+    }
+}
