@@ -122,7 +122,7 @@ pub fn bench_tests(root: &Path) -> Result<()> {
     println!("minimal bookworm live ISO, TCG, 1 vCPU, 1 GiB");
     println!("  raw QEMU boot to the login prompt                 {raw:>7.1} s");
     println!(
-        "  openfactory test: boot to results ({checks} checks)    {tested:>7.1} s   (boot {:.1} s)",
+        "  openfactory test: boot to results ({checks:>2} checks)      {tested:>7.1} s   (boot {:.1} s)",
         report["boot_seconds"].as_f64().unwrap_or(0.0)
     );
     println!(

@@ -142,6 +142,10 @@ async fn probe_kvm(iso: &Path, scratch: &Path) -> Result<bool, VmError> {
         .args(["-append", "console=ttyS0 panic=-1"])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
+        // A KVM that cannot run guests says so loudly on stderr; the answer is what counts.
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let started = Instant::now();
