@@ -20,6 +20,7 @@ pub struct App {
     pub builds: BuildSettings,
     pub vms: VmSettings,
     pub tests: TestSettings,
+    pub auth: crate::auth::Auth,
 }
 
 impl App {
@@ -39,6 +40,7 @@ impl App {
             builds,
             vms,
             tests,
+            auth: crate::auth::Auth::default(),
         })
     }
 }

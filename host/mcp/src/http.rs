@@ -185,7 +185,15 @@ pub fn router(
         .route(sse::SSE_PATH, get(open_sse))
         .route(sse::MESSAGES_PATH, post(post_message))
         .with_state(shared.clone())
-        .route_service(STREAMABLE_PATH, streamable)
+        .merge(
+            Router::new()
+                .route_service(STREAMABLE_PATH, streamable)
+                .route_layer(middleware::from_fn_with_state(
+                    app.clone(),
+                    crate::auth_http::streamable,
+                )),
+        )
+        .merge(crate::auth_http::router(app.clone()))
         .route(
             "/api/builds/{id}/iso",
             get(crate::downloads::iso).with_state(app.clone()),
@@ -210,7 +218,14 @@ async fn open_sse(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let owner = shared.owners.resolve(peer.ip(), &headers);
+    let (owner, ends) = match crate::auth::key_caller(&shared.app, &headers).await {
+        Err(e) => return crate::auth_http::refused(&e),
+        Ok(Some(caller)) => {
+            let ends = shared.app.auth.key_token(&caller.key_id);
+            (caller.owner, Some(ends))
+        }
+        Ok(None) => (shared.owners.resolve(peer.ip(), &headers), None),
+    };
     if let Err(e) = shared.app.store.touch_owner(&owner).await {
         tracing::error!(error = %e, "could not record the caller");
         return (
@@ -219,7 +234,7 @@ async fn open_sse(
         )
             .into_response();
     }
-    sse::open(shared.sse.clone(), owner).into_response()
+    sse::open(shared.sse.clone(), owner, ends).into_response()
 }
 
 async fn post_message(
@@ -229,7 +244,11 @@ async fn post_message(
     query: Query<sse::MessageQuery>,
     body: Bytes,
 ) -> Response {
-    let owner = shared.owners.resolve(peer.ip(), &headers);
+    let owner = match crate::auth::key_caller(&shared.app, &headers).await {
+        Err(e) => return crate::auth_http::refused(&e),
+        Ok(Some(caller)) => caller.owner,
+        Ok(None) => shared.owners.resolve(peer.ip(), &headers),
+    };
     sse::post(State(shared.sse.clone()), owner, query, body).await
 }
 

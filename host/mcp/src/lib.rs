@@ -6,6 +6,8 @@
 //! stdio.
 
 pub mod app;
+pub mod auth;
+pub mod auth_http;
 pub mod builds;
 pub mod console;
 pub mod downloads;

@@ -254,6 +254,10 @@ impl OpenFactoryServer {
                     .extensions
                     .get::<http::request::Parts>()
                     .ok_or("the transport did not identify the caller")?;
+                // A key was checked by the HTTP layer before the request got here.
+                if let Some(caller) = parts.extensions.get::<crate::auth::KeyCaller>() {
+                    return Ok(caller.owner.clone());
+                }
                 self.policy
                     .resolve_parts(parts)
                     .ok_or("the server could not determine your address")?

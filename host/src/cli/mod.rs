@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod account;
 mod build;
 mod plugin;
 mod recipe;
@@ -88,6 +89,12 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Boot an ISO in a throwaway VM and run its recipe's checks (and yours), with JUnit output.
     Test(test::TestArgs),
+    /// Accounts, for deployments where the operator creates them.
+    #[command(subcommand)]
+    Account(account::AccountCommand),
+    /// MCP API keys (of_mcp_…) of an account.
+    #[command(subcommand)]
+    Key(account::KeyCommand),
     /// Serve MCP over HTTP (legacy SSE at /api/mcp/sse, Streamable HTTP at /api/mcp).
     Serve(serve::ServeArgs),
     /// Serve MCP on stdio.
@@ -120,6 +127,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Build(args) => build::run(args, &config),
         Command::Test(args) => test::run(args, &config),
+        Command::Account(cmd) => account::account(cmd, &config),
+        Command::Key(cmd) => account::key(cmd, &config),
         Command::Serve(args) => serve::serve(args, &config),
         Command::Mcp(args) => serve::mcp(args, &config),
     }

@@ -5,10 +5,12 @@
 //! depend on each caller remembering a `WHERE`. SQL is kept portable (numbered
 //! parameters, no SQLite-only functions) for PostgreSQL.
 
+mod accounts;
 mod builds;
 mod test_runs;
 mod vms;
 
+pub use accounts::{Account, KeyLookup, McpKey};
 pub use builds::{BuildEnd, BuildRecord, BuildStatus, CancelOutcome, NewBuild};
 pub use test_runs::{NewTestRun, StopRequest, TestRunEnd, TestRunRecord, TestRunStatus};
 pub use vms::VmRow;
@@ -22,7 +24,8 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-/// Who owns a resource: `ip:<address>` for anonymous clients, `local` for stdio.
+/// Who owns a resource: `ip:<address>` for anonymous clients,
+/// `account:<id>` for signed-in ones (through an API key), `local` for stdio.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct OwnerId(pub(crate) String);
@@ -40,6 +43,16 @@ impl OwnerId {
         OwnerId(format!("ip:{addr}"))
     }
 
+    /// A signed-in caller.
+    pub fn account(id: &str) -> OwnerId {
+        OwnerId(format!("account:{id}"))
+    }
+
+    /// The account this owner is, if it is one.
+    pub fn account_id(&self) -> Option<&str> {
+        self.0.strip_prefix("account:")
+    }
+
     /// The user running a local stdio server.
     pub fn local() -> OwnerId {
         OwnerId("local".into())
@@ -53,6 +66,10 @@ impl OwnerId {
     pub fn parse(text: &str) -> Option<OwnerId> {
         if text == "local" {
             return Some(OwnerId::local());
+        }
+        if let Some(id) = text.strip_prefix("account:") {
+            return (!id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()))
+                .then(|| OwnerId::account(id));
         }
         let addr: std::net::IpAddr = text.strip_prefix("ip:")?.parse().ok()?;
         let owner = OwnerId::ip(addr);

@@ -1,0 +1,431 @@
+//! Accounts, sessions and MCP API keys.
+//!
+//! - People register and sign in over `/api/auth/*` (argon2id password
+//!   hashes) and get a signed session token (HMAC, 12 hours).
+//! - With it they manage keys at `/api/mcp-keys`: `of_mcp_` + 40 hex digits,
+//!   shown once, stored as SHA-256.
+//! - An MCP client sending `Authorization: Bearer of_mcp_…` acts as the
+//!   account; without the header, as its IP address. A wrong or revoked key
+//!   is refused (401), never silently treated as the IP session.
+//! - Revoking a key through the API cancels its token here, which closes every
+//!   open stream that authenticated with it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use http::HeaderMap;
+use openfactory_store::{KeyLookup, OwnerId};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, store_error};
+
+pub const KEY_PREFIX: &str = "of_mcp_";
+/// Characters of a key kept to tell keys apart.
+const SHOWN_PREFIX: usize = 13;
+pub const SESSION_SECONDS: i64 = 12 * 3600;
+const MIN_PASSWORD: usize = 10;
+const MAX_PASSWORD: usize = 1024;
+/// Failed sign-ins per email within the window before refusing for a while.
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// An MCP caller that presented a valid key: the account, and the key.
+#[derive(Debug, Clone)]
+pub struct KeyCaller {
+    pub owner: OwnerId,
+    pub key_id: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyError {
+    /// Not a key of ours (or not a key at all).
+    Invalid,
+    Revoked,
+    Unavailable,
+}
+
+impl KeyError {
+    pub fn message(&self) -> &'static str {
+        match self {
+            KeyError::Invalid => {
+                "Invalid API key: check the Authorization header (Bearer of_mcp_…), create a new key, or remove the header to use your IP session"
+            }
+            KeyError::Revoked => {
+                "Invalid API key: this key was revoked; create a new one, or remove the Authorization header to use your IP session"
+            }
+            KeyError::Unavailable => "the server could not check the API key; try again later",
+        }
+    }
+}
+
+/// State the auth layer keeps in memory: which streams each key holds open,
+/// and recent failed sign-ins.
+#[derive(Default)]
+pub struct Auth {
+    connections: Mutex<HashMap<String, CancellationToken>>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl Auth {
+    /// The token every stream opened with `key_id` ends on.
+    pub fn key_token(&self, key_id: &str) -> CancellationToken {
+        self.connections
+            .lock()
+            .expect("auth lock")
+            .entry(key_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Close every stream opened with `key_id`.
+    fn disconnect(&self, key_id: &str) {
+        if let Some(token) = self.connections.lock().expect("auth lock").remove(key_id) {
+            token.cancel();
+        }
+    }
+
+    fn throttled(&self, email: &str) -> bool {
+        let failures = self.failures.lock().expect("auth lock");
+        failures
+            .get(email)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, email: &str) {
+        let mut failures = self.failures.lock().expect("auth lock");
+        let entry = failures
+            .entry(email.to_owned())
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    fn succeeded(&self, email: &str) {
+        self.failures.lock().expect("auth lock").remove(email);
+    }
+}
+
+pub fn key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new key: its secret (shown once), its shown prefix and its hash.
+pub fn new_key() -> (String, String, String) {
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+    let prefix = key[..SHOWN_PREFIX].to_owned();
+    let hash = key_hash(&key);
+    (key, prefix, hash)
+}
+
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    hex::encode(bytes)
+}
+
+/// The caller's key, if the request carries one. `Ok(None)`: no
+/// Authorization header (an IP session).
+pub async fn key_caller(app: &App, headers: &HeaderMap) -> Result<Option<KeyCaller>, KeyError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| k.starts_with(KEY_PREFIX) && k.len() <= 128)
+        .ok_or(KeyError::Invalid)?;
+    match app.store.key_by_hash(&key_hash(key)).await {
+        Ok(KeyLookup::Valid(found)) => Ok(Some(KeyCaller {
+            owner: OwnerId::account(&found.account_id),
+            key_id: found.key_id,
+        })),
+        Ok(KeyLookup::Revoked(_)) => Err(KeyError::Revoked),
+        Ok(KeyLookup::Unknown) => Err(KeyError::Invalid),
+        Err(e) => {
+            tracing::error!(error = %e, "could not look up an API key");
+            Err(KeyError::Unavailable)
+        }
+    }
+}
+
+pub fn check_email(email: &str) -> Result<String, String> {
+    let email = email.trim().to_ascii_lowercase();
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if ok {
+        Ok(email)
+    } else {
+        Err("email: give an address like ada@example.org (at most 254 characters)".into())
+    }
+}
+
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let n = password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+        return Err(format!(
+            "password: use {MIN_PASSWORD} to {MAX_PASSWORD} characters (a passphrase of a few words works well)"
+        ));
+    }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).expect("the OS has randomness");
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes encode");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("the password could not be hashed: {e}"))
+}
+
+fn password_matches(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A burned hash to verify against when the email is unknown, so that the
+/// answer takes as long either way.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password("not a password of anyone").expect("hashes"))
+}
+
+/// A session token for the account, and when it expires.
+pub fn session_token(app: &App, account_id: &str) -> (String, i64) {
+    let expires = crate::links::unix_now() + SESSION_SECONDS;
+    let token = app
+        .builds
+        .links
+        .sign("session", "", &OwnerId::account(account_id), expires);
+    (token, expires)
+}
+
+/// The account a session token (`Authorization: Bearer …`) was made for.
+pub fn session_account(app: &App, headers: &HeaderMap) -> Result<String, String> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or("sign in first: send Authorization: Bearer <token from /api/auth/login>")?;
+    if token.starts_with(KEY_PREFIX) {
+        return Err("this needs a session token from /api/auth/login, not an MCP API key".into());
+    }
+    let owner = app
+        .builds
+        .links
+        .verify("session", "", token, crate::links::unix_now())
+        .map_err(|e| match e {
+            crate::links::LinkError::Expired => "the session has expired; sign in again".to_owned(),
+            _ => "the session token is not valid; sign in again".to_owned(),
+        })?;
+    owner
+        .account_id()
+        .map(str::to_owned)
+        .ok_or_else(|| "the session token is not valid; sign in again".into())
+}
+
+/// What registration and sign-in answer.
+#[derive(Debug, serde::Serialize)]
+pub struct Session {
+    pub account_id: String,
+    pub email: String,
+    pub token: String,
+    pub expires_at: String,
+}
+
+pub async fn register(app: &App, email: &str, password: &str) -> Result<Session, String> {
+    let email = check_email(email);
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (email, hash) = match (email, hash) {
+        (Ok(e), Ok(h)) => (e, h),
+        (e, h) => {
+            let errors: Vec<String> = [e.err(), h.err()].into_iter().flatten().collect();
+            return Err(errors.join("; "));
+        }
+    };
+    let account = app
+        .store
+        .create_account(&new_id(), &email, &hash)
+        .await
+        .map_err(store_error)?;
+    let (token, expires) = session_token(app, &account.id);
+    Ok(Session {
+        account_id: account.id,
+        email: account.email,
+        token,
+        expires_at: crate::links::rfc3339(expires),
+    })
+}
+
+pub enum SignInError {
+    Wrong,
+    Throttled,
+    Other(String),
+}
+
+pub async fn login(app: &App, email: &str, password: &str) -> Result<Session, SignInError> {
+    let email = email.trim().to_ascii_lowercase();
+    if app.auth.throttled(&email) {
+        return Err(SignInError::Throttled);
+    }
+    let account = app
+        .store
+        .account_by_email(&email)
+        .await
+        .map_err(|e| SignInError::Other(store_error(e)))?;
+    let hash = account
+        .as_ref()
+        .map_or_else(|| dummy_hash().to_owned(), |a| a.password_hash.clone());
+    let password = password.to_owned();
+    let matches = tokio::task::spawn_blocking(move || password_matches(&password, &hash))
+        .await
+        .unwrap_or(false);
+    match account {
+        Some(account) if matches => {
+            app.auth.succeeded(&email);
+            let (token, expires) = session_token(app, &account.id);
+            Ok(Session {
+                account_id: account.id,
+                email: account.email,
+                token,
+                expires_at: crate::links::rfc3339(expires),
+            })
+        }
+        _ => {
+            app.auth.failed(&email);
+            Err(SignInError::Wrong)
+        }
+    }
+}
+
+/// A new key for the account: the secret is in the answer, once.
+#[derive(Debug, serde::Serialize)]
+pub struct CreatedKey {
+    pub key_id: String,
+    pub name: String,
+    /// The key itself. It is not stored: copy it now.
+    pub key: String,
+    pub prefix: String,
+    pub created_at: String,
+}
+
+pub fn check_key_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err("name: give 1 to 64 characters of plain text, e.g. \"Claude Desktop\"".into());
+    }
+    Ok(name.to_owned())
+}
+
+pub async fn create_key(app: &App, account_id: &str, name: &str) -> Result<CreatedKey, String> {
+    let name = check_key_name(name)?;
+    let (key, prefix, hash) = new_key();
+    let stored = app
+        .store
+        .create_key(account_id, &new_id(), &name, &prefix, &hash)
+        .await
+        .map_err(store_error)?;
+    Ok(CreatedKey {
+        key_id: stored.key_id,
+        name: stored.name,
+        key,
+        prefix: stored.prefix,
+        created_at: stored.created_at,
+    })
+}
+
+/// Revoke a key and close every stream it holds open.
+pub async fn revoke_key(
+    app: &App,
+    account_id: &str,
+    key_id: &str,
+) -> Result<openfactory_store::McpKey, String> {
+    let revoked = app
+        .store
+        .revoke_key(account_id, key_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            format!(
+                "key `{}` not found; GET /api/mcp-keys lists yours",
+                openfactory_core::rules::truncate(key_id, 40)
+            )
+        })?;
+    app.auth.disconnect(key_id);
+    tracing::info!(key = %key_id, "API key revoked; its connections closed");
+    Ok(revoked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_look_like_the_reference_says() {
+        let (key, prefix, hash) = new_key();
+        assert!(key.starts_with("of_mcp_") && key.len() == 47, "{key}");
+        assert!(key.starts_with(&prefix) && prefix.len() == 13);
+        assert_eq!(hash, key_hash(&key));
+        assert_ne!(new_key().0, key);
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let hash = hash_password("correct horse battery").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(password_matches("correct horse battery", &hash));
+        assert!(!password_matches("wrong horse battery", &hash));
+        assert!(hash_password("short").unwrap_err().contains("10 to 1024"));
+    }
+
+    #[test]
+    fn emails_are_checked_and_normalised() {
+        assert_eq!(check_email(" Ada@Example.org ").unwrap(), "ada@example.org");
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.org",
+            "a b@example.org",
+            "ada@example",
+            "ada@.org",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sign_in_failures_throttle_per_email() {
+        let auth = Auth::default();
+        for _ in 0..MAX_FAILURES {
+            assert!(!auth.throttled("a@b.c"));
+            auth.failed("a@b.c");
+        }
+        assert!(auth.throttled("a@b.c"));
+        assert!(!auth.throttled("other@b.c"));
+        auth.succeeded("a@b.c");
+        assert!(!auth.throttled("a@b.c"));
+    }
+}

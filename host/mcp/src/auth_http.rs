@@ -1,0 +1,182 @@
+//! The account and key REST API (`/api/auth/*`, `/api/mcp-keys`), and the
+//! layer that authenticates Streamable HTTP requests carrying an API key.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::app::{App, store_error};
+use crate::auth::{self, KeyError, SignInError};
+
+/// An API error: its status and a message that says what to do.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A JSON body of exactly the expected shape, or a 400 that says what is wrong.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let why = openfactory_core::rules::truncate(&e.to_string(), 200);
+        ApiError(StatusCode::BAD_REQUEST, format!("body: {why}"))
+    })
+}
+
+fn unavailable(e: openfactory_store::StoreError) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, store_error(e))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyName {
+    name: String,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/me", get(me))
+        .route("/api/mcp-keys", post(create_key).get(list_keys))
+        .route("/api/mcp-keys/{key_id}", delete(revoke_key))
+        .with_state(app)
+}
+
+async fn register(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
+    let creds: Credentials = body(&bytes)?;
+    match auth::register(&app, &creds.email, &creds.password).await {
+        Ok(session) => Ok((StatusCode::CREATED, axum::Json(session)).into_response()),
+        Err(e) if e.contains("already exists") => Err(ApiError(StatusCode::CONFLICT, e)),
+        Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+async fn login(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
+    let creds: Credentials = body(&bytes)?;
+    match auth::login(&app, &creds.email, &creds.password).await {
+        Ok(session) => Ok(axum::Json(session).into_response()),
+        Err(SignInError::Wrong) => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "wrong email or password".into(),
+        )),
+        Err(SignInError::Throttled) => Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed sign-ins for this email; wait 15 minutes and try again".into(),
+        )),
+        Err(SignInError::Other(e)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+/// The signed-in account (`Authorization: Bearer <session token>`).
+fn account(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
+    auth::session_account(app, headers).map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e))
+}
+
+async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    let id = account(&app, &headers)?;
+    let a = app
+        .store
+        .account(&id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "the account no longer exists".into(),
+            )
+        })?;
+    Ok(
+        axum::Json(json!({"account_id": a.id, "email": a.email, "created_at": a.created_at}))
+            .into_response(),
+    )
+}
+
+async fn create_key(State(app): State<Arc<App>>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
+    let id = account(&app, &headers)?;
+    let name: KeyName = body(&bytes)?;
+    let key = auth::create_key(&app, &id, &name.name)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    Ok((StatusCode::CREATED, axum::Json(key)).into_response())
+}
+
+async fn list_keys(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    let id = account(&app, &headers)?;
+    let keys = app.store.keys(&id).await.map_err(unavailable)?;
+    Ok(axum::Json(json!({ "keys": keys })).into_response())
+}
+
+async fn revoke_key(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(key_id): Path<String>,
+) -> ApiResult {
+    let id = account(&app, &headers)?;
+    match auth::revoke_key(&app, &id, &key_id).await {
+        Ok(key) => Ok(axum::Json(key).into_response()),
+        Err(e) if e.contains("not found") => Err(ApiError(StatusCode::NOT_FOUND, e)),
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
+}
+
+/// A refused key, as MCP clients expect it: 401, and the reason.
+pub fn refused(e: &KeyError) -> Response {
+    let status = if *e == KeyError::Unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let mut response = (
+        status,
+        axum::Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": { "code": -32001, "message": e.message() },
+        })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        "Bearer".parse().expect("valid header"),
+    );
+    response
+}
+
+/// Streamable HTTP: a request with a key acts as its account (the tools read
+/// the [`auth::KeyCaller`] this puts in the request), and whatever it streams
+/// back ends when the key is revoked. A bad key never reaches rmcp.
+pub async fn streamable(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    match auth::key_caller(&app, request.headers()).await {
+        Err(e) => refused(&e),
+        Ok(None) => next.run(request).await,
+        Ok(Some(caller)) => {
+            let ends = app.auth.key_token(&caller.key_id);
+            request.extensions_mut().insert(caller);
+            let (parts, body) = next.run(request).await.into_parts();
+            let stream = body.into_data_stream().take_until(ends.cancelled_owned());
+            Response::from_parts(parts, Body::from_stream(stream))
+        }
+    }
+}

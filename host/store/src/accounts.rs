@@ -1,0 +1,250 @@
+//! Accounts and their MCP API keys. Passwords arrive here already hashed and
+//! keys as the hash of their secret: the store never sees either in clear.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{OwnerId, Store, StoreError, now, rfc3339};
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    /// A PHC string (argon2id).
+    pub password_hash: String,
+    pub created_at: String,
+}
+
+impl Account {
+    pub fn owner(&self) -> OwnerId {
+        OwnerId::account(&self.id)
+    }
+}
+
+/// A key as its owner sees it: never its secret, nor its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpKey {
+    pub key_id: String,
+    #[serde(skip)]
+    pub account_id: String,
+    pub name: String,
+    /// The first characters of the key, to tell keys apart: `of_mcp_3f9c2a`.
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+}
+
+fn account(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+    })
+}
+
+fn key(row: &sqlx::sqlite::SqliteRow) -> Result<McpKey, StoreError> {
+    let used: Option<i64> = row.try_get("last_used_at")?;
+    let revoked: Option<i64> = row.try_get("revoked_at")?;
+    Ok(McpKey {
+        key_id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        last_used_at: used.map(rfc3339),
+        revoked_at: revoked.map(rfc3339),
+    })
+}
+
+const KEY_COLUMNS: &str = "id, account_id, name, prefix, created_at, last_used_at, revoked_at";
+
+/// What a key's secret turned out to be.
+#[derive(Debug)]
+pub enum KeyLookup {
+    Valid(McpKey),
+    Revoked(McpKey),
+    Unknown,
+}
+
+impl Store {
+    /// A new account; a clear conflict when the email is taken.
+    pub async fn create_account(
+        &self,
+        id: &str,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Account, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(id)
+        .bind(email)
+        .bind(password_hash)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(
+                "email: an account with this email already exists; sign in instead".into(),
+            ));
+        }
+        self.touch_owner(&OwnerId::account(id)).await?;
+        self.account_by_email(email)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an account vanished after insert".into()))
+    }
+
+    pub async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, email, password_hash, created_at FROM accounts WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(account).transpose()
+    }
+
+    pub async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, email, password_hash, created_at FROM accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(account).transpose()
+    }
+
+    pub async fn create_key(
+        &self,
+        account_id: &str,
+        id: &str,
+        name: &str,
+        prefix: &str,
+        key_hash: &str,
+    ) -> Result<McpKey, StoreError> {
+        let sql = format!(
+            "INSERT INTO mcp_keys (id, account_id, name, prefix, key_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {KEY_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(account_id)
+            .bind(name)
+            .bind(prefix)
+            .bind(key_hash)
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await?;
+        key(&row)
+    }
+
+    /// The account's keys, newest first, revoked ones included.
+    pub async fn keys(&self, account_id: &str) -> Result<Vec<McpKey>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM mcp_keys WHERE account_id = $1 ORDER BY created_at DESC, rowid DESC"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(account_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key).collect()
+    }
+
+    /// Revoke one of the account's keys; `None` if it has no such key.
+    pub async fn revoke_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+    ) -> Result<Option<McpKey>, StoreError> {
+        let sql = format!(
+            "UPDATE mcp_keys SET revoked_at = COALESCE(revoked_at, $3)
+             WHERE account_id = $1 AND id = $2 RETURNING {KEY_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(key_id)
+            .bind(now())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key).transpose()
+    }
+
+    /// The key whose secret hashes to `key_hash`; a valid one is marked used.
+    pub async fn key_by_hash(&self, key_hash: &str) -> Result<KeyLookup, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM mcp_keys WHERE key_hash = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(KeyLookup::Unknown);
+        };
+        let found = key(&row)?;
+        if found.revoked_at.is_some() {
+            return Ok(KeyLookup::Revoked(found));
+        }
+        sqlx::query("UPDATE mcp_keys SET last_used_at = $2 WHERE id = $1")
+            .bind(&found.key_id)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(KeyLookup::Valid(found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accounts_and_keys() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let a = store
+            .create_account("a1", "ada@example.org", "$argon2id$x")
+            .await
+            .unwrap();
+        assert_eq!(a.owner().as_str(), "account:a1");
+        let err = store
+            .create_account("a2", "ada@example.org", "$argon2id$y")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        store
+            .create_account("b1", "bob@example.org", "$argon2id$z")
+            .await
+            .unwrap();
+
+        let k = store
+            .create_key("a1", "k1", "laptop", "of_mcp_abcd", "h1")
+            .await
+            .unwrap();
+        assert_eq!(k.last_used_at, None);
+        assert!(
+            matches!(store.key_by_hash("h1").await.unwrap(), KeyLookup::Valid(k) if k.account_id == "a1")
+        );
+        assert!(store.keys("a1").await.unwrap()[0].last_used_at.is_some());
+        assert!(matches!(
+            store.key_by_hash("nope").await.unwrap(),
+            KeyLookup::Unknown
+        ));
+        // Bob cannot revoke Ada's key; Ada can, once and for all.
+        assert!(store.revoke_key("b1", "k1").await.unwrap().is_none());
+        assert!(
+            store
+                .revoke_key("a1", "k1")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+        assert!(matches!(
+            store.key_by_hash("h1").await.unwrap(),
+            KeyLookup::Revoked(_)
+        ));
+        assert!(store.keys("b1").await.unwrap().is_empty());
+    }
+}
