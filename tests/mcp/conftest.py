@@ -85,7 +85,8 @@ def server(of_bin, tmp_path_factory, catalog_snapshot) -> ofmcp.Server:
     """A running `openfactory serve` on 127.0.0.1 and a free port."""
     root = tmp_path_factory.mktemp("serve")
     home = ofmcp.make_home(of_bin, root / "home")
-    srv = ofmcp.Server.start(of_bin, home, root)
+    # The suite calls faster than any client would; the limit has its own test.
+    srv = ofmcp.Server.start(of_bin, home, root, extra_args=("--requests-per-minute", "0"))
     yield srv
     code = srv.stop()
     # VMs outlive the server by design; a failed test must not leave them running.

@@ -97,6 +97,9 @@ async def test_the_key_life_cycle_over_http(server):
         r = await http.delete(f"/api/mcp-keys/{created['key_id']}")
         assert r.status_code == 200 and r.json()["revoked_at"], r.text
         assert (await http.delete("/api/mcp-keys/../../etc")).status_code == 404
+    # Secrets never reach the server's log.
+    log = server.stderr_path.read_text(errors="replace")
+    assert key not in log and PASSWORD not in log and token not in log
 
 
 async def test_an_account_follows_its_key_across_addresses_and_transports(server):
@@ -204,3 +207,49 @@ async def test_operators_manage_accounts_and_keys_from_the_cli(of_bin, tmp_path)
     assert "revoked" in run("key", "list", "--email", "ops@example.org").stdout
     missing = run("key", "create", "--email", "nobody@example.org", "--name", "x")
     assert missing.returncode != 0 and "no account" in missing.stderr
+
+
+async def test_an_address_claims_its_ip_session_into_an_account_explicitly(server):
+    ip = "127.0.0.95"
+    async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip=ip)) as s:
+        await ok(s, "create_recipe_from_template", {"template_id": "debian-minimal-server", "name": "claim-me"})
+    async with client(server, ip=ip) as http:
+        r = await http.post("/api/auth/register", json={"email": "heidi@example.org", "password": PASSWORD})
+        token = r.json()["token"]
+    async with client(server, ip=ip, token=token) as http:
+        key = (await http.post("/api/mcp-keys", json={"name": "laptop"})).json()["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    # Signing in moves nothing by itself.
+    async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip=ip, headers=auth)) as s:
+        assert "claim-me" not in custom_ids(await ok(s, "list_recipes"))
+    async with client(server, ip=ip, token=token) as http:
+        r = await http.post("/api/auth/claim")
+        assert r.status_code == 200 and r.json()["claimed"]["recipes"] == 1 and r.json()["from"] == f"ip:{ip}", r.text
+        assert (await http.post("/api/auth/claim")).json()["claimed"]["recipes"] == 0
+    async with ofmcp.unwrapped(ofmcp.http_session("sse", server.base, ip="127.0.0.96", headers=auth)) as s:
+        assert "claim-me" in custom_ids(await ok(s, "list_recipes"))
+    async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip=ip)) as s:
+        await assert_invisible(s, "claim-me")
+    async with client(server, ip=ip) as http:
+        assert (await http.post("/api/auth/claim")).status_code == 401
+
+
+async def test_requests_are_rate_limited_per_caller(of_bin, tmp_path):
+    home = ofmcp.make_home(of_bin, tmp_path / "home")
+    srv = ofmcp.Server.start(of_bin, home, tmp_path, extra_args=("--requests-per-minute", "20"))
+    try:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        headers = {"Accept": "application/json, text/event-stream"}
+        async with client(srv, ip="127.0.0.97") as http:
+            statuses = [(await http.post("/api/mcp", json=body, headers=headers)).status_code for _ in range(20)]
+            assert 429 not in statuses, statuses
+            r = await http.post("/api/mcp", json=body, headers=headers)
+            assert r.status_code == 429 and "at most 20 requests a minute from this address" in r.json()["error"], r.text
+            assert 1 <= int(r.headers["retry-after"]) <= 60
+        # Another address has its own budget; health checks are never limited.
+        async with client(srv, ip="127.0.0.98") as http:
+            assert (await http.post("/api/mcp", json=body, headers=headers)).status_code != 429
+        async with client(srv, ip="127.0.0.97") as http:
+            assert (await http.get("/healthz")).status_code == 200
+    finally:
+        srv.stop()

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +19,8 @@ use serde_json::json;
 
 use crate::app::{App, store_error};
 use crate::auth::{self, KeyError, SignInError};
+use crate::owner::OwnerPolicy;
+use openfactory_store::OwnerId;
 
 /// An API error: its status and a message that says what to do.
 struct ApiError(StatusCode, String);
@@ -54,14 +58,16 @@ struct KeyName {
     name: String,
 }
 
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>) -> Router {
     Router::new()
+        .route("/api/auth/claim", post(claim))
         .route("/api/auth/register", post(register))
         .route("/api/auth/login", post(login))
         .route("/api/auth/me", get(me))
         .route("/api/mcp-keys", post(create_key).get(list_keys))
         .route("/api/mcp-keys/{key_id}", delete(revoke_key))
         .with_state(app)
+        .layer(axum::Extension(owners))
 }
 
 async fn register(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
@@ -111,6 +117,27 @@ async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
         axum::Json(json!({"account_id": a.id, "email": a.email, "created_at": a.created_at}))
             .into_response(),
     )
+}
+
+/// Move the work of the caller's address (its IP session) into the account.
+async fn claim(
+    State(app): State<Arc<App>>,
+    axum::Extension(owners): axum::Extension<Arc<OwnerPolicy>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let id = account(&app, &headers)?;
+    let from = owners.resolve(peer.ip(), &headers);
+    let claimed = app
+        .store
+        .claim(&from, &OwnerId::account(&id))
+        .await
+        .map_err(|e| match e {
+            openfactory_store::StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            e => unavailable(e),
+        })?;
+    tracing::info!(account = %id, from = %from, ?claimed, "IP session claimed");
+    Ok(axum::Json(json!({ "from": from, "claimed": claimed })).into_response())
 }
 
 async fn create_key(State(app): State<Arc<App>>, headers: HeaderMap, bytes: Bytes) -> ApiResult {

@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::limits::RateLimiter;
 use crate::metrics::TransportLabels;
 use crate::owner::OwnerPolicy;
 use crate::sse::{self, Sessions, SseState};
@@ -104,6 +105,50 @@ async fn check_host(
 }
 
 /// One span per HTTP request; the outcome is logged at debug level.
+/// Count the request against its caller's limit: the API key it carries, or
+/// its address.
+async fn rate_limit(
+    State((owners, limiter)): State<(Arc<OwnerPolicy>, Arc<RateLimiter>)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let (who, what) = match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => (
+            format!(
+                "auth:{}",
+                crate::auth::key_hash(&String::from_utf8_lossy(value.as_bytes()))
+            ),
+            "this credential",
+        ),
+        None => (
+            format!("ip:{}", owners.client_ip(peer.ip(), headers)),
+            "this address",
+        ),
+    };
+    match limiter.check(&who) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({
+                    "error": format!(
+                        "rate limit: at most {} requests a minute from {what}; wait {wait} s and try again",
+                        limiter.per_minute()
+                    )
+                })),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                wait.to_string().parse().expect("a number"),
+            );
+            response
+        }
+    }
+}
+
 async fn trace_request(request: Request, next: Next) -> Response {
     use tracing::Instrument;
     let span =
@@ -193,7 +238,7 @@ pub fn router(
                     crate::auth_http::streamable,
                 )),
         )
-        .merge(crate::auth_http::router(app.clone()))
+        .merge(crate::auth_http::router(app.clone(), owners.clone()))
         .route(
             "/api/builds/{id}/iso",
             get(crate::downloads::iso).with_state(app.clone()),
@@ -201,6 +246,13 @@ pub fn router(
         .merge(crate::console::router(
             app.clone(),
             app.vms.novnc_dir.clone(),
+        ))
+        .layer(middleware::from_fn_with_state(
+            (
+                owners.clone(),
+                Arc::new(RateLimiter::new(owners.requests_per_minute)),
+            ),
+            rate_limit,
         ))
         .layer(middleware::from_fn_with_state(Arc::new(hosts), check_host))
         .layer(DefaultBodyLimit::max(MAX_BODY));

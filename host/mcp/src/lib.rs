@@ -13,6 +13,7 @@ pub mod console;
 pub mod downloads;
 pub mod http;
 pub mod jsonrpc;
+pub mod limits;
 pub mod links;
 pub mod metrics;
 pub mod owner;

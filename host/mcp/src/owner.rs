@@ -11,6 +11,8 @@ use openfactory_store::OwnerId;
 pub struct OwnerPolicy {
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Requests one caller (an API key, or an address) may make a minute; 0: no limit.
+    pub requests_per_minute: u32,
 }
 
 impl OwnerPolicy {
@@ -59,6 +61,7 @@ mod tests {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let policy = OwnerPolicy {
             trusted_proxies: vec![proxy],
+            requests_per_minute: 0,
         };
         let client: IpAddr = "203.0.113.7".parse().unwrap();
         // A direct client cannot spoof its address.

@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Base URL clients reach this server at, for download links (default: http://<listen>).
     #[arg(long, env = "OPENFACTORY_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Requests one caller (an API key, or a client address) may make a minute; 0: no limit.
+    #[arg(long, env = "OPENFACTORY_REQUESTS_PER_MINUTE", default_value_t = 600)]
+    pub requests_per_minute: u32,
     #[command(flatten)]
     pub builds: BuildArgs,
     #[command(flatten)]
@@ -275,6 +278,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         };
         let owners = OwnerPolicy {
             trusted_proxies: args.trusted_proxies,
+            requests_per_minute: args.requests_per_minute,
         };
         let address = listener.local_addr()?;
         eprintln!("OpenFactory is listening on http://{address}");

@@ -195,6 +195,59 @@ impl Store {
     }
 }
 
+/// What [`Store::claim`] moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Claimed {
+    pub recipes: u64,
+    pub builds: u64,
+    pub vms: u64,
+    pub test_runs: u64,
+}
+
+impl Store {
+    /// Move everything `from` (an IP session) owns to `to` (an account), in
+    /// one transaction: all of it, or, when a recipe id or VM name is taken
+    /// in the account, nothing (the conflict says which).
+    pub async fn claim(&self, from: &OwnerId, to: &OwnerId) -> Result<Claimed, StoreError> {
+        self.touch_owner(to).await?;
+        let mut tx = self.pool.begin().await?;
+        for (table, column, what) in [("recipes", "id", "recipe"), ("vms", "name", "VM")] {
+            let sql = format!(
+                "SELECT a.{column} FROM {table} a JOIN {table} b ON a.{column} = b.{column}
+                 WHERE a.owner_id = $1 AND b.owner_id = $2 LIMIT 1"
+            );
+            let clash: Option<String> = sqlx::query_scalar(&sql)
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(name) = clash {
+                return Err(StoreError::Conflict(format!(
+                    "your account already has a {what} named `{name}`, and so does this address; rename or delete one, then claim again (nothing was moved)"
+                )));
+            }
+        }
+        let mut claimed = Claimed::default();
+        for (table, count) in [
+            ("recipes", &mut claimed.recipes),
+            ("builds", &mut claimed.builds),
+            ("vms", &mut claimed.vms),
+            ("test_runs", &mut claimed.test_runs),
+        ] {
+            *count = sqlx::query(&format!(
+                "UPDATE {table} SET owner_id = $2 WHERE owner_id = $1"
+            ))
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +299,38 @@ mod tests {
             KeyLookup::Revoked(_)
         ));
         assert!(store.keys("b1").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn claiming_moves_everything_or_nothing() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        store
+            .create_account("a1", "ada@example.org", "h")
+            .await
+            .unwrap();
+        let ip = OwnerId::parse("ip:192.0.2.1").unwrap();
+        let ada = OwnerId::account("a1");
+        let row = |name: &str| crate::VmRow {
+            id: format!("id-{name}"),
+            name: name.into(),
+            build_id: "b".into(),
+            memory_mb: 512,
+            vcpus: 1,
+            created_at: String::new(),
+        };
+        store.insert_vm(&ip, &row("web")).await.unwrap();
+        store.insert_vm(&ada, &row("web2")).await.unwrap();
+        let moved = store.claim(&ip, &ada).await.unwrap();
+        assert_eq!(moved.vms, 1);
+        assert!(store.vm(&ada, "web").await.unwrap().is_some());
+        assert!(store.vm(&ip, "web").await.unwrap().is_none());
+
+        // A clash moves nothing.
+        let mut other = row("web2");
+        other.id = "id-other".into();
+        store.insert_vm(&ip, &other).await.unwrap();
+        let err = store.claim(&ip, &ada).await.unwrap_err();
+        assert!(err.to_string().contains("named `web2`"), "{err}");
+        assert!(store.vm(&ip, "web2").await.unwrap().is_some());
     }
 }

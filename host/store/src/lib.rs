@@ -10,7 +10,7 @@ mod builds;
 mod test_runs;
 mod vms;
 
-pub use accounts::{Account, KeyLookup, McpKey};
+pub use accounts::{Account, Claimed, KeyLookup, McpKey};
 pub use builds::{BuildEnd, BuildRecord, BuildStatus, CancelOutcome, NewBuild};
 pub use test_runs::{NewTestRun, StopRequest, TestRunEnd, TestRunRecord, TestRunStatus};
 pub use vms::VmRow;

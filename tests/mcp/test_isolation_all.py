@@ -1,0 +1,106 @@
+"""Isolation over every tool and every HTTP route: account A owns a recipe, a
+completed build, a running VM and a test run; account B and an anonymous
+address C call everything with A's ids. Nothing is revealed (not even
+existence: "not found") and nothing of A's changes."""
+
+from __future__ import annotations
+
+import pytest
+
+import ofmcp
+from ofmcp import TOOLS, ok, tool_error
+from test_accounts import client, sign_up
+from test_builds import wait_for_build
+
+pytestmark = pytest.mark.anyio
+
+# Tools that take no id of anyone's: nothing of A's to reach through them (their listings are checked below).
+NO_IDS = {"list_recipe_categories", "list_features", "validate_recipe", "list_recipes", "list_builds", "list_vms"}
+
+
+@pytest.mark.deadline(900)
+async def test_no_tool_and_no_route_reaches_another_owners_things(server):
+    _, key_a = await sign_up(server, "owner-a@example.org")
+    token_b, key_b = await sign_up(server, "owner-b@example.org")
+    a_auth = {"Authorization": f"Bearer {key_a}"}
+    async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip="127.0.0.101", headers=a_auth)) as a:
+        recipe_id = (await ok(a, "create_recipe_from_template", {"template_id": "debian-minimal-server", "name": "a-secret"}))["id"]
+        build_id = (await ok(a, "create_build", {"recipe": {"name": "a-secret-box", "base_image": "debian-bookworm"}}))["build_id"]
+        assert (await wait_for_build(a, build_id, budget=600))["status"] == "completed"
+        await ok(a, "create_vm", {"build_id": build_id, "name": "a-vm"})
+        run_id = (await ok(a, "run_tests", {"build_id": build_id, "tests": ["base"]}))["run_id"]
+        iso_url = (await ok(a, "get_iso_download_url", {"build_id": build_id}))["url"]
+        console_url = (await ok(a, "get_vm_console_url", {"vm_name": "a-vm"}))["url"]
+        before = (
+            await ok(a, "get_build", {"build_id": build_id}),
+            await ok(a, "list_vms", {}),
+            await ok(a, "get_recipe", {"recipe_id": recipe_id}),
+        )
+
+    calls = {
+        "get_recipe": {"recipe_id": recipe_id},
+        "plan_recipe": {"recipe_id": recipe_id},
+        "create_recipe_from_template": {"template_id": recipe_id, "name": "stolen"},
+        "create_build": {"recipe": recipe_id},
+        "get_build": {"build_id": build_id},
+        "get_build_status": {"build_id": build_id},
+        "get_iso_download_url": {"build_id": build_id},
+        "retry_build": {"build_id": build_id},
+        "cancel_build": {"build_id": build_id},
+        "get_build_log": {"build_id": build_id},
+        "create_vm": {"build_id": build_id, "name": "stolen"},
+        "start_vm": {"vm_name": "a-vm"},
+        "stop_vm": {"vm_name": "a-vm", "force": True},
+        "delete_vm": {"vm_name": "a-vm"},
+        "get_vm_serial_log": {"vm_name": "a-vm"},
+        "get_vm_console_url": {"vm_name": "a-vm"},
+        "run_tests": {"build_id": build_id},
+        "get_test_results": {"run_id": run_id},
+        "list_test_runs": {"build_id": build_id},
+        "stop_test_run": {"run_id": run_id},
+    }
+    assert set(calls) | NO_IDS == TOOLS, sorted(TOOLS - set(calls) - NO_IDS)
+
+    for who, ip, headers in (("account B", "127.0.0.102", {"Authorization": f"Bearer {key_b}"}), ("address C", "127.0.0.103", None)):
+        async with ofmcp.unwrapped(ofmcp.http_session("sse", server.base, ip=ip, headers=headers)) as s:
+            for tool, args in calls.items():
+                text = await tool_error(s, tool, args)
+                assert "not found" in text.lower() or (tool == "create_recipe_from_template" and "template" in text.lower()), (who, tool, text)
+                # Only the id the caller gave may come back, never anything about it.
+                assert "a-secret-box" not in text and "completed" not in text, (who, tool, text)
+            assert build_id not in str(await ok(s, "list_builds", {}))
+            assert (await ok(s, "list_vms", {}))["count"] == 0
+            assert recipe_id not in str(await ok(s, "list_recipes", {}))
+            assert (await ok(s, "list_test_runs", {}))["count"] == 0
+            with pytest.raises(Exception) as e:
+                await s.read_resource(f"build://{build_id}/log")
+            assert "not found" in str(e.value).lower()
+
+        # HTTP routes: without A's signed links nothing opens; nor with a forged or re-pointed one.
+        async with client(server, ip=ip, token=key_b if headers else None) as http:
+            path, _, query = iso_url.removeprefix(server.base).partition("?")
+            for url in (path, path + "?token=forged", path + "?" + query.replace(query[-6:], "AAAAAA")):
+                r = await http.get(url)
+                assert r.status_code in (403, 404) and len(r.content) < 1000, (who, url, r.status_code)
+            console_path, _, console_query = console_url.removeprefix(server.base).partition("?")
+            for url in (console_path, console_path + "?token=forged"):
+                r = await http.get(url)
+                assert r.status_code in (403, 404) and "a-vm" not in r.text, (who, url, r.status_code)
+            # The websocket refuses the upgrade itself (a plain GET is not even a websocket request).
+            r = await http.get(console_path + "/ws?token=forged", headers={
+                "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "binary"})
+            assert r.status_code in (403, 404), (who, r.status_code)
+
+    # Account B's session cannot touch A's keys either.
+    async with client(server, token=token_b) as http:
+        assert "owner-a" not in (await http.get("/api/mcp-keys")).text
+
+    # Nothing of A's changed.
+    async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip="127.0.0.104", headers=a_auth)) as a:
+        after_build = await ok(a, "get_build", {"build_id": build_id})
+        assert after_build["status"] == before[0]["status"] == "completed"
+        assert (await ok(a, "list_vms", {}))["vms"][0]["state"] == "running"
+        assert (await ok(a, "get_recipe", {"recipe_id": recipe_id}))["recipe_hash"] == before[2]["recipe_hash"]
+        await ok(a, "stop_test_run", {"run_id": run_id})
+        await ok(a, "delete_vm", {"vm_name": "a-vm"})
