@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openfactory_build::pipeline::ISO_FILE;
+use openfactory_core::plan::PlannedCheck;
 use openfactory_mcp::App;
 use openfactory_store::{TestRunEnd, TestRunRecord, TestRunStatus};
-use openfactory_testrun::{CheckResult, RunObserver, RunSettings, RunStatus, TestCheck};
+use openfactory_testrun::{CheckResult, RunObserver, RunSettings, RunStatus};
 use openfactory_vm::{VmBackend, VmError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -116,7 +117,7 @@ async fn finish(
 
 async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
     let id = run.id.clone();
-    let checks: Vec<TestCheck> = match serde_json::from_str(&run.checks_json) {
+    let checks: Vec<PlannedCheck> = match serde_json::from_str(&run.checks_json) {
         Ok(checks) => checks,
         Err(e) => {
             let message = format!("the stored checks are unreadable ({e}); start a new run");

@@ -277,6 +277,24 @@ async def call(session: ClientSession, tool: str, args: dict[str, Any] | None = 
     return await session.call_tool(tool, args or {})
 
 
+async def wait_until_done(session: ClientSession, tool: str, args: dict[str, Any], budget: float, progress: list | None = None) -> dict[str, Any]:
+    """Call a status tool with wait_seconds until its `status` is no longer queued or running; the last answer.
+    Progress notifications, if `progress` is given, are appended to it."""
+    deadline = time.monotonic() + budget
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        if progress is not None:
+            progress.append((value, total, message))
+
+    while True:
+        result = await session.call_tool(tool, {**args, "wait_seconds": 20}, read_timeout_seconds=45, progress_callback=on_progress)
+        assert not result.is_error, text_of(result)
+        status = result.structured_content
+        if status["status"] not in ("queued", "running"):
+            return status
+        assert time.monotonic() < deadline, f"{tool}({args}) still {status['status']} after {budget} s: {status.get('message')}"
+
+
 async def ok(session: ClientSession, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
     """Call a tool that must succeed; its structuredContent."""
     result = await call(session, tool, args)

@@ -35,23 +35,7 @@ HEX12 = r"^[0-9a-f]{12}$"
 
 async def wait_for_build(session, build_id: str, budget: float, progress: list | None = None) -> dict:
     """Poll get_build_status (with wait_seconds) until the build ends; the final status."""
-    deadline = time.monotonic() + budget
-    while True:
-        async def on_progress(value: float, total: float | None, message: str | None) -> None:
-            if progress is not None:
-                progress.append((value, total, message))
-
-        result = await session.call_tool(
-            "get_build_status",
-            {"build_id": build_id, "wait_seconds": 20},
-            read_timeout_seconds=45,
-            progress_callback=on_progress,
-        )
-        assert not result.is_error, ofmcp.text_of(result)
-        status = result.structured_content
-        if status["status"] not in ("queued", "running"):
-            return status
-        assert time.monotonic() < deadline, f"build {build_id} still {status['status']} after {budget} s: {status}"
+    return await ofmcp.wait_until_done(session, "get_build_status", {"build_id": build_id}, budget, progress)
 
 
 async def wait_for_running_stage(session, build_id: str, stage: str, budget: float = 700) -> dict:

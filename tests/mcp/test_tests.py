@@ -21,23 +21,7 @@ pytestmark = pytest.mark.anyio
 
 async def wait_for_run(session, run_id: str, budget: float, progress: list | None = None) -> dict:
     """Poll get_test_results (with wait_seconds) until the run ends; the final results."""
-    deadline = time.monotonic() + budget
-    while True:
-        async def on_progress(value: float, total: float | None, message: str | None) -> None:
-            if progress is not None:
-                progress.append((value, total, message))
-
-        result = await session.call_tool(
-            "get_test_results",
-            {"run_id": run_id, "wait_seconds": 20},
-            read_timeout_seconds=45,
-            progress_callback=on_progress,
-        )
-        assert not result.is_error, ofmcp.text_of(result)
-        results = result.structured_content
-        if results["status"] not in ("queued", "running"):
-            return results
-        assert time.monotonic() < deadline, f"run {run_id} still {results['status']} after {budget} s: {results['message']}"
+    return await ofmcp.wait_until_done(session, "get_test_results", {"run_id": run_id}, budget, progress)
 
 
 def live_test_vms(home: Path) -> list[str]:

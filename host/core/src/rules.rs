@@ -442,6 +442,19 @@ pub fn command_argv(argv: &[String]) -> Result<(), String> {
 }
 
 /// At most `max` characters of `s`, with an ellipsis when cut: for echoing input safely.
+/// What a JSON value is, in words for error messages: "a string", "null"…
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()

@@ -346,7 +346,7 @@ impl fmt::Display for CheckKind {
 }
 
 /// Render argv for people, quoting what a shell would split.
-fn shell_words(argv: &[String]) -> String {
+pub fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty()

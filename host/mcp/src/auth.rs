@@ -252,6 +252,16 @@ pub struct Session {
     pub expires_at: String,
 }
 
+fn session(app: &App, account: openfactory_store::Account) -> Session {
+    let (token, expires) = session_token(app, &account.id);
+    Session {
+        account_id: account.id,
+        email: account.email,
+        token,
+        expires_at: crate::links::rfc3339(expires),
+    }
+}
+
 pub async fn register(app: &App, email: &str, password: &str) -> Result<Session, String> {
     let email = check_email(email);
     let password = password.to_owned();
@@ -270,13 +280,7 @@ pub async fn register(app: &App, email: &str, password: &str) -> Result<Session,
         .create_account(&new_id(), &email, &hash)
         .await
         .map_err(store_error)?;
-    let (token, expires) = session_token(app, &account.id);
-    Ok(Session {
-        account_id: account.id,
-        email: account.email,
-        token,
-        expires_at: crate::links::rfc3339(expires),
-    })
+    Ok(session(app, account))
 }
 
 pub enum SignInError {
@@ -305,13 +309,7 @@ pub async fn login(app: &App, email: &str, password: &str) -> Result<Session, Si
     match account {
         Some(account) if matches => {
             app.auth.succeeded(&email);
-            let (token, expires) = session_token(app, &account.id);
-            Ok(Session {
-                account_id: account.id,
-                email: account.email,
-                token,
-                expires_at: crate::links::rfc3339(expires),
-            })
+            Ok(session(app, account))
         }
         _ => {
             app.auth.failed(&email);

@@ -2,11 +2,12 @@
 //! completed builds, queued as a job; its results as they come in; its stop.
 
 use openfactory_core::Plan;
+use openfactory_core::plan::PlannedCheck;
 use openfactory_core::rules;
 use openfactory_store::{
     BuildStatus, NewTestRun, OwnerId, StopRequest, TestRunRecord, TestRunStatus,
 };
-use openfactory_testrun::{CheckResult, RunReport, TestCheck};
+use openfactory_testrun::{CheckResult, RunReport};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -189,7 +190,7 @@ pub async fn create(
              build the recipe with guest_agent = true to test it"
         ));
     }
-    let checks: Vec<TestCheck> =
+    let checks: Vec<PlannedCheck> =
         match openfactory_testrun::select(&plan.checks, args.tests.as_deref()) {
             Ok(checks) => checks,
             Err(mut e) => {

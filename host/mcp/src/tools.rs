@@ -223,16 +223,7 @@ pub(crate) fn opt_text(value: Option<Value>, field: &str) -> Result<Option<Strin
     }
 }
 
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use openfactory_core::rules::json_kind as kind;
 
 #[tool_router]
 impl OpenFactoryServer {

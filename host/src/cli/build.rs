@@ -10,7 +10,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use openfactory_build::{BuildJob, CancelFlag, Observer, Stage};
 
 use crate::config::Config;
-use crate::render;
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
@@ -77,17 +76,9 @@ pub fn run(args: BuildArgs, config: &Config) -> anyhow::Result<ExitCode> {
             "building needs root: it mounts an overlay, runs apt in a chroot and makes device nodes (run it with sudo)"
         );
     }
-    let outcome = super::recipe::evaluate(config, &args.recipe, true)?;
-    let Some(plan) = outcome.plan.clone() else {
-        eprint!(
-            "{}",
-            render::validation(&args.recipe.display().to_string(), &outcome)
-        );
+    let Some(plan) = super::recipe::plan_or_report(config, &args.recipe)? else {
         return Ok(ExitCode::from(1));
     };
-    for warning in outcome.diagnostics.warnings() {
-        eprintln!("warning: {}: {}", warning.path, warning.message);
-    }
 
     let build_id = new_build_id();
     let out_dir = config.builds_dir().join(&build_id);

@@ -145,6 +145,26 @@ fn load_catalog(config: &Config) -> anyhow::Result<Catalog> {
 }
 
 /// Read the recipe (a file, `-`, or a template id) and run the planner.
+/// The recipe's plan, with its warnings printed; or, when it is invalid, its
+/// diagnostics printed and `None` (the command then exits 1).
+pub(super) fn plan_or_report(
+    config: &Config,
+    source: &std::path::Path,
+) -> anyhow::Result<Option<openfactory_core::Plan>> {
+    let outcome = evaluate(config, source, true)?;
+    let Some(plan) = outcome.plan.clone() else {
+        eprint!(
+            "{}",
+            crate::render::validation(&source.display().to_string(), &outcome)
+        );
+        return Ok(None);
+    };
+    for warning in outcome.diagnostics.warnings() {
+        eprintln!("warning: {}: {}", warning.path, warning.message);
+    }
+    Ok(Some(plan))
+}
+
 pub(super) fn evaluate(
     config: &Config,
     source: &std::path::Path,

@@ -13,7 +13,6 @@ use openfactory_vm::{AccelSetting, QemuBackend};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::render;
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -61,12 +60,7 @@ fn mark(status: CheckStatus) -> &'static str {
 }
 
 pub fn run(args: TestArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let outcome = super::recipe::evaluate(config, &args.recipe, true)?;
-    let Some(plan) = outcome.plan.clone() else {
-        eprint!(
-            "{}",
-            render::validation(&args.recipe.display().to_string(), &outcome)
-        );
+    let Some(plan) = super::recipe::plan_or_report(config, &args.recipe)? else {
         return Ok(ExitCode::from(1));
     };
     anyhow::ensure!(

@@ -1,66 +1,22 @@
 //! Builds, stored as jobs: what owners see, and the queue workers take from.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::{OwnerId, Store, StoreError, now, rfc3339};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BuildStatus {
-    Queued,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
+status_enum!(BuildStatus, "build status", {
+    Queued = "queued",
+    Running = "running",
+    Completed = "completed",
+    Failed = "failed",
+    Cancelled = "cancelled",
+});
 
 impl BuildStatus {
-    pub const ALL: [BuildStatus; 5] = [
-        BuildStatus::Queued,
-        BuildStatus::Running,
-        BuildStatus::Completed,
-        BuildStatus::Failed,
-        BuildStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildStatus::Queued => "queued",
-            BuildStatus::Running => "running",
-            BuildStatus::Completed => "completed",
-            BuildStatus::Failed => "failed",
-            BuildStatus::Cancelled => "cancelled",
-        }
-    }
-
     /// Whether the build can still change.
     pub fn is_active(self) -> bool {
         matches!(self, BuildStatus::Queued | BuildStatus::Running)
-    }
-}
-
-impl fmt::Display for BuildStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BuildStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        BuildStatus::ALL
-            .into_iter()
-            .find(|b| b.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "`{}` is not a build status; use one of: queued, running, completed, failed, cancelled",
-                    s.escape_debug()
-                )
-            })
     }
 }
 

@@ -5,6 +5,55 @@
 //! depend on each caller remembering a `WHERE`. SQL is kept portable (numbered
 //! parameters, no SQLite-only functions) for PostgreSQL.
 
+/// A status column's enum: its words, `Display` and `FromStr` (with an
+/// error that lists the words), one definition per table.
+macro_rules! status_enum {
+    ($(#[$meta:meta])* $name:ident, $noun:literal, {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| {
+                        format!(
+                            "`{}` is not a {}; use one of: {}",
+                            s.escape_debug(),
+                            $noun,
+                            [$($text),+].join(", ")
+                        )
+                    })
+            }
+        }
+    };
+}
+
 mod accounts;
 mod builds;
 mod test_runs;

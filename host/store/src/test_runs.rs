@@ -1,72 +1,28 @@
 //! Test runs, stored as jobs: what owners see, and the queue the test worker
 //! takes from. The checks and the report are JSON the store does not read.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::Serialize;
 use sqlx::Row;
 
 use crate::{OwnerId, Store, StoreError, now, rfc3339};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TestRunStatus {
-    Queued,
-    Running,
+status_enum!(TestRunStatus, "test run status", {
+    Queued = "queued",
+    Running = "running",
     /// Every check passed.
-    Passed,
+    Passed = "passed",
     /// At least one check did not pass.
-    Failed,
+    Failed = "failed",
     /// The run itself could not proceed (the VM did not start or boot).
-    Error,
+    Error = "error",
     /// stop_test_run.
-    Stopped,
+    Stopped = "stopped",
     /// The run's whole time budget ran out.
-    TimedOut,
-}
+    TimedOut = "timed_out",
+});
 
 impl TestRunStatus {
-    pub const ALL: [TestRunStatus; 7] = [
-        TestRunStatus::Queued,
-        TestRunStatus::Running,
-        TestRunStatus::Passed,
-        TestRunStatus::Failed,
-        TestRunStatus::Error,
-        TestRunStatus::Stopped,
-        TestRunStatus::TimedOut,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TestRunStatus::Queued => "queued",
-            TestRunStatus::Running => "running",
-            TestRunStatus::Passed => "passed",
-            TestRunStatus::Failed => "failed",
-            TestRunStatus::Error => "error",
-            TestRunStatus::Stopped => "stopped",
-            TestRunStatus::TimedOut => "timed_out",
-        }
-    }
-
     pub fn is_active(self) -> bool {
         matches!(self, TestRunStatus::Queued | TestRunStatus::Running)
-    }
-}
-
-impl fmt::Display for TestRunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TestRunStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TestRunStatus::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("`{}` is not a test run status", s.escape_debug()))
     }
 }
 

@@ -18,4 +18,4 @@ pub mod select;
 
 pub use report::{CheckResult, CheckStatus, RunReport, RunStatus};
 pub use runner::{RunObserver, RunSettings, run};
-pub use select::{TestCheck, select};
+pub use select::select;

@@ -3,7 +3,7 @@
 //! arguments), and how the answer is judged.
 
 use openfactory_core::recipe::Protocol;
-use openfactory_core::step::{CheckKind, HttpUrl};
+use openfactory_core::step::{CheckKind, HttpUrl, shell_words};
 
 /// Looks for a listening socket in /proc/net (no iproute2 in a minimal image).
 /// $1: the port; $2: tcp or udp.
@@ -116,24 +116,20 @@ pub fn judge(verdict: Verdict, exit_code: i32, stdout: &str) -> Judgement {
     }
 }
 
-/// The probe as a person would type it, for reports.
+/// The probe as a person would type it, for reports (the fixed scripts by
+/// their place only: their name in `$0` says what they do).
 pub fn display(argv: &[String]) -> String {
-    argv.iter()
+    let shown: Vec<String> = argv
+        .iter()
         .map(|a| {
             if a.contains('\n') {
-                // The embedded scripts: their name says what they do.
                 "<script>".to_owned()
-            } else if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,${}".contains(c))
-            {
-                a.clone()
             } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
+                a.clone()
             }
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    shell_words(&shown)
 }
 
 #[cfg(test)]
@@ -178,8 +174,13 @@ mod tests {
     }
 
     #[test]
-    fn commands_display_quoted() {
+    fn commands_display_quoted_and_scripts_by_name() {
         let argv = strings(&["sh", "-c", "test -z \"$(x)\"", "it's"]);
         assert_eq!(display(&argv), r#"sh -c 'test -z "$(x)"' 'it'\''s'"#);
+        let p = probe(&CheckKind::PortOpen {
+            port: 22,
+            protocol: Protocol::Tcp,
+        });
+        assert_eq!(display(&p.argv), "sh -c '<script>' port_open 22 tcp");
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::exec::{ExecError, Exited, guest_exec};
 use crate::probe::{Judgement, display, judge, probe};
 use crate::report::{CheckResult, CheckStatus, RunReport, RunStatus, excerpt};
-use crate::select::TestCheck;
+use openfactory_core::plan::PlannedCheck;
 
 /// Serial console lines a report keeps.
 pub const SERIAL_LINES: usize = 300;
@@ -51,7 +51,7 @@ struct Found {
 pub async fn run<B: VmBackend>(
     backend: &B,
     settings: &RunSettings,
-    checks: &[TestCheck],
+    checks: &[PlannedCheck],
     observer: &dyn RunObserver,
     stop: CancellationToken,
 ) -> RunReport {
@@ -126,7 +126,7 @@ fn percent(from: u8, span: u8, part: f64) -> u8 {
 async fn boot_and_check<B: VmBackend>(
     backend: &B,
     settings: &RunSettings,
-    checks: &[TestCheck],
+    checks: &[PlannedCheck],
     observer: &dyn RunObserver,
     found: &Mutex<Found>,
     deadline: Instant,
@@ -223,7 +223,7 @@ async fn boot_and_check<B: VmBackend>(
 async fn run_check<B: VmBackend>(
     backend: &B,
     vm: &str,
-    check: &TestCheck,
+    check: &PlannedCheck,
     run_deadline: Instant,
 ) -> CheckResult {
     let probe = probe(&check.kind);

@@ -2,13 +2,12 @@
 //! declared (base, recipe, features). With `tests`, strings choose among the
 //! plan's checks (a check's full name, or a source: `base`, `recipe`, a
 //! feature name) and objects add the caller's own; when only objects are
-//! given, they come on top of every planned check.
+//! given, they come on top of every planned check. A run's checks are
+//! [`PlannedCheck`]s like the plan's: the caller's own have the source `user`.
 
 use openfactory_core::plan::PlannedCheck;
 use openfactory_core::rules;
 use openfactory_core::step::CheckKind;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Source of the caller's own checks.
@@ -17,20 +16,6 @@ pub const USER: &str = "user";
 pub const DEFAULT_USER_TIMEOUT: u32 = 10;
 pub const MAX_CHECK_TIMEOUT: u32 = 600;
 pub const MAX_TESTS: usize = 64;
-
-/// One check of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TestCheck {
-    /// `source/name`: `docker/dockerd-active`, `user/api-up`.
-    pub name: String,
-    /// `base`, `recipe`, a feature's name, or `user`.
-    pub source: String,
-    pub description: String,
-    #[serde(flatten)]
-    pub kind: CheckKind,
-    /// How long the check may keep retrying.
-    pub timeout_seconds: u32,
-}
 
 const KINDS: &[&str] = &[
     "unit_active",
@@ -41,24 +26,14 @@ const KINDS: &[&str] = &[
     "http_get",
 ];
 
-fn from_plan(c: &PlannedCheck) -> TestCheck {
-    TestCheck {
-        name: c.name.clone(),
-        source: c.source.clone(),
-        description: c.description.clone(),
-        kind: c.kind.clone(),
-        timeout_seconds: c.timeout_seconds,
-    }
-}
-
 /// The run's checks, or every problem with `tests` (each naming its
 /// position and the fix).
 pub fn select(
     planned: &[PlannedCheck],
     tests: Option<&[Value]>,
-) -> Result<Vec<TestCheck>, Vec<String>> {
+) -> Result<Vec<PlannedCheck>, Vec<String>> {
     let Some(tests) = tests else {
-        return Ok(planned.iter().map(from_plan).collect());
+        return Ok(planned.to_vec());
     };
     let mut errors = Vec::new();
     if tests.len() > MAX_TESTS {
@@ -67,8 +42,8 @@ pub fn select(
             tests.len()
         )]);
     }
-    let mut chosen: Vec<TestCheck> = Vec::new();
-    let mut added: Vec<TestCheck> = Vec::new();
+    let mut chosen: Vec<PlannedCheck> = Vec::new();
+    let mut added: Vec<PlannedCheck> = Vec::new();
     let mut any_selector = false;
     for (i, test) in tests.iter().enumerate() {
         match test {
@@ -83,7 +58,7 @@ pub fn select(
                 }
                 for c in matching {
                     if !chosen.iter().any(|t| t.name == c.name) {
-                        chosen.push(from_plan(c));
+                        chosen.push(c.clone());
                     }
                 }
             }
@@ -102,7 +77,7 @@ pub fn select(
             },
             other => errors.push(format!(
                 "tests[{i}]: expected a check name (string) or a check (object like {{\"command_succeeds\": [\"true\"]}}), got {}",
-                kind_of(other)
+                rules::json_kind(other)
             )),
         }
     }
@@ -112,7 +87,7 @@ pub fn select(
     let mut checks = if any_selector {
         chosen
     } else {
-        planned.iter().map(from_plan).collect()
+        planned.to_vec()
     };
     checks.extend(added);
     if checks.is_empty() {
@@ -121,17 +96,6 @@ pub fn select(
         ]);
     }
     Ok(checks)
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn unknown_selector(i: usize, selector: &str, planned: &[PlannedCheck]) -> String {
@@ -159,7 +123,7 @@ fn unknown_selector(i: usize, selector: &str, planned: &[PlannedCheck]) -> Strin
 
 /// A caller's check: exactly one kind key, plus optional `name`,
 /// `description` and `timeout_seconds`.
-fn user_check(i: usize, test: &Value) -> Result<TestCheck, Vec<String>> {
+fn user_check(i: usize, test: &Value) -> Result<PlannedCheck, Vec<String>> {
     let object = test.as_object().expect("called with objects");
     let mut errors = Vec::new();
     let field = |key: &str| format!("tests[{i}].{key}");
@@ -288,7 +252,7 @@ fn user_check(i: usize, test: &Value) -> Result<TestCheck, Vec<String>> {
         },
     };
     match kind {
-        Some(kind) if errors.is_empty() => Ok(TestCheck {
+        Some(kind) if errors.is_empty() => Ok(PlannedCheck {
             description: description.unwrap_or_else(|| kind.to_string()),
             name: format!("{USER}/{name}"),
             source: USER.into(),
@@ -319,7 +283,7 @@ mod tests {
         ]
     }
 
-    fn names(checks: &[TestCheck]) -> Vec<&str> {
+    fn names(checks: &[PlannedCheck]) -> Vec<&str> {
         checks.iter().map(|c| c.name.as_str()).collect()
     }
 
