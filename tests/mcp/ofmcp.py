@@ -39,6 +39,7 @@ TOOLS = {
     "retry_build",
     "cancel_build",
     "get_build_log",
+    "delete_build",
     "create_vm",
     "list_vms",
     "start_vm",

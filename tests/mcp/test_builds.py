@@ -320,3 +320,30 @@ async def test_cancelling_a_running_build_stops_it_and_cleans_up(connect, server
     assert str(server.home / "work") not in mounts
     work = server.home / "work"
     assert not work.exists() or not any(work.iterdir()), list(work.iterdir())
+
+
+@pytest.mark.deadline(900)
+async def test_a_disk_quota_refuses_builds_until_one_is_deleted(of_bin, tmp_path):
+    home = ofmcp.make_home(of_bin, tmp_path / "home")
+    srv = ofmcp.Server.start(of_bin, home, tmp_path, extra_args=("--max-disk-mib-per-owner", "1"))
+    try:
+        async with ofmcp.unwrapped(ofmcp.http_session("http", srv.base)) as s:
+            recipe = {"name": "quota-box", "base_image": "debian-bookworm"}
+            first = (await ok(s, "create_build", {"recipe": recipe}))["build_id"]
+            text = await tool_error(s, "delete_build", {"build_id": first})
+            assert "cancel_build first" in text, text
+            assert (await wait_for_build(s, first, budget=600))["status"] == "completed"
+            # The ISO is over the 1 MiB quota: nothing more is built until space is freed.
+            text = await tool_error(s, "create_build", {"recipe": recipe})
+            assert "disk quota" in text and "delete_build" in text, text
+            deleted = await ok(s, "delete_build", {"build_id": first})
+            assert deleted["freed_bytes"] > 100 * 2**20, deleted
+            assert not (home / "builds" / first).exists()
+            text = await tool_error(s, "get_build", {"build_id": first})
+            assert "not found" in text, text
+            text = await tool_error(s, "delete_build", {"build_id": first})
+            assert "not found" in text, text
+            second = (await ok(s, "create_build", {"recipe": recipe}))["build_id"]
+            await ok(s, "cancel_build", {"build_id": second})
+    finally:
+        srv.stop()

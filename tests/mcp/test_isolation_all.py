@@ -48,6 +48,7 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
         "retry_build": {"build_id": build_id},
         "cancel_build": {"build_id": build_id},
         "get_build_log": {"build_id": build_id},
+        "delete_build": {"build_id": build_id},
         "create_vm": {"build_id": build_id, "name": "stolen"},
         "start_vm": {"vm_name": "a-vm"},
         "stop_vm": {"vm_name": "a-vm", "force": True},

@@ -252,6 +252,7 @@ EXPECTED_ARGS = {
     "delete_vm": ({"vm_name"}, {"vm_name"}),
     "get_vm_serial_log": ({"vm_name", "tail_lines"}, {"vm_name"}),
     "get_vm_console_url": ({"vm_name"}, {"vm_name"}),
+    "delete_build": ({"build_id"}, {"build_id"}),
     "run_tests": ({"build_id", "tests", "memory_mb", "vcpus", "timeout_seconds"}, {"build_id"}),
     "get_test_results": ({"run_id", "wait_seconds", "format"}, {"run_id"}),
     "list_test_runs": ({"build_id", "limit"}, set()),

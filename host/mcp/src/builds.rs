@@ -25,6 +25,8 @@ pub struct BuildSettings {
     pub public_url: Option<String>,
     /// Queued + running builds one owner may have.
     pub max_active_per_owner: u32,
+    /// Bytes one owner's finished builds may keep on disk; 0: no limit.
+    pub max_disk_bytes_per_owner: u64,
     /// Wakes the workers when a build is queued.
     pub wake: tokio::sync::Notify,
 }
@@ -208,6 +210,21 @@ pub async fn create(
         return Err(format!(
             "you already have {active} builds queued or running (the limit is {limit}); wait for one to finish, or stop one with cancel_build"
         ));
+    }
+    let quota = app.builds.max_disk_bytes_per_owner;
+    if quota > 0 {
+        let used = app
+            .store
+            .owner_disk_bytes(owner)
+            .await
+            .map_err(store_error)?;
+        if used >= quota {
+            return Err(format!(
+                "disk quota: your builds keep {} of your {} on this server; delete builds you no longer need with delete_build (list_builds shows them with their sizes), then build again",
+                openfactory_build::cache::human_bytes(used),
+                openfactory_build::cache::human_bytes(quota)
+            ));
+        }
     }
     let recipe_json = serde_json::to_string(&value).map_err(|e| e.to_string())?;
     let outcome = recipes::run_planner(app, move |set| plan::plan_value(value, set, true)).await?;
@@ -444,6 +461,80 @@ pub async fn retry(app: &App, owner: &OwnerId, id: &str) -> Result<BuildCreated,
         "the stored recipe of this build is unreadable; create a new build".to_owned()
     })?;
     create(app, owner, recipe, Some(&b.id)).await
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BuildDeleted {
+    pub build_id: String,
+    /// Bytes freed on the server (the ISO, its log, manifest and SBOM).
+    pub freed_bytes: u64,
+    pub message: String,
+}
+
+/// Delete a finished build: its files and its record. Refused while it runs,
+/// while a VM boots it, or while a test run uses it.
+pub async fn delete(app: &App, owner: &OwnerId, id: &str) -> Result<BuildDeleted, String> {
+    let b = find(app, owner, id).await?;
+    if b.status.is_active() {
+        return Err(format!(
+            "build `{id}` is {}; stop it with cancel_build first",
+            b.status
+        ));
+    }
+    let vms = app.store.vms(owner, Some(id)).await.map_err(store_error)?;
+    if !vms.is_empty() {
+        let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
+        return Err(format!(
+            "build `{id}` is booted by your VMs {}; delete them with delete_vm first",
+            names.join(", ")
+        ));
+    }
+    let runs = app
+        .store
+        .test_runs(owner, Some(id), 100)
+        .await
+        .map_err(store_error)?;
+    if runs.iter().any(|r| r.status.is_active()) {
+        return Err(format!(
+            "a test run of build `{id}` is queued or running; stop it with stop_test_run first"
+        ));
+    }
+    let dir = app.builds.build_dir(id);
+    let freed = dir_bytes(&dir);
+    if !app
+        .store
+        .delete_build(owner, id)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(not_found(id));
+    }
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!(build = %id, error = %e, "could not remove a deleted build's files");
+    }
+    Ok(BuildDeleted {
+        build_id: id.to_owned(),
+        freed_bytes: freed,
+        message: format!(
+            "Deleted: its ISO and files are gone ({} freed); its test runs' results stay.",
+            openfactory_build::cache::human_bytes(freed)
+        ),
+    })
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 pub async fn cancel(app: &App, owner: &OwnerId, id: &str) -> Result<CancelOut, String> {

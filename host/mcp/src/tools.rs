@@ -17,7 +17,8 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::builds::{
-    self, BuildCreated, BuildDetails, BuildList, BuildLog, BuildStatusOut, CancelOut, DownloadLink,
+    self, BuildCreated, BuildDeleted, BuildDetails, BuildList, BuildLog, BuildStatusOut, CancelOut,
+    DownloadLink,
 };
 use crate::owner::OwnerPolicy;
 use crate::recipes::{
@@ -654,6 +655,29 @@ impl OpenFactoryServer {
             let owner = self.caller(&ctx).await?;
             let id = text(args.build_id, "build_id")?;
             Ok(Json(builds::cancel(&self.app, &owner, &id).await?))
+        })
+        .await
+    }
+
+    #[tool(
+        title = "Delete a build",
+        description = "Delete one of your finished builds: its ISO, log, manifest and SBOM, to free your disk quota. Refused while it is queued or running (cancel_build first) or while your VMs boot it (delete_vm first). Its test runs' results stay.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn delete_build(
+        &self,
+        Parameters(args): Parameters<BuildIdArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<BuildDeleted>, String> {
+        self.run("delete_build", async {
+            let owner = self.caller(&ctx).await?;
+            let id = text(args.build_id, "build_id")?;
+            Ok(Json(builds::delete(&self.app, &owner, &id).await?))
         })
         .await
     }

@@ -62,6 +62,13 @@ pub struct BuildArgs {
     /// Queued + running builds one owner may have.
     #[arg(long, env = "OPENFACTORY_MAX_ACTIVE_BUILDS", default_value_t = 3)]
     pub max_active_builds: u32,
+    /// Disk one owner's finished builds may keep, in MiB (their ISOs); 0: no limit.
+    #[arg(
+        long,
+        env = "OPENFACTORY_MAX_DISK_MIB_PER_OWNER",
+        default_value_t = 20480
+    )]
+    pub max_disk_mib_per_owner: u64,
 }
 
 /// Where VMs run and how big they may be.
@@ -177,6 +184,7 @@ async fn app(
         links,
         public_url,
         max_active_per_owner: builds.max_active_builds.max(1),
+        max_disk_bytes_per_owner: builds.max_disk_mib_per_owner.saturating_mul(1 << 20),
         wake: tokio::sync::Notify::new(),
     };
     let vms = VmSettings {

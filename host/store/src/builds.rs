@@ -207,6 +207,29 @@ impl Store {
         Ok(n as u32)
     }
 
+    /// Bytes the owner's finished builds keep on disk (their ISOs).
+    pub async fn owner_disk_bytes(&self, owner: &OwnerId) -> Result<u64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(iso_size) FROM builds WHERE owner_id = $1 AND status = 'completed'",
+        )
+        .bind(owner.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Forget one of the owner's finished builds; whether it was there.
+    pub async fn delete_build(&self, owner: &OwnerId, id: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM builds WHERE owner_id = $1 AND id = $2 AND status NOT IN ('queued', 'running')",
+        )
+        .bind(owner.as_str())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
     /// Take the oldest queued build for `worker`, marking it running.
     pub async fn claim_build(&self, worker: &str) -> Result<Option<BuildRecord>, StoreError> {
         let t = now();
