@@ -22,9 +22,6 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "OPENFACTORY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Database URL; default: SQLite in the home directory.
-    #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
-    pub database_url: Option<String>,
     /// Host names (or host:port) clients may use; repeat or comma-separate. `*` allows any, for
     /// deployments behind a proxy that checks Host itself. Default: localhost, 127.0.0.1, ::1.
     #[arg(
@@ -46,6 +43,17 @@ pub struct ServeArgs {
     /// Requests one caller (an API key, or a client address) may make a minute; 0: no limit.
     #[arg(long, env = "OPENFACTORY_REQUESTS_PER_MINUTE", default_value_t = 600)]
     pub requests_per_minute: u32,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// What both `serve` and `mcp --stdio` run: the database, the build and test
+/// workers, the VMs.
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
+    /// Database URL; default: SQLite in the home directory.
+    #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
+    pub database_url: Option<String>,
     #[command(flatten)]
     pub builds: BuildArgs,
     #[command(flatten)]
@@ -136,25 +144,17 @@ pub struct McpArgs {
     /// Serve one MCP session on stdin/stdout (for clients that launch a command).
     #[arg(long)]
     pub stdio: bool,
-    #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
-    pub database_url: Option<String>,
     #[command(flatten)]
-    pub builds: BuildArgs,
-    #[command(flatten)]
-    pub vms: VmArgs,
-    #[command(flatten)]
-    pub tests: TestArgs,
+    pub service: ServiceArgs,
 }
 
 /// Plugins, catalog and database, shared by every transport.
 async fn app(
     config: &Config,
-    database_url: Option<String>,
-    builds: &BuildArgs,
-    vm_args: &VmArgs,
-    test_args: &TestArgs,
+    service: &ServiceArgs,
     public_url: Option<String>,
 ) -> anyhow::Result<Arc<App>> {
+    let (builds, vm_args, test_args) = (&service.builds, &service.vms, &service.tests);
     let host_config = config.host();
     let plugins = tokio::task::spawn_blocking(move || PluginHost::load(&host_config))
         .await?
@@ -171,7 +171,9 @@ async fn app(
     }
     std::fs::create_dir_all(&config.home)
         .with_context(|| format!("creating {}", config.home.display()))?;
-    let url = database_url
+    let url = service
+        .database_url
+        .clone()
         .unwrap_or_else(|| format!("sqlite://{}", config.home.join("openfactory.db").display()));
     let store = Store::open(&url)
         .await
@@ -210,52 +212,59 @@ async fn app(
     Ok(App::new(catalog, plugins, store, settings, vms, tests))
 }
 
-/// Clean up after an interrupted run, then start the build worker.
-async fn start_worker(
-    app: &Arc<App>,
-    config: &Config,
-    args: &BuildArgs,
+/// The background tasks of a running service: the build worker, the test
+/// worker and the VM reaper. Each cleans up after an interrupted run first.
+struct Workers {
     shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let builder = Arc::new(config.builder());
-    let worker = worker::worker_id();
-    worker::recover(app, &builder, &worker).await?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        tracing::warn!(
-            "not running as root: builds will fail (they mount an overlay and use chroot)"
-        );
-    }
-    let missing = openfactory_build::cache::missing_tools();
-    if !missing.is_empty() {
-        tracing::warn!(
-            ?missing,
-            "build tools are missing: builds will fail until they are installed"
-        );
-    }
-    Ok(tokio::spawn(worker::run(
-        app.clone(),
-        builder,
-        worker,
-        args.build_concurrency,
-        shutdown,
-    )))
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Clean up after an interrupted run, then start the test worker.
-async fn start_tests(
-    app: &Arc<App>,
-    args: &TestArgs,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let worker = worker::worker_id();
-    crate::test_worker::recover(app, &worker).await?;
-    Ok(tokio::spawn(crate::test_worker::run(
-        app.clone(),
-        worker,
-        args.test_concurrency,
-        shutdown,
-    )))
+impl Workers {
+    async fn start(app: &Arc<App>, config: &Config, args: &ServiceArgs) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let builder = Arc::new(config.builder());
+        let worker = worker::worker_id();
+        worker::recover(app, &builder, &worker).await?;
+        crate::test_worker::recover(app, &worker).await?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            tracing::warn!(
+                "not running as root: builds will fail (they mount an overlay and use chroot)"
+            );
+        }
+        let missing = openfactory_build::cache::missing_tools();
+        if !missing.is_empty() {
+            tracing::warn!(
+                ?missing,
+                "build tools are missing: builds will fail until they are installed"
+            );
+        }
+        let tasks = vec![
+            tokio::spawn(worker::run(
+                app.clone(),
+                builder,
+                worker.clone(),
+                args.builds.build_concurrency,
+                shutdown.clone(),
+            )),
+            tokio::spawn(crate::test_worker::run(
+                app.clone(),
+                worker,
+                args.tests.test_concurrency,
+                shutdown.clone(),
+            )),
+            tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone())),
+        ];
+        Ok(Workers { shutdown, tasks })
+    }
+
+    /// Stop: running builds and test runs are cancelled, and cleaned up before this returns.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
@@ -265,15 +274,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", args.listen));
-        let app = app(
-            config,
-            args.database_url,
-            &args.builds,
-            &args.vms,
-            &args.tests,
-            Some(public_url),
-        )
-        .await?;
+        let app = app(config, &args.service, Some(public_url)).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -292,10 +293,8 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         eprintln!("OpenFactory is listening on http://{address}");
         eprintln!("  MCP (SSE):             http://{address}/api/mcp/sse");
         eprintln!("  MCP (Streamable HTTP): http://{address}/api/mcp");
-        let shutdown = CancellationToken::new();
-        let worker = start_worker(&app, config, &args.builds, shutdown.clone()).await?;
-        let reaper = tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone()));
-        let tester = start_tests(&app, &args.tests, shutdown.clone()).await?;
+        let workers = Workers::start(&app, config, &args.service).await?;
+        let shutdown = workers.shutdown.clone();
         let signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -303,10 +302,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             signal.cancel();
         });
         openfactory_mcp::serve_http(app.clone(), listener, owners, hosts, shutdown).await?;
-        // Running builds were cancelled by the shutdown: wait for them to clean up.
-        let _ = worker.await;
-        let _ = reaper.await;
-        let _ = tester.await;
+        workers.stop().await;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -319,24 +315,10 @@ pub fn mcp(args: McpArgs, config: &Config) -> anyhow::Result<ExitCode> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let app = app(
-            config,
-            args.database_url,
-            &args.builds,
-            &args.vms,
-            &args.tests,
-            None,
-        )
-        .await?;
-        let shutdown = CancellationToken::new();
-        let worker = start_worker(&app, config, &args.builds, shutdown.clone()).await?;
-        let reaper = tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone()));
-        let tester = start_tests(&app, &args.tests, shutdown.clone()).await?;
+        let app = app(config, &args.service, None).await?;
+        let workers = Workers::start(&app, config, &args.service).await?;
         let served = openfactory_mcp::serve_stdio(app.clone()).await;
-        shutdown.cancel();
-        let _ = worker.await;
-        let _ = reaper.await;
-        let _ = tester.await;
+        workers.stop().await;
         served.map_err(|e| anyhow::anyhow!("{e}"))?;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)
