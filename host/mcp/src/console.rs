@@ -14,12 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use openfactory_store::{OwnerId, VmRow};
 use openfactory_vm::{VmBackend, VmState};
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_http::services::ServeDir;
 
 use crate::app::App;
-use crate::links::LinkError;
+use crate::links::{LinkError, TokenQuery, refuse};
 
 /// How long a console link works: the page connects once, at load.
 pub const CONSOLE_LINK_SECONDS: i64 = 600;
@@ -30,16 +29,6 @@ const STYLE: &str = include_str!("../assets/console.css");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-#[derive(Debug, Deserialize)]
-pub struct TokenQuery {
-    #[serde(default)]
-    token: String,
-}
-
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, format!("{}\n", message.into())).into_response()
-}
 
 fn hardened(mut response: Response) -> Response {
     let headers = response.headers_mut();

@@ -7,27 +7,16 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
 use openfactory_build::pipeline::ISO_FILE;
 use openfactory_store::BuildStatus;
-use serde::Deserialize;
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
 use crate::app::App;
 use crate::builds;
-use crate::links::LinkError;
-
-#[derive(Debug, Deserialize)]
-pub struct TokenQuery {
-    #[serde(default)]
-    token: String,
-}
-
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, format!("{}\n", message.into())).into_response()
-}
+use crate::links::{LinkError, TokenQuery, refuse};
 
 pub async fn iso(
     State(app): State<Arc<App>>,

@@ -12,6 +12,22 @@ use hmac::{Hmac, Mac};
 use openfactory_store::OwnerId;
 use sha2::Sha256;
 
+/// The `?token=` of a signed link (an empty one is simply invalid).
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    pub token: String,
+}
+
+/// A signed-link route's refusal: the status and a line of text.
+pub(crate) fn refuse(
+    status: http::StatusCode,
+    message: impl Into<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (status, format!("{}\n", message.into())).into_response()
+}
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Seconds since the epoch, the clock links are signed against.
