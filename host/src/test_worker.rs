@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use openfactory_build::pipeline::ISO_FILE;
 use openfactory_core::plan::PlannedCheck;
-use openfactory_mcp::App;
+use openfactory_service::App;
 use openfactory_store::{TestRunEnd, TestRunRecord, TestRunStatus};
 use openfactory_testrun::{CheckResult, RunObserver, RunSettings, RunStatus};
 use openfactory_vm::{VmBackend, VmError};

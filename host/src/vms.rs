@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openfactory_mcp::App;
+use openfactory_service::App;
 use openfactory_vm::{Backend, QemuBackend, VmBackend, VmState};
 use tokio_util::sync::CancellationToken;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use openfactory_build::pipeline::BuildOutput;
 use openfactory_build::{BuildError, BuildJob, Builder, CancelFlag, Observer, Stage};
 use openfactory_core::Plan;
-use openfactory_mcp::App;
+use openfactory_service::App;
 use openfactory_store::{BuildEnd, BuildRecord};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

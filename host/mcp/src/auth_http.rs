@@ -17,9 +17,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::app::{App, store_error};
-use crate::auth::{self, KeyError, SignInError};
-use crate::owner::OwnerPolicy;
+use openfactory_service::app::{App, store_error};
+use openfactory_service::auth::{self, KeyError, SignInError};
+use openfactory_service::owner::OwnerPolicy;
 use openfactory_store::OwnerId;
 
 /// An API error: its status and a message that says what to do.

@@ -1,5 +1,6 @@
-//! The HTTP surface: MCP over legacy SSE and Streamable HTTP, `/healthz`,
-//! `/metrics`, behind a Host/Origin check.
+//! The HTTP surface: MCP over legacy SSE and Streamable HTTP, the key API,
+//! `/healthz`, `/metrics` and the pages it is given, behind a Host/Origin
+//! check and per-caller rate limits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,10 +17,10 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use openfactory_service::App;
 use crate::limits::RateLimiter;
-use crate::metrics::TransportLabels;
-use crate::owner::OwnerPolicy;
+use openfactory_service::metrics::TransportLabels;
+use openfactory_service::owner::OwnerPolicy;
 use crate::sse::{self, Sessions, SseState};
 use crate::tools::OpenFactoryServer;
 
@@ -118,7 +119,7 @@ async fn rate_limit(
         Some(value) => (
             format!(
                 "auth:{}",
-                crate::auth::key_hash(&String::from_utf8_lossy(value.as_bytes()))
+                openfactory_service::auth::key_hash(&String::from_utf8_lossy(value.as_bytes()))
             ),
             "this credential",
         ),
@@ -172,11 +173,14 @@ struct Shared {
     sse: SseState,
 }
 
-/// Everything the HTTP server serves.
+/// Everything the HTTP server serves: MCP, the key API, `/healthz`,
+/// `/metrics`, and `pages` (the web console), all behind the Host check and
+/// the rate limits.
 pub fn router(
     app: Arc<App>,
     owners: Arc<OwnerPolicy>,
     hosts: HostPolicy,
+    pages: Router,
     shutdown: CancellationToken,
 ) -> Router {
     let sessions = Sessions::default();
@@ -239,14 +243,7 @@ pub fn router(
                 )),
         )
         .merge(crate::auth_http::router(app.clone(), owners.clone()))
-        .route(
-            "/api/builds/{id}/iso",
-            get(crate::downloads::iso).with_state(app.clone()),
-        )
-        .merge(crate::console::router(
-            app.clone(),
-            app.vms.novnc_dir.clone(),
-        ))
+        .merge(pages)
         .layer(middleware::from_fn_with_state(
             (
                 owners.clone(),
@@ -270,7 +267,7 @@ async fn open_sse(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let (owner, ends) = match crate::auth::key_caller(&shared.app, &headers).await {
+    let (owner, ends) = match openfactory_service::auth::key_caller(&shared.app, &headers).await {
         Err(e) => return crate::auth_http::refused(&e),
         Ok(Some(caller)) => {
             let ends = shared.app.auth.key_token(&caller.key_id);
@@ -296,7 +293,7 @@ async fn post_message(
     query: Query<sse::MessageQuery>,
     body: Bytes,
 ) -> Response {
-    let owner = match crate::auth::key_caller(&shared.app, &headers).await {
+    let owner = match openfactory_service::auth::key_caller(&shared.app, &headers).await {
         Err(e) => return crate::auth_http::refused(&e),
         Ok(Some(caller)) => caller.owner,
         Ok(None) => shared.owners.resolve(peer.ip(), &headers),

@@ -1,49 +1,41 @@
-//! OpenFactory's MCP server.
+//! OpenFactory's MCP server, and the HTTP server it shares.
 //!
-//! Only this crate knows JSON-RPC and MCP. It exposes the planning core, the
-//! catalog and the store as MCP tools over three transports: legacy HTTP+SSE
+//! Only this crate knows JSON-RPC and MCP. It serves the operations of
+//! `openfactory-service` as MCP tools over three transports: legacy HTTP+SSE
 //! (`/api/mcp/sse` + `/api/mcp/messages`), Streamable HTTP (`/api/mcp`), and
-//! stdio.
+//! stdio; and the account and key API (`/api/auth/*`, `/api/mcp-keys`). The
+//! HTTP server puts the pages it is given (the web console) behind the same
+//! Host check and rate limits.
 
-pub mod app;
-pub mod auth;
 pub mod auth_http;
-pub mod builds;
-pub mod console;
-pub mod downloads;
 pub mod http;
 pub mod jsonrpc;
 pub mod limits;
-pub mod links;
-pub mod metrics;
-pub mod owner;
-pub mod recipes;
 pub mod sse;
-pub mod test_runs;
 pub mod tools;
 mod tools_tests;
-pub mod vms;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use app::App;
 pub use http::HostPolicy;
+use openfactory_service::{App, OwnerPolicy};
 use openfactory_store::OwnerId;
-pub use owner::OwnerPolicy;
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-/// Serve MCP over HTTP until `shutdown` is cancelled; then close every
-/// stream and return once in-flight requests are done.
+/// Serve MCP, the key API and `pages` over HTTP until `shutdown` is
+/// cancelled; then close every stream and return once in-flight requests are
+/// done.
 pub async fn serve_http(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
-    owners: OwnerPolicy,
+    owners: Arc<OwnerPolicy>,
     hosts: HostPolicy,
+    pages: axum::Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = http::router(app, Arc::new(owners), hosts, shutdown.clone());
+    let router = http::router(app, owners, hosts, pages, shutdown.clone());
     use axum::serve::ListenerExt;
     // Small request/response exchanges: do not let Nagle and delayed ACKs add 40 ms.
     let listener = listener.tap_io(|stream| {

@@ -1,5 +1,5 @@
 //! The MCP tools. Each is a thin wrapper: resolve the caller, call
-//! [`crate::recipes`], count the outcome. Tool errors (`isError`) carry a
+//! [`openfactory_service::recipes`], count the outcome. Tool errors (`isError`) carry a
 //! message that names the field and the fix.
 
 use std::sync::Arc;
@@ -15,16 +15,16 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::app::App;
-use crate::builds::{
+use openfactory_service::app::App;
+use openfactory_service::builds::{
     self, BuildCreated, BuildDeleted, BuildDetails, BuildList, BuildLog, BuildStatusOut, CancelOut,
     DownloadLink,
 };
-use crate::owner::OwnerPolicy;
-use crate::recipes::{
+use openfactory_service::owner::OwnerPolicy;
+use openfactory_service::recipes::{
     self, Categories, Created, Features, PlanOut, RecipeDetails, RecipeList, Validation,
 };
-use crate::vms::{self, ConsoleLink, SerialLog, VmAction, VmList, VmOut};
+use openfactory_service::vms::{self, ConsoleLink, SerialLog, VmAction, VmList, VmOut};
 
 /// One MCP server instance. Legacy SSE and stdio sessions fix the owner when
 /// they start; Streamable HTTP resolves it from each request.
@@ -247,12 +247,16 @@ impl OpenFactoryServer {
                     .get::<http::request::Parts>()
                     .ok_or("the transport did not identify the caller")?;
                 // A key was checked by the HTTP layer before the request got here.
-                if let Some(caller) = parts.extensions.get::<crate::auth::KeyCaller>() {
+                if let Some(caller) = parts.extensions.get::<openfactory_service::auth::KeyCaller>() {
                     return Ok(caller.owner.clone());
                 }
-                self.policy
-                    .resolve_parts(parts)
+                let peer = parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                     .ok_or("the server could not determine your address")?
+                    .0
+                    .ip();
+                self.policy.resolve(peer, &parts.headers)
             }
         };
         if let Err(e) = self.app.store.touch_owner(&owner).await {
@@ -295,7 +299,7 @@ impl OpenFactoryServer {
     ) -> Result<Json<Categories>, String> {
         self.run("list_recipe_categories", async {
             Ok(Json(
-                recipes::categories(&self.app, &self.caller(&ctx).await?).await?,
+                recipes::categories(&self.app, Some(&self.caller(&ctx).await?)).await?,
             ))
         })
         .await
@@ -321,7 +325,7 @@ impl OpenFactoryServer {
             let category = opt_text(args.category, "category")?;
             let search = opt_text(args.search, "search")?;
             Ok(Json(
-                recipes::list(&self.app, &owner, category.as_deref(), search.as_deref()).await?,
+                recipes::list(&self.app, Some(&owner), category.as_deref(), search.as_deref()).await?,
             ))
         })
         .await
@@ -345,7 +349,7 @@ impl OpenFactoryServer {
         self.run("get_recipe", async {
             let id = text(args.recipe_id, "recipe_id")?;
             Ok(Json(
-                recipes::get(&self.app, &self.caller(&ctx).await?, &id).await?,
+                recipes::get(&self.app, Some(&self.caller(&ctx).await?), &id).await?,
             ))
         })
         .await

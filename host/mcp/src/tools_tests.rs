@@ -1,6 +1,6 @@
 //! The test-run tools: run_tests, get_test_results, list_test_runs,
 //! stop_test_run. Same shape as the other tools: resolve the caller, call
-//! [`crate::test_runs`], count the outcome.
+//! [`openfactory_service::test_runs`], count the outcome.
 
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::service::RequestContext;
@@ -9,8 +9,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::builds::MAX_WAIT_SECONDS;
-use crate::test_runs::{self, RunCreated, RunList, RunStopped, TestResults};
+use openfactory_service::builds::MAX_WAIT_SECONDS;
+use openfactory_service::test_runs::{self, RunCreated, RunList, RunStopped, TestResults};
 use crate::tools::{OpenFactoryServer, opt_int, opt_text, text};
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -63,6 +63,7 @@ pub struct PluginHost {
     loaded: BTreeMap<String, Loaded>,
     problems: Vec<LoadProblem>,
     stats: LoadStats,
+    limits: Limits,
 }
 
 impl PluginHost {
@@ -79,6 +80,7 @@ impl PluginHost {
             loaded: BTreeMap::new(),
             problems: Vec::new(),
             stats: LoadStats::default(),
+            limits: config.limits,
         };
         for dir in registry::bundle_dirs(&config.plugins_dir)? {
             let label = dir
@@ -113,6 +115,11 @@ impl PluginHost {
 
     pub fn stats(&self) -> LoadStats {
         self.stats
+    }
+
+    /// The sandbox every plugin call runs in.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn plugins(&self) -> impl Iterator<Item = &Loaded> {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use openfactory_mcp::auth;
+use openfactory_service::auth;
 use openfactory_store::Store;
 
 use crate::config::Config;

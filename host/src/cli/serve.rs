@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use openfactory_core::catalog::Catalog;
-use openfactory_mcp::builds::BuildSettings;
-use openfactory_mcp::links::LinkSigner;
-use openfactory_mcp::vms::VmSettings;
-use openfactory_mcp::{App, HostPolicy, OwnerPolicy};
+use openfactory_mcp::HostPolicy;
+use openfactory_service::builds::BuildSettings;
+use openfactory_service::links::LinkSigner;
+use openfactory_service::vms::VmSettings;
+use openfactory_service::{App, OwnerPolicy};
 use openfactory_plugin_host::PluginHost;
 use openfactory_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -202,11 +203,11 @@ async fn app(
     if vms.novnc_dir.is_none() {
         tracing::warn!("noVNC is not installed (--novnc-dir): get_vm_console_url will say so");
     }
-    let tests = openfactory_mcp::test_runs::TestSettings {
+    let tests = openfactory_service::test_runs::TestSettings {
         max_active_per_owner: test_args.max_active_test_runs.max(1),
         max_timeout_seconds: test_args
             .max_test_timeout_seconds
-            .max(openfactory_mcp::test_runs::MIN_TIMEOUT_SECONDS),
+            .max(openfactory_service::test_runs::MIN_TIMEOUT_SECONDS),
         wake: tokio::sync::Notify::new(),
     };
     Ok(App::new(catalog, plugins, store, settings, vms, tests))
@@ -285,12 +286,23 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
                 allowed_hosts: args.allowed_hosts,
             }
         };
-        let owners = OwnerPolicy {
+        let owners = Arc::new(OwnerPolicy {
             trusted_proxies: args.trusted_proxies,
             requests_per_minute: args.requests_per_minute,
-        };
+        });
+        let secure_cookies = app
+            .builds
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        let pages = openfactory_web::router(
+            app.clone(),
+            owners.clone(),
+            openfactory_web::WebSettings { secure_cookies },
+        );
         let address = listener.local_addr()?;
         eprintln!("OpenFactory is listening on http://{address}");
+        eprintln!("  Web console:           http://{address}/");
         eprintln!("  MCP (SSE):             http://{address}/api/mcp/sse");
         eprintln!("  MCP (Streamable HTTP): http://{address}/api/mcp");
         let workers = Workers::start(&app, config, &args.service).await?;
@@ -301,7 +313,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             tracing::info!("shutting down: closing streams and finishing requests");
             signal.cancel();
         });
-        openfactory_mcp::serve_http(app.clone(), listener, owners, hosts, shutdown).await?;
+        openfactory_mcp::serve_http(app.clone(), listener, owners, hosts, pages, shutdown).await?;
         workers.stop().await;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)

@@ -13,6 +13,8 @@ pub struct Account {
     /// A PHC string (argon2id).
     pub password_hash: String,
     pub created_at: String,
+    /// May see operator-only pages (plugin load problems, bundle locations).
+    pub operator: bool,
 }
 
 impl Account {
@@ -42,6 +44,7 @@ fn account(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError> {
         email: row.try_get("email")?,
         password_hash: row.try_get("password_hash")?,
         created_at: rfc3339(row.try_get("created_at")?),
+        operator: row.try_get("operator")?,
     })
 }
 
@@ -58,6 +61,8 @@ fn key(row: &sqlx::sqlite::SqliteRow) -> Result<McpKey, StoreError> {
         revoked_at: revoked.map(rfc3339),
     })
 }
+
+const ACCOUNT_COLUMNS: &str = "id, email, password_hash, created_at, operator";
 
 const KEY_COLUMNS: &str = "id, account_id, name, prefix, created_at, last_used_at, revoked_at";
 
@@ -99,9 +104,8 @@ impl Store {
     }
 
     pub async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, email, password_hash, created_at FROM accounts WHERE email = $1",
-        )
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = $1");
+        let row = sqlx::query(&sql)
         .bind(email)
         .fetch_optional(&self.pool)
         .await?;
@@ -109,12 +113,84 @@ impl Store {
     }
 
     pub async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, email, password_hash, created_at FROM accounts WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(account).transpose()
+    }
+
+    /// Make an account an operator, or not; `false` if there is no such email.
+    pub async fn set_operator(&self, email: &str, operator: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE accounts SET operator = $2 WHERE email = $1")
+            .bind(email)
+            .bind(operator)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A browser sign-in for the account, known by the hash of its secret,
+    /// until `expires_at` (seconds since the epoch). Expired ones are swept.
+    pub async fn create_web_session(
+        &self,
+        id_hash: &str,
+        account_id: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let t = now();
+        sqlx::query("DELETE FROM web_sessions WHERE expires_at < $1")
+            .bind(t)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO web_sessions (id_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id_hash)
+        .bind(account_id)
+        .bind(t)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The account signed in by this browser session, if it exists and has not expired.
+    pub async fn web_session_account(&self, id_hash: &str) -> Result<Option<Account>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM web_sessions s JOIN accounts a ON a.id = s.account_id
+             WHERE s.id_hash = $1 AND s.expires_at >= $2",
+            ACCOUNT_COLUMNS
+                .split(", ")
+                .map(|c| format!("a.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let row = sqlx::query(&sql)
+            .bind(id_hash)
+            .bind(now())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(account).transpose()
+    }
+
+    /// Sign one browser out.
+    pub async fn delete_web_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM web_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sign every browser of the account out; how many were signed in.
+    pub async fn delete_web_sessions(&self, account_id: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM web_sessions WHERE account_id = $1")
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn create_key(
@@ -299,6 +375,32 @@ mod tests {
             KeyLookup::Revoked(_)
         ));
         assert!(store.keys("b1").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn web_sessions_sign_in_expire_and_sign_out() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        store.create_account("a1", "ada@example.org", "h").await.unwrap();
+        store.create_account("b1", "bob@example.org", "h").await.unwrap();
+        store.create_web_session("s1", "a1", now() + 60).await.unwrap();
+        store.create_web_session("s2", "a1", now() + 60).await.unwrap();
+        store.create_web_session("s3", "b1", now() + 60).await.unwrap();
+        store.create_web_session("old", "a1", now() - 1).await.unwrap();
+        let found = store.web_session_account("s1").await.unwrap().unwrap();
+        assert_eq!((found.id.as_str(), found.operator), ("a1", false));
+        assert!(store.web_session_account("old").await.unwrap().is_none());
+        assert!(store.web_session_account("nope").await.unwrap().is_none());
+        store.delete_web_session("s1").await.unwrap();
+        assert!(store.web_session_account("s1").await.unwrap().is_none());
+        assert!(store.web_session_account("s2").await.unwrap().is_some());
+        // Signing out everywhere ends Ada's sessions, not Bob's.
+        assert_eq!(store.delete_web_sessions("a1").await.unwrap(), 2);
+        assert!(store.web_session_account("s2").await.unwrap().is_none());
+        assert!(store.web_session_account("s3").await.unwrap().is_some());
+
+        assert!(store.set_operator("ada@example.org", true).await.unwrap());
+        assert!(store.account("a1").await.unwrap().unwrap().operator);
+        assert!(!store.set_operator("nobody@example.org", true).await.unwrap());
     }
 
     #[tokio::test]

@@ -28,6 +28,18 @@ pub enum RunStatus {
     TimedOut,
 }
 
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Passed => "passed",
+            CheckStatus::Failed => "failed",
+            CheckStatus::Error => "error",
+            CheckStatus::Skipped => "skipped",
+            CheckStatus::TimedOut => "timed_out",
+        }
+    }
+}
+
 impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {

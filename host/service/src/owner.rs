@@ -1,9 +1,8 @@
 //! Who is calling: the client's IP address, or the address a trusted proxy
 //! reports in `X-Forwarded-For`. Only configured proxies are believed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::ConnectInfo;
 use http::HeaderMap;
 use openfactory_store::OwnerId;
 
@@ -37,12 +36,6 @@ impl OwnerPolicy {
 
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> OwnerId {
         OwnerId::ip(self.client_ip(peer, headers))
-    }
-
-    /// From an HTTP request served with `ConnectInfo<SocketAddr>`.
-    pub fn resolve_parts(&self, parts: &http::request::Parts) -> Option<OwnerId> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
-        Some(self.resolve(peer, &parts.headers))
     }
 }
 

@@ -200,7 +200,7 @@ pub async fn create(
         other => {
             return Err(format!(
                 "recipe: expected a recipe object or a recipe id string, got {}",
-                crate::tools::kind(&other)
+                rules::json_kind(&other)
             ));
         }
     };

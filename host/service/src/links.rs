@@ -12,22 +12,6 @@ use hmac::{Hmac, Mac};
 use openfactory_store::OwnerId;
 use sha2::Sha256;
 
-/// The `?token=` of a signed link (an empty one is simply invalid).
-#[derive(Debug, serde::Deserialize)]
-pub struct TokenQuery {
-    #[serde(default)]
-    pub token: String,
-}
-
-/// A signed-link route's refusal: the status and a line of text.
-pub(crate) fn refuse(
-    status: http::StatusCode,
-    message: impl Into<String>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (status, format!("{}\n", message.into())).into_response()
-}
-
 type HmacSha256 = Hmac<Sha256>;
 
 /// Seconds since the epoch, the clock links are signed against.
@@ -116,6 +100,24 @@ impl LinkSigner {
         )
     }
 
+    /// A MAC of `data` for `purpose`, for values the server hands out and
+    /// takes back (form tokens, cookies): base64url, unforgeable without the key.
+    pub fn tag(&self, purpose: &str, data: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        mac.update(format!("openfactory-tag-v1\n{purpose}\n{data}").as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `tag` is [`LinkSigner::tag`] of `data` for `purpose` (in constant time).
+    pub fn check_tag(&self, purpose: &str, data: &str, tag: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
+            return false;
+        };
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
+        mac.update(format!("openfactory-tag-v1\n{purpose}\n{data}").as_bytes());
+        mac.verify_slice(&tag).is_ok()
+    }
+
     /// The owner a valid token was made for.
     pub fn verify(
         &self,
@@ -192,5 +194,17 @@ mod tests {
                 .verify("iso", "b1", &token, 999)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn tags_bind_purpose_and_data() {
+        let signer = LinkSigner::new([7; 32]);
+        let tag = signer.tag("csrf", "abc");
+        assert!(signer.check_tag("csrf", "abc", &tag));
+        assert!(!signer.check_tag("csrf", "abd", &tag));
+        assert!(!signer.check_tag("flash", "abc", &tag));
+        assert!(!signer.check_tag("csrf", "abc", ""));
+        assert!(!signer.check_tag("csrf", "abc", "%%%"));
+        assert!(!LinkSigner::new([8; 32]).check_tag("csrf", "abc", &tag));
     }
 }

@@ -17,11 +17,9 @@ use openfactory_vm::{VmBackend, VmState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_http::services::ServeDir;
 
-use crate::app::App;
-use crate::links::{LinkError, TokenQuery, refuse};
-
-/// How long a console link works: the page connects once, at load.
-pub const CONSOLE_LINK_SECONDS: i64 = 600;
+use openfactory_service::App;
+use openfactory_service::links::LinkError;
+use crate::signed_links::{TokenQuery, refuse};
 
 const PAGE: &str = include_str!("../assets/console.html");
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -55,7 +53,7 @@ async fn authorise(app: &App, vm: &str, token: &str) -> Result<(OwnerId, VmRow),
     let owner = match app
         .builds
         .links
-        .verify("console", vm, token, crate::links::unix_now())
+        .verify("console", vm, token, openfactory_service::links::unix_now())
     {
         Ok(owner) => owner,
         Err(e @ LinkError::Expired) => {

@@ -47,7 +47,7 @@ impl App {
 
 /// A store failure as a tool error: a conflict says what conflicted; anything
 /// else is logged and reported without internals.
-pub(crate) fn store_error(e: StoreError) -> String {
+pub fn store_error(e: StoreError) -> String {
     match e {
         StoreError::Conflict(message) => message,
         e => {

@@ -106,7 +106,7 @@ fn not_found(name: &str) -> String {
     format!("VM `{name}` not found; list_vms shows yours")
 }
 
-async fn find(app: &App, owner: &OwnerId, name: &str) -> Result<VmRow, String> {
+pub async fn find(app: &App, owner: &OwnerId, name: &str) -> Result<VmRow, String> {
     check_name(name).map_err(|e| format!("vm_{e}"))?;
     app.store
         .vm(owner, name)
@@ -237,6 +237,12 @@ pub async fn list(app: &App, owner: &OwnerId, build_id: Option<&str>) -> Result<
     })
 }
 
+/// One of the caller's VMs, as `list` shows it.
+pub async fn get(app: &App, owner: &OwnerId, name: &str) -> Result<VmOut, String> {
+    let row = find(app, owner, name).await?;
+    Ok(out(app, row).await)
+}
+
 pub async fn start(app: &App, owner: &OwnerId, name: &str) -> Result<VmAction, String> {
     let row = find(app, owner, name).await?;
     let was = app.vms.backend.state(&row.id).await;
@@ -305,11 +311,32 @@ pub async fn delete(app: &App, owner: &OwnerId, name: &str) -> Result<VmAction, 
     })
 }
 
-pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<ConsoleLink, String> {
+/// How long a console token works: the page connects once, at load.
+pub const CONSOLE_LINK_SECONDS: i64 = 600;
+
+/// A signed, expiring token for one running VM's screen, for its owner alone.
+pub struct ConsoleToken {
+    pub vm_id: String,
+    pub name: String,
+    pub token: String,
+    pub expires: i64,
+}
+
+impl ConsoleToken {
+    /// The console page (`/console/{vm}?token=…`), relative to the server.
+    pub fn page_path(&self) -> String {
+        format!("/console/{}?token={}", self.vm_id, self.token)
+    }
+
+    /// The websocket bridged to the VM's VNC server, relative to the server.
+    pub fn websocket_path(&self) -> String {
+        format!("/console/{}/ws?token={}", self.vm_id, self.token)
+    }
+}
+
+/// A console token for the caller's running VM, or why there is no console.
+pub async fn console_token(app: &App, owner: &OwnerId, name: &str) -> Result<ConsoleToken, String> {
     let row = find(app, owner, name).await?;
-    let Some(base) = &app.builds.public_url else {
-        return Err("this server has no HTTP address (stdio mode); the browser console needs `openfactory serve`; get_vm_serial_log works everywhere".into());
-    };
     if app.vms.novnc_dir.is_none() {
         return Err("the browser console is not installed on this server (noVNC is missing; operators install it with `cargo xtask install` or --novnc-dir); get_vm_serial_log shows the serial console".into());
     }
@@ -318,20 +345,28 @@ pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<Conso
             "VM `{name}` is stopped; start it with start_vm first"
         ));
     }
-    let expires = crate::links::unix_now() + crate::console::CONSOLE_LINK_SECONDS;
-    let token = app.builds.links.sign("console", &row.id, owner, expires);
+    let expires = crate::links::unix_now() + CONSOLE_LINK_SECONDS;
+    Ok(ConsoleToken {
+        token: app.builds.links.sign("console", &row.id, owner, expires),
+        vm_id: row.id,
+        name: row.name,
+        expires,
+    })
+}
+
+pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<ConsoleLink, String> {
+    let Some(base) = app.builds.public_url.clone() else {
+        return Err("this server has no HTTP address (stdio mode); the browser console needs `openfactory serve`; get_vm_serial_log works everywhere".into());
+    };
+    let console = console_token(app, owner, name).await?;
     Ok(ConsoleLink {
-        url: format!(
-            "{}/console/{}?token={token}",
-            base.trim_end_matches('/'),
-            row.id
-        ),
-        expires_at: crate::links::rfc3339(expires),
+        url: format!("{}{}", base.trim_end_matches('/'), console.page_path()),
+        expires_at: crate::links::rfc3339(console.expires),
         note: format!(
             "Open the link within {} minutes; it is yours alone, so do not share it.",
-            crate::console::CONSOLE_LINK_SECONDS / 60
+            CONSOLE_LINK_SECONDS / 60
         ),
-        name: row.name,
+        name: console.name,
     })
 }
 

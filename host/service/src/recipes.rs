@@ -186,8 +186,12 @@ fn summary(t: &Template, source: &str) -> RecipeSummary {
     }
 }
 
-/// The caller's recipes as templates, so one search serves both.
-async fn custom(app: &App, owner: &OwnerId) -> Result<Vec<Template>, String> {
+/// The caller's recipes as templates, so one search serves both. Without a
+/// caller (a visitor to the web catalog), none.
+async fn custom(app: &App, owner: Option<&OwnerId>) -> Result<Vec<Template>, String> {
+    let Some(owner) = owner else {
+        return Ok(Vec::new());
+    };
     let stored = app.store.recipes(owner).await.map_err(store_error)?;
     Ok(stored
         .into_iter()
@@ -199,7 +203,8 @@ async fn custom(app: &App, owner: &OwnerId) -> Result<Vec<Template>, String> {
         .collect())
 }
 
-pub async fn categories(app: &App, owner: &OwnerId) -> Result<Categories, String> {
+/// The catalog's categories, counting the caller's own recipes too (if any caller).
+pub async fn categories(app: &App, owner: Option<&OwnerId>) -> Result<Categories, String> {
     let mine = custom(app, owner).await?;
     Ok(Categories {
         categories: app
@@ -217,9 +222,11 @@ pub async fn categories(app: &App, owner: &OwnerId) -> Result<Categories, String
     })
 }
 
+/// Templates and the caller's recipes (if any caller) in `category` that
+/// match every word of `search`.
 pub async fn list(
     app: &App,
-    owner: &OwnerId,
+    owner: Option<&OwnerId>,
     category: Option<&str>,
     search: Option<&str>,
 ) -> Result<RecipeList, String> {
@@ -267,17 +274,21 @@ fn not_found(id: &str) -> String {
     )
 }
 
+fn template_details(t: &Template) -> RecipeDetails {
+    RecipeDetails {
+        id: t.id.clone(),
+        source: TEMPLATE.into(),
+        category: t.category.clone(),
+        template_id: None,
+        recipe: t.recipe.clone(),
+        recipe_hash: None,
+    }
+}
+
 /// A template, or one of the caller's recipes.
 pub(crate) async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeDetails, String> {
     if let Some(t) = app.catalog.template(id) {
-        return Ok(RecipeDetails {
-            id: t.id.clone(),
-            source: TEMPLATE.into(),
-            category: t.category.clone(),
-            template_id: None,
-            recipe: t.recipe.clone(),
-            recipe_hash: None,
-        });
+        return Ok(template_details(t));
     }
     match app.store.recipe(owner, id).await.map_err(store_error)? {
         Some(s) => Ok(RecipeDetails {
@@ -292,8 +303,17 @@ pub(crate) async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeD
     }
 }
 
-pub async fn get(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeDetails, String> {
-    let mut details = find(app, owner, id).await?;
+/// A template or one of the caller's recipes, with its content-addressed id.
+/// Without a caller, templates only.
+pub async fn get(app: &App, owner: Option<&OwnerId>, id: &str) -> Result<RecipeDetails, String> {
+    let mut details = match owner {
+        Some(owner) => find(app, owner, id).await?,
+        None => app
+            .catalog
+            .template(id)
+            .map(template_details)
+            .ok_or_else(|| not_found(id))?,
+    };
     if details.recipe_hash.is_none() {
         let recipe = details.recipe.clone();
         let outcome = run_planner(app, move |set| plan::validate(&recipe, set)).await?;
@@ -347,7 +367,12 @@ pub async fn plan_recipe(
         }
         (None, Some(v)) => v,
     };
-    let outcome = run_planner(app, move |set| plan::plan_value(value, set, true)).await?;
+    plan_value(app, value).await
+}
+
+/// The plan of a recipe object (every error, or the steps and checks).
+pub async fn plan_value(app: &App, recipe: Value) -> Result<PlanOut, String> {
+    let outcome = run_planner(app, move |set| plan::plan_value(recipe, set, true)).await?;
     let (errors, warnings) = split(outcome.diagnostics);
     Ok(PlanOut {
         valid: errors.is_empty(),

@@ -1,0 +1,106 @@
+//! OpenFactory's web console, and everything else a browser (or curl)
+//! fetches: the VM screen page and its websocket, and signed ISO downloads.
+//!
+//! Pages are server-rendered HTML (maud, escaped by construction) that read
+//! without JavaScript; one small script refreshes changing parts in place
+//! (the same fragments the server renders into the page) and copies secrets.
+//! Every page that shows an owner's things calls the same
+//! `openfactory-service` operations as the MCP tools, as the signed-in
+//! account, so ownership is checked where it is for MCP: at the store.
+//!
+//! Security, in one place each: the sign-in cookie and the CSRF token in
+//! [`session`], the headers every response gets in [`security_headers`].
+
+mod assets;
+pub mod console;
+pub mod downloads;
+mod form;
+mod layout;
+mod pages;
+pub mod session;
+mod signed_links;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use openfactory_service::{App, OwnerPolicy};
+
+/// How the console is served.
+#[derive(Debug, Clone, Default)]
+pub struct WebSettings {
+    /// Mark cookies `Secure` (and name them `__Host-…`): the console is
+    /// reached over https. On when the public URL is https.
+    pub secure_cookies: bool,
+}
+
+/// The web console's state: the application, and the new API keys waiting
+/// to be shown once.
+pub struct Web {
+    pub(crate) app: Arc<App>,
+    pub(crate) owners: Arc<OwnerPolicy>,
+    pub(crate) settings: WebSettings,
+    /// A key just created, shown on the next settings page of the browser
+    /// session that created it, then forgotten (by session hash).
+    pub(crate) reveals: Mutex<HashMap<String, Reveal>>,
+}
+
+/// A new API key's secret, waiting for its one showing.
+pub(crate) struct Reveal {
+    pub name: String,
+    pub secret: String,
+    pub made: Instant,
+}
+
+/// The web console's routes, the console page and websocket, and the signed
+/// ISO download route; to be served behind the host's Host check.
+pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>, settings: WebSettings) -> Router {
+    let novnc_dir = app.vms.novnc_dir.clone();
+    let web = Arc::new(Web {
+        app: app.clone(),
+        owners,
+        settings,
+        reveals: Mutex::new(HashMap::new()),
+    });
+    Router::new()
+        .merge(pages::router(web.clone()))
+        .merge(assets::router())
+        .layer(middleware::from_fn_with_state(web, session::cookies))
+        .layer(middleware::from_fn(security_headers))
+        .merge(console::router(app.clone(), novnc_dir))
+        .merge(downloads::router(app))
+}
+
+/// What no page may do: run scripts or styles from elsewhere (or inline),
+/// be framed, post forms off-site, or leak its URL.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+    headers.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+    );
+    // Pages show an owner's things: never cache them where another could read them.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}

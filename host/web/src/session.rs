@@ -1,0 +1,345 @@
+//! Who is looking, and proof that a form came from our own page.
+//!
+//! - **Sign-in**: the cookie holds 32 random bytes; the database holds their
+//!   SHA-256 (`web_sessions`). Signing out deletes the row. The cookie is
+//!   `HttpOnly`, `SameSite=Lax`, and `Secure` (named `__Host-…`) when the
+//!   console is served over https.
+//! - **CSRF**: every visitor gets a random `csrf` cookie (`SameSite=Strict`);
+//!   every form carries a MAC of it together with the sign-in, so a token
+//!   is worthless in another browser or after signing in or out. Every POST
+//!   is checked before anything else runs.
+//! - **Flash**: a one-line message for the page after a redirect, in a
+//!   signed cookie that the next page clears.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openfactory_service::links::unix_now;
+use openfactory_store::{Account, OwnerId};
+use sha2::{Digest, Sha256};
+
+use crate::Web;
+
+/// How long a browser stays signed in.
+pub const SESSION_SECONDS: i64 = 7 * 24 * 3600;
+
+/// The cookies' names: `__Host-` prefixed when they are `Secure`.
+struct Names {
+    session: &'static str,
+    csrf: &'static str,
+    flash: &'static str,
+}
+
+fn names(secure: bool) -> Names {
+    if secure {
+        Names {
+            session: "__Host-of_session",
+            csrf: "__Host-of_csrf",
+            flash: "__Host-of_flash",
+        }
+    } else {
+        Names {
+            session: "of_session",
+            csrf: "of_csrf",
+            flash: "of_flash",
+        }
+    }
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn cookie(web: &Web, name: &'static str, value: String, same_site: SameSite) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .secure(web.settings.secure_cookies)
+        .same_site(same_site)
+        .build()
+}
+
+fn set_cookie(headers: &mut HeaderMap, cookie: Cookie<'_>) {
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+fn expired(web: &Web, name: &'static str) -> Cookie<'static> {
+    let mut c = cookie(web, name, String::new(), SameSite::Lax);
+    c.make_removal();
+    c
+}
+
+/// A message shown once, on the page after a redirect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flash {
+    pub ok: bool,
+    pub text: String,
+}
+
+/// What the cookie layer found, for the extractors.
+#[derive(Clone)]
+struct Found {
+    csrf: String,
+    flash: Option<Flash>,
+}
+
+/// Every request: make sure the browser has a CSRF cookie; take the flash
+/// message, and clear it once a page has been answered.
+pub async fn cookies(State(web): State<Arc<Web>>, mut request: Request, next: Next) -> Response {
+    let names = names(web.settings.secure_cookies);
+    let jar = CookieJar::from_headers(request.headers());
+    let (csrf, new_csrf) = match jar.get(names.csrf).map(|c| c.value().to_owned()) {
+        Some(v) if v.len() >= 32 && v.len() <= 64 => (v, false),
+        _ => (random_secret(), true),
+    };
+    let flash = jar
+        .get(names.flash)
+        .and_then(|c| read_flash(&web, c.value()));
+    let had_flash = jar.get(names.flash).is_some();
+    request.extensions_mut().insert(Found {
+        csrf: csrf.clone(),
+        flash,
+    });
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if new_csrf {
+        set_cookie(headers, cookie(&web, names.csrf, csrf, SameSite::Strict));
+    }
+    // A redirect carries the flash on to the page that shows it.
+    let shown = !response.status().is_redirection();
+    if had_flash && shown && !sets(response.headers(), names.flash) {
+        set_cookie(response.headers_mut(), expired(&web, names.flash));
+    }
+    response
+}
+
+fn sets(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(format!("{name}=").as_bytes()))
+}
+
+fn read_flash(web: &Web, value: &str) -> Option<Flash> {
+    let (body, tag) = value.rsplit_once('.')?;
+    if !web.app.builds.links.check_tag("flash", body, tag) {
+        return None;
+    }
+    let (kind, text) = body.split_once('.')?;
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
+    Some(Flash {
+        ok: kind == "ok",
+        text,
+    })
+}
+
+/// A redirect (303) that shows `text` on the page it leads to.
+pub fn redirect_with(web: &Web, to: &str, ok: bool, text: &str) -> Response {
+    let body = format!(
+        "{}.{}",
+        if ok { "ok" } else { "bad" },
+        URL_SAFE_NO_PAD.encode(text.as_bytes())
+    );
+    let tag = web.app.builds.links.tag("flash", &body);
+    let mut response = Redirect::to(to).into_response();
+    let names = names(web.settings.secure_cookies);
+    set_cookie(
+        response.headers_mut(),
+        cookie(web, names.flash, format!("{body}.{tag}"), SameSite::Lax),
+    );
+    response
+}
+
+/// The visitor: signed in or not, with the token their forms carry.
+#[derive(Clone)]
+pub struct Viewer {
+    pub account: Option<Account>,
+    /// The hash of the sign-in cookie's secret (the `web_sessions` key).
+    pub session: Option<String>,
+    /// The CSRF token to put in every form.
+    pub csrf: String,
+    pub flash: Option<Flash>,
+    /// The path (and query) asked for, for `?next=` after signing in.
+    pub path: String,
+    /// The client's address (its IP session, for claiming).
+    pub ip: IpAddr,
+}
+
+impl Viewer {
+    pub fn owner(&self) -> Option<OwnerId> {
+        self.account.as_ref().map(Account::owner)
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.account.as_ref().is_some_and(|a| a.operator)
+    }
+}
+
+fn csrf_token(web: &Web, csrf_cookie: &str, session: Option<&str>) -> String {
+    web.app
+        .builds
+        .links
+        .tag("csrf", &format!("{csrf_cookie}\n{}", session.unwrap_or("")))
+}
+
+impl FromRequestParts<Arc<Web>> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Arc<Web>) -> Result<Viewer, Response> {
+        let found = parts
+            .extensions
+            .get::<Found>()
+            .cloned()
+            .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())?;
+        let names = names(web.settings.secure_cookies);
+        let jar = CookieJar::from_headers(&parts.headers);
+        let mut account = None;
+        let mut session = None;
+        if let Some(secret) = jar.get(names.session).map(|c| c.value()) {
+            let h = hash(secret);
+            match web.app.store.web_session_account(&h).await {
+                Ok(Some(a)) => {
+                    account = Some(a);
+                    session = Some(h);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read a web session");
+                    return Err((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the server could not reach its database; try again in a moment\n",
+                    )
+                        .into_response());
+                }
+            }
+        }
+        Ok(Viewer {
+            csrf: csrf_token(web, &found.csrf, session.as_deref()),
+            account,
+            session,
+            flash: found.flash,
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into()),
+            ip: web.owners.client_ip(peer, &parts.headers),
+        })
+    }
+}
+
+impl Viewer {
+    /// Whether a posted form's token is this visitor's.
+    pub fn csrf_ok(&self, token: &str) -> bool {
+        // Constant-time: compare MACs of both rather than the strings.
+        use sha2::Digest;
+        Sha256::digest(token.as_bytes()) == Sha256::digest(self.csrf.as_bytes())
+    }
+}
+
+/// A signed-in visitor. Anyone else is sent to the sign-in page (and a
+/// fragment request, made by script, gets 401).
+pub struct SignedIn {
+    pub viewer: Viewer,
+    pub account: Account,
+    pub owner: OwnerId,
+}
+
+impl FromRequestParts<Arc<Web>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, web: &Arc<Web>) -> Result<SignedIn, Response> {
+        let viewer = Viewer::from_request_parts(parts, web).await?;
+        match viewer.account.clone() {
+            Some(account) => Ok(SignedIn {
+                owner: account.owner(),
+                account,
+                viewer,
+            }),
+            None if parts.uri.query().is_some_and(|q| q.contains("part=")) => {
+                Err((StatusCode::UNAUTHORIZED, "sign in first\n").into_response())
+            }
+            None if parts.method == http::Method::GET => Err(Redirect::to(&format!(
+                "/signin?next={}",
+                crate::form::encode(&viewer.path)
+            ))
+            .into_response()),
+            None => Err(redirect_with(
+                web,
+                "/signin",
+                false,
+                "Your session has ended; sign in again.",
+            )),
+        }
+    }
+}
+
+/// Sign the browser in as `account`: a new session row and its cookie.
+pub async fn sign_in(web: &Web, account_id: &str, to: &str) -> Result<Response, String> {
+    let secret = random_secret();
+    web.app
+        .store
+        .create_web_session(&hash(&secret), account_id, unix_now() + SESSION_SECONDS)
+        .await
+        .map_err(openfactory_service::store_error)?;
+    let names = names(web.settings.secure_cookies);
+    let mut response = Redirect::to(to).into_response();
+    let mut c = cookie(web, names.session, secret, SameSite::Lax);
+    c.set_max_age(time::Duration::seconds(SESSION_SECONDS));
+    set_cookie(response.headers_mut(), c);
+    Ok(response)
+}
+
+/// Sign this browser out: its session row goes, and its cookie.
+pub async fn sign_out(web: &Web, viewer: &Viewer) -> Response {
+    if let Some(session) = &viewer.session
+        && let Err(e) = web.app.store.delete_web_session(session).await
+    {
+        tracing::error!(error = %e, "could not delete a web session");
+    }
+    let names = names(web.settings.secure_cookies);
+    let mut response = redirect_with(web, "/", true, "You are signed out.");
+    set_cookie(response.headers_mut(), expired(web, names.session));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_cookies_are_host_prefixed() {
+        assert_eq!(names(true).session, "__Host-of_session");
+        assert_eq!(names(false).csrf, "of_csrf");
+    }
+
+    #[test]
+    fn secrets_are_random_and_hashed() {
+        let (a, b) = (random_secret(), random_secret());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert_eq!(hash(&a).len(), 64);
+        assert_ne!(hash(&a), a);
+    }
+}
