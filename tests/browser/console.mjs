@@ -1,21 +1,13 @@
-// Open a VM console page in headless Chromium, wait until noVNC says it is
-// connected and its canvas has pixels, and keep a screenshot.
+// Open a VM console page (the link get_vm_console_url gives) in headless
+// Chromium, wait until noVNC says it is connected and its canvas has pixels,
+// and keep a screenshot.
 // Usage: node console.mjs URL SCREENSHOT.png
-import { chromium } from "playwright-core";
+import { check, main, open } from "./lib.mjs";
 
 const [url, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+
+await main(async (browser) => {
+  const { page } = await open(browser);
   await page.goto(url);
   await page.waitForSelector("body[data-state=connected]", { timeout: 30000 });
   await page.waitForSelector("#screen canvas", { timeout: 10000 });
@@ -26,11 +18,10 @@ try {
   }, null, { timeout: 20000 });
   await page.waitForTimeout(1500);
   await page.screenshot({ path: screenshot });
-  const size = await page.evaluate(() => {
+  const canvas = await page.evaluate(() => {
     const c = document.querySelector("#screen canvas");
     return [c.width, c.height];
   });
-  console.log(JSON.stringify({ connected: true, canvas: size, status: await page.textContent("#status"), errors }));
-} finally {
-  await browser.close();
-}
+  check(canvas[0] > 0, "the canvas has a size");
+  return { connected: true, canvas, status: await page.textContent("#status"), errors: page.errors };
+});

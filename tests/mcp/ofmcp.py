@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -344,3 +345,57 @@ async def healthz(base: str) -> int:
 def feature_names(features: list) -> list[str]:
     """Feature names from a list of names or of objects with a `name`."""
     return [f if isinstance(f, str) else f["name"] for f in features]
+
+
+# --------------------------------------------------------------------------- browsers and the web console
+
+ARTIFACTS = REPO / "target/test-artifacts"
+
+
+def browser(script: str, *args: str, timeout: float = 900) -> dict[str, Any]:
+    """Run tests/browser/<script> in Node, next to playwright-core (OPENFACTORY_BROWSER_DIR, which
+    `cargo xtask test` fills); the JSON object it prints last."""
+    driver = Path(os.environ.get("OPENFACTORY_BROWSER_DIR") or REPO / "target/browser")
+    assert (driver / "node_modules/playwright-core").is_dir(), f"playwright-core is not installed in {driver} (cargo xtask test installs it)"
+    for source in (REPO / "tests/browser").glob("*.mjs"):
+        shutil.copy(source, driver / source.name)
+    done = subprocess.run(["node", str(driver / script), *args], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{script} {' '.join(args[:1])} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    found = CSRF.search(html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def web_client(base: str, ip: str = "127.0.0.1") -> httpx2.AsyncClient:
+    """A cookie-keeping client for the web console that does not follow redirects."""
+    return httpx2.AsyncClient(
+        base_url=base,
+        transport=httpx2.AsyncHTTPTransport(local_address=ip, trust_env=False),
+        trust_env=False,
+        timeout=httpx2.Timeout(15.0, read=120.0),
+        follow_redirects=False,
+    )
+
+
+async def web_post(client: httpx2.AsyncClient, page: str, action: str, fields: dict[str, str] | None = None) -> httpx2.Response:
+    """Post a form the way its page would: with the CSRF token the page (at `page`) carries."""
+    token = csrf_of((await client.get(page)).text)
+    return await client.post(action, data={"csrf": token, **(fields or {})})
+
+
+async def web_sign_up(client: httpx2.AsyncClient, email: str, password: str) -> None:
+    r = await web_post(client, "/signup", "/signup", {"email": email, "password": password})
+    assert r.status_code == 303 and r.headers["location"].startswith("/settings"), (r.status_code, r.text[:500])
+
+
+async def web_sign_in(client: httpx2.AsyncClient, email: str, password: str) -> None:
+    r = await web_post(client, "/signin", "/signin", {"email": email, "password": password})
+    assert r.status_code == 303, (r.status_code, r.text[:500])

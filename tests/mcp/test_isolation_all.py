@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 import ofmcp
-from ofmcp import TOOLS, ok, tool_error
-from test_accounts import client, sign_up
+from ofmcp import TOOLS, ok, tool_error, web_client, web_post, web_sign_in
+from test_accounts import PASSWORD, client, sign_up
 from test_builds import wait_for_build
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +20,7 @@ NO_IDS = {"list_recipe_categories", "list_features", "validate_recipe", "list_re
 
 @pytest.mark.deadline(900)
 async def test_no_tool_and_no_route_reaches_another_owners_things(server):
-    _, key_a = await sign_up(server, "owner-a@example.org")
+    token_a, key_a = await sign_up(server, "owner-a@example.org")
     token_b, key_b = await sign_up(server, "owner-b@example.org")
     a_auth = {"Authorization": f"Bearer {key_a}"}
     async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip="127.0.0.101", headers=a_auth)) as a:
@@ -92,6 +92,37 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
                 "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "binary"})
             assert r.status_code in (403, 404), (who, r.status_code)
+
+    # The web console, with A's ids: account B signed in gets "not found" for every page, file, part
+    # and form; a visitor is sent to sign in. B's own lists show nothing of A's.
+    async with client(server, token=token_a) as http:
+        a_key_id = (await http.get("/api/mcp-keys")).json()["keys"][0]["key_id"]
+    pages = [f"/builds/{build_id}", f"/builds/{build_id}?part=status", f"/builds/{build_id}?part=row",
+             *(f"/builds/{build_id}/files/{f}" for f in ("iso", "log", "packages", "sbom")),
+             "/vms/a-vm", "/vms/a-vm?part=serial", f"/test-runs/{run_id}", f"/test-runs/{run_id}?part=results",
+             f"/test-runs/{run_id}/junit.xml", f"/catalog/{recipe_id}"]
+    forms = [f"/builds/{build_id}/cancel", f"/builds/{build_id}/retry", f"/builds/{build_id}/delete",
+             f"/builds/{build_id}/vms", f"/builds/{build_id}/test-runs", "/vms/a-vm/start", "/vms/a-vm/stop",
+             "/vms/a-vm/delete", f"/test-runs/{run_id}/stop", f"/settings/keys/{a_key_id}/revoke"]
+    async with web_client(server.base, ip="127.0.0.102") as b:
+        await web_sign_in(b, "owner-b@example.org", PASSWORD)
+        for path in pages:
+            r = await b.get(path)
+            assert r.status_code == 404 and "a-secret-box" not in r.text and "a-secret" not in r.text, (path, r.status_code)
+        for path in forms:
+            r = await web_post(b, "/settings", path, {"name": "stolen", "memory_mb": "512", "vcpus": "1", "force": "true"})
+            assert r.status_code == 404 and "a-secret" not in r.text, (path, r.status_code)
+        for path in ("/", "/builds", "/vms", "/test-runs", "/settings", "/catalog"):
+            text = (await b.get(path)).text
+            assert build_id not in text and "a-vm" not in text and run_id not in text and "a-secret" not in text, path
+    async with web_client(server.base, ip="127.0.0.103") as visitor:
+        for path in pages:
+            r = await visitor.get(path)
+            assert (r.status_code, r.headers.get("location", "")[:15]) in ((303, "/signin?next=%2"), (401, ""), (404, "")), (path, r.status_code)
+            assert "a-secret" not in r.text
+        for path in forms:
+            r = await web_post(visitor, "/signin", path, {"name": "stolen"})
+            assert r.status_code == 303 and r.headers["location"] == "/signin", (path, r.status_code)
 
     # Account B's session cannot touch A's keys either.
     async with client(server, token=token_b) as http:

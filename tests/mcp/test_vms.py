@@ -4,7 +4,6 @@ for its owner only; every file and port released on delete."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import websockets.asyncio.client
 import websockets.exceptions
 
 import ofmcp
-from ofmcp import REPO, ok, tool_error
+from ofmcp import ok, tool_error
 from test_builds import wait_for_build
 
 pytestmark = pytest.mark.anyio
@@ -35,19 +34,12 @@ async def wait_for_console(session, name: str, needle: str, budget: float) -> li
 
 
 def browser_screenshot(url: str, png: Path) -> dict:
-    """tests/browser/console.mjs in headless Chromium (playwright-core from OPENFACTORY_BROWSER_DIR)."""
-    driver_dir = Path(os.environ.get("OPENFACTORY_BROWSER_DIR") or REPO / "target/browser")
-    assert (driver_dir / "node_modules/playwright-core").is_dir(), f"playwright-core is not installed in {driver_dir} (cargo xtask test installs it)"
-    script = driver_dir / "console.mjs"
-    shutil.copy(REPO / "tests/browser/console.mjs", script)
-    done = subprocess.run(["node", str(script), url, str(png)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"browser check failed:\n{done.stdout}\n{done.stderr[-3000:]}"
+    """tests/browser/console.mjs in headless Chromium; the screenshot is kept as a test artifact."""
+    shot = ofmcp.browser("console.mjs", url, str(png), timeout=120)
     assert png.stat().st_size > 10_000, "the screenshot is empty"
-    # Kept as a test artifact, to look at.
-    artifacts = REPO / "target/test-artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    shutil.copy(png, artifacts / "vm-console.png")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    ofmcp.ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(png, ofmcp.ARTIFACTS / "vm-console.png")
+    return shot
 
 
 @pytest.mark.deadline(1200)

@@ -362,21 +362,37 @@ fn ensure_build_tools() -> Result<()> {
             missing.join(" ")
         );
     }
-    eprintln!("xtask: installing {}", missing.join(" "));
-    if Command::new("apt-get")
-        .args(["install", "-y", "-q"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|s| s.success())
+    let mut packages: Vec<String> = missing.iter().map(|p| p.to_string()).collect();
+    // Some machines carry a newer qemu-utils (from backports) than the
+    // release's QEMU accepts beside it: take the release's own.
+    if missing.contains(&"qemu-system-x86")
+        && let Some(codename) = debian_codename()
     {
+        packages.push(format!("qemu-utils/{codename}"));
+    }
+    eprintln!("xtask: installing {}", packages.join(" "));
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "-q", "--allow-downgrades"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    if install().status().is_ok_and(|s| s.success()) {
         return Ok(());
     }
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    run(&mut install())
+}
+
+/// `bookworm`, `trixie`…: this Debian release, from /etc/os-release.
+fn debian_codename() -> Option<String> {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_owned())
+        .filter(|c| !c.is_empty())
 }
 
 /// Install the wasm32-wasip2 standard library when it is missing.

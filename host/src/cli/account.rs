@@ -16,6 +16,17 @@ pub enum AccountCommand {
     /// Create an account; the password is read from stdin (one line).
     Create {
         email: String,
+        /// Make it an operator (sees plugin load problems and bundle locations in the web console).
+        #[arg(long)]
+        operator: bool,
+        #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Make an account an operator, or (with --revoke) no longer one.
+    Operator {
+        email: String,
+        #[arg(long)]
+        revoke: bool,
         #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
         database_url: Option<String>,
     },
@@ -71,26 +82,55 @@ async fn account_id(store: &Store, email: &str) -> anyhow::Result<String> {
 }
 
 pub fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<ExitCode> {
-    let AccountCommand::Create {
-        email,
-        database_url,
-    } = cmd;
-    let email = auth::check_email(&email).map_err(anyhow::Error::msg)?;
-    let mut password = String::new();
-    std::io::stdin().read_to_string(&mut password)?;
-    let password = password.lines().next().unwrap_or("").to_owned();
-    let hash = auth::hash_password(&password).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let store = store(config, database_url).await?;
-        let account = store
-            .create_account(&auth::new_id(), &email, &hash)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!("created account {} ({})", account.id, account.email);
-        store.close().await;
-        Ok(ExitCode::SUCCESS)
-    })
+    match cmd {
+        AccountCommand::Create {
+            email,
+            operator,
+            database_url,
+        } => {
+            let email = auth::check_email(&email).map_err(anyhow::Error::msg)?;
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = password.lines().next().unwrap_or("").to_owned();
+            let hash = auth::hash_password(&password).map_err(anyhow::Error::msg)?;
+            runtime.block_on(async {
+                let store = store(config, database_url).await?;
+                let account = store
+                    .create_account(&auth::new_id(), &email, &hash)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if operator {
+                    store.set_operator(&account.email, true).await?;
+                }
+                println!(
+                    "created account {} ({}){}",
+                    account.id,
+                    account.email,
+                    if operator { ", an operator" } else { "" }
+                );
+                store.close().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        AccountCommand::Operator {
+            email,
+            revoke,
+            database_url,
+        } => runtime.block_on(async {
+            let store = store(config, database_url).await?;
+            let id = account_id(&store, &email).await?;
+            let account = store.account(&id).await?.context("the account vanished")?;
+            store.set_operator(&account.email, !revoke).await?;
+            println!(
+                "{} is {} an operator",
+                account.email,
+                if revoke { "no longer" } else { "now" }
+            );
+            store.close().await;
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
 }
 
 pub fn key(cmd: KeyCommand, config: &Config) -> anyhow::Result<ExitCode> {

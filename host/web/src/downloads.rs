@@ -151,8 +151,14 @@ pub async fn serve(app: &App, build: &BuildRecord, artifact: Artifact, request: 
         );
     }
     let headers = response.headers_mut();
+    // The log reads in the browser; the others are saved.
+    let disposition = if artifact == Artifact::Log {
+        "inline"
+    } else {
+        "attachment"
+    };
     if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}\"",
+        "{disposition}; filename=\"{}\"",
         artifact.download_name(build)
     )) {
         headers.insert(header::CONTENT_DISPOSITION, value);

@@ -116,7 +116,7 @@ pub fn error_page(viewer: &Viewer, status: StatusCode, title: &str, message: &st
         div.card.empty {
             h1 { (title) }
             p { (message) }
-            p.actions style="justify-content:center" {
+            p.actions.center {
                 a.btn href="/" { "Go to the overview" }
                 a.btn href="/catalog" { "Browse the catalog" }
             }

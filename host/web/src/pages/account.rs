@@ -82,7 +82,7 @@ fn signin_form(viewer: &Viewer, email: &str, next: &str, problems: &Problems) ->
                 (field("password", "Password", "password", "", "current-password", None, problems.password.as_deref()))
                 button.btn.primary type="submit" { "Sign in" }
             }
-            p.small.muted style="margin-top:1rem" { "No account yet? " a href="/signup" { "Create one" } "." }
+            p.small.muted.mt { "No account yet? " a href="/signup" { "Create one" } "." }
         }
     }
 }
@@ -102,7 +102,7 @@ fn signup_form(viewer: &Viewer, email: &str, problems: &Problems) -> Markup {
                     Some("At least 10 characters; a passphrase of a few words works well."), problems.password.as_deref()))
                 button.btn.primary type="submit" { "Create account" }
             }
-            p.small.muted style="margin-top:1rem" { "Already have one? " a href="/signin" { "Sign in" } "." }
+            p.small.muted.mt { "Already have one? " a href="/signin" { "Sign in" } "." }
         }
     }
 }

@@ -41,7 +41,7 @@ fn row(b: &BuildSummary) -> Markup {
             td { a.mono href={ "/builds/" (b.build_id) } { (b.build_id) } }
             td { (b.recipe_name) }
             td { (status(&b.status)) }
-            td style="min-width:11rem" {
+            td.minw {
                 @if live {
                     (layout::progress(b.progress, &format!("Build {} progress", b.build_id)))
                     @if let Some(stage) = &b.stage { span.small.muted { (stage) } }
@@ -76,13 +76,13 @@ pub async fn index(
             }
             div.actions { a.btn.primary href="/catalog" { "New build from the catalog" } }
         }
-        nav.actions aria-label="Filter by status" style="margin-bottom:1rem" {
+        nav.actions.mb aria-label="Filter by status" {
             @for f in FILTERS {
                 @let on = wanted.unwrap_or("all") == f;
                 a.btn.small.primary[on] href={ "/builds?status=" (f) } aria-current=[on.then_some("page")] { (f) }
             }
             @if let Some(used) = disk {
-                span.small.muted style="margin-left:auto" {
+                span.small.muted.ml-auto {
                     "Disk used by your builds: " (layout::bytes(used))
                     @if quota > 0 { " of " (layout::bytes(quota)) }
                 }
@@ -173,7 +173,7 @@ fn status_panel(b: &BuildStatusOut) -> Markup {
                     li class=(class) { (stage.as_str()) }
                 }
             }
-            p style="margin-top:.75rem" {
+            p.mt {
                 (b.message)
                 @if let Some(s) = b.elapsed_seconds { span.muted { " · " (layout::duration(s)) } }
             }
@@ -196,7 +196,7 @@ fn downloads_card(d: &BuildDetails) -> Markup {
     html! {
         section.card aria-labelledby="downloads" {
             h2 #downloads { "Downloads" }
-            ul.stack style="list-style:none;padding:0;margin:0 0 1rem" {
+            ul.stack.plain {
                 @for a in Artifact::ALL {
                     @if d.artifacts.iter().any(|f| f == a.file()) {
                         li.actions {
@@ -242,13 +242,13 @@ async fn boot_and_test(web: &Web, owner: &OwnerId, d: &BuildDetails, csrf_field:
                     div.field {
                         label for="vm-name" { "VM name" }
                         input #vm-name name="name" type="text" required value=(suggested) maxlength="63"
-                            pattern="[a-z0-9][a-z0-9-]*" aria-describedby="vm-name-help";
+                            pattern="[a-z0-9][a-z0-9\\-]*" aria-describedby="vm-name-help";
                     }
-                    div.field style="max-width:9rem" {
+                    div.field.w-m {
                         label for="vm-memory" { "Memory (MiB)" }
                         input #vm-memory name="memory_mb" type="number" min="256" max=(limits.max_memory_mb) step="256" value="1024";
                     }
-                    div.field style="max-width:7rem" {
+                    div.field.w-s {
                         label for="vm-vcpus" { "vCPUs" }
                         input #vm-vcpus name="vcpus" type="number" min="1" max=(limits.max_vcpus) value="1";
                     }
@@ -257,7 +257,7 @@ async fn boot_and_test(web: &Web, owner: &OwnerId, d: &BuildDetails, csrf_field:
                 p.help #vm-name-help { "Lowercase letters, digits and -. The VM boots the ISO at once; its screen opens in the VM's page." }
             }
             @if let Ok(list) = &vms { @if !list.vms.is_empty() {
-                h3 style="margin-top:1rem" { "VMs of this build" }
+                h3.mt { "VMs of this build" }
                 ul { @for v in &list.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (status(&v.state)) } } }
             } }
         }
@@ -269,7 +269,7 @@ async fn boot_and_test(web: &Web, owner: &OwnerId, d: &BuildDetails, csrf_field:
                 button.btn.primary type="submit" { "Run tests" }
             }
             @if let Ok(list) = &runs { @if !list.runs.is_empty() {
-                h3 style="margin-top:1rem" { "Test runs of this build" }
+                h3.mt { "Test runs of this build" }
                 ul { @for r in &list.runs {
                     li {
                         a.mono href={ "/test-runs/" (r.run_id) } { (r.run_id) } " " (status(&r.status))
@@ -302,13 +302,15 @@ fn details_card(d: &BuildDetails) -> Markup {
                 }
                 @if let Some(stages) = stage_seconds {
                     dt { "Time per stage" }
-                    dd { @for (stage, s) in stages { span.chip.grey { (stage) " " (s.as_f64().unwrap_or(0.0)) " s" } " " } }
+                    dd { @for stage in Stage::ALL { @if let Some(s) = stages.get(stage.as_str()).and_then(Value::as_f64) {
+                        span.chip.grey { (stage.as_str()) " " (s) " s" } " "
+                    } } }
                 }
                 @if let Some(reused) = d.result.as_ref().and_then(|r| r.get("base_reused")).and_then(Value::as_bool) {
                     dt { "Base" } dd { @if reused { "from the cache" } @else { "bootstrapped for this build" } }
                 }
             }
-            details style="margin-top:1rem" {
+            details.mt {
                 summary { "Recipe as built (JSON)" }
                 (snippet("recipe-json", "recipe.json", &serde_json::to_string_pretty(&d.recipe).unwrap_or_default()))
             }
@@ -363,8 +365,14 @@ pub async fn show(
         div.crumbs { a href="/builds" { "Builds" } " / " span.mono { (d.build_id) } }
         div.page-head {
             div {
-                h1 { (record.recipe_name) " " span.muted.mono style="font-size:1rem" { (d.build_id) } }
-                p { "Built from " a href={ "/catalog/" (record.recipe_name) } { (record.recipe_name) } " · queued " (when(&d.created_at)) }
+                h1 { (record.recipe_name) " " span.muted.mono.sub { (d.build_id) } }
+                p {
+                    "Recipe "
+                    @if web.app.catalog.template(&record.recipe_name).is_some() {
+                        a href={ "/catalog/" (record.recipe_name) } { (record.recipe_name) }
+                    } @else { (record.recipe_name) }
+                    " · queued " (when(&d.created_at))
+                }
             }
             div.actions {
                 @if active { (action(&viewer, &format!("/builds/{id}/cancel"), "Cancel build", "danger", Some("Cancel this build? Its scratch space is removed."))) }

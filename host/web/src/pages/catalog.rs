@@ -156,7 +156,7 @@ pub async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<St
         div.page-head {
             div {
                 h1 { (r.name) }
-                div.actions style="margin:.35rem 0 .5rem" {
+                div.actions.tags {
                     @if details.source == recipes::CUSTOM { span.chip { "your recipe" } }
                     span.chip.grey { (r.base_image) }
                     @for t in &r.tags { span.chip.grey { "#" (t) } }
@@ -254,7 +254,7 @@ fn feature(name: &str, options: &std::collections::BTreeMap<String, Value>, info
             }
             @if let Some(i) = info { p.small { (i.summary) } }
             @if !options.is_empty() {
-                dl.kv.small style="margin-top:.5rem" {
+                dl.kv.small.mt-s {
                     @for (k, v) in options {
                         dt { code { (k) } }
                         dd { (option_value(v)) }
@@ -264,7 +264,7 @@ fn feature(name: &str, options: &std::collections::BTreeMap<String, Value>, info
             @if let Some(i) = info {
                 @let props = schema_options(&i.options_schema);
                 @if !props.is_empty() {
-                    details style="margin-top:.5rem" {
+                    details.mt-s {
                         summary.small { "All " (props.len()) " options" }
                         div.table-wrap {
                             table.data {
@@ -379,7 +379,7 @@ pub fn plan_preview(plan: &Plan) -> Markup {
                 li { span { span.chip.grey { (s.source) } } span.break { (s.step.to_string()) } }
             }
         }
-        h3 style="margin-top:1rem" { "Boot checks" }
+        h3.mt { "Boot checks" }
         ol.steps {
             @for c in &plan.checks {
                 li { span { span.chip.grey { (c.source) } } span.break { code { (c.name) } " " span.muted { (c.description) } } }

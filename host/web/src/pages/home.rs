@@ -58,7 +58,7 @@ async fn landing(web: &Web, viewer: &Viewer) -> Response {
         }
         @if let Some(c) = categories {
             h2 { "Start from a template" }
-            div.grid.grid-3 style="margin-top:.75rem" {
+            div.grid.grid-3.mt {
                 @for k in &c.categories {
                     article.tile {
                         h3 { a href={ "/catalog?category=" (k.name) } { (k.title) } }
@@ -69,7 +69,7 @@ async fn landing(web: &Web, viewer: &Viewer) -> Response {
             }
         }
     };
-    layout::page(viewer, "OpenFactory", Nav::Overview, body)
+    layout::page(viewer, "Image factory", Nav::Overview, body)
 }
 
 async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {

@@ -36,7 +36,7 @@ pub async fn page(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
             }
         }
         @if operator && !host.problems().is_empty() {
-            section.card aria-labelledby="problems-title" style="border-color:var(--bad)" {
+            section.card.bad-edge aria-labelledby="problems-title" {
                 h2 #problems-title { "Bundles that did not load" }
                 ul { @for p in host.problems() { li { code { (p.bundle) } ": " (p.reason) } } }
             }

@@ -40,10 +40,13 @@ fn sse_url(web: &Web) -> String {
 /// The client configurations of the reference documentation, with `key`.
 pub fn client_snippets(web: &Web, key: &str) -> Markup {
     let url = sse_url(web);
-    let json = serde_json::to_string_pretty(&serde_json::json!({
-        "mcpServers": { "openfactory": { "url": url, "headers": { "Authorization": format!("Bearer {key}") } } }
-    }))
-    .unwrap_or_default();
+    // Written out rather than serialised, to keep the reference's key order.
+    let quoted = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    let json = format!(
+        "{{\n  \"mcpServers\": {{\n    \"openfactory\": {{\n      \"url\": {},\n      \"headers\": {{ \"Authorization\": {} }}\n    }}\n  }}\n}}",
+        quoted(&url),
+        quoted(&format!("Bearer {key}"))
+    );
     let claude_code = format!(
         "claude mcp remove openfactory\nclaude mcp add openfactory \\\n  --transport sse \\\n  --url \"{url}\" \\\n  --header \"Authorization: Bearer {key}\""
     );
@@ -124,7 +127,7 @@ pub async fn page(State(web): State<Arc<Web>>, user: SignedIn, Query(q): Query<W
             }
         }
         @if let Some(r) = &reveal {
-            section.card #new-key aria-labelledby="new-key-title" style="border-color:var(--warn)" {
+            section.card.warn-edge #new-key aria-labelledby="new-key-title" {
                 h2 #new-key-title { "Your new key: " (r.name) }
                 p { strong { "Copy it now." } " It is shown only this once: OpenFactory keeps only its hash." }
                 div.secret {
@@ -134,9 +137,7 @@ pub async fn page(State(web): State<Arc<Web>>, user: SignedIn, Query(q): Query<W
                 (client_snippets(&web, &r.secret))
             }
         }
-        div.grid.grid-2 {
-            div {
-                section.card aria-labelledby="keys-title" {
+        section.card aria-labelledby="keys-title" {
                     h2 #keys-title { "MCP API keys" }
                     form method="post" action="/settings/keys" {
                         (csrf(&viewer))
@@ -152,8 +153,8 @@ pub async fn page(State(web): State<Arc<Web>>, user: SignedIn, Query(q): Query<W
                     }
                     @match &keys {
                         Err(_) => div.flash.bad { "The keys could not be read; try again in a moment." }
-                        Ok(keys) if keys.is_empty() => p.muted style="margin-top:1rem" { "No keys yet." }
-                        Ok(keys) => div.table-wrap style="margin-top:1rem" { table.data {
+                        Ok(keys) if keys.is_empty() => p.muted.mt { "No keys yet." }
+                        Ok(keys) => div.table-wrap.mt { table.data {
                             caption.sr-only { "Your API keys" }
                             thead { tr {
                                 th scope="col" { "Name" } th scope="col" { "Key" } th scope="col" { "Created" }
@@ -162,7 +163,9 @@ pub async fn page(State(web): State<Arc<Web>>, user: SignedIn, Query(q): Query<W
                             tbody { @for k in keys { (key_row(&viewer, k)) } }
                         } }
                     }
-                }
+        }
+        div.grid.grid-2 {
+            div {
                 section.card aria-labelledby="connect-title" {
                     h2 #connect-title { "Connect a client" }
                     p.small.muted { "The SSE endpoint. Without a key a client works as its IP address; with one, as this account." }
@@ -178,7 +181,7 @@ pub async fn page(State(web): State<Arc<Web>>, user: SignedIn, Query(q): Query<W
                         dt { "Created" } dd { (when(&account.created_at)) }
                         @if account.operator { dt { "Role" } dd { span.chip { "operator" } } }
                     }
-                    div.actions style="margin-top:1rem" {
+                    div.actions.mt {
                         (action(&viewer, "/settings/sign-out-everywhere", "Sign out of every browser", "",
                             Some("Sign out of every browser, this one included?")))
                     }
@@ -257,6 +260,7 @@ pub async fn revoke_key(
                 key.name
             ),
         ),
+        Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "Key", &e),
         Err(e) => redirect_with(&web, "/settings", false, &e),
     }
 }

@@ -52,7 +52,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
                         td { a.mono href={ "/builds/" (r.build_id) } { (r.build_id) } }
                         td { (status(&r.status)) }
                         td { @if let (Some(p), Some(t)) = (r.passed, r.total) { (p) " / " (t) " passed" } }
-                        td.small style="min-width:12rem" {
+                        td.small.minw {
                             @if live { (layout::progress(r.progress, &format!("Test run {} progress", r.run_id))) }
                             span.muted { (openfactory_core::rules::truncate(&r.message, 80)) }
                         }
@@ -115,7 +115,7 @@ fn results(r: &TestResults) -> Markup {
                 @if live {
                     (layout::progress(r.progress, "Test run progress"))
                 }
-                p style="margin-top:.5rem" { (r.message) }
+                p.mt-s { (r.message) }
                 div.totals {
                     div { strong { (r.passed) } "passed" }
                     div { strong { (r.failed) } "failed" }

@@ -70,7 +70,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
                     td { a href={ "/vms/" (v.name) } { strong { (v.name) } } }
                     td {
                         (status(&v.state))
-                        @if let Some(t) = &v.stopped_unexpectedly_at { br; span.small style="color:var(--bad)" { "stopped unexpectedly " (when(t)) } }
+                        @if let Some(t) = &v.stopped_unexpectedly_at { br; span.small.text-bad { "stopped unexpectedly " (when(t)) } }
                     }
                     td { a.mono href={ "/builds/" (v.build_id) } { (v.build_id) } }
                     td.small { (v.memory_mb) " MiB · " (v.vcpus) " vCPU" }
@@ -153,9 +153,9 @@ pub async fn show(
         }
         section.card aria-labelledby="screen-title" {
             div.screen-bar {
-                h2 #screen-title style="margin:0" { "Screen" }
+                h2 #screen-title.m0 { "Screen" }
                 @if console.as_ref().is_some_and(|c| c.is_ok()) {
-                    p #status role="status" aria-live="polite" style="margin:0" { "Connecting…" }
+                    p.m0 #status role="status" aria-live="polite" { "Connecting…" }
                     button.btn.small #ctrl-alt-del type="button" disabled { "Send Ctrl+Alt+Del" }
                 }
             }
@@ -165,7 +165,7 @@ pub async fn show(
                 Some(Ok(token)) => {
                     div.screen #screen data-ws=(token.websocket_path()) aria-label="VM screen" {}
                     noscript { p.muted { "The screen needs JavaScript (noVNC runs in this page). The serial console below works without it." } }
-                    p.small.muted style="margin-top:.5rem" { "Click the screen to type into the VM. The connection is yours alone and opens only within 10 minutes of loading this page." }
+                    p.small.muted.mt-s { "Click the screen to type into the VM. The connection is yours alone and opens only within 10 minutes of loading this page." }
                     script type="module" src="/console/assets/console.js" {}
                 }
             }
