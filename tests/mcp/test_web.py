@@ -60,7 +60,6 @@ async def test_the_web_console_in_a_real_browser(server, connect, tmp_path):
 
     tested = run("tests", build_id, timeout=1200)
     assert tested["status"] == "passed" and tested["passed"] == tested["checks"], tested
-    assert tested["live_navigations"] <= 1, tested  # one reload, when the run ended
 
     run("pages")
     run("revoke")

@@ -7,7 +7,8 @@ const POLL_MS = 2000;
 
 // An element with data-live="URL" is replaced by the HTML the server renders
 // at URL (the same fragment the page was built from) every two seconds,
-// until the fragment says data-final.
+// until the fragment says data-final; one marked data-reload then reloads
+// the page.
 function live(element) {
   let failures = 0;
   const tick = async () => {
@@ -30,8 +31,9 @@ function live(element) {
       enhance(next);
       failures = 0;
       if (next.dataset.final !== undefined) {
-        // A finished build or run may change the rest of the page (actions, artifacts).
-        if (next.dataset.reload !== undefined && element.dataset.final === undefined) location.reload();
+        // A finished build or run changes the rest of its page too (actions,
+        // downloads): a live part marked data-reload reloads the page then.
+        if (element.dataset.reload !== undefined) location.reload();
         return;
       }
       element = next;
@@ -74,6 +76,8 @@ function confirmation(form) {
 }
 
 function enhance(root) {
+  // Logs end where the news is.
+  root.querySelectorAll("pre.log").forEach((p) => { p.scrollTop = p.scrollHeight; });
   root.querySelectorAll("[data-live]").forEach(live);
   root.querySelectorAll("button[data-copy]").forEach(copy);
   root.querySelectorAll("form[data-confirm]").forEach(confirmation);

@@ -11,6 +11,9 @@
 //! Security, in one place each: the sign-in cookie and the CSRF token in
 //! [`session`], the headers every response gets in [`security_headers`].
 
+// Handlers and extractors return `Response` as their error, as axum does.
+#![allow(clippy::result_large_err)]
+
 mod assets;
 pub mod console;
 pub mod downloads;

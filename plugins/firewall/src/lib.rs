@@ -254,7 +254,9 @@ impl Feature for Firewall {
         let containers = has_container_engine(&ctx.recipe);
         let forward = forward_policy(ctx);
         let mut steps = vec![
-            step::install(&["nftables"]),
+            // nft resolves protocol names (`icmp`, `ipv6-icmp`) through
+            // /etc/protocols, which minimal images lack without netbase.
+            step::install(&["nftables", "netbase"]),
             step::write_file_with(
                 "/etc/nftables.conf",
                 &ruleset(
