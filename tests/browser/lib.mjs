@@ -3,7 +3,10 @@
 // errors, screenshots kept as test artifacts, and assertions.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
+
+const require = createRequire(import.meta.url);
 
 export async function launch() {
   return chromium.launch({
@@ -17,11 +20,13 @@ export async function launch() {
 
 // A browser context (a fresh profile, or a saved sign-in) and a page that
 // collects script errors and CSP violations, which no page may have.
-export async function open(browser, { state, javaScript = true, base } = {}) {
+export async function open(browser, { state, javaScript = true, base, colorScheme = "light", bypassCSP = false } = {}) {
   const context = await browser.newContext({
     viewport: { width: 1280, height: 900 },
     storageState: state,
     javaScriptEnabled: javaScript,
+    colorScheme,
+    bypassCSP,
   });
   if (base) await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
   const page = await context.newPage();
@@ -51,6 +56,21 @@ export function noErrors(page) {
 export async function shot(page, dir, name) {
   mkdirSync(dir, { recursive: true });
   await page.screenshot({ path: join(dir, `web-${name}.png`), fullPage: true });
+}
+
+// axe-core's WCAG 2.1 A and AA rules on the page as it is now: the
+// violations, each with its impact and where. (The page's CSP forbids the
+// injected script: open the page with bypassCSP.)
+export async function accessibility(page) {
+  await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }));
+  return result.violations.map((v) => ({
+    id: v.id,
+    impact: v.impact,
+    help: v.help,
+    where: v.nodes.slice(0, 3).map((n) => n.target.join(" ")),
+  }));
 }
 
 // Run `steps`, print their JSON result on the last line of stdout, exit 1 on failure.

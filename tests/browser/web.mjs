@@ -3,7 +3,7 @@
 // STATE_FILE holds the signed-in browser between scenarios (cookies only).
 // Each scenario prints a JSON object on its last line of output.
 import { existsSync } from "node:fs";
-import { check, main, noErrors, open, shot } from "./lib.mjs";
+import { accessibility, check, main, noErrors, open, shot } from "./lib.mjs";
 
 const [scenario, base, artifacts, stateFile, ...args] = process.argv.slice(2);
 const KEY = /of_mcp_[0-9a-f]{40}/;
@@ -218,6 +218,32 @@ const scenarios = {
     await shot(page, artifacts, "settings-revoked");
     noErrors(page);
     return {};
+  },
+
+  // WCAG 2.1 AA (axe-core) on every kind of page, signed in and not, in
+  // the light and the dark scheme: no violation at all.
+  async accessibility(browser) {
+    const [buildId, runId] = args;
+    const found = {};
+    for (const colorScheme of ["light", "dark"]) {
+      const visitor = await open(browser, { colorScheme, bypassCSP: true });
+      for (const path of ["/", "/catalog", "/catalog?q=docker", "/catalog/gxp-medtech", "/signin", "/signup", "/plugins"]) {
+        await visitor.page.goto(`${base}${path}`);
+        const v = await accessibility(visitor.page);
+        if (v.length) found[`${colorScheme} ${path}`] = v;
+      }
+      const user = await open(browser, { colorScheme, bypassCSP: true, state: stateFile });
+      for (const path of ["/", "/builds", `/builds/${buildId}`, "/vms", "/test-runs", `/test-runs/${runId}`, "/settings"]) {
+        await user.page.goto(`${base}${path}`);
+        await user.page.locator("details").evaluateAll((all) => all.forEach((d) => { d.open = true; }));
+        const v = await accessibility(user.page);
+        if (v.length) found[`${colorScheme} ${path} (signed in)`] = v;
+      }
+      await visitor.context.close();
+      await user.context.close();
+    }
+    check(Object.keys(found).length === 0, `accessibility violations: ${JSON.stringify(found, null, 1)}`);
+    return { pages: 28 };
   },
 
   // Every other page, for the record: each must render without errors.

@@ -136,23 +136,33 @@ fn novnc(root: &Path) -> Result<PathBuf> {
     Ok(package)
 }
 
-/// playwright-core (driving Debian's chromium) for the browser tests.
-const PLAYWRIGHT: &str = "1.64.1";
+/// What the browser tests run in Node: playwright-core (driving Debian's
+/// chromium) and axe-core (accessibility rules, run inside each page).
+const BROWSER_PACKAGES: [(&str, &str); 2] = [("playwright-core", "1.64.1"), ("axe-core", "4.14.1")];
 
 fn browser_driver(root: &Path) -> Result<()> {
     let prefix = root.join("target/browser");
-    let installed =
-        std::fs::read_to_string(prefix.join("node_modules/playwright-core/package.json"))
-            .unwrap_or_default();
-    if !installed.contains(&format!("\"version\": \"{PLAYWRIGHT}\"")) {
-        std::fs::create_dir_all(&prefix)?;
-        eprintln!("xtask: installing playwright-core {PLAYWRIGHT} for the browser tests");
-        run(Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-            .arg(&prefix)
-            .arg(format!("playwright-core@{PLAYWRIGHT}")))?;
+    let installed = |name: &str, version: &str| {
+        std::fs::read_to_string(prefix.join("node_modules").join(name).join("package.json"))
+            .unwrap_or_default()
+            .contains(&format!("\"version\": \"{version}\""))
+    };
+    if BROWSER_PACKAGES.iter().all(|(n, v)| installed(n, v)) {
+        return Ok(());
     }
-    Ok(())
+    std::fs::create_dir_all(&prefix)?;
+    let specs: Vec<String> = BROWSER_PACKAGES
+        .iter()
+        .map(|(n, v)| format!("{n}@{v}"))
+        .collect();
+    eprintln!(
+        "xtask: installing {} for the browser tests",
+        specs.join(" ")
+    );
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&prefix)
+        .args(&specs))
 }
 
 /// The environment tests and benchmarks use to find the built bundles.

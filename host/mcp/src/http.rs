@@ -17,12 +17,12 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use openfactory_service::App;
 use crate::limits::RateLimiter;
-use openfactory_service::metrics::TransportLabels;
-use openfactory_service::owner::OwnerPolicy;
 use crate::sse::{self, Sessions, SseState};
 use crate::tools::OpenFactoryServer;
+use openfactory_service::App;
+use openfactory_service::metrics::TransportLabels;
+use openfactory_service::owner::OwnerPolicy;
 
 pub const STREAMABLE_PATH: &str = "/api/mcp";
 /// Largest request body: a recipe may be 2 MiB, plus JSON-RPC framing.
@@ -105,7 +105,9 @@ async fn check_host(
     next.run(request).await
 }
 
-/// One span per HTTP request; the outcome is logged at debug level.
+/// Paths of static files, which the rate limit does not count.
+const STATIC_PREFIXES: [&str; 3] = ["/assets/", "/console/assets/", "/console/novnc/"];
+
 /// Count the request against its caller's limit: the API key it carries, or
 /// its address.
 async fn rate_limit(
@@ -114,6 +116,11 @@ async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
+    // Static files (stylesheets, scripts, noVNC) cost nothing and come with every page.
+    let path = request.uri().path();
+    if STATIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return next.run(request).await;
+    }
     let headers = request.headers();
     let (who, what) = match headers.get(http::header::AUTHORIZATION) {
         Some(value) => (
@@ -150,6 +157,7 @@ async fn rate_limit(
     }
 }
 
+/// One span per HTTP request; the outcome is logged at debug level.
 async fn trace_request(request: Request, next: Next) -> Response {
     use tracing::Instrument;
     let span =

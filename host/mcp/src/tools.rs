@@ -247,7 +247,10 @@ impl OpenFactoryServer {
                     .get::<http::request::Parts>()
                     .ok_or("the transport did not identify the caller")?;
                 // A key was checked by the HTTP layer before the request got here.
-                if let Some(caller) = parts.extensions.get::<openfactory_service::auth::KeyCaller>() {
+                if let Some(caller) = parts
+                    .extensions
+                    .get::<openfactory_service::auth::KeyCaller>()
+                {
                     return Ok(caller.owner.clone());
                 }
                 let peer = parts
@@ -325,7 +328,13 @@ impl OpenFactoryServer {
             let category = opt_text(args.category, "category")?;
             let search = opt_text(args.search, "search")?;
             Ok(Json(
-                recipes::list(&self.app, Some(&owner), category.as_deref(), search.as_deref()).await?,
+                recipes::list(
+                    &self.app,
+                    Some(&owner),
+                    category.as_deref(),
+                    search.as_deref(),
+                )
+                .await?,
             ))
         })
         .await

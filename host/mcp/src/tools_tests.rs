@@ -9,9 +9,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::tools::{OpenFactoryServer, opt_int, opt_text, text};
 use openfactory_service::builds::MAX_WAIT_SECONDS;
 use openfactory_service::test_runs::{self, RunCreated, RunList, RunStopped, TestResults};
-use crate::tools::{OpenFactoryServer, opt_int, opt_text, text};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct RunTestsArgs {

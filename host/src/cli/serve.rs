@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use openfactory_core::catalog::Catalog;
 use openfactory_mcp::HostPolicy;
+use openfactory_plugin_host::PluginHost;
 use openfactory_service::builds::BuildSettings;
 use openfactory_service::links::LinkSigner;
 use openfactory_service::vms::VmSettings;
 use openfactory_service::{App, OwnerPolicy};
-use openfactory_plugin_host::PluginHost;
 use openfactory_store::Store;
 use tokio_util::sync::CancellationToken;
 

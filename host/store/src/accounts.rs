@@ -106,9 +106,9 @@ impl Store {
     pub async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = $1");
         let row = sqlx::query(&sql)
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?;
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(account).transpose()
     }
 
@@ -380,12 +380,30 @@ mod tests {
     #[tokio::test]
     async fn web_sessions_sign_in_expire_and_sign_out() {
         let store = Store::open("sqlite::memory:").await.unwrap();
-        store.create_account("a1", "ada@example.org", "h").await.unwrap();
-        store.create_account("b1", "bob@example.org", "h").await.unwrap();
-        store.create_web_session("s1", "a1", now() + 60).await.unwrap();
-        store.create_web_session("s2", "a1", now() + 60).await.unwrap();
-        store.create_web_session("s3", "b1", now() + 60).await.unwrap();
-        store.create_web_session("old", "a1", now() - 1).await.unwrap();
+        store
+            .create_account("a1", "ada@example.org", "h")
+            .await
+            .unwrap();
+        store
+            .create_account("b1", "bob@example.org", "h")
+            .await
+            .unwrap();
+        store
+            .create_web_session("s1", "a1", now() + 60)
+            .await
+            .unwrap();
+        store
+            .create_web_session("s2", "a1", now() + 60)
+            .await
+            .unwrap();
+        store
+            .create_web_session("s3", "b1", now() + 60)
+            .await
+            .unwrap();
+        store
+            .create_web_session("old", "a1", now() - 1)
+            .await
+            .unwrap();
         let found = store.web_session_account("s1").await.unwrap().unwrap();
         assert_eq!((found.id.as_str(), found.operator), ("a1", false));
         assert!(store.web_session_account("old").await.unwrap().is_none());
@@ -400,7 +418,12 @@ mod tests {
 
         assert!(store.set_operator("ada@example.org", true).await.unwrap());
         assert!(store.account("a1").await.unwrap().unwrap().operator);
-        assert!(!store.set_operator("nobody@example.org", true).await.unwrap());
+        assert!(
+            !store
+                .set_operator("nobody@example.org", true)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]

@@ -11,9 +11,21 @@ use axum::routing::get;
 use sha2::{Digest, Sha256};
 
 const FILES: &[(&str, &str, &str)] = &[
-    ("web.css", "text/css; charset=utf-8", include_str!("../assets/web.css")),
-    ("web.js", "text/javascript; charset=utf-8", include_str!("../assets/web.js")),
-    ("logo.svg", "image/svg+xml", include_str!("../assets/logo.svg")),
+    (
+        "web.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/web.css"),
+    ),
+    (
+        "web.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/web.js"),
+    ),
+    (
+        "logo.svg",
+        "image/svg+xml",
+        include_str!("../assets/logo.svg"),
+    ),
 ];
 
 fn versions() -> &'static Vec<String> {

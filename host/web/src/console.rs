@@ -17,9 +17,9 @@ use openfactory_vm::{VmBackend, VmState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_http::services::ServeDir;
 
+use crate::signed_links::{TokenQuery, refuse};
 use openfactory_service::App;
 use openfactory_service::links::LinkError;
-use crate::signed_links::{TokenQuery, refuse};
 
 const PAGE: &str = include_str!("../assets/console.html");
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -50,26 +50,27 @@ fn hardened(mut response: Response) -> Response {
 
 /// The owner's VM a console token is for, or why not.
 async fn authorise(app: &App, vm: &str, token: &str) -> Result<(OwnerId, VmRow), Response> {
-    let owner = match app
-        .builds
-        .links
-        .verify("console", vm, token, openfactory_service::links::unix_now())
-    {
-        Ok(owner) => owner,
-        Err(e @ LinkError::Expired) => {
-            return Err(refuse(
-                StatusCode::GONE,
-                e.to_string()
-                    .replace("get_iso_download_url", "get_vm_console_url"),
-            ));
-        }
-        Err(_) => {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                "this console link is not valid; ask get_vm_console_url for one",
-            ));
-        }
-    };
+    let owner =
+        match app
+            .builds
+            .links
+            .verify("console", vm, token, openfactory_service::links::unix_now())
+        {
+            Ok(owner) => owner,
+            Err(e @ LinkError::Expired) => {
+                return Err(refuse(
+                    StatusCode::GONE,
+                    e.to_string()
+                        .replace("get_iso_download_url", "get_vm_console_url"),
+                ));
+            }
+            Err(_) => {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    "this console link is not valid; ask get_vm_console_url for one",
+                ));
+            }
+        };
     match app.store.vm_by_id(&owner, vm).await {
         Ok(Some(row)) => Ok((owner, row)),
         Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "this VM no longer exists")),

@@ -124,7 +124,12 @@ async fn iso(
 
 /// One file of `build` (already looked up for its owner), as an attachment.
 /// The ISO only of a completed build; a log while the build runs too.
-pub async fn serve(app: &App, build: &BuildRecord, artifact: Artifact, request: Request) -> Response {
+pub async fn serve(
+    app: &App,
+    build: &BuildRecord,
+    artifact: Artifact,
+    request: Request,
+) -> Response {
     if artifact != Artifact::Log && build.status != BuildStatus::Completed {
         return refuse(
             StatusCode::CONFLICT,

@@ -86,12 +86,7 @@ impl<T> Posted<T> {
                 },
                 self.form,
             )),
-            None => Err(redirect_with(
-                web,
-                "/signin",
-                false,
-                "Sign in to do that.",
-            )),
+            None => Err(redirect_with(web, "/signin", false, "Sign in to do that.")),
         }
     }
 }
@@ -157,6 +152,10 @@ mod tests {
         assert_eq!(encode("/builds?a=1&b=2"), "%2Fbuilds%3Fa%3D1%26b%3D2");
         assert_eq!(number("memory_mb", " 512 "), Ok(Some(512)));
         assert_eq!(number("memory_mb", ""), Ok(None));
-        assert!(number("memory_mb", "5; rm -rf /").unwrap_err().contains("memory_mb"));
+        assert!(
+            number("memory_mb", "5; rm -rf /")
+                .unwrap_err()
+                .contains("memory_mb")
+        );
     }
 }

@@ -150,7 +150,13 @@ pub fn csrf(viewer: &Viewer) -> Markup {
 }
 
 /// A POST button (a form of one button), optionally asking first.
-pub fn action(viewer: &Viewer, to: &str, label: &str, class: &str, confirm: Option<&str>) -> Markup {
+pub fn action(
+    viewer: &Viewer,
+    to: &str,
+    label: &str,
+    class: &str,
+    confirm: Option<&str>,
+) -> Markup {
     html! {
         form.inline method="post" action=(to) data-confirm=[confirm] {
             (csrf(viewer))
@@ -214,7 +220,7 @@ pub fn snippet(id: &str, title: &str, text: &str) -> Markup {
     html! {
         div.snippet {
             h3 id={ (id) "-title" } { (title) }
-            pre.code id=(id) aria-labelledby={ (id) "-title" } { (text) }
+            pre.code id=(id) tabindex="0" aria-labelledby={ (id) "-title" } { (text) }
             button.btn.small.copy type="button" data-copy={ "#" (id) } hidden { "Copy" }
         }
     }

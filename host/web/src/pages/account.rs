@@ -131,7 +131,10 @@ pub async fn signin(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
                 ),
             };
         }
-        Err(SignInError::Wrong) => (StatusCode::UNAUTHORIZED, "Wrong email or password.".to_owned()),
+        Err(SignInError::Wrong) => (
+            StatusCode::UNAUTHORIZED,
+            "Wrong email or password.".to_owned(),
+        ),
         Err(SignInError::Throttled) => (
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed sign-ins for this email: wait 15 minutes and try again.".to_owned(),

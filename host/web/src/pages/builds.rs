@@ -27,17 +27,38 @@ pub struct Filter {
     status: Option<String>,
 }
 
-const FILTERS: [&str; 6] = ["all", "queued", "running", "completed", "failed", "cancelled"];
+const FILTERS: [&str; 6] = [
+    "all",
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+];
 
 fn is_active(status: &str) -> bool {
     matches!(status, "queued" | "running")
 }
 
-/// One row of the builds table; a running one refreshes itself.
+/// The builds table's rows; while any build is queued or running, they
+/// refresh themselves (one request for the whole table).
+fn rows(builds: &[BuildSummary], filter: Option<&str>) -> Markup {
+    let live = builds.iter().any(|b| is_active(&b.status));
+    let url = format!(
+        "/builds?part=rows{}",
+        filter.map(|f| format!("&status={f}")).unwrap_or_default()
+    );
+    html! {
+        tbody data-live=[live.then_some(url)] data-final[!live] {
+            @for b in builds { (row(b)) }
+        }
+    }
+}
+
 fn row(b: &BuildSummary) -> Markup {
     let live = is_active(&b.status);
     html! {
-        tr data-live=[live.then(|| format!("/builds/{}?part=row", b.build_id))] data-final[!live] {
+        tr {
             td { a.mono href={ "/builds/" (b.build_id) } { (b.build_id) } }
             td { (b.recipe_name) }
             td { (status(&b.status)) }
@@ -59,6 +80,7 @@ pub async fn index(
     State(web): State<Arc<Web>>,
     user: SignedIn,
     Query(filter): Query<Filter>,
+    Query(part): Query<Part>,
 ) -> Response {
     let SignedIn { viewer, owner, .. } = user;
     let wanted = filter
@@ -66,6 +88,14 @@ pub async fn index(
         .as_deref()
         .filter(|s| *s != "all" && !s.is_empty());
     let listed = builds::list(&web.app, &owner, wanted.map(str::to_owned), Some(100)).await;
+    match (part.part.as_deref(), &listed) {
+        (Some("rows"), Ok(list)) => return layout::fragment(rows(&list.builds, wanted)),
+        (Some(_), _) => return (StatusCode::NOT_FOUND, "no such part\n").into_response(),
+        (None, _) => {}
+    }
+    let any_active = listed
+        .as_ref()
+        .is_ok_and(|l| l.builds.iter().any(|b| is_active(&b.status)));
     let disk = web.app.store.owner_disk_bytes(&owner).await.ok();
     let quota = web.app.builds.max_disk_bytes_per_owner;
     let body = html! {
@@ -103,13 +133,13 @@ pub async fn index(
                             th scope="col" { "Build" } th scope="col" { "Recipe" } th scope="col" { "Status" }
                             th scope="col" { "Progress" } th scope="col" { "Features" } th scope="col" { "Started" }
                         } }
-                        tbody { @for b in &list.builds { (row(b)) } }
+                        (rows(&list.builds, wanted))
                     }
                 }
             }
         }
     };
-    layout::page(&viewer, "Builds", Nav::Builds, body)
+    layout::live_page(&viewer, "Builds", Nav::Builds, any_active, body)
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,21 +362,6 @@ pub async fn show(
     let current = builds::status_of(&web.app, &record);
     match part.part.as_deref() {
         Some("status") => return layout::fragment(status_panel(&current)),
-        Some("row") => {
-            let summary = BuildSummary {
-                build_id: record.id.clone(),
-                recipe_name: record.recipe_name.clone(),
-                recipe_id: record.recipe_id.clone(),
-                features: record.features.clone(),
-                status: record.status.to_string(),
-                stage: record.stage.clone(),
-                progress: record.progress,
-                created_at: record.created_at.clone(),
-                finished_at: record.finished_at.clone(),
-                error: record.error.clone(),
-            };
-            return layout::fragment(row(&summary));
-        }
         Some(_) => return (StatusCode::NOT_FOUND, "no such part\n").into_response(),
         None => {}
     }
@@ -444,29 +459,61 @@ where
     }
 }
 
-pub async fn cancel(State(web): State<Arc<Web>>, Path(id): Path<String>, posted: Posted<Empty>) -> Response {
+pub async fn cancel(
+    State(web): State<Arc<Web>>,
+    Path(id): Path<String>,
+    posted: Posted<Empty>,
+) -> Response {
     let app = web.app.clone();
     let id2 = id.clone();
     let op = |owner: OwnerId| async move {
-        builds::cancel(&app, &owner, &id).await.map(|_| format!("/builds/{id}"))
+        builds::cancel(&app, &owner, &id)
+            .await
+            .map(|_| format!("/builds/{id}"))
     };
     act(&web, posted, &id2, op, &format!("Cancelling build {id2}.")).await
 }
 
-pub async fn retry(State(web): State<Arc<Web>>, Path(id): Path<String>, posted: Posted<Empty>) -> Response {
+pub async fn retry(
+    State(web): State<Arc<Web>>,
+    Path(id): Path<String>,
+    posted: Posted<Empty>,
+) -> Response {
     let app = web.app.clone();
     let id2 = id.clone();
     let op = |owner: OwnerId| async move {
-        builds::retry(&app, &owner, &id).await.map(|b| format!("/builds/{}", b.build_id))
+        builds::retry(&app, &owner, &id)
+            .await
+            .map(|b| format!("/builds/{}", b.build_id))
     };
-    act(&web, posted, &id2, op, &format!("Build {id2} is queued again, as a new build.")).await
+    act(
+        &web,
+        posted,
+        &id2,
+        op,
+        &format!("Build {id2} is queued again, as a new build."),
+    )
+    .await
 }
 
-pub async fn delete(State(web): State<Arc<Web>>, Path(id): Path<String>, posted: Posted<Empty>) -> Response {
+pub async fn delete(
+    State(web): State<Arc<Web>>,
+    Path(id): Path<String>,
+    posted: Posted<Empty>,
+) -> Response {
     let app = web.app.clone();
     let id2 = id.clone();
     let op = |owner: OwnerId| async move {
-        builds::delete(&app, &owner, &id).await.map(|_| "/builds".to_owned())
+        builds::delete(&app, &owner, &id)
+            .await
+            .map(|_| "/builds".to_owned())
     };
-    act(&web, posted, &id2, op, &format!("Build {id2} and its files are deleted.")).await
+    act(
+        &web,
+        posted,
+        &id2,
+        op,
+        &format!("Build {id2} and its files are deleted."),
+    )
+    .await
 }

@@ -50,14 +50,17 @@ fn first_sentence(text: &str) -> String {
     openfactory_core::rules::truncate(sentence, 200)
 }
 
-pub async fn index(State(web): State<Arc<Web>>, viewer: Viewer, Query(q): Query<Browse>) -> Response {
+pub async fn index(
+    State(web): State<Arc<Web>>,
+    viewer: Viewer,
+    Query(q): Query<Browse>,
+) -> Response {
     let owner = viewer.owner();
-    let search = q
-        .q
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| openfactory_core::rules::truncate(s, MAX_QUERY));
+    let search =
+        q.q.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| openfactory_core::rules::truncate(s, MAX_QUERY));
     let category = q.category.as_deref().filter(|c| !c.is_empty());
     let categories = recipes::categories(&web.app, owner.as_ref()).await;
     let listed = recipes::list(&web.app, owner.as_ref(), category, search.as_deref()).await;
@@ -119,7 +122,12 @@ pub async fn index(State(web): State<Arc<Web>>, viewer: Viewer, Query(q): Query<
             }
         }
     };
-    layout::page(&viewer, current.map_or("Catalog", |c| c.title.as_str()), Nav::Catalog, body)
+    layout::page(
+        &viewer,
+        current.map_or("Catalog", |c| c.title.as_str()),
+        Nav::Catalog,
+        body,
+    )
 }
 
 pub async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<String>) -> Response {
@@ -244,7 +252,11 @@ fn system(r: &Recipe) -> Markup {
     }
 }
 
-fn feature(name: &str, options: &std::collections::BTreeMap<String, Value>, info: Option<&FeatureOut>) -> Markup {
+fn feature(
+    name: &str,
+    options: &std::collections::BTreeMap<String, Value>,
+    info: Option<&FeatureOut>,
+) -> Markup {
     html! {
         div.check {
             div.check-head {

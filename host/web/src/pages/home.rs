@@ -131,14 +131,14 @@ async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {
                 section.card aria-labelledby="vms-title" {
                     div.card-head { h2 #vms-title { "VMs" } a.small href="/vms" { "All VMs" } }
                     @match &machines {
-                        Some(m) if !m.vms.is_empty() => ul { @for v in &m.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (status(&v.state)) } } },
+                        Some(m) if !m.vms.is_empty() => ul.plain.stack { @for v in &m.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (status(&v.state)) } } },
                         _ => p.muted { "No VMs. A completed build's page creates one." },
                     }
                 }
                 section.card aria-labelledby="runs-title" {
                     div.card-head { h2 #runs-title { "Test runs" } a.small href="/test-runs" { "All test runs" } }
                     @match &runs {
-                        Some(r) if !r.runs.is_empty() => ul { @for t in &r.runs { li {
+                        Some(r) if !r.runs.is_empty() => ul.plain.stack { @for t in &r.runs { li {
                             a.mono href={ "/test-runs/" (t.run_id) } { (t.run_id) } " " (status(&t.status))
                             @if let (Some(p), Some(n)) = (t.passed, t.total) { span.small.muted { " " (p) "/" (n) } }
                         } } },

@@ -56,7 +56,10 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/settings/keys", post(settings::create_key))
         .route("/settings/keys/{key_id}/revoke", post(settings::revoke_key))
         .route("/settings/claim", post(settings::claim))
-        .route("/settings/sign-out-everywhere", post(settings::sign_out_everywhere))
+        .route(
+            "/settings/sign-out-everywhere",
+            post(settings::sign_out_everywhere),
+        )
         .route("/plugins", get(plugins::page))
         .fallback(not_found)
         .with_state(web)

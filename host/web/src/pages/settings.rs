@@ -105,7 +105,11 @@ async fn address_work(web: &Web, ip: &OwnerId) -> Result<AddressWork, StoreError
     })
 }
 
-pub async fn page(State(web): State<Arc<Web>>, user: SignedIn, Query(q): Query<Welcome>) -> Response {
+pub async fn page(
+    State(web): State<Arc<Web>>,
+    user: SignedIn,
+    Query(q): Query<Welcome>,
+) -> Response {
     let SignedIn {
         viewer, account, ..
     } = user;
@@ -285,7 +289,12 @@ pub async fn claim(State(web): State<Arc<Web>>, posted: Posted<Empty>) -> Respon
             )
         }
         Err(StoreError::Conflict(m)) => redirect_with(&web, "/settings", false, &m),
-        Err(e) => redirect_with(&web, "/settings", false, &openfactory_service::store_error(e)),
+        Err(e) => redirect_with(
+            &web,
+            "/settings",
+            false,
+            &openfactory_service::store_error(e),
+        ),
     }
 }
 
@@ -301,6 +310,11 @@ pub async fn sign_out_everywhere(State(web): State<Arc<Web>>, posted: Posted<Emp
             true,
             &format!("Signed out of {n} browser session(s). Sign in again to continue."),
         ),
-        Err(e) => redirect_with(&web, "/settings", false, &openfactory_service::store_error(e)),
+        Err(e) => redirect_with(
+            &web,
+            "/settings",
+            false,
+            &openfactory_service::store_error(e),
+        ),
     }
 }

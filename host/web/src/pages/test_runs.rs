@@ -93,8 +93,8 @@ fn check(c: &CheckResult) -> Markup {
                         dt { "Command" } dd { code.break { (c.command) } }
                         @if let Some(code) = c.exit_code { dt { "Exit code" } dd { (code) } }
                     }
-                    @if !c.stdout.trim().is_empty() { pre.log aria-label={ "Output of " (c.name) } { (c.stdout) } }
-                    @if !c.stderr.trim().is_empty() { pre.log aria-label={ "Errors of " (c.name) } { (c.stderr) } }
+                    @if !c.stdout.trim().is_empty() { pre.log tabindex="0" aria-label={ "Output of " (c.name) } { (c.stdout) } }
+                    @if !c.stderr.trim().is_empty() { pre.log tabindex="0" aria-label={ "Errors of " (c.name) } { (c.stderr) } }
                 }
             }
         }
@@ -174,7 +174,13 @@ pub async fn show(
         }
         (results(&r))
     };
-    layout::live_page(&viewer, &format!("Test run {}", r.run_id), Nav::TestRuns, active, body)
+    layout::live_page(
+        &viewer,
+        &format!("Test run {}", r.run_id),
+        Nav::TestRuns,
+        active,
+        body,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +206,11 @@ pub async fn create(
             &web,
             &format!("/test-runs/{}", run.run_id),
             true,
-            &format!("Test run {} is queued with {} checks.", run.run_id, run.checks.len()),
+            &format!(
+                "Test run {} is queued with {} checks.",
+                run.run_id,
+                run.checks.len()
+            ),
         ),
         Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "Build", &e),
         Err(e) => redirect_with(
@@ -212,7 +222,11 @@ pub async fn create(
     }
 }
 
-pub async fn stop(State(web): State<Arc<Web>>, Path(id): Path<String>, posted: Posted<Empty>) -> Response {
+pub async fn stop(
+    State(web): State<Arc<Web>>,
+    Path(id): Path<String>,
+    posted: Posted<Empty>,
+) -> Response {
     let (user, _) = match posted.signed_in(&web) {
         Ok(found) => found,
         Err(redirect) => return redirect,
@@ -223,7 +237,11 @@ pub async fn stop(State(web): State<Arc<Web>>, Path(id): Path<String>, posted: P
     }
 }
 
-pub async fn junit(State(web): State<Arc<Web>>, user: SignedIn, Path(id): Path<String>) -> Response {
+pub async fn junit(
+    State(web): State<Arc<Web>>,
+    user: SignedIn,
+    Path(id): Path<String>,
+) -> Response {
     let run = match test_runs::find(&web.app, &user.owner, &id).await {
         Ok(run) => run,
         Err(e) => return layout::service_error(&user.viewer, "Test run", &e),
@@ -231,9 +249,15 @@ pub async fn junit(State(web): State<Arc<Web>>, user: SignedIn, Path(id): Path<S
     match test_runs::results(&run, true).junit_xml {
         Some(xml) => {
             let disposition = format!("attachment; filename=\"test-run-{}.xml\"", run.id);
-            let mut response = ([(header::CONTENT_TYPE, "application/xml; charset=utf-8")], xml).into_response();
+            let mut response = (
+                [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+                xml,
+            )
+                .into_response();
             if let Ok(v) = HeaderValue::from_str(&disposition) {
-                response.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, v);
             }
             response
         }

@@ -238,11 +238,20 @@ async fn lifecycle(
             redirect_with(web, to, ok, &format!("{}: {}", done.name, done.message))
         }
         Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "VM", &e),
-        Err(e) => redirect_with(web, &format!("/vms/{}", crate::form::encode(name)), false, &e),
+        Err(e) => redirect_with(
+            web,
+            &format!("/vms/{}", crate::form::encode(name)),
+            false,
+            &e,
+        ),
     }
 }
 
-pub async fn start(State(web): State<Arc<Web>>, Path(name): Path<String>, posted: Posted<Empty>) -> Response {
+pub async fn start(
+    State(web): State<Arc<Web>>,
+    Path(name): Path<String>,
+    posted: Posted<Empty>,
+) -> Response {
     let (user, _) = match posted.signed_in(&web) {
         Ok(found) => found,
         Err(redirect) => return redirect,
@@ -251,7 +260,11 @@ pub async fn start(State(web): State<Arc<Web>>, Path(name): Path<String>, posted
     lifecycle(&web, user, &name, outcome, &format!("/vms/{name}")).await
 }
 
-pub async fn stop(State(web): State<Arc<Web>>, Path(name): Path<String>, posted: Posted<Stop>) -> Response {
+pub async fn stop(
+    State(web): State<Arc<Web>>,
+    Path(name): Path<String>,
+    posted: Posted<Stop>,
+) -> Response {
     let (user, form) = match posted.signed_in(&web) {
         Ok(found) => found,
         Err(redirect) => return redirect,
@@ -261,7 +274,11 @@ pub async fn stop(State(web): State<Arc<Web>>, Path(name): Path<String>, posted:
     lifecycle(&web, user, &name, outcome, &format!("/vms/{name}")).await
 }
 
-pub async fn delete(State(web): State<Arc<Web>>, Path(name): Path<String>, posted: Posted<Empty>) -> Response {
+pub async fn delete(
+    State(web): State<Arc<Web>>,
+    Path(name): Path<String>,
+    posted: Posted<Empty>,
+) -> Response {
     let (user, _) = match posted.signed_in(&web) {
         Ok(found) => found,
         Err(redirect) => return redirect,
