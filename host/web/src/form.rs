@@ -74,18 +74,27 @@ impl<T: DeserializeOwned> FromRequest<Arc<Web>> for Posted<T> {
     }
 }
 
-impl<T> Posted<T> {
-    /// The signed-in account that sent the form, or a redirect to sign in.
-    pub fn signed_in(self, web: &Web) -> Result<(SignedIn, T), Response> {
-        match self.viewer.account.clone() {
-            Some(account) => Ok((
-                SignedIn {
+/// A form from a signed-in browser: its account, and its fields. A visitor
+/// is sent to sign in, and nothing is done.
+pub struct SignedForm<T> {
+    pub user: SignedIn,
+    pub form: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<Arc<Web>> for SignedForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, web: &Arc<Web>) -> Result<Self, Response> {
+        let Posted { viewer, form } = Posted::<T>::from_request(request, web).await?;
+        match viewer.account.clone() {
+            Some(account) => Ok(SignedForm {
+                user: SignedIn {
                     owner: account.owner(),
                     account,
-                    viewer: self.viewer,
+                    viewer,
                 },
-                self.form,
-            )),
+                form,
+            }),
             None => Err(redirect_with(web, "/signin", false, "Sign in to do that.")),
         }
     }

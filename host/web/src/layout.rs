@@ -170,6 +170,16 @@ pub fn status(status: &str) -> Markup {
     html! { span class={ "badge s-" (status) } { (status.replace('_', " ")) } }
 }
 
+/// A VM's state: running is its healthy state (green), unlike a build's.
+pub fn vm_state(state: &str) -> Markup {
+    let class = if state == "running" {
+        "s-active"
+    } else {
+        "s-stopped"
+    };
+    html! { span class={ "badge " (class) } { (state) } }
+}
+
 /// An RFC 3339 time, as "3 min ago" with the exact time on hover.
 pub fn when(rfc3339: &str) -> Markup {
     html! { time datetime=(rfc3339) title=(rfc3339) { (ago(rfc3339)) } }

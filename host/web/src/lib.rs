@@ -53,6 +53,19 @@ pub struct Web {
     pub(crate) reveals: Mutex<HashMap<String, Reveal>>,
 }
 
+impl Web {
+    /// The SSE endpoint MCP clients are configured with.
+    pub(crate) fn sse_url(&self) -> String {
+        let base = self
+            .app
+            .builds
+            .public_url
+            .as_deref()
+            .unwrap_or("http://127.0.0.1:8080");
+        format!("{}/api/mcp/sse", base.trim_end_matches('/'))
+    }
+}
+
 /// A new API key's secret, waiting for its one showing.
 pub(crate) struct Reveal {
     pub name: String,

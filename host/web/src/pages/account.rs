@@ -67,42 +67,53 @@ fn field(
     }
 }
 
-fn signin_form(viewer: &Viewer, email: &str, next: &str, problems: &Problems) -> Markup {
-    html! {
-        div.card.auth-card {
-            h1 { "Sign in" }
-            p.muted { "to see your builds, VMs and test runs, and to manage your MCP API keys." }
-            @if let Some(p) = &problems.form {
-                div.flash.bad role="alert" { (p) }
-            }
-            form method="post" action="/signin" novalidate {
-                (csrf(viewer))
-                input type="hidden" name="next" value=(next);
-                (field("email", "Email", "email", email, "username", None, problems.email.as_deref()))
-                (field("password", "Password", "password", "", "current-password", None, problems.password.as_deref()))
-                button.btn.primary type="submit" { "Sign in" }
-            }
-            p.small.muted.mt { "No account yet? " a href="/signup" { "Create one" } "." }
-        }
-    }
+/// The two ways in: signing in (to `next`) and signing up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Door {
+    SignIn,
+    SignUp,
 }
 
-fn signup_form(viewer: &Viewer, email: &str, problems: &Problems) -> Markup {
+fn auth_form(viewer: &Viewer, door: Door, email: &str, next: &str, problems: &Problems) -> Markup {
+    let (title, lead, action, submit) = match door {
+        Door::SignIn => (
+            "Sign in",
+            "to see your builds, VMs and test runs, and to manage your MCP API keys.",
+            "/signin",
+            "Sign in",
+        ),
+        Door::SignUp => (
+            "Create your account",
+            "An account keeps your builds with you across networks and devices, and gives your MCP clients API keys.",
+            "/signup",
+            "Create account",
+        ),
+    };
+    let (autocomplete, help) = match door {
+        Door::SignIn => ("current-password", None),
+        Door::SignUp => (
+            "new-password",
+            Some("At least 10 characters; a passphrase of a few words works well."),
+        ),
+    };
     html! {
         div.card.auth-card {
-            h1 { "Create your account" }
-            p.muted { "An account keeps your builds with you across networks and devices, and gives your MCP clients API keys." }
+            h1 { (title) }
+            p.muted { (lead) }
             @if let Some(p) = &problems.form {
                 div.flash.bad role="alert" { (p) }
             }
-            form method="post" action="/signup" novalidate {
+            form method="post" action=(action) novalidate {
                 (csrf(viewer))
+                @if door == Door::SignIn { input type="hidden" name="next" value=(next); }
                 (field("email", "Email", "email", email, "username", None, problems.email.as_deref()))
-                (field("password", "Password", "password", "", "new-password",
-                    Some("At least 10 characters; a passphrase of a few words works well."), problems.password.as_deref()))
-                button.btn.primary type="submit" { "Create account" }
+                (field("password", "Password", "password", "", autocomplete, help, problems.password.as_deref()))
+                button.btn.primary type="submit" { (submit) }
             }
-            p.small.muted.mt { "Already have one? " a href="/signin" { "Sign in" } "." }
+            @match door {
+                Door::SignIn => p.small.muted.mt { "No account yet? " a href="/signup" { "Create one" } "." },
+                Door::SignUp => p.small.muted.mt { "Already have one? " a href="/signin" { "Sign in" } "." },
+            }
         }
     }
 }
@@ -112,7 +123,7 @@ pub async fn signin_page(viewer: Viewer, Query(q): Query<Next>) -> Response {
         return Redirect::to(&local_path(q.next.as_deref())).into_response();
     }
     let next = local_path(q.next.as_deref());
-    let body = signin_form(&viewer, "", &next, &Problems::default());
+    let body = auth_form(&viewer, Door::SignIn, "", &next, &Problems::default());
     layout::page(&viewer, "Sign in", Nav::None, body)
 }
 
@@ -145,7 +156,7 @@ pub async fn signin(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
         form: Some(problem.1),
         ..Problems::default()
     };
-    let body = signin_form(&viewer, &form.email, &next, &problems);
+    let body = auth_form(&viewer, Door::SignIn, &form.email, &next, &problems);
     let mut response = layout::page(&viewer, "Sign in", Nav::None, body);
     *response.status_mut() = problem.0;
     response
@@ -155,7 +166,7 @@ pub async fn signup_page(viewer: Viewer) -> Response {
     if viewer.account.is_some() {
         return Redirect::to("/settings").into_response();
     }
-    let body = signup_form(&viewer, "", &Problems::default());
+    let body = auth_form(&viewer, Door::SignUp, "", "/", &Problems::default());
     layout::page(&viewer, "Create account", Nav::None, body)
 }
 
@@ -189,7 +200,7 @@ pub async fn signup(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
             } else {
                 StatusCode::BAD_REQUEST
             };
-            let body = signup_form(&viewer, &form.email, &problems);
+            let body = auth_form(&viewer, Door::SignUp, &form.email, "/", &problems);
             let mut response = layout::page(&viewer, "Create account", Nav::None, body);
             *response.status_mut() = status;
             response

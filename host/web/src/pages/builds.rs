@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::Part;
 use crate::Web;
 use crate::downloads::{self, Artifact};
-use crate::form::{Empty, Posted};
+use crate::form::{Empty, SignedForm};
 use crate::layout::{self, Nav, action, csrf, snippet, status, when};
 use crate::session::{SignedIn, redirect_with};
 
@@ -148,11 +148,10 @@ pub struct NewBuild {
     recipe: String,
 }
 
-pub async fn create(State(web): State<Arc<Web>>, posted: Posted<NewBuild>) -> Response {
-    let (user, form) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
+pub async fn create(
+    State(web): State<Arc<Web>>,
+    SignedForm { user, form }: SignedForm<NewBuild>,
+) -> Response {
     let recipe = form.recipe.trim().to_owned();
     let back = format!("/catalog/{}", crate::form::encode(&recipe));
     match builds::create(&web.app, &user.owner, Value::String(recipe), None).await {
@@ -288,7 +287,7 @@ async fn boot_and_test(web: &Web, owner: &OwnerId, d: &BuildDetails, csrf_field:
             }
             @if let Ok(list) = &vms { @if !list.vms.is_empty() {
                 h3.mt { "VMs of this build" }
-                ul { @for v in &list.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (status(&v.state)) } } }
+                ul { @for v in &list.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (layout::vm_state(&v.state)) } } }
             } }
         }
         section.card aria-labelledby="test" {
@@ -441,18 +440,16 @@ pub async fn file(
     }
 }
 
-/// Run a build action as the form's sender; then to where it leads (or
-/// back to the build), saying what happened.
-async fn act<F, Fut>(web: &Web, posted: Posted<Empty>, id: &str, op: F, done: &str) -> Response
-where
-    F: FnOnce(OwnerId) -> Fut,
-    Fut: std::future::Future<Output = Result<String, String>>,
-{
-    let (user, _) = match posted.signed_in(web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
-    match op(user.owner).await {
+/// What a build action leads to: on to `to`, saying `done`; back to the
+/// build, saying why not; or "not found".
+fn answer(
+    web: &Web,
+    user: &SignedIn,
+    id: &str,
+    outcome: Result<String, String>,
+    done: &str,
+) -> Response {
+    match outcome {
         Ok(to) => redirect_with(web, &to, true, done),
         Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "Build", &e),
         Err(e) => redirect_with(web, &format!("/builds/{id}"), false, &e),
@@ -462,58 +459,50 @@ where
 pub async fn cancel(
     State(web): State<Arc<Web>>,
     Path(id): Path<String>,
-    posted: Posted<Empty>,
+    SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let app = web.app.clone();
-    let id2 = id.clone();
-    let op = |owner: OwnerId| async move {
-        builds::cancel(&app, &owner, &id)
-            .await
-            .map(|_| format!("/builds/{id}"))
-    };
-    act(&web, posted, &id2, op, &format!("Cancelling build {id2}.")).await
+    let outcome = builds::cancel(&web.app, &user.owner, &id)
+        .await
+        .map(|_| format!("/builds/{id}"));
+    answer(
+        &web,
+        &user,
+        &id,
+        outcome,
+        &format!("Cancelling build {id}."),
+    )
 }
 
 pub async fn retry(
     State(web): State<Arc<Web>>,
     Path(id): Path<String>,
-    posted: Posted<Empty>,
+    SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let app = web.app.clone();
-    let id2 = id.clone();
-    let op = |owner: OwnerId| async move {
-        builds::retry(&app, &owner, &id)
-            .await
-            .map(|b| format!("/builds/{}", b.build_id))
-    };
-    act(
+    let outcome = builds::retry(&web.app, &user.owner, &id)
+        .await
+        .map(|b| format!("/builds/{}", b.build_id));
+    answer(
         &web,
-        posted,
-        &id2,
-        op,
-        &format!("Build {id2} is queued again, as a new build."),
+        &user,
+        &id,
+        outcome,
+        &format!("Build {id} is queued again, as a new build."),
     )
-    .await
 }
 
 pub async fn delete(
     State(web): State<Arc<Web>>,
     Path(id): Path<String>,
-    posted: Posted<Empty>,
+    SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let app = web.app.clone();
-    let id2 = id.clone();
-    let op = |owner: OwnerId| async move {
-        builds::delete(&app, &owner, &id)
-            .await
-            .map(|_| "/builds".to_owned())
-    };
-    act(
+    let outcome = builds::delete(&web.app, &user.owner, &id)
+        .await
+        .map(|_| "/builds".to_owned());
+    answer(
         &web,
-        posted,
-        &id2,
-        op,
-        &format!("Build {id2} and its files are deleted."),
+        &user,
+        &id,
+        outcome,
+        &format!("Build {id} and its files are deleted."),
     )
-    .await
 }

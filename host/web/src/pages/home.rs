@@ -21,14 +21,8 @@ pub async fn page(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
 }
 
 fn sse_snippet(web: &Web) -> Markup {
-    let base = web
-        .app
-        .builds
-        .public_url
-        .clone()
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let config = serde_json::to_string_pretty(&serde_json::json!({
-        "mcpServers": { "openfactory": { "url": format!("{}/api/mcp/sse", base.trim_end_matches('/')) } }
+        "mcpServers": { "openfactory": { "url": web.sse_url() } }
     }))
     .unwrap_or_default();
     snippet("connect", "MCP client configuration", &config)
@@ -131,7 +125,7 @@ async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {
                 section.card aria-labelledby="vms-title" {
                     div.card-head { h2 #vms-title { "VMs" } a.small href="/vms" { "All VMs" } }
                     @match &machines {
-                        Some(m) if !m.vms.is_empty() => ul.plain.stack { @for v in &m.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (status(&v.state)) } } },
+                        Some(m) if !m.vms.is_empty() => ul.plain.stack { @for v in &m.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (layout::vm_state(&v.state)) } } },
                         _ => p.muted { "No VMs. A completed build's page creates one." },
                     }
                 }

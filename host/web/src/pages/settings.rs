@@ -13,7 +13,7 @@ use openfactory_service::auth;
 use openfactory_store::{McpKey, OwnerId, StoreError};
 use serde::Deserialize;
 
-use crate::form::{Empty, Posted};
+use crate::form::{Empty, SignedForm};
 use crate::layout::{self, Nav, action, csrf, snippet, when};
 use crate::session::{SignedIn, Viewer, redirect_with};
 use crate::{Reveal, Web};
@@ -26,20 +26,9 @@ pub struct Welcome {
     welcome: Option<String>,
 }
 
-/// The SSE endpoint clients are configured with.
-fn sse_url(web: &Web) -> String {
-    let base = web
-        .app
-        .builds
-        .public_url
-        .clone()
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-    format!("{}/api/mcp/sse", base.trim_end_matches('/'))
-}
-
 /// The client configurations of the reference documentation, with `key`.
 pub fn client_snippets(web: &Web, key: &str) -> Markup {
-    let url = sse_url(web);
+    let url = web.sse_url();
     // Written out rather than serialised, to keep the reference's key order.
     let quoted = |v: &str| serde_json::to_string(v).unwrap_or_default();
     let json = format!(
@@ -173,8 +162,8 @@ pub async fn page(
                 section.card aria-labelledby="connect-title" {
                     h2 #connect-title { "Connect a client" }
                     p.small.muted { "The SSE endpoint. Without a key a client works as its IP address; with one, as this account." }
-                    (snippet("sse-url", "SSE endpoint", &sse_url(&web)))
-                    (snippet("curl", "Test the connection", &format!("curl -H \"Accept: text/event-stream\" {}", sse_url(&web))))
+                    (snippet("sse-url", "SSE endpoint", &web.sse_url()))
+                    (snippet("curl", "Test the connection", &format!("curl -H \"Accept: text/event-stream\" {}", web.sse_url())))
                 }
             }
             div {
@@ -217,11 +206,10 @@ pub struct NewKey {
     name: String,
 }
 
-pub async fn create_key(State(web): State<Arc<Web>>, posted: Posted<NewKey>) -> Response {
-    let (user, form) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
+pub async fn create_key(
+    State(web): State<Arc<Web>>,
+    SignedForm { user, form }: SignedForm<NewKey>,
+) -> Response {
     match auth::create_key(&web.app, &user.account.id, &form.name).await {
         Ok(created) => {
             if let Some(session) = &user.viewer.session {
@@ -248,12 +236,8 @@ pub async fn create_key(State(web): State<Arc<Web>>, posted: Posted<NewKey>) -> 
 pub async fn revoke_key(
     State(web): State<Arc<Web>>,
     Path(key_id): Path<String>,
-    posted: Posted<Empty>,
+    SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let (user, _) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
     match auth::revoke_key(&web.app, &user.account.id, &key_id).await {
         Ok(key) => redirect_with(
             &web,
@@ -269,11 +253,10 @@ pub async fn revoke_key(
     }
 }
 
-pub async fn claim(State(web): State<Arc<Web>>, posted: Posted<Empty>) -> Response {
-    let (user, _) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
+pub async fn claim(
+    State(web): State<Arc<Web>>,
+    SignedForm { user, .. }: SignedForm<Empty>,
+) -> Response {
     let from = OwnerId::ip(user.viewer.ip);
     match web.app.store.claim(&from, &user.owner).await {
         Ok(c) => {
@@ -298,11 +281,10 @@ pub async fn claim(State(web): State<Arc<Web>>, posted: Posted<Empty>) -> Respon
     }
 }
 
-pub async fn sign_out_everywhere(State(web): State<Arc<Web>>, posted: Posted<Empty>) -> Response {
-    let (user, _) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
+pub async fn sign_out_everywhere(
+    State(web): State<Arc<Web>>,
+    SignedForm { user, .. }: SignedForm<Empty>,
+) -> Response {
     match web.app.store.delete_web_sessions(&user.account.id).await {
         Ok(n) => redirect_with(
             &web,

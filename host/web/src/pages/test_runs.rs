@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::Part;
 use crate::Web;
-use crate::form::{Empty, Posted};
+use crate::form::{Empty, SignedForm};
 use crate::layout::{self, Nav, action, status, when};
 use crate::session::{SignedIn, redirect_with};
 
@@ -189,12 +189,8 @@ pub struct NewRun {}
 pub async fn create(
     State(web): State<Arc<Web>>,
     Path(build_id): Path<String>,
-    posted: Posted<NewRun>,
+    SignedForm { user, .. }: SignedForm<NewRun>,
 ) -> Response {
-    let (user, _) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
     let args = RunArgs {
         tests: None,
         memory_mb: None,
@@ -225,12 +221,8 @@ pub async fn create(
 pub async fn stop(
     State(web): State<Arc<Web>>,
     Path(id): Path<String>,
-    posted: Posted<Empty>,
+    SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let (user, _) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
     match test_runs::stop(&web.app, &user.owner, &id).await {
         Ok(stopped) => redirect_with(&web, &format!("/test-runs/{id}"), true, &stopped.message),
         Err(e) => layout::service_error(&user.viewer, "Test run", &e),

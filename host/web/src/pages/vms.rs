@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::Part;
 use crate::Web;
-use crate::form::{Empty, Posted, number};
+use crate::form::{Empty, SignedForm, number};
 use crate::layout::{self, Nav, action, status, when};
 use crate::session::{SignedIn, redirect_with};
 
@@ -69,7 +69,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
                 tbody { @for v in &list.vms { tr {
                     td { a href={ "/vms/" (v.name) } { strong { (v.name) } } }
                     td {
-                        (status(&v.state))
+                        (layout::vm_state(&v.state))
                         @if let Some(t) = &v.stopped_unexpectedly_at { br; span.small.text-bad { "stopped unexpectedly " (when(t)) } }
                     }
                     td { a.mono href={ "/builds/" (v.build_id) } { (v.build_id) } }
@@ -138,7 +138,7 @@ pub async fn show(
         div.crumbs { a href="/vms" { "VMs" } " / " (vm.name) }
         div.page-head {
             div {
-                h1 { (vm.name) " " (status(&vm.state)) }
+                h1 { (vm.name) " " (layout::vm_state(&vm.state)) }
                 p {
                     "Boots build " a.mono href={ "/builds/" (vm.build_id) } { (vm.build_id) }
                     " · " (vm.memory_mb) " MiB, " (vm.vcpus) " vCPU · " (vm.backend)
@@ -188,12 +188,8 @@ pub struct NewVm {
 pub async fn create(
     State(web): State<Arc<Web>>,
     Path(build_id): Path<String>,
-    posted: Posted<NewVm>,
+    SignedForm { user, form }: SignedForm<NewVm>,
 ) -> Response {
-    let (user, form) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
     let back = format!("/builds/{}#boot", crate::form::encode(&build_id));
     let (memory, vcpus) = match (
         number("memory_mb", &form.memory_mb),
@@ -250,12 +246,8 @@ async fn lifecycle(
 pub async fn start(
     State(web): State<Arc<Web>>,
     Path(name): Path<String>,
-    posted: Posted<Empty>,
+    SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let (user, _) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
     let outcome = vms::start(&web.app, &user.owner, &name).await;
     lifecycle(&web, user, &name, outcome, &format!("/vms/{name}")).await
 }
@@ -263,12 +255,8 @@ pub async fn start(
 pub async fn stop(
     State(web): State<Arc<Web>>,
     Path(name): Path<String>,
-    posted: Posted<Stop>,
+    SignedForm { user, form }: SignedForm<Stop>,
 ) -> Response {
-    let (user, form) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
     let force = form.force.as_deref() == Some("true");
     let outcome = vms::stop(&web.app, &user.owner, &name, force).await;
     lifecycle(&web, user, &name, outcome, &format!("/vms/{name}")).await
@@ -277,12 +265,8 @@ pub async fn stop(
 pub async fn delete(
     State(web): State<Arc<Web>>,
     Path(name): Path<String>,
-    posted: Posted<Empty>,
+    SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let (user, _) = match posted.signed_in(&web) {
-        Ok(found) => found,
-        Err(redirect) => return redirect,
-    };
     let outcome = vms::delete(&web.app, &user.owner, &name).await;
     lifecycle(&web, user, &name, outcome, "/vms").await
 }
