@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::Part;
 use crate::Web;
 use crate::form::{Empty, SignedForm, number};
-use crate::layout::{self, Nav, action, status, when};
+use crate::layout::{self, Nav, action, when};
 use crate::session::{SignedIn, redirect_with};
 
 /// Serial console lines the VM page shows.
