@@ -235,3 +235,40 @@ async def test_an_address_brings_its_work_into_the_account_from_settings(server,
         assert "from-my-address" in (await web.get("/catalog?q=from-my-address")).text
     async with connect("sse", ip=ip) as anonymous:
         assert "from-my-address" not in str(await ok(anonymous, "list_recipes", {}))
+
+
+async def test_operators_see_what_only_operators_should_on_the_plugins_page(server, of_bin):
+    import subprocess
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([of_bin, "--home", str(server.home), *args], input=stdin, env=ofmcp.server_env(), capture_output=True, text=True, timeout=60)
+
+    made = cli("account", "create", "operator@example.org", "--operator", stdin=PASSWORD + "\n")
+    assert made.returncode == 0 and "an operator" in made.stdout, made.stderr
+    plugins_dir = str(server.home / "plugins")
+    async with web_client(server.base) as visitor:
+        page = (await visitor.get("/plugins")).text
+        assert "docker" in page and "verified" in page and "CPU per call" in page and plugins_dir not in page
+    async with web_client(server.base) as web:
+        await web_sign_in(web, "operator@example.org", PASSWORD)
+        assert plugins_dir in (await web.get("/plugins")).text
+        assert "operator" in (await web.get("/settings")).text
+        # Taken back, from the next page on.
+        taken = cli("account", "operator", "operator@example.org", "--revoke")
+        assert taken.returncode == 0 and "no longer" in taken.stdout, taken.stderr
+        assert plugins_dir not in (await web.get("/plugins")).text
+    assert cli("account", "operator", "nobody@example.org").returncode != 0
+
+
+async def test_cookies_are_secure_and_host_prefixed_behind_https(of_bin, tmp_path):
+    home = ofmcp.make_home(of_bin, tmp_path / "home")
+    srv = ofmcp.Server.start(of_bin, home, tmp_path, extra_args=("--public-url", "https://console.example.org", "--allowed-host", "console.example.org"))
+    try:
+        async with web_client(srv.base) as web:
+            r = await web.get("/signin", headers={"Host": "console.example.org"})
+            assert r.status_code == 200
+            csrf = cookie_names(r)["__Host-of_csrf"]
+            assert "Secure" in csrf and "HttpOnly" in csrf and "Path=/" in csrf and "Domain" not in csrf
+            assert "https://console.example.org/api/mcp/sse" in (await web.get("/", headers={"Host": "console.example.org"})).text
+    finally:
+        srv.stop()
