@@ -295,20 +295,29 @@ impl FromRequestParts<Arc<Web>> for SignedIn {
     }
 }
 
-/// Sign the browser in as `account`: a new session row and its cookie.
-pub async fn sign_in(web: &Web, account_id: &str, to: &str) -> Result<Response, String> {
+/// Sign the browser in as `account` and send it on `to`: a new session row
+/// and its cookie (or a page that says the database failed).
+pub async fn sign_in(web: &Web, viewer: &Viewer, account_id: &str, to: &str) -> Response {
     let secret = random_secret();
-    web.app
+    if let Err(e) = web
+        .app
         .store
         .create_web_session(&hash(&secret), account_id, unix_now() + SESSION_SECONDS)
         .await
-        .map_err(openfactory_service::store_error)?;
+    {
+        return crate::layout::error_page(
+            viewer,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Could not sign in",
+            &openfactory_service::store_error(e),
+        );
+    }
     let names = names(web.settings.secure_cookies);
     let mut response = Redirect::to(to).into_response();
     let mut c = cookie(web, names.session, secret, SameSite::Lax);
     c.set_max_age(time::Duration::seconds(SESSION_SECONDS));
     set_cookie(response.headers_mut(), c);
-    Ok(response)
+    response
 }
 
 /// Sign this browser out: its session row goes, and its cookie.

@@ -131,17 +131,7 @@ pub async fn signin(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
     let Posted { viewer, form } = posted;
     let next = local_path(form.next.as_deref());
     let problem = match auth::login(&web.app, &form.email, &form.password).await {
-        Ok(signed) => {
-            return match session::sign_in(&web, &signed.account_id, &next).await {
-                Ok(response) => response,
-                Err(e) => layout::error_page(
-                    &viewer,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Could not sign in",
-                    &e,
-                ),
-            };
-        }
+        Ok(signed) => return session::sign_in(&web, &viewer, &signed.account_id, &next).await,
         Err(SignInError::Wrong) => (
             StatusCode::UNAUTHORIZED,
             "Wrong email or password.".to_owned(),
@@ -173,16 +163,9 @@ pub async fn signup_page(viewer: Viewer) -> Response {
 pub async fn signup(State(web): State<Arc<Web>>, posted: Posted<Credentials>) -> Response {
     let Posted { viewer, form } = posted;
     match auth::register(&web.app, &form.email, &form.password).await {
-        Ok(signed) => match session::sign_in(&web, &signed.account_id, "/settings?welcome=1").await
-        {
-            Ok(response) => response,
-            Err(e) => layout::error_page(
-                &viewer,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Could not sign in",
-                &e,
-            ),
-        },
+        Ok(signed) => {
+            session::sign_in(&web, &viewer, &signed.account_id, "/settings?welcome=1").await
+        }
         Err(e) => {
             // The service names the field in each problem: put each by its field.
             let mut problems = Problems::default();
