@@ -103,9 +103,7 @@ impl LinkSigner {
     /// A MAC of `data` for `purpose`, for values the server hands out and
     /// takes back (form tokens, cookies): base64url, unforgeable without the key.
     pub fn tag(&self, purpose: &str, data: &str) -> String {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
-        mac.update(format!("openfactory-tag-v1\n{purpose}\n{data}").as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        URL_SAFE_NO_PAD.encode(self.tag_mac(purpose, data).finalize().into_bytes())
     }
 
     /// Whether `tag` is [`LinkSigner::tag`] of `data` for `purpose` (in constant time).
@@ -113,9 +111,13 @@ impl LinkSigner {
         let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
             return false;
         };
+        self.tag_mac(purpose, data).verify_slice(&tag).is_ok()
+    }
+
+    fn tag_mac(&self, purpose: &str, data: &str) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
         mac.update(format!("openfactory-tag-v1\n{purpose}\n{data}").as_bytes());
-        mac.verify_slice(&tag).is_ok()
+        mac
     }
 
     /// The owner a valid token was made for.
