@@ -33,7 +33,7 @@ impl Drop for Server {
 }
 
 fn start(home: &std::path::Path) -> Server {
-    let recipes = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../recipes");
+    let recipes = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
     let mut child = Command::new(env!("CARGO_BIN_EXE_openfactory"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("OPENFACTORY_HOME", home)

@@ -6,8 +6,10 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
+    // host/<crate>/ → the workspace root.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_owned()
 }

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use openfactory_plugin_host::{HostConfig, Limits, PluginHost, PublicKey, TrustStore, registry};
 
 pub fn workspace() -> PathBuf {
+    // host/<crate>/ → the workspace root.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_owned()
 }
