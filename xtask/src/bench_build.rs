@@ -102,7 +102,7 @@ fn openfactory(cli: &Path, home: &Path, cache: &Path, recipe: &Path) -> Result<B
 }
 
 pub fn bench_build(root: &Path) -> Result<()> {
-    let cli = root.join("target/release/openfactory");
+    let cli = crate::host_binary(root, "release");
     run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
             "build",

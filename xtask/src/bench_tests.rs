@@ -68,7 +68,7 @@ fn raw_boot(iso: &Path, dir: &Path) -> Result<f64> {
 }
 
 pub fn bench_tests(root: &Path) -> Result<()> {
-    let cli = root.join("target/debug/openfactory");
+    let cli = crate::host_binary(root, "debug");
     let work = std::env::var_os("OPENFACTORY_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/openfactory-bench-tests"));

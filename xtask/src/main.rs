@@ -58,17 +58,25 @@ fn main() -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Some("test") => {
-            ensure_build_tools()?;
-            plugins(&root)?;
-            novnc(&root)?;
-            browser_driver(&root)?;
-            ensure_libvirtd()?;
-            let rust = run(cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
-                .args(HOST_FEATURES)
-                .envs(test_env(&root)));
+            let mut parts = Parts::default();
+            parts.time("set-up (tools, plugins, noVNC, browser driver)", || {
+                ensure_build_tools()?;
+                plugins(&root)?;
+                novnc(&root)?;
+                browser_driver(&root)?;
+                ensure_libvirtd()
+            })?;
+            let rust = parts.time("Rust tests (cargo test --workspace)", || {
+                run(cargo()
+                    .args(["test", "--workspace", "--no-fail-fast"])
+                    .args(HOST_FEATURES)
+                    .envs(test_env(&root)))
+            });
             // The MCP end-to-end suite drives the real binary with the official Python SDK.
-            let python = mcp_tests(&root);
+            let python = parts.time("MCP suite (tests/mcp, official Python SDK)", || {
+                mcp_tests(&root)
+            });
+            parts.print();
             rust.and(python)
         }
         Some("bench") => {
@@ -103,6 +111,64 @@ fn root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_owned()
+}
+
+/// Where cargo puts the host's build: `$CARGO_TARGET_DIR` when set (CI keeps
+/// it outside the clone, so a fresh clone reuses compiled dependencies), else
+/// `target/`.
+fn cargo_target(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// The `openfactory` binary that `cargo build -p openfactory` made.
+pub(crate) fn host_binary(root: &Path, profile: &str) -> PathBuf {
+    cargo_target(root).join(profile).join("openfactory")
+}
+
+/// The plugins workspace's build: beside the host's, never inside the clone's
+/// `target/` when the host's is kept elsewhere.
+fn plugins_target(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("plugins"),
+        None => root.join("plugins/target"),
+    }
+}
+
+/// The parts of a long task, each timed; `print` shows the table CI logs.
+#[derive(Default)]
+struct Parts(Vec<(&'static str, std::time::Duration, bool)>);
+
+impl Parts {
+    fn time<T>(&mut self, name: &'static str, part: impl FnOnce() -> Result<T>) -> Result<T> {
+        eprintln!("xtask: == {name}");
+        let started = std::time::Instant::now();
+        let result = part();
+        let took = started.elapsed();
+        eprintln!(
+            "xtask: == {name}: {} in {}",
+            if result.is_ok() { "done" } else { "FAILED" },
+            minutes(took)
+        );
+        self.0.push((name, took, result.is_ok()));
+        result
+    }
+
+    fn print(&self) {
+        eprintln!("xtask: part durations");
+        for (name, took, ok) in &self.0 {
+            eprintln!(
+                "xtask:   {:>8}  {}{name}",
+                minutes(*took),
+                if *ok { "" } else { "FAILED " }
+            );
+        }
+    }
+}
+
+fn minutes(d: std::time::Duration) -> String {
+    format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
 }
 
 fn cargo() -> Command {
@@ -186,15 +252,16 @@ fn test_env(root: &Path) -> Vec<(&'static str, PathBuf)> {
 fn plugins(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
     let plugins_dir = root.join("plugins");
+    let plugins_target = plugins_target(root);
     run(cargo()
         .current_dir(&plugins_dir)
         .args(["build", "--release", "--workspace", "--target", TARGET])
-        .env_remove("CARGO_TARGET_DIR"))?;
+        .env("CARGO_TARGET_DIR", &plugins_target))?;
     // The CLI packs the bundles: the same code path authors use.
     run(cargo()
         .args(["build", "-q", "-p", "openfactory"])
         .args(HOST_FEATURES))?;
-    let cli = root.join("target/debug/openfactory");
+    let cli = host_binary(root, "debug");
 
     let key = match std::env::var_os("OPENFACTORY_SIGNING_KEY") {
         Some(k) => PathBuf::from(k),
@@ -236,8 +303,7 @@ fn plugins(root: &Path) -> Result<()> {
                     .and_then(|r| r.strip_suffix('"'))
             })
             .with_context(|| format!("{}: no package name", dir.display()))?;
-        let wasm = plugins_dir
-            .join("target")
+        let wasm = plugins_target
             .join(TARGET)
             .join("release")
             .join(format!("{}.wasm", package.replace('-', "_")));
@@ -286,7 +352,7 @@ fn mcp_tests(root: &Path) -> Result<()> {
         .args(HOST_FEATURES))?;
     run(Command::new(&python)
         .args(["-m", "pytest", "tests/mcp", "-q", "-p", "no:cacheprovider"])
-        .env("OPENFACTORY_BIN", root.join("target/debug/openfactory"))
+        .env("OPENFACTORY_BIN", host_binary(root, "debug"))
         .envs(test_env(root)))
 }
 
@@ -420,7 +486,7 @@ fn ensure_wasm_target() -> Result<()> {
 
 /// Trust the project key and install every first-party bundle into `home`.
 fn install(root: &Path, home: &Path) -> Result<()> {
-    let cli = root.join("target/debug/openfactory");
+    let cli = host_binary(root, "debug");
     let key = std::env::var_os("OPENFACTORY_SIGNING_KEY")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/signing/project.key"))

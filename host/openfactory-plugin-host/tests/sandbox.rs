@@ -4,6 +4,7 @@ mod common;
 
 use common::Home;
 use openfactory_core::plan::{self, FeatureSet};
+use openfactory_core::step::Step;
 use openfactory_core::validate::Format;
 use openfactory_plugin_host::PluginHost;
 
@@ -134,8 +135,19 @@ fn invalid_steps_are_rejected_by_the_host() {
 
 #[test]
 fn each_plan_gets_a_fresh_instance() {
+    // The fixture counts its plans in a static: an instance kept between
+    // evaluations would write 2 the second time.
     let (_home, host) = hostile_host();
-    let a = attack(&host, "none").plan.unwrap();
-    let b = attack(&host, "none").plan.unwrap();
-    assert_eq!(a, b);
+    for _ in 0..3 {
+        let plan = attack(&host, "remember").plan.unwrap();
+        let counts: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.step {
+                Step::WriteFile(f) if f.path == "/etc/hostile-plans" => Some(f.content.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, ["1\n"], "state leaked between evaluations");
+    }
 }

@@ -63,11 +63,6 @@ impl QemuBackend {
         self.records.paths(id)
     }
 
-    /// The port of the VM's VNC websocket (QEMU's own, loopback).
-    pub fn websocket_port(&self, id: &str) -> Result<u16, VmError> {
-        Ok(5700 + self.records.read::<QemuRecord>(id)?.vnc_display)
-    }
-
     fn pid(&self, id: &str) -> Option<u32> {
         std::fs::read_to_string(self.paths(id).pidfile())
             .ok()?

@@ -4,6 +4,8 @@
 //! sandbox stopped it. Attacks that the host must kill (CPU, memory) never
 //! return.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use openfactory_plugin_sdk::prelude::*;
 
 #[derive(Debug, Default, Deserialize, JsonSchema, PartialEq)]
@@ -20,6 +22,8 @@ pub enum Attack {
     Environment,
     BadSteps,
     ReadAssets,
+    /// Count evaluations in a static: a reused instance would count past 1.
+    Remember,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -61,7 +65,7 @@ impl Feature for Hostile {
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
         match ctx.options.attack {
-            Attack::None | Attack::BadSteps => Vec::new(),
+            Attack::None | Attack::BadSteps | Attack::Remember => Vec::new(),
             Attack::Loop => {
                 let mut x: u64 = 0;
                 loop {
@@ -107,6 +111,14 @@ impl Feature for Hostile {
                 step::write_file("/etc/../boot/grub/grub.cfg", "pwned"),
                 step::run("escape", &["sh -c 'id'"]),
             ]);
+        }
+        if ctx.options.attack == Attack::Remember {
+            static PLANS: AtomicU32 = AtomicU32::new(0);
+            let n = PLANS.fetch_add(1, Ordering::SeqCst) + 1;
+            return Ok(vec![step::write_file(
+                "/etc/hostile-plans",
+                &format!("{n}\n"),
+            )]);
         }
         Ok(vec![step::write_file(
             "/etc/hostile-was-here",
