@@ -545,3 +545,80 @@ fn planning_order<'a>(
     }
     Ok(order)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// One feature that reads `packages`, and a record of every context the
+    /// planner handed it.
+    struct Recording {
+        feature: Feature,
+        seen: Mutex<Vec<PlanContext>>,
+    }
+
+    impl Recording {
+        fn new() -> Recording {
+            let info = FeatureInfo {
+                name: "probe".into(),
+                version: "1.0.0".into(),
+                summary: "records its context".into(),
+                category: "testing".into(),
+                options_schema: serde_json::json!({"type": "object"}),
+                reads: vec!["packages".into()],
+                requires: vec![],
+                conflicts: vec![],
+            };
+            Recording {
+                feature: Feature::new(info, "00".repeat(32)).unwrap(),
+                seen: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl FeatureSet for Recording {
+        fn features(&self) -> Vec<&Feature> {
+            vec![&self.feature]
+        }
+
+        fn evaluate(
+            &self,
+            _feature: &str,
+            ctx: &PlanContext,
+            _plan: bool,
+        ) -> Result<Evaluation, RuntimeError> {
+            self.seen.lock().unwrap().push(ctx.clone());
+            Ok(Evaluation::default())
+        }
+    }
+
+    #[test]
+    fn a_plugin_sees_only_the_fields_it_reads_plus_name_and_base_image() {
+        let set = Recording::new();
+        let recipe = serde_json::json!({
+            "name": "secretive",
+            "base_image": "debian-bookworm",
+            "packages": ["vim"],
+            "users": [{"name": "alice", "password_hash": "$6$secret"}],
+            "files": [{"path": "/etc/token", "content": "hunter2"}],
+            "features": [{"name": "probe", "options": {"x": 1}}],
+        });
+        let outcome = plan_value(recipe, &set, true);
+        assert!(outcome.plan.is_some(), "{:#?}", outcome.diagnostics);
+        let seen = set.seen.lock().unwrap();
+        assert!(!seen.is_empty());
+        for ctx in seen.iter() {
+            let keys: Vec<&str> = ctx
+                .recipe
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(keys, ["base_image", "name", "packages"], "{ctx:?}");
+            assert_eq!(ctx.options, serde_json::json!({"x": 1}));
+        }
+    }
+}
