@@ -17,5 +17,5 @@ pub mod runner;
 pub mod select;
 
 pub use report::{CheckResult, CheckStatus, RunReport, RunStatus};
-pub use runner::{RunObserver, RunSettings, run};
+pub use runner::{RunObserver, RunSettings, Stage, run};
 pub use select::select;

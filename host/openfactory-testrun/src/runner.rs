@@ -35,10 +35,63 @@ pub struct RunSettings {
     pub timeout: Duration,
 }
 
+/// The stages of a test run, in order (stored and shown as their names).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The test VM starts and boots until its guest agent answers.
+    Boot,
+    /// The checks run inside the guest.
+    Checks,
+    /// The serial log is kept and the VM removed.
+    Cleanup,
+    /// The run ended.
+    Done,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Boot, Stage::Checks, Stage::Cleanup, Stage::Done];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Boot => "boot",
+            Stage::Checks => "checks",
+            Stage::Cleanup => "cleanup",
+            Stage::Done => "done",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("`{}` is not a test run stage", s.escape_debug()))
+    }
+}
+
 /// What a run reports while it goes.
 pub trait RunObserver: Send + Sync {
-    /// `stage` is `boot`, `checks` or `cleanup`; `done` the checks finished so far.
-    fn progress(&self, stage: &str, percent: u8, message: &str, done: &[CheckResult]);
+    /// `done`: the checks finished so far.
+    fn progress(&self, stage: Stage, percent: u8, message: &str, done: &[CheckResult]);
 }
 
 #[derive(Default)]
@@ -68,7 +121,7 @@ pub async fn run<B: VmBackend>(
     };
     let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
     observer.progress(
-        "cleanup",
+        Stage::Cleanup,
         98,
         "keeping the serial log; removing the test VM",
         &found.results,
@@ -139,7 +192,7 @@ async fn boot_and_check<B: VmBackend>(
         disk_gb: None,
         forwards: Vec::new(),
     };
-    observer.progress("boot", 1, "starting the test VM", &[]);
+    observer.progress(Stage::Boot, 1, "starting the test VM", &[]);
     let booting = Instant::now();
     match backend.create(&spec).await {
         Ok(record) => {
@@ -165,7 +218,7 @@ async fn boot_and_check<B: VmBackend>(
         }
         let elapsed = booting.elapsed();
         observer.progress(
-            "boot",
+            Stage::Boot,
             percent(2, 38, elapsed.as_secs_f64() / EXPECTED_BOOT.as_secs_f64()),
             &format!(
                 "booting ({} s); waiting for the guest agent",
@@ -182,7 +235,7 @@ async fn boot_and_check<B: VmBackend>(
     for (i, check) in checks.iter().enumerate() {
         let done = found.lock().expect("not poisoned").results.clone();
         observer.progress(
-            "checks",
+            Stage::Checks,
             percent(40, 57, i as f64 / total),
             &format!("check {} of {}: {}", i + 1, checks.len(), check.name),
             &done,

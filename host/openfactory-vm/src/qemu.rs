@@ -214,7 +214,7 @@ impl VmBackend for QemuBackend {
 
     async fn serial_log(&self, id: &str) -> Result<Vec<u8>, VmError> {
         self.record(id)?;
-        match std::fs::read(self.paths(id).serial()) {
+        match tokio::fs::read(self.paths(id).serial()).await {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e.into()),

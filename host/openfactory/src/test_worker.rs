@@ -10,12 +10,12 @@ use openfactory_build::pipeline::ISO_FILE;
 use openfactory_core::plan::PlannedCheck;
 use openfactory_service::App;
 use openfactory_store::{TestRunEnd, TestRunRecord, TestRunStatus};
-use openfactory_testrun::{CheckResult, RunObserver, RunSettings, RunStatus};
+use openfactory_testrun::{CheckResult, RunObserver, RunSettings, RunStatus, Stage};
 use openfactory_vm::{VmBackend, VmError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-type Snapshot = (String, u8, String, Vec<CheckResult>);
+type Snapshot = (Stage, u8, String, Vec<CheckResult>);
 
 /// Progress from the run, latest wins.
 struct Progress {
@@ -23,10 +23,10 @@ struct Progress {
 }
 
 impl RunObserver for Progress {
-    fn progress(&self, stage: &str, percent: u8, message: &str, done: &[CheckResult]) {
+    fn progress(&self, stage: Stage, percent: u8, message: &str, done: &[CheckResult]) {
         let _ = self
             .tx
-            .send((stage.to_owned(), percent, message.to_owned(), done.to_vec()));
+            .send((stage, percent, message.to_owned(), done.to_vec()));
     }
 }
 
@@ -151,7 +151,7 @@ async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
     };
     let stop = CancellationToken::new();
     let (tx, mut rx) = watch::channel((
-        "boot".to_owned(),
+        Stage::Boot,
         0u8,
         "starting the test VM".to_owned(),
         Vec::new(),
@@ -173,7 +173,7 @@ async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
                 if changed.is_ok() {
                     let (stage, percent, message, done) = rx.borrow_and_update().clone();
                     let partial = serde_json::json!({ "checks": done }).to_string();
-                    match app.store.test_run_progress(&id, &stage, percent, &message, Some(&partial)).await {
+                    match app.store.test_run_progress(&id, stage.as_str(), percent, &message, Some(&partial)).await {
                         Ok(true) => stop.cancel(),
                         Ok(false) => {}
                         Err(e) => tracing::warn!(run = %id, error = %e, "could not record progress"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use openfactory_testrun::{CheckResult, CheckStatus, RunObserver, RunSettings, RunStatus};
+use openfactory_testrun::{CheckResult, CheckStatus, RunObserver, RunSettings, RunStatus, Stage};
 use openfactory_vm::{AccelSetting, QemuBackend};
 use tokio_util::sync::CancellationToken;
 
@@ -43,8 +43,8 @@ pub struct TestArgs {
 struct Bar(ProgressBar);
 
 impl RunObserver for Bar {
-    fn progress(&self, stage: &str, percent: u8, message: &str, _done: &[CheckResult]) {
-        self.0.set_prefix(stage.to_owned());
+    fn progress(&self, stage: Stage, percent: u8, message: &str, _done: &[CheckResult]) {
+        self.0.set_prefix(stage.as_str());
         self.0.set_position(percent.into());
         self.0.set_message(message.to_owned());
     }
