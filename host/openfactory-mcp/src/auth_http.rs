@@ -17,13 +17,35 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use openfactory_service::app::{App, store_error};
+use openfactory_service::app::App;
 use openfactory_service::auth::{self, KeyError, SignInError};
 use openfactory_service::owner::OwnerPolicy;
+use openfactory_service::{Error, ErrorKind};
 use openfactory_store::OwnerId;
 
 /// An API error: its status and a message that says what to do.
 struct ApiError(StatusCode, String);
+
+/// The HTTP status of a service error, for this API: the one mapping here
+/// (the web console has its own, the same). A limit is 409, like a conflict:
+/// it is the state of the owner's things, not a request rate, so 429 keeps
+/// meaning the rate limits.
+pub fn status(kind: &ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Invalid { .. } => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict | ErrorKind::LimitReached => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        ApiError(status(&e.kind), crate::wording::error_text(&e))
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -42,7 +64,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 }
 
 fn unavailable(e: openfactory_store::StoreError) -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, store_error(e))
+    Error::from(e).into()
 }
 
 #[derive(Deserialize)]
@@ -72,11 +94,8 @@ pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>) -> Router {
 
 async fn register(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
     let creds: Credentials = body(&bytes)?;
-    match auth::register(&app, &creds.email, &creds.password).await {
-        Ok(session) => Ok((StatusCode::CREATED, axum::Json(session)).into_response()),
-        Err(e) if e.contains("already exists") => Err(ApiError(StatusCode::CONFLICT, e)),
-        Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, e)),
-    }
+    let session = auth::register(&app, &creds.email, &creds.password).await?;
+    Ok((StatusCode::CREATED, axum::Json(session)).into_response())
 }
 
 async fn login(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
@@ -91,13 +110,13 @@ async fn login(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed sign-ins for this email; wait 15 minutes and try again".into(),
         )),
-        Err(SignInError::Other(e)) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(SignInError::Other(e)) => Err(e.into()),
     }
 }
 
 /// The signed-in account (`Authorization: Bearer <session token>`).
 fn account(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
-    auth::session_account(app, headers).map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e))
+    Ok(auth::session_account(app, headers)?)
 }
 
 async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
@@ -132,10 +151,7 @@ async fn claim(
         .store
         .claim(&from, &OwnerId::account(&id))
         .await
-        .map_err(|e| match e {
-            openfactory_store::StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
-            e => unavailable(e),
-        })?;
+        .map_err(unavailable)?;
     tracing::info!(account = %id, from = %from, ?claimed, "IP session claimed");
     Ok(axum::Json(json!({ "from": from, "claimed": claimed })).into_response())
 }
@@ -143,9 +159,7 @@ async fn claim(
 async fn create_key(State(app): State<Arc<App>>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let id = account(&app, &headers)?;
     let name: KeyName = body(&bytes)?;
-    let key = auth::create_key(&app, &id, &name.name)
-        .await
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let key = auth::create_key(&app, &id, &name.name).await?;
     Ok((StatusCode::CREATED, axum::Json(key)).into_response())
 }
 
@@ -161,11 +175,8 @@ async fn revoke_key(
     Path(key_id): Path<String>,
 ) -> ApiResult {
     let id = account(&app, &headers)?;
-    match auth::revoke_key(&app, &id, &key_id).await {
-        Ok(key) => Ok(axum::Json(key).into_response()),
-        Err(e) if e.contains("not found") => Err(ApiError(StatusCode::NOT_FOUND, e)),
-        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e)),
-    }
+    let key = auth::revoke_key(&app, &id, &key_id).await?;
+    Ok(axum::Json(key).into_response())
 }
 
 /// A refused key, as MCP clients expect it: 401, and the reason.

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod sse;
 pub mod tools;
 mod tools_tests;
+pub mod wording;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

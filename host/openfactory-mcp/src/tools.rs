@@ -26,6 +26,8 @@ use openfactory_service::recipes::{
 };
 use openfactory_service::vms::{self, ConsoleLink, SerialLog, VmAction, VmList, VmOut};
 
+use crate::wording::{Worded, args, tool_error};
+
 /// One MCP server instance. Legacy SSE and stdio sessions fix the owner when
 /// they start; Streamable HTTP resolves it from each request.
 #[derive(Clone)]
@@ -302,7 +304,9 @@ impl OpenFactoryServer {
     ) -> Result<Json<Categories>, String> {
         self.run("list_recipe_categories", async {
             Ok(Json(
-                recipes::categories(&self.app, Some(&self.caller(&ctx).await?)).await?,
+                recipes::categories(&self.app, Some(&self.caller(&ctx).await?))
+                    .await
+                    .map_err(tool_error)?,
             ))
         })
         .await
@@ -334,7 +338,8 @@ impl OpenFactoryServer {
                     category.as_deref(),
                     search.as_deref(),
                 )
-                .await?,
+                .await
+                .map_err(tool_error)?,
             ))
         })
         .await
@@ -356,9 +361,11 @@ impl OpenFactoryServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<RecipeDetails>, String> {
         self.run("get_recipe", async {
-            let id = text(args.recipe_id, "recipe_id")?;
+            let id = args::recipe_id(args.recipe_id, "recipe_id")?;
             Ok(Json(
-                recipes::get(&self.app, Some(&self.caller(&ctx).await?), &id).await?,
+                recipes::get(&self.app, Some(&self.caller(&ctx).await?), &id)
+                    .await
+                    .map_err(tool_error)?,
             ))
         })
         .await
@@ -381,7 +388,11 @@ impl OpenFactoryServer {
     ) -> Result<Json<Validation>, String> {
         self.run("validate_recipe", async {
             self.caller(&ctx).await?;
-            Ok(Json(recipes::validate(&self.app, args.recipe).await?))
+            Ok(Json(
+                recipes::validate(&self.app, args.recipe)
+                    .await
+                    .map_err(tool_error)?,
+            ))
         })
         .await
     }
@@ -403,7 +414,7 @@ impl OpenFactoryServer {
     ) -> Result<Json<Created>, String> {
         self.run("create_recipe_from_template", async {
             let owner = self.caller(&ctx).await?;
-            let template_id = text(args.template_id, "template_id")?;
+            let template_id = args::recipe_id(args.template_id, "template_id")?;
             let name = text(args.name, "name")?;
             Ok(Json(
                 recipes::create_from_template(
@@ -413,7 +424,8 @@ impl OpenFactoryServer {
                     &name,
                     args.modifications,
                 )
-                .await?,
+                .await
+                .map_err(tool_error)?,
             ))
         })
         .await
@@ -457,9 +469,11 @@ impl OpenFactoryServer {
     ) -> Result<Json<PlanOut>, String> {
         self.run("plan_recipe", async {
             let owner = self.caller(&ctx).await?;
-            let recipe_id = opt_text(args.recipe_id, "recipe_id")?;
+            let recipe_id = args::opt_recipe_id(args.recipe_id, "recipe_id")?;
             Ok(Json(
-                recipes::plan_recipe(&self.app, &owner, recipe_id, args.recipe).await?,
+                recipes::plan_recipe(&self.app, &owner, recipe_id, args.recipe)
+                    .await
+                    .map_err(tool_error)?,
             ))
         })
         .await
@@ -483,7 +497,10 @@ impl OpenFactoryServer {
         self.run("create_build", async {
             let owner = self.caller(&ctx).await?;
             Ok(Json(
-                builds::create(&self.app, &owner, args.recipe, None).await?,
+                builds::create(&self.app, &owner, args.recipe, None)
+                    .await
+                    .map_err(tool_error)?
+                    .worded(),
             ))
         })
         .await
@@ -508,7 +525,11 @@ impl OpenFactoryServer {
             let owner = self.caller(&ctx).await?;
             let status = opt_text(args.status_filter, "status_filter")?;
             let limit = opt_int(args.limit, "limit")?;
-            Ok(Json(builds::list(&self.app, &owner, status, limit).await?))
+            Ok(Json(
+                builds::list(&self.app, &owner, status.as_deref(), limit)
+                    .await
+                    .map_err(tool_error)?,
+            ))
         })
         .await
     }
@@ -530,8 +551,12 @@ impl OpenFactoryServer {
     ) -> Result<Json<BuildDetails>, String> {
         self.run("get_build", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.build_id, "build_id")?;
-            Ok(Json(builds::details(&self.app, &owner, &id).await?))
+            let id = args::build_id(args.build_id, "build_id")?;
+            Ok(Json(
+                builds::details(&self.app, &owner, &id)
+                    .await
+                    .map_err(tool_error)?,
+            ))
         })
         .await
     }
@@ -553,7 +578,7 @@ impl OpenFactoryServer {
     ) -> Result<Json<BuildStatusOut>, String> {
         self.run("get_build_status", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.build_id, "build_id")?;
+            let id = args::build_id(args.build_id, "build_id")?;
             let wait = match opt_int(args.wait_seconds, "wait_seconds")? {
                 None => 0,
                 Some(n) if (0..=builds::MAX_WAIT_SECONDS as i64).contains(&n) => n as u64,
@@ -566,7 +591,9 @@ impl OpenFactoryServer {
             };
             let token = ctx.meta.get_progress_token().filter(|_| wait > 0);
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
-            let mut record = builds::find(&self.app, &owner, &id).await?;
+            let mut record = builds::find(&self.app, &owner, &id)
+                .await
+                .map_err(tool_error)?;
             let mut reported: Option<(openfactory_store::BuildStatus, u8, String)> = None;
             loop {
                 let state = (record.status, record.progress, record.message.clone());
@@ -596,9 +623,11 @@ impl OpenFactoryServer {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                record = builds::find(&self.app, &owner, &id).await?;
+                record = builds::find(&self.app, &owner, &id)
+                    .await
+                    .map_err(tool_error)?;
             }
-            Ok(Json(builds::status_of(&self.app, &record)))
+            Ok(Json(builds::status_of(&self.app, &record).await.worded()))
         })
         .await
     }
@@ -620,8 +649,12 @@ impl OpenFactoryServer {
     ) -> Result<Json<DownloadLink>, String> {
         self.run("get_iso_download_url", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.build_id, "build_id")?;
-            Ok(Json(builds::download_link(&self.app, &owner, &id).await?))
+            let id = args::build_id(args.build_id, "build_id")?;
+            Ok(Json(
+                builds::download_link(&self.app, &owner, &id)
+                    .await
+                    .map_err(tool_error)?,
+            ))
         })
         .await
     }
@@ -643,8 +676,13 @@ impl OpenFactoryServer {
     ) -> Result<Json<BuildCreated>, String> {
         self.run("retry_build", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.build_id, "build_id")?;
-            Ok(Json(builds::retry(&self.app, &owner, &id).await?))
+            let id = args::build_id(args.build_id, "build_id")?;
+            Ok(Json(
+                builds::retry(&self.app, &owner, &id)
+                    .await
+                    .map_err(tool_error)?
+                    .worded(),
+            ))
         })
         .await
     }
@@ -666,8 +704,13 @@ impl OpenFactoryServer {
     ) -> Result<Json<CancelOut>, String> {
         self.run("cancel_build", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.build_id, "build_id")?;
-            Ok(Json(builds::cancel(&self.app, &owner, &id).await?))
+            let id = args::build_id(args.build_id, "build_id")?;
+            Ok(Json(
+                builds::cancel(&self.app, &owner, &id)
+                    .await
+                    .map_err(tool_error)?
+                    .worded(),
+            ))
         })
         .await
     }
@@ -689,8 +732,12 @@ impl OpenFactoryServer {
     ) -> Result<Json<BuildDeleted>, String> {
         self.run("delete_build", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.build_id, "build_id")?;
-            Ok(Json(builds::delete(&self.app, &owner, &id).await?))
+            let id = args::build_id(args.build_id, "build_id")?;
+            Ok(Json(
+                builds::delete(&self.app, &owner, &id)
+                    .await
+                    .map_err(tool_error)?,
+            ))
         })
         .await
     }
@@ -712,12 +759,14 @@ impl OpenFactoryServer {
     ) -> Result<Json<VmOut>, String> {
         self.run("create_vm", async {
             let owner = self.caller(&ctx).await?;
-            let build_id = text(args.build_id, "build_id")?;
-            let name = text(args.name, "name")?;
+            let build_id = args::build_id(args.build_id, "build_id")?;
+            let name = args::vm_name(args.name, "name")?;
             let memory = opt_int(args.memory_mb, "memory_mb")?;
             let vcpus = opt_int(args.vcpus, "vcpus")?;
             Ok(Json(
-                vms::create(&self.app, &owner, &build_id, &name, memory, vcpus).await?,
+                vms::create(&self.app, &owner, &build_id, &name, memory, vcpus)
+                    .await
+                    .map_err(tool_error)?,
             ))
         })
         .await
@@ -740,9 +789,11 @@ impl OpenFactoryServer {
     ) -> Result<Json<VmList>, String> {
         self.run("list_vms", async {
             let owner = self.caller(&ctx).await?;
-            let build_id = opt_text(args.build_id, "build_id")?;
+            let build_id = args::opt_build_id(args.build_id, "build_id")?;
             Ok(Json(
-                vms::list(&self.app, &owner, build_id.as_deref()).await?,
+                vms::list(&self.app, &owner, build_id.as_ref())
+                    .await
+                    .map_err(tool_error)?,
             ))
         })
         .await
@@ -765,8 +816,13 @@ impl OpenFactoryServer {
     ) -> Result<Json<VmAction>, String> {
         self.run("start_vm", async {
             let owner = self.caller(&ctx).await?;
-            let name = text(args.vm_name, "vm_name")?;
-            Ok(Json(vms::start(&self.app, &owner, &name).await?))
+            let name = args::vm_name(args.vm_name, "vm_name")?;
+            Ok(Json(
+                vms::start(&self.app, &owner, &name)
+                    .await
+                    .map_err(tool_error)?
+                    .worded(),
+            ))
         })
         .await
     }
@@ -788,9 +844,14 @@ impl OpenFactoryServer {
     ) -> Result<Json<VmAction>, String> {
         self.run("stop_vm", async {
             let owner = self.caller(&ctx).await?;
-            let name = text(args.vm_name, "vm_name")?;
+            let name = args::vm_name(args.vm_name, "vm_name")?;
             let force = opt_bool(args.force, "force")?.unwrap_or(false);
-            Ok(Json(vms::stop(&self.app, &owner, &name, force).await?))
+            Ok(Json(
+                vms::stop(&self.app, &owner, &name, force)
+                    .await
+                    .map_err(tool_error)?
+                    .worded(),
+            ))
         })
         .await
     }
@@ -812,8 +873,13 @@ impl OpenFactoryServer {
     ) -> Result<Json<VmAction>, String> {
         self.run("delete_vm", async {
             let owner = self.caller(&ctx).await?;
-            let name = text(args.vm_name, "vm_name")?;
-            Ok(Json(vms::delete(&self.app, &owner, &name).await?))
+            let name = args::vm_name(args.vm_name, "vm_name")?;
+            Ok(Json(
+                vms::delete(&self.app, &owner, &name)
+                    .await
+                    .map_err(tool_error)?
+                    .worded(),
+            ))
         })
         .await
     }
@@ -835,8 +901,12 @@ impl OpenFactoryServer {
     ) -> Result<Json<ConsoleLink>, String> {
         self.run("get_vm_console_url", async {
             let owner = self.caller(&ctx).await?;
-            let name = text(args.vm_name, "vm_name")?;
-            Ok(Json(vms::console_url(&self.app, &owner, &name).await?))
+            let name = args::vm_name(args.vm_name, "vm_name")?;
+            Ok(Json(
+                vms::console_url(&self.app, &owner, &name)
+                    .await
+                    .map_err(tool_error)?,
+            ))
         })
         .await
     }
@@ -858,9 +928,13 @@ impl OpenFactoryServer {
     ) -> Result<Json<SerialLog>, String> {
         self.run("get_vm_serial_log", async {
             let owner = self.caller(&ctx).await?;
-            let name = text(args.vm_name, "vm_name")?;
+            let name = args::vm_name(args.vm_name, "vm_name")?;
             let tail = opt_int(args.tail_lines, "tail_lines")?;
-            Ok(Json(vms::serial_log(&self.app, &owner, &name, tail).await?))
+            Ok(Json(
+                vms::serial_log(&self.app, &owner, &name, tail)
+                    .await
+                    .map_err(tool_error)?,
+            ))
         })
         .await
     }
@@ -882,9 +956,13 @@ impl OpenFactoryServer {
     ) -> Result<Json<BuildLog>, String> {
         self.run("get_build_log", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.build_id, "build_id")?;
+            let id = args::build_id(args.build_id, "build_id")?;
             let tail = opt_int(args.tail_lines, "tail_lines")?;
-            Ok(Json(builds::log(&self.app, &owner, &id, tail).await?))
+            Ok(Json(
+                builds::log(&self.app, &owner, &id, tail)
+                    .await
+                    .map_err(tool_error)?,
+            ))
         })
         .await
     }
@@ -939,9 +1017,11 @@ impl ServerHandler for OpenFactoryServer {
             )));
         };
         let owner = self.caller(&ctx).await.map_err(not_found)?;
-        let log = builds::log(&self.app, &owner, id, Some(5000))
+        let id = openfactory_service::BuildId::parse("build_id", id)
+            .map_err(|e| not_found(tool_error(e)))?;
+        let log = builds::log(&self.app, &owner, &id, Some(5000))
             .await
-            .map_err(not_found)?;
+            .map_err(|e| not_found(tool_error(e)))?;
         let mut text = log.lines.join("\n");
         text.push('\n');
         Ok(

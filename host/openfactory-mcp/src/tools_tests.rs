@@ -9,9 +9,11 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::tools::{OpenFactoryServer, opt_int, opt_text, text};
+use crate::tools::{OpenFactoryServer, opt_int, opt_text};
 use openfactory_service::builds::MAX_WAIT_SECONDS;
 use openfactory_service::test_runs::{self, RunCreated, RunList, RunStopped, TestResults};
+
+use crate::wording::{Worded, args, tool_error};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct RunTestsArgs {
@@ -98,7 +100,7 @@ impl OpenFactoryServer {
     ) -> Result<Json<RunCreated>, String> {
         self.run("run_tests", async {
             let owner = self.caller(&ctx).await?;
-            let build_id = text(args.build_id, "build_id")?;
+            let build_id = args::build_id(args.build_id, "build_id")?;
             let run = test_runs::RunArgs {
                 tests: array(args.tests, "tests")?,
                 memory_mb: opt_int(args.memory_mb, "memory_mb")?,
@@ -106,7 +108,10 @@ impl OpenFactoryServer {
                 timeout_seconds: opt_int(args.timeout_seconds, "timeout_seconds")?,
             };
             Ok(Json(
-                test_runs::create(&self.app, &owner, &build_id, run).await?,
+                test_runs::create(&self.app, &owner, &build_id, run)
+                    .await
+                    .map_err(tool_error)?
+                    .worded(),
             ))
         })
         .await
@@ -129,7 +134,7 @@ impl OpenFactoryServer {
     ) -> Result<Json<TestResults>, String> {
         self.run("get_test_results", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.run_id, "run_id")?;
+            let id = args::run_id(args.run_id, "run_id")?;
             let junit = match opt_text(args.format, "format")?.as_deref() {
                 None | Some("json") => false,
                 Some("junit") => true,
@@ -151,7 +156,9 @@ impl OpenFactoryServer {
             };
             let token = ctx.meta.get_progress_token().filter(|_| wait > 0);
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
-            let mut run = test_runs::find(&self.app, &owner, &id).await?;
+            let mut run = test_runs::find(&self.app, &owner, &id)
+                .await
+                .map_err(tool_error)?;
             let mut reported: Option<(u8, String)> = None;
             loop {
                 let state = (run.progress, run.message.clone());
@@ -178,7 +185,9 @@ impl OpenFactoryServer {
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                run = test_runs::find(&self.app, &owner, &id).await?;
+                run = test_runs::find(&self.app, &owner, &id)
+                    .await
+                    .map_err(tool_error)?;
             }
             Ok(Json(test_runs::results(&run, junit)))
         })
@@ -202,10 +211,12 @@ impl OpenFactoryServer {
     ) -> Result<Json<RunList>, String> {
         self.run("list_test_runs", async {
             let owner = self.caller(&ctx).await?;
-            let build_id = opt_text(args.build_id, "build_id")?;
+            let build_id = args::opt_build_id(args.build_id, "build_id")?;
             let limit = opt_int(args.limit, "limit")?;
             Ok(Json(
-                test_runs::list(&self.app, &owner, build_id.as_deref(), limit).await?,
+                test_runs::list(&self.app, &owner, build_id.as_ref(), limit)
+                    .await
+                    .map_err(tool_error)?,
             ))
         })
         .await
@@ -228,8 +239,13 @@ impl OpenFactoryServer {
     ) -> Result<Json<RunStopped>, String> {
         self.run("stop_test_run", async {
             let owner = self.caller(&ctx).await?;
-            let id = text(args.run_id, "run_id")?;
-            Ok(Json(test_runs::stop(&self.app, &owner, &id).await?))
+            let id = args::run_id(args.run_id, "run_id")?;
+            Ok(Json(
+                test_runs::stop(&self.app, &owner, &id)
+                    .await
+                    .map_err(tool_error)?
+                    .worded(),
+            ))
         })
         .await
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use openfactory_core::catalog::Catalog;
 use openfactory_plugin_host::PluginHost;
-use openfactory_store::{Store, StoreError};
+use openfactory_store::Store;
 
 use crate::builds::BuildSettings;
 use crate::metrics::Metrics;
@@ -42,17 +42,5 @@ impl App {
             tests,
             auth: crate::auth::Auth::default(),
         })
-    }
-}
-
-/// A store failure as a tool error: a conflict says what conflicted; anything
-/// else is logged and reported without internals.
-pub fn store_error(e: StoreError) -> String {
-    match e {
-        StoreError::Conflict(message) => message,
-        e => {
-            tracing::error!(error = %e, "store failure");
-            "the server could not read or write its database; try again later".into()
-        }
     }
 }

@@ -21,7 +21,9 @@ use openfactory_store::{KeyLookup, OwnerId};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, store_error};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::next::Action;
 
 pub const KEY_PREFIX: &str = "of_mcp_";
 /// Characters of a key kept to tell keys apart.
@@ -133,7 +135,10 @@ pub fn new_id() -> String {
 
 /// The caller's key, if the request carries one. `Ok(None)`: no
 /// Authorization header (an IP session).
-pub async fn key_caller(app: &App, headers: &HeaderMap) -> Result<Option<KeyCaller>, KeyError> {
+pub async fn key_caller(
+    app: &App,
+    headers: &HeaderMap,
+) -> std::result::Result<Option<KeyCaller>, KeyError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -161,7 +166,7 @@ pub async fn key_caller(app: &App, headers: &HeaderMap) -> Result<Option<KeyCall
     }
 }
 
-pub fn check_email(email: &str) -> Result<String, String> {
+pub fn check_email(email: &str) -> Result<String> {
     let email = email.trim().to_ascii_lowercase();
     let ok = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -174,15 +179,21 @@ pub fn check_email(email: &str) -> Result<String, String> {
     if ok {
         Ok(email)
     } else {
-        Err("email: give an address like ada@example.org (at most 254 characters)".into())
+        Err(Error::invalid(
+            "email",
+            "email: give an address like ada@example.org (at most 254 characters)",
+        ))
     }
 }
 
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String> {
     let n = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
-        return Err(format!(
-            "password: use {MIN_PASSWORD} to {MAX_PASSWORD} characters (a passphrase of a few words works well)"
+        return Err(Error::invalid(
+            "password",
+            format!(
+                "password: use {MIN_PASSWORD} to {MAX_PASSWORD} characters (a passphrase of a few words works well)"
+            ),
         ));
     }
     let mut salt = [0u8; 16];
@@ -191,7 +202,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| format!("the password could not be hashed: {e}"))
+        .map_err(|e| Error::internal(format!("the password could not be hashed: {e}")))
 }
 
 fn password_matches(password: &str, hash: &str) -> bool {
@@ -220,27 +231,33 @@ pub fn session_token(app: &App, account_id: &str) -> (String, i64) {
 }
 
 /// The account a session token (`Authorization: Bearer …`) was made for.
-pub fn session_account(app: &App, headers: &HeaderMap) -> Result<String, String> {
+pub fn session_account(app: &App, headers: &HeaderMap) -> Result<String> {
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or("sign in first: send Authorization: Bearer <token from /api/auth/login>")?;
+        .ok_or_else(|| {
+            Error::unauthorized(
+                "sign in first: send Authorization: Bearer <token from /api/auth/login>",
+            )
+        })?;
     if token.starts_with(KEY_PREFIX) {
-        return Err("this needs a session token from /api/auth/login, not an MCP API key".into());
+        return Err(Error::unauthorized(
+            "this needs a session token from /api/auth/login, not an MCP API key",
+        ));
     }
+    let invalid = || Error::unauthorized("the session token is not valid; sign in again");
     let owner = app
         .builds
         .links
         .verify("session", "", token, crate::links::unix_now())
         .map_err(|e| match e {
-            crate::links::LinkError::Expired => "the session has expired; sign in again".to_owned(),
-            _ => "the session token is not valid; sign in again".to_owned(),
+            crate::links::LinkError::Expired => {
+                Error::unauthorized("the session has expired; sign in again")
+            }
+            _ => invalid(),
         })?;
-    owner
-        .account_id()
-        .map(str::to_owned)
-        .ok_or_else(|| "the session token is not valid; sign in again".into())
+    owner.account_id().map(str::to_owned).ok_or_else(invalid)
 }
 
 /// What registration and sign-in answer.
@@ -262,34 +279,38 @@ fn session(app: &App, account: openfactory_store::Account) -> Session {
     }
 }
 
-pub async fn register(app: &App, email: &str, password: &str) -> Result<Session, String> {
+pub async fn register(app: &App, email: &str, password: &str) -> Result<Session> {
     let email = check_email(email);
     let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| e.to_string())?;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await?;
     let (email, hash) = match (email, hash) {
         (Ok(e), Ok(h)) => (e, h),
         (e, h) => {
-            let errors: Vec<String> = [e.err(), h.err()].into_iter().flatten().collect();
-            return Err(errors.join("; "));
+            let errors: Vec<Error> = [e.err(), h.err()].into_iter().flatten().collect();
+            let message = errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let first = errors.into_iter().next().expect("one failed");
+            return Err(Error { message, ..first });
         }
     };
-    let account = app
-        .store
-        .create_account(&new_id(), &email, &hash)
-        .await
-        .map_err(store_error)?;
+    let account = app.store.create_account(&new_id(), &email, &hash).await?;
     Ok(session(app, account))
 }
 
 pub enum SignInError {
     Wrong,
     Throttled,
-    Other(String),
+    Other(Error),
 }
 
-pub async fn login(app: &App, email: &str, password: &str) -> Result<Session, SignInError> {
+pub async fn login(
+    app: &App,
+    email: &str,
+    password: &str,
+) -> std::result::Result<Session, SignInError> {
     let email = email.trim().to_ascii_lowercase();
     if app.auth.throttled(&email) {
         return Err(SignInError::Throttled);
@@ -298,7 +319,7 @@ pub async fn login(app: &App, email: &str, password: &str) -> Result<Session, Si
         .store
         .account_by_email(&email)
         .await
-        .map_err(|e| SignInError::Other(store_error(e)))?;
+        .map_err(|e| SignInError::Other(e.into()))?;
     let hash = account
         .as_ref()
         .map_or_else(|| dummy_hash().to_owned(), |a| a.password_hash.clone());
@@ -329,22 +350,24 @@ pub struct CreatedKey {
     pub created_at: String,
 }
 
-pub fn check_key_name(name: &str) -> Result<String, String> {
+pub fn check_key_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err("name: give 1 to 64 characters of plain text, e.g. \"Claude Desktop\"".into());
+        return Err(Error::invalid(
+            "name",
+            "name: give 1 to 64 characters of plain text, e.g. \"Claude Desktop\"",
+        ));
     }
     Ok(name.to_owned())
 }
 
-pub async fn create_key(app: &App, account_id: &str, name: &str) -> Result<CreatedKey, String> {
+pub async fn create_key(app: &App, account_id: &str, name: &str) -> Result<CreatedKey> {
     let name = check_key_name(name)?;
     let (key, prefix, hash) = new_key();
     let stored = app
         .store
         .create_key(account_id, &new_id(), &name, &prefix, &hash)
-        .await
-        .map_err(store_error)?;
+        .await?;
     Ok(CreatedKey {
         key_id: stored.key_id,
         name: stored.name,
@@ -359,17 +382,17 @@ pub async fn revoke_key(
     app: &App,
     account_id: &str,
     key_id: &str,
-) -> Result<openfactory_store::McpKey, String> {
+) -> Result<openfactory_store::McpKey> {
     let revoked = app
         .store
         .revoke_key(account_id, key_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| {
-            format!(
-                "key `{}` not found; GET /api/mcp-keys lists yours",
+            Error::not_found(format!(
+                "key `{}` not found",
                 openfactory_core::rules::truncate(key_id, 40)
-            )
+            ))
+            .see(Action::ListKeys)
         })?;
     app.auth.disconnect(key_id);
     tracing::info!(key = %key_id, "API key revoked; its connections closed");
@@ -395,7 +418,8 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"));
         assert!(password_matches("correct horse battery", &hash));
         assert!(!password_matches("wrong horse battery", &hash));
-        assert!(hash_password("short").unwrap_err().contains("10 to 1024"));
+        let e = hash_password("short").unwrap_err();
+        assert!(e.message.contains("10 to 1024") && e.field() == Some("password"));
     }
 
     #[test]

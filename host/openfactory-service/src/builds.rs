@@ -2,9 +2,11 @@
 //! download link. Every lookup goes through the owner-scoped store, so one
 //! caller never sees another's builds (not even that they exist).
 
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use openfactory_build::pipeline::{ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE};
+use openfactory_build::progress::Stage;
 use openfactory_core::plan::{self, Plan};
 use openfactory_core::rules;
 use openfactory_store::{BuildRecord, BuildStatus, CancelOutcome, NewBuild, OwnerId};
@@ -12,8 +14,11 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::{App, store_error};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::ids::{BuildId, RecipeId};
 use crate::links::{LINK_LIFETIME_SECONDS, LinkSigner, rfc3339, unix_now};
+use crate::next::{Action, Next};
 use crate::recipes;
 
 /// What the build tools need besides the store.
@@ -37,19 +42,20 @@ impl BuildSettings {
     }
 }
 
-/// Longest `get_build_status` wait: under the 60 s many clients allow a call.
+/// Longest wait for a build's progress: under the 60 s many clients allow a call.
 pub const MAX_WAIT_SECONDS: u64 = 50;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct BuildCreated {
     pub build_id: String,
-    pub status: String,
+    pub status: BuildStatus,
     pub recipe_id: String,
     pub recipe_name: String,
     pub features: Vec<String>,
     /// Recipe warnings (the build goes ahead with them).
     pub warnings: Vec<openfactory_core::Diagnostic>,
-    pub message: String,
+    /// What to do next.
+    pub message: Next,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -58,8 +64,8 @@ pub struct BuildSummary {
     pub recipe_name: String,
     pub recipe_id: String,
     pub features: Vec<String>,
-    pub status: String,
-    pub stage: Option<String>,
+    pub status: BuildStatus,
+    pub stage: Option<Stage>,
     pub progress: u8,
     pub created_at: String,
     pub finished_at: Option<String>,
@@ -75,9 +81,9 @@ pub struct BuildList {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct BuildStatusOut {
     pub build_id: String,
-    pub status: String,
+    pub status: BuildStatus,
     /// bootstrap, apply, image or finish.
-    pub stage: Option<String>,
+    pub stage: Option<Stage>,
     /// Overall percentage.
     pub progress: u8,
     /// What the build is doing now, e.g. `step 12/31: docker: install docker.io`.
@@ -88,14 +94,15 @@ pub struct BuildStatusOut {
     pub failed_step: Option<String>,
     /// The last lines of the build log.
     pub log_tail: Vec<String>,
-    pub next: String,
+    /// What to do next, for this status.
+    pub next: Next,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct BuildDetails {
     pub build_id: String,
-    pub status: String,
-    pub stage: Option<String>,
+    pub status: BuildStatus,
+    pub stage: Option<Stage>,
     pub progress: u8,
     pub message: String,
     pub error: Option<String>,
@@ -135,49 +142,40 @@ pub struct DownloadLink {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct CancelOut {
     pub build_id: String,
-    pub status: String,
-    pub message: String,
+    pub status: BuildStatus,
+    pub message: Next,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct BuildLog {
     pub build_id: String,
-    pub status: String,
+    pub status: BuildStatus,
     /// Lines returned (the last `tail_lines` of the log).
     pub lines: Vec<String>,
-    pub total_lines: usize,
+    /// The log's line count when the read reached its start (only the end of
+    /// a long log is read, at most a few MiB): `null` for such a log.
+    pub total_lines: Option<usize>,
+    /// Whether the log has lines before `lines`.
     pub truncated: bool,
+    /// The whole log's size.
+    pub size_bytes: u64,
 }
 
-/// Build ids are 12 lowercase hex digits.
-pub fn new_build_id() -> String {
-    let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).expect("the OS has randomness");
-    hex::encode(bytes)
+fn not_found(id: &BuildId) -> Error {
+    Error::not_found(format!("build `{id}` not found")).see(Action::ListBuilds)
 }
 
-fn check_build_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(format!(
-            "build_id `{}` is not a build id; list_builds shows yours (12 hex digits, e.g. 3f9c2a1d4e5b)",
-            rules::truncate(id, 40).escape_debug()
-        ));
-    }
-    Ok(())
-}
-
-fn not_found(id: &str) -> String {
-    format!("build `{id}` not found; list_builds shows your builds")
+/// A value that should always serialise; if not, a logged internal error.
+fn internal(what: &str, e: impl std::fmt::Display) -> Error {
+    tracing::error!(error = %e, "{what}");
+    Error::internal(format!("{what}: {e}"))
 }
 
 /// One of the caller's builds, or "not found" (also for other owners' builds).
-pub async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<BuildRecord, String> {
-    check_build_id(id)?;
+pub async fn find(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildRecord> {
     app.store
-        .build(owner, id)
-        .await
-        .map_err(store_error)?
+        .build(owner, id.as_str())
+        .await?
         .ok_or_else(|| not_found(id))
 }
 
@@ -187,95 +185,115 @@ pub async fn create(
     app: &App,
     owner: &OwnerId,
     recipe: Value,
-    retry_of: Option<&str>,
-) -> Result<BuildCreated, String> {
+    retry_of: Option<&BuildId>,
+) -> Result<BuildCreated> {
     let value = match recipe {
         Value::String(id) => {
-            let details = recipes::find(app, owner, &id)
-                .await
-                .map_err(|e| format!("recipe: {e} (or pass a full recipe object)"))?;
-            serde_json::to_value(details.recipe).map_err(|e| e.to_string())?
+            let suffix = |e: Error| {
+                let e = e.prefixed("recipe: ");
+                Error {
+                    message: format!("{} (or pass a full recipe object)", e.message),
+                    ..e
+                }
+            };
+            let id = RecipeId::parse("recipe", &id).map_err(suffix)?;
+            let details = recipes::find(app, owner, &id).await.map_err(suffix)?;
+            serde_json::to_value(details.recipe)
+                .map_err(|e| internal("recipe unserialisable", e))?
         }
         Value::Object(_) => recipe,
         other => {
-            return Err(format!(
-                "recipe: expected a recipe object or a recipe id string, got {}",
-                rules::json_kind(&other)
+            return Err(Error::invalid(
+                "recipe",
+                format!(
+                    "recipe: expected a recipe object or a recipe id string, got {}",
+                    rules::json_kind(&other)
+                ),
             ));
         }
     };
-    let active = app.store.active_builds(owner).await.map_err(store_error)?;
+    let active = app.store.active_builds(owner).await?;
     let limit = app.builds.max_active_per_owner;
     if active >= limit {
-        return Err(format!(
-            "you already have {active} builds queued or running (the limit is {limit}); wait for one to finish, or stop one with cancel_build"
-        ));
+        return Err(Error::limit_reached(format!(
+            "you already have {active} builds queued or running (the limit is {limit}); wait for one to finish, or stop one"
+        ))
+        .see(Action::CancelBuild));
     }
     let quota = app.builds.max_disk_bytes_per_owner;
     if quota > 0 {
-        let used = app
-            .store
-            .owner_disk_bytes(owner)
-            .await
-            .map_err(store_error)?;
+        let used = app.store.owner_disk_bytes(owner).await?;
         if used >= quota {
-            return Err(format!(
-                "disk quota: your builds keep {} of your {} on this server; delete builds you no longer need with delete_build (list_builds shows them with their sizes), then build again",
+            return Err(Error::limit_reached(format!(
+                "disk quota: your builds keep {} of your {} on this server; to build again, delete builds you no longer need",
                 openfactory_build::cache::human_bytes(used),
                 openfactory_build::cache::human_bytes(quota)
-            ));
+            ))
+            .see(Action::DeleteBuild));
         }
     }
-    let recipe_json = serde_json::to_string(&value).map_err(|e| e.to_string())?;
+    let recipe_json =
+        serde_json::to_string(&value).map_err(|e| internal("recipe unserialisable", e))?;
     let outcome = recipes::run_planner(app, move |set| plan::plan_value(value, set, true)).await?;
     let (errors, warnings) = recipes::split(outcome.diagnostics);
     let Some(plan) = outcome.plan.filter(|_| errors.is_empty()) else {
-        return Err(format!(
-            "the recipe is invalid; nothing was built. Fix every error and call create_build again:\n{}",
-            recipes::render(&errors)
+        return Err(Error::invalid(
+            "recipe",
+            format!(
+                "the recipe is invalid; nothing was built. Fix every error and build again:\n{}",
+                recipes::render(&errors)
+            ),
         ));
     };
-    let id = new_build_id();
+    let id = BuildId::generate();
     let features: Vec<String> = plan.features.iter().map(|f| f.name.clone()).collect();
-    let plan_json = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
+    let plan_json = serde_json::to_string(&plan).map_err(|e| internal("plan unserialisable", e))?;
     let record = app
         .store
         .create_build(
             owner,
             &NewBuild {
-                id: &id,
+                id: id.as_str(),
                 recipe_id: plan.recipe_id.as_str(),
                 recipe_name: &plan.recipe_name,
                 recipe_json: &recipe_json,
                 plan_json: &plan_json,
                 features: &features,
-                retry_of,
+                retry_of: retry_of.map(BuildId::as_str),
             },
         )
-        .await
-        .map_err(store_error)?;
+        .await?;
     app.builds.wake.notify_one();
     Ok(BuildCreated {
         build_id: record.id,
-        status: record.status.to_string(),
+        status: record.status,
         recipe_id: record.recipe_id,
         recipe_name: record.recipe_name,
         features,
         warnings,
-        message: "The build is queued. Follow it with get_build_status (pass wait_seconds to wait for progress); \
-                  when it is completed, get_iso_download_url gives the ISO."
-            .into(),
+        message: Next::new(
+            "The build is queued",
+            [
+                Action::GetBuildStatus { wait: true },
+                Action::GetIsoDownloadUrl,
+            ],
+        ),
     })
+}
+
+/// A stage as stored (`None` for a name this version does not know).
+fn stage(stored: Option<&str>) -> Option<Stage> {
+    stored.and_then(|s| s.parse().ok())
 }
 
 fn summary(b: BuildRecord) -> BuildSummary {
     BuildSummary {
+        stage: stage(b.stage.as_deref()),
         build_id: b.id,
         recipe_name: b.recipe_name,
         recipe_id: b.recipe_id,
         features: b.features,
-        status: b.status.to_string(),
-        stage: b.stage,
+        status: b.status,
         progress: b.progress,
         created_at: b.created_at,
         finished_at: b.finished_at,
@@ -283,32 +301,33 @@ fn summary(b: BuildRecord) -> BuildSummary {
     }
 }
 
+/// The caller's builds, newest first; `status` as given in `status_filter`.
 pub async fn list(
     app: &App,
     owner: &OwnerId,
-    status: Option<String>,
+    status: Option<&str>,
     limit: Option<i64>,
-) -> Result<BuildList, String> {
+) -> Result<BuildList> {
     let status = status
         .map(|s| {
             s.parse::<BuildStatus>()
-                .map_err(|e| format!("status_filter: {e}"))
+                .map_err(|e| Error::invalid("status_filter", format!("status_filter: {e}")))
         })
         .transpose()?;
     let limit = match limit {
         None => 20,
         Some(n) if (1..=100).contains(&n) => n as u32,
         Some(n) => {
-            return Err(format!(
-                "limit: {n} is out of range; use 1 to 100 (default 20)"
+            return Err(Error::invalid(
+                "limit",
+                format!("limit: {n} is out of range; use 1 to 100 (default 20)"),
             ));
         }
     };
     let builds: Vec<BuildSummary> = app
         .store
         .builds(owner, status, limit)
-        .await
-        .map_err(store_error)?
+        .await?
         .into_iter()
         .map(summary)
         .collect();
@@ -324,67 +343,159 @@ fn elapsed(b: &BuildRecord) -> Option<u64> {
     Some((end - start).max(0) as u64)
 }
 
-/// The last `n` lines of a build's log (bounded read from the end).
-pub fn log_tail(app: &App, id: &str, n: usize) -> (Vec<String>, usize) {
-    let path = app.builds.build_dir(id).join(LOG_FILE);
-    let Ok(text) = std::fs::read(&path) else {
-        return (Vec::new(), 0);
-    };
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
-    let total = lines.len();
-    let tail = lines[total.saturating_sub(n)..]
-        .iter()
-        .map(|l| rules::truncate(l, 400))
-        .collect();
-    (tail, total)
+/// The end of a text file, read backwards in chunks.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// The last lines (each cut to 400 characters), oldest first.
+    pub lines: Vec<String>,
+    /// The file's line count, when the read reached its start.
+    pub total_lines: Option<usize>,
+    /// Whether the file has lines before `lines`.
+    pub truncated: bool,
+    /// The file's size.
+    pub size_bytes: u64,
+    /// How much was read to find them.
+    pub read_bytes: u64,
 }
 
-fn next_hint(b: &BuildRecord) -> String {
-    match b.status {
-        BuildStatus::Queued => "queued behind other builds; call get_build_status again (wait_seconds up to 50)".into(),
-        BuildStatus::Running => "running; call get_build_status again (wait_seconds up to 50) or get_build_log for the full log".into(),
-        BuildStatus::Completed => "completed; get_iso_download_url gives the ISO".into(),
-        BuildStatus::Failed => "failed; read `error` and the log tail, fix the recipe, or call retry_build".into(),
-        BuildStatus::Cancelled => "cancelled; retry_build starts it again".into(),
+/// Most a tail reads back from the end of a file, whatever `n` is.
+pub const MAX_TAIL_BYTES: u64 = 4 << 20;
+const TAIL_CHUNK: u64 = 64 << 10;
+
+/// The last `n` lines of the file at `path`: reads chunks backwards from its
+/// end until it has them, the file's start, or [`MAX_TAIL_BYTES`]. Lines as
+/// [`str::lines`] splits them; a missing file is empty. Blocking.
+pub fn tail_file(path: &Path, n: usize) -> std::io::Result<Tail> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tail::default()),
+        Err(e) => return Err(e),
+    };
+    let size = file.metadata()?.len();
+    let floor = size.saturating_sub(MAX_TAIL_BYTES);
+    let mut start = size;
+    let mut buf: Vec<u8> = Vec::new();
+    // Newlines that end a line before the last one: n + 1 of them mean the
+    // buffer holds n whole lines after the first (maybe partial) one.
+    let mut newlines = 0usize;
+    while start > floor && newlines <= n {
+        let from = start.saturating_sub(TAIL_CHUNK).max(floor);
+        let mut chunk = vec![0u8; (start - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut chunk)?;
+        let last = if start == size {
+            chunk.len().saturating_sub(1)
+        } else {
+            chunk.len()
+        };
+        newlines += chunk[..last].iter().filter(|&&b| b == b'\n').count();
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        start = from;
+    }
+    let mut segments: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+    if buf.last() == Some(&b'\n') || buf.is_empty() {
+        segments.pop();
+    }
+    let at_start = start == 0;
+    if !at_start && !segments.is_empty() {
+        // The first segment may begin mid-line.
+        segments.remove(0);
+    }
+    let skip = segments.len().saturating_sub(n);
+    let lines = segments[skip..]
+        .iter()
+        .map(|l| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            rules::truncate(&String::from_utf8_lossy(l), 400)
+        })
+        .collect();
+    Ok(Tail {
+        lines,
+        total_lines: at_start.then_some(segments.len()),
+        truncated: !at_start || skip > 0,
+        size_bytes: size,
+        read_bytes: size - start,
+    })
+}
+
+/// The last `n` lines of a build's log (a bounded read from its end, off the
+/// async runtime). An unreadable log is empty, and logged.
+pub async fn log_tail(app: &App, id: &str, n: usize) -> Tail {
+    let path = app.builds.build_dir(id).join(LOG_FILE);
+    let read = tokio::task::spawn_blocking(move || tail_file(&path, n)).await;
+    match read {
+        Ok(Ok(tail)) => tail,
+        Ok(Err(e)) => {
+            tracing::warn!(build = %id, error = %e, "could not read a build log");
+            Tail::default()
+        }
+        Err(e) => {
+            tracing::error!(build = %id, error = %e, "the log reader failed");
+            Tail::default()
+        }
     }
 }
 
-pub fn status_of(app: &App, b: &BuildRecord) -> BuildStatusOut {
-    let (log_tail, _) = log_tail(app, &b.id, 10);
+/// What to do with a build in `status`.
+pub fn next_for(status: BuildStatus) -> Next {
+    match status {
+        BuildStatus::Queued => Next::new(
+            "queued behind other builds",
+            [Action::GetBuildStatus { wait: true }],
+        ),
+        BuildStatus::Running => Next::new(
+            "running",
+            [Action::GetBuildStatus { wait: true }, Action::GetBuildLog],
+        ),
+        BuildStatus::Completed => Next::new("completed", [Action::GetIsoDownloadUrl]),
+        BuildStatus::Failed => Next::new(
+            "failed; read `error` and the log tail, fix the recipe",
+            [Action::RetryBuild],
+        ),
+        BuildStatus::Cancelled => Next::new("cancelled", [Action::RetryBuild]),
+    }
+}
+
+pub async fn status_of(app: &App, b: &BuildRecord) -> BuildStatusOut {
+    let tail = log_tail(app, &b.id, 10).await;
     BuildStatusOut {
         build_id: b.id.clone(),
-        status: b.status.to_string(),
-        stage: b.stage.clone(),
+        status: b.status,
+        stage: stage(b.stage.as_deref()),
         progress: b.progress,
         message: b.message.clone(),
         elapsed_seconds: elapsed(b),
         error: b.error.clone(),
         failed_step: b.failed_step.clone(),
-        log_tail,
-        next: next_hint(b),
+        log_tail: tail.lines,
+        next: next_for(b.status),
     }
 }
 
-pub async fn details(app: &App, owner: &OwnerId, id: &str) -> Result<BuildDetails, String> {
+pub async fn details(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDetails> {
     let b = find(app, owner, id).await?;
     let plan: Option<Plan> = serde_json::from_str(&b.plan_json).ok();
     let plan_summary = plan.as_ref().map(recipes::PlanSummary::of);
     let dir = app.builds.build_dir(&b.id);
-    let package_count = std::fs::read(dir.join(PACKAGES_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
-        .map(|p| p.len());
-    let artifacts = [ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE]
-        .into_iter()
-        .filter(|f| dir.join(f).exists())
-        .map(String::from)
-        .collect();
+    let (package_count, artifacts) = tokio::task::spawn_blocking(move || {
+        let package_count = std::fs::read(dir.join(PACKAGES_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
+            .map(|p| p.len());
+        let artifacts: Vec<String> = [ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE]
+            .into_iter()
+            .filter(|f| dir.join(f).exists())
+            .map(String::from)
+            .collect();
+        (package_count, artifacts)
+    })
+    .await?;
     Ok(BuildDetails {
         elapsed_seconds: elapsed(&b),
+        stage: stage(b.stage.as_deref()),
         build_id: b.id,
-        status: b.status.to_string(),
-        stage: b.stage,
+        status: b.status,
         progress: b.progress,
         message: b.message,
         error: b.error,
@@ -408,14 +519,13 @@ pub fn iso_filename(b: &BuildRecord) -> String {
     format!("{}-{}.iso", b.recipe_name, b.id)
 }
 
-pub async fn download_link(app: &App, owner: &OwnerId, id: &str) -> Result<DownloadLink, String> {
+pub async fn download_link(app: &App, owner: &OwnerId, id: &BuildId) -> Result<DownloadLink> {
     let b = find(app, owner, id).await?;
     if b.status != BuildStatus::Completed {
-        return Err(format!(
-            "build `{id}` is {}, not completed: only completed builds have an ISO. {}",
-            b.status,
-            next_hint(&b)
-        ));
+        return Err(Error::conflict(format!(
+            "build `{id}` is {}, not completed: only completed builds have an ISO",
+            b.status
+        )));
     }
     let sha256 = b.iso_sha256.clone().unwrap_or_default();
     let expires = unix_now() + LINK_LIFETIME_SECONDS;
@@ -449,18 +559,19 @@ pub async fn download_link(app: &App, owner: &OwnerId, id: &str) -> Result<Downl
     })
 }
 
-pub async fn retry(app: &App, owner: &OwnerId, id: &str) -> Result<BuildCreated, String> {
+pub async fn retry(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildCreated> {
     let b = find(app, owner, id).await?;
     if !matches!(b.status, BuildStatus::Failed | BuildStatus::Cancelled) {
-        return Err(format!(
-            "build `{id}` is {}; only failed or cancelled builds can be retried (create_build makes a new one)",
+        return Err(Error::conflict(format!(
+            "build `{id}` is {}; only failed or cancelled builds can be retried (a new build of its recipe starts afresh)",
             b.status
-        ));
+        )));
     }
-    let recipe: Value = serde_json::from_str(&b.recipe_json).map_err(|_| {
-        "the stored recipe of this build is unreadable; create a new build".to_owned()
+    let recipe: Value = serde_json::from_str(&b.recipe_json).map_err(|e| {
+        tracing::error!(build = %id, error = %e, "stored recipe unreadable");
+        Error::internal("the stored recipe of this build is unreadable; create a new build")
     })?;
-    create(app, owner, recipe, Some(&b.id)).await
+    create(app, owner, recipe, Some(id)).await
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -473,49 +584,46 @@ pub struct BuildDeleted {
 
 /// Delete a finished build: its files and its record. Refused while it runs,
 /// while a VM boots it, or while a test run uses it.
-pub async fn delete(app: &App, owner: &OwnerId, id: &str) -> Result<BuildDeleted, String> {
+pub async fn delete(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDeleted> {
     let b = find(app, owner, id).await?;
     if b.status.is_active() {
-        return Err(format!(
-            "build `{id}` is {}; stop it with cancel_build first",
-            b.status
-        ));
+        return Err(
+            Error::conflict(format!("build `{id}` is {}; stop it", b.status))
+                .see(Action::CancelBuild),
+        );
     }
-    let vms = app.store.vms(owner, Some(id)).await.map_err(store_error)?;
+    let vms = app.store.vms(owner, Some(id.as_str())).await?;
     if !vms.is_empty() {
         let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
-        return Err(format!(
-            "build `{id}` is booted by your VMs {}; delete them with delete_vm first",
+        return Err(Error::conflict(format!(
+            "build `{id}` is booted by your VMs {}; delete them",
             names.join(", ")
-        ));
+        ))
+        .see(Action::DeleteVm));
     }
-    let runs = app
-        .store
-        .test_runs(owner, Some(id), 100)
-        .await
-        .map_err(store_error)?;
+    let runs = app.store.test_runs(owner, Some(id.as_str()), 100).await?;
     if runs.iter().any(|r| r.status.is_active()) {
-        return Err(format!(
-            "a test run of build `{id}` is queued or running; stop it with stop_test_run first"
-        ));
+        return Err(Error::conflict(format!(
+            "a test run of build `{id}` is queued or running; stop it"
+        ))
+        .see(Action::StopTestRun));
     }
-    let dir = app.builds.build_dir(id);
-    let freed = dir_bytes(&dir);
-    if !app
-        .store
-        .delete_build(owner, id)
-        .await
-        .map_err(store_error)?
-    {
+    let dir = app.builds.build_dir(id.as_str());
+    let freed = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || dir_bytes(&dir)).await?
+    };
+    if !app.store.delete_build(owner, id.as_str()).await? {
         return Err(not_found(id));
     }
-    if let Err(e) = std::fs::remove_dir_all(&dir)
+    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await?;
+    if let Err(e) = removed
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::error!(build = %id, error = %e, "could not remove a deleted build's files");
     }
     Ok(BuildDeleted {
-        build_id: id.to_owned(),
+        build_id: id.to_string(),
         freed_bytes: freed,
         message: format!(
             "Deleted: its ISO and files are gone ({} freed); its test runs' results stay.",
@@ -524,7 +632,8 @@ pub async fn delete(app: &App, owner: &OwnerId, id: &str) -> Result<BuildDeleted
     })
 }
 
-fn dir_bytes(dir: &std::path::Path) -> u64 {
+/// The bytes of the files directly in `dir`. Blocking.
+fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -537,38 +646,42 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn cancel(app: &App, owner: &OwnerId, id: &str) -> Result<CancelOut, String> {
-    check_build_id(id)?;
-    let outcome = app
-        .store
-        .cancel_build(owner, id)
-        .await
-        .map_err(store_error)?;
+pub async fn cancel(app: &App, owner: &OwnerId, id: &BuildId) -> Result<CancelOut> {
+    let outcome = app.store.cancel_build(owner, id.as_str()).await?;
     let (status, message) = match outcome {
-        CancelOutcome::Cancelled => ("cancelled", "The build was queued and will not run.".to_owned()),
+        CancelOutcome::Cancelled => (
+            BuildStatus::Cancelled,
+            Next::say("The build was queued and will not run."),
+        ),
         CancelOutcome::Requested => (
-            "running",
-            "Cancellation requested: the running step is being stopped and the build's scratch space removed; get_build_status shows `cancelled` within seconds.".to_owned(),
+            BuildStatus::Running,
+            Next::new(
+                "Cancellation requested: the running step is being stopped and the build's scratch space removed; its status becomes `cancelled` within seconds",
+                [Action::GetBuildStatus { wait: false }],
+            ),
         ),
         CancelOutcome::AlreadyFinished(status) => {
-            return Err(format!("build `{id}` already finished ({status}); there is nothing to cancel"));
+            return Err(Error::conflict(format!(
+                "build `{id}` already finished ({status}); there is nothing to cancel"
+            )));
         }
         CancelOutcome::NotFound => return Err(not_found(id)),
     };
     Ok(CancelOut {
-        build_id: id.to_owned(),
-        status: status.into(),
+        build_id: id.to_string(),
+        status,
         message,
     })
 }
 
 /// A `tail_lines` argument: 1 to 5000, `default` when absent.
-pub(crate) fn tail_lines_arg(value: Option<i64>, default: usize) -> Result<usize, String> {
+pub(crate) fn tail_lines_arg(value: Option<i64>, default: usize) -> Result<usize> {
     match value {
         None => Ok(default),
         Some(n) if (1..=5000).contains(&n) => Ok(n as usize),
-        Some(n) => Err(format!(
-            "tail_lines: {n} is out of range; use 1 to 5000 (default {default})"
+        Some(n) => Err(Error::invalid(
+            "tail_lines",
+            format!("tail_lines: {n} is out of range; use 1 to 5000 (default {default})"),
         )),
     }
 }
@@ -576,17 +689,128 @@ pub(crate) fn tail_lines_arg(value: Option<i64>, default: usize) -> Result<usize
 pub async fn log(
     app: &App,
     owner: &OwnerId,
-    id: &str,
+    id: &BuildId,
     tail_lines: Option<i64>,
-) -> Result<BuildLog, String> {
+) -> Result<BuildLog> {
     let b = find(app, owner, id).await?;
     let n = tail_lines_arg(tail_lines, 200)?;
-    let (lines, total) = log_tail(app, &b.id, n);
+    let tail = log_tail(app, &b.id, n).await;
     Ok(BuildLog {
         build_id: b.id,
-        status: b.status.to_string(),
-        truncated: total > lines.len(),
-        total_lines: total,
-        lines,
+        status: b.status,
+        lines: tail.lines,
+        total_lines: tail.total_lines,
+        truncated: tail.truncated,
+        size_bytes: tail.size_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("log");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_short_log_is_read_whole_with_its_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, n, lines, total, truncated) in [
+            ("", 5, vec![], Some(0), false),
+            ("a\nb\nc\n", 5, vec!["a", "b", "c"], Some(3), false),
+            ("a\nb\nc", 2, vec!["b", "c"], Some(3), true),
+            ("a\r\nb\r\n", 1, vec!["b"], Some(2), true),
+            ("\n\nx\n", 3, vec!["", "", "x"], Some(3), false),
+        ] {
+            let tail = tail_file(&write(dir.path(), text), n).unwrap();
+            assert_eq!(tail.lines, lines, "{text:?}");
+            assert_eq!(tail.total_lines, total, "{text:?}");
+            assert_eq!(tail.total_lines, Some(text.lines().count()), "{text:?}");
+            assert_eq!(tail.truncated, truncated, "{text:?}");
+        }
+        assert_eq!(
+            tail_file(&dir.path().join("missing"), 3).unwrap(),
+            Tail::default()
+        );
+    }
+
+    #[test]
+    fn lines_across_chunk_boundaries_come_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = "é".repeat(150); // 300 bytes, not a divisor of the chunk
+        let text: String = (0..1000).map(|i| format!("{i} {line}\n")).collect();
+        let tail = tail_file(&write(dir.path(), &text), 500).unwrap();
+        let want: Vec<String> = text
+            .lines()
+            .skip(500)
+            .map(|l| rules::truncate(l, 400))
+            .collect();
+        assert_eq!(tail.lines, want);
+        assert!(tail.truncated);
+    }
+
+    #[test]
+    fn a_50_mb_log_gives_its_last_lines_without_being_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("build.log");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut i = 0u64;
+        let mut written = 0u64;
+        while written < 50 << 20 {
+            let line = format!("line {i:08} of the build log, padded to look like apt output\n");
+            out.write_all(line.as_bytes()).unwrap();
+            written += line.len() as u64;
+            i += 1;
+        }
+        out.flush().unwrap();
+        drop(out);
+
+        let tail = tail_file(&path, 200).unwrap();
+        assert_eq!(tail.lines.len(), 200);
+        assert_eq!(
+            tail.lines[0],
+            format!(
+                "line {:08} of the build log, padded to look like apt output",
+                i - 200
+            )
+        );
+        assert!(tail.lines[199].starts_with(&format!("line {:08} ", i - 1)));
+        assert!(tail.truncated);
+        assert_eq!(tail.total_lines, None, "only the end was read");
+        assert_eq!(tail.size_bytes, written);
+        assert!(
+            tail.read_bytes <= 2 * TAIL_CHUNK,
+            "read {} bytes",
+            tail.read_bytes
+        );
+
+        // Asking for more lines than fit the window still stops at the window.
+        let tail = tail_file(&path, 5000).unwrap();
+        assert_eq!(tail.lines.len(), 5000);
+        let tail = tail_file(&path, usize::MAX).unwrap();
+        assert!(
+            tail.read_bytes <= MAX_TAIL_BYTES,
+            "read {} bytes",
+            tail.read_bytes
+        );
+        assert!(tail.lines.len() < 100_000 && tail.truncated);
+    }
+
+    #[test]
+    fn next_steps_name_actions_not_tools() {
+        for status in BuildStatus::ALL {
+            let next = next_for(*status);
+            assert!(!next.actions.is_empty());
+            assert!(!next.sentence.contains('_'), "{}", next.sentence);
+        }
+        assert_eq!(
+            next_for(BuildStatus::Running).actions,
+            [Action::GetBuildStatus { wait: true }, Action::GetBuildLog]
+        );
+    }
 }

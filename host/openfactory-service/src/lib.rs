@@ -2,8 +2,11 @@
 //! arrives: the MCP tools (`openfactory-mcp`) and the web console
 //! (`openfactory-web`) are two front ends on these functions.
 //!
-//! Each operation takes the shared [`App`] and the calling owner, and returns
-//! a serialisable answer or a message that names the field and the fix. Every
+//! Each operation takes the shared [`App`], the calling owner and typed ids
+//! ([`ids`]), and returns a serialisable answer or an [`Error`]: its kind
+//! (what a front end maps to a status), a message that names the field and
+//! the fix, and the operation that helps ([`Action`]), which each front end
+//! words its own way: no message here names an MCP tool or a page. Every
 //! lookup of an owner's recipes, builds, VMs and test runs goes through the
 //! owner-scoped store, so another owner's things answer exactly like missing
 //! ones. Nothing here knows JSON-RPC, HTML or an HTTP framework.
@@ -11,12 +14,18 @@
 pub mod app;
 pub mod auth;
 pub mod builds;
+pub mod error;
+pub mod ids;
 pub mod links;
 pub mod metrics;
+pub mod next;
 pub mod owner;
 pub mod recipes;
 pub mod test_runs;
 pub mod vms;
 
-pub use app::{App, store_error};
+pub use app::App;
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{BuildId, RecipeId, RunId, VmName};
+pub use next::{Action, Next};
 pub use owner::OwnerPolicy;

@@ -42,9 +42,9 @@ pub struct LinkSigner {
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
-    #[error("the download link is malformed; ask get_iso_download_url for a new one")]
+    #[error("the download link is malformed; ask for a new download link")]
     Malformed,
-    #[error("the download link has expired; ask get_iso_download_url for a new one")]
+    #[error("the download link has expired; ask for a new download link")]
     Expired,
     #[error("the download link is not valid")]
     BadSignature,

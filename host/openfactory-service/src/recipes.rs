@@ -1,6 +1,5 @@
-//! What the recipe tools do, independent of MCP: each function takes the
-//! application state and the caller, and returns a serialisable answer or a
-//! message for a tool error. Every read and write of a caller's recipes goes
+//! What the recipe operations do: each function takes the application state
+//! and the caller, and returns a serialisable answer or an [`Error`]. Every read and write of a caller's recipes goes
 //! through the owner-scoped [`openfactory_store::Store`].
 
 use std::collections::BTreeMap;
@@ -15,7 +14,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::{App, store_error};
+use crate::app::App;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::RecipeId;
+use crate::next::Action;
 
 /// `template` for catalog templates, `custom` for the caller's own recipes.
 pub const TEMPLATE: &str = "template";
@@ -43,7 +45,7 @@ pub struct RecipeList {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RecipeSummary {
-    /// Use this with get_recipe, plan_recipe and create_recipe_from_template.
+    /// Use this to get, plan, build or copy the recipe.
     pub id: String,
     pub name: String,
     pub category: String,
@@ -114,7 +116,7 @@ pub struct PlanOut {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Created {
-    /// The new recipe's id (its name), usable with get_recipe and plan_recipe.
+    /// The new recipe's id (its name), usable to get, plan and build it.
     pub id: String,
     pub recipe_hash: String,
     pub recipe: Recipe,
@@ -140,7 +142,7 @@ pub struct FeatureOut {
     pub options_schema: Value,
 }
 
-/// Changes applied to a template by `create_recipe_from_template`.
+/// Changes applied to a template when a recipe is made from it.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Modifications {
@@ -188,11 +190,11 @@ fn summary(t: &Template, source: &str) -> RecipeSummary {
 
 /// The caller's recipes as templates, so one search serves both. Without a
 /// caller (a visitor to the web catalog), none.
-async fn custom(app: &App, owner: Option<&OwnerId>) -> Result<Vec<Template>, String> {
+async fn custom(app: &App, owner: Option<&OwnerId>) -> Result<Vec<Template>> {
     let Some(owner) = owner else {
         return Ok(Vec::new());
     };
-    let stored = app.store.recipes(owner).await.map_err(store_error)?;
+    let stored = app.store.recipes(owner).await?;
     Ok(stored
         .into_iter()
         .map(|s| Template {
@@ -204,7 +206,7 @@ async fn custom(app: &App, owner: Option<&OwnerId>) -> Result<Vec<Template>, Str
 }
 
 /// The catalog's categories, counting the caller's own recipes too (if any caller).
-pub async fn categories(app: &App, owner: Option<&OwnerId>) -> Result<Categories, String> {
+pub async fn categories(app: &App, owner: Option<&OwnerId>) -> Result<Categories> {
     let mine = custom(app, owner).await?;
     Ok(Categories {
         categories: app
@@ -229,7 +231,7 @@ pub async fn list(
     owner: Option<&OwnerId>,
     category: Option<&str>,
     search: Option<&str>,
-) -> Result<RecipeList, String> {
+) -> Result<RecipeList> {
     if let Some(c) = category
         && !app
             .catalog
@@ -243,11 +245,15 @@ pub async fn list(
             .iter()
             .map(|k| k.name.as_str())
             .collect();
-        return Err(format!(
-            "unknown category `{}`; categories: {} (list_recipe_categories describes them)",
-            rules::truncate(c, 64),
-            names.join(", ")
-        ));
+        return Err(Error::invalid(
+            "category",
+            format!(
+                "unknown category `{}`; categories: {}",
+                rules::truncate(c, 64),
+                names.join(", ")
+            ),
+        )
+        .see(Action::ListRecipeCategories));
     }
     let mine = custom(app, owner).await?;
     let mut recipes: Vec<RecipeSummary> = app
@@ -267,11 +273,12 @@ pub async fn list(
     })
 }
 
-fn not_found(id: &str) -> String {
-    format!(
-        "recipe `{}` not found; list_recipes shows the ids you can use",
-        rules::truncate(id, 80)
-    )
+fn not_found(id: &RecipeId) -> Error {
+    Error::not_found(format!(
+        "recipe `{}` not found",
+        rules::truncate(id.as_str(), 80)
+    ))
+    .see(Action::ListRecipes)
 }
 
 fn template_details(t: &Template) -> RecipeDetails {
@@ -286,11 +293,11 @@ fn template_details(t: &Template) -> RecipeDetails {
 }
 
 /// A template, or one of the caller's recipes.
-pub(crate) async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeDetails, String> {
-    if let Some(t) = app.catalog.template(id) {
+pub(crate) async fn find(app: &App, owner: &OwnerId, id: &RecipeId) -> Result<RecipeDetails> {
+    if let Some(t) = app.catalog.template(id.as_str()) {
         return Ok(template_details(t));
     }
-    match app.store.recipe(owner, id).await.map_err(store_error)? {
+    match app.store.recipe(owner, id.as_str()).await? {
         Some(s) => Ok(RecipeDetails {
             id: s.id,
             source: CUSTOM.into(),
@@ -305,12 +312,12 @@ pub(crate) async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<RecipeD
 
 /// A template or one of the caller's recipes, with its content-addressed id.
 /// Without a caller, templates only.
-pub async fn get(app: &App, owner: Option<&OwnerId>, id: &str) -> Result<RecipeDetails, String> {
+pub async fn get(app: &App, owner: Option<&OwnerId>, id: &RecipeId) -> Result<RecipeDetails> {
     let mut details = match owner {
         Some(owner) => find(app, owner, id).await?,
         None => app
             .catalog
-            .template(id)
+            .template(id.as_str())
             .map(template_details)
             .ok_or_else(|| not_found(id))?,
     };
@@ -326,18 +333,26 @@ pub async fn get(app: &App, owner: Option<&OwnerId>, id: &str) -> Result<RecipeD
 pub(crate) async fn run_planner(
     app: &App,
     f: impl FnOnce(&dyn FeatureSet) -> Outcome + Send + 'static,
-) -> Result<Outcome, String> {
+) -> Result<Outcome> {
     let plugins = app.plugins.clone();
     tokio::task::spawn_blocking(move || f(plugins.as_ref()))
         .await
-        .map_err(|e| format!("the planner failed unexpectedly: {e}"))
+        .map_err(|e| {
+            tracing::error!(error = %e, "the planner failed");
+            Error::internal(format!("the planner failed unexpectedly: {e}"))
+        })
+}
+
+fn unserialisable(e: serde_json::Error) -> Error {
+    tracing::error!(error = %e, "a recipe did not serialise");
+    Error::internal(format!("the recipe could not be serialised: {e}"))
 }
 
 pub(crate) fn split(d: Diagnostics) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     d.into_iter().partition(Diagnostic::is_error)
 }
 
-pub async fn validate(app: &App, recipe: Value) -> Result<Validation, String> {
+pub async fn validate(app: &App, recipe: Value) -> Result<Validation> {
     let outcome = run_planner(app, move |set| plan::plan_value(recipe, set, true)).await?;
     let plan_summary = outcome.plan.as_ref().map(PlanSummary::of);
     let (errors, warnings) = split(outcome.diagnostics);
@@ -354,16 +369,24 @@ pub async fn validate(app: &App, recipe: Value) -> Result<Validation, String> {
 pub async fn plan_recipe(
     app: &App,
     owner: &OwnerId,
-    recipe_id: Option<String>,
+    recipe_id: Option<RecipeId>,
     recipe: Option<Value>,
-) -> Result<PlanOut, String> {
+) -> Result<PlanOut> {
     let value = match (recipe_id, recipe) {
-        (Some(_), Some(_)) => return Err("give either `recipe_id` or `recipe`, not both".into()),
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "recipe_id",
+                "give either `recipe_id` or `recipe`, not both",
+            ));
+        }
         (None, None) => {
-            return Err("give `recipe_id` (from list_recipes) or a `recipe` object".into());
+            return Err(
+                Error::invalid("recipe_id", "give `recipe_id` or a `recipe` object")
+                    .see(Action::ListRecipes),
+            );
         }
         (Some(id), None) => {
-            serde_json::to_value(find(app, owner, &id).await?.recipe).map_err(|e| e.to_string())?
+            serde_json::to_value(find(app, owner, &id).await?.recipe).map_err(unserialisable)?
         }
         (None, Some(v)) => v,
     };
@@ -371,7 +394,7 @@ pub async fn plan_recipe(
 }
 
 /// The plan of a recipe object (every error, or the steps and checks).
-pub async fn plan_value(app: &App, recipe: Value) -> Result<PlanOut, String> {
+pub async fn plan_value(app: &App, recipe: Value) -> Result<PlanOut> {
     let outcome = run_planner(app, move |set| plan::plan_value(recipe, set, true)).await?;
     let (errors, warnings) = split(outcome.diagnostics);
     Ok(PlanOut {
@@ -413,55 +436,70 @@ pub(crate) fn render(diagnostics: &[Diagnostic]) -> String {
 pub async fn create_from_template(
     app: &App,
     owner: &OwnerId,
-    template_id: &str,
+    template_id: &RecipeId,
     name: &str,
     modifications: Option<Value>,
-) -> Result<Created, String> {
+) -> Result<Created> {
     // A template, or one of the caller's own recipes.
-    let Ok(base) = find(app, owner, template_id).await else {
-        let hint = openfactory_core::diagnostic::did_you_mean(
-            template_id,
-            app.catalog.templates.iter().map(|t| t.id.as_str()),
-        )
-        .map(|m| format!(" (did you mean `{m}`?)"))
-        .unwrap_or_default();
-        return Err(format!(
-            "template_id: recipe `{}` not found{hint}; list_recipes shows the templates and your own recipes",
-            rules::truncate(template_id, 80)
-        ));
+    let base = match find(app, owner, template_id).await {
+        Ok(base) => base,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            let hint = openfactory_core::diagnostic::did_you_mean(
+                template_id.as_str(),
+                app.catalog.templates.iter().map(|t| t.id.as_str()),
+            )
+            .map(|m| format!(" (did you mean `{m}`?)"))
+            .unwrap_or_default();
+            return Err(Error::not_found(format!(
+                "template_id: recipe `{}` not found{hint}",
+                rules::truncate(template_id.as_str(), 80)
+            ))
+            .see(Action::ListRecipes));
+        }
+        Err(e) => return Err(e),
     };
     if let Err(reason) = rules::slug(name) {
-        return Err(format!("name: `{}` {reason}", rules::truncate(name, 80)));
+        return Err(Error::invalid(
+            "name",
+            format!("name: `{}` {reason}", rules::truncate(name, 80)),
+        ));
     }
     if app.catalog.template(name).is_some() {
-        return Err(format!(
-            "name: `{name}` is a template id; choose another name for your recipe"
+        return Err(Error::invalid(
+            "name",
+            format!("name: `{name}` is a template id; choose another name for your recipe"),
         ));
     }
     let modifications: Modifications = match modifications {
         None | Some(Value::Null) => Modifications::default(),
         Some(v) => serde_json::from_value(v).map_err(|e| {
-            format!(
+            Error::invalid("modifications", format!(
                 "modifications: {e}. Accepted fields: description, base_image, hostname, timezone, add_packages, remove_packages, add_features, remove_features, add_services, remove_services, networking, security"
-            )
+            ))
         })?,
     };
 
     let mut problems = Vec::new();
     let recipe = apply(&base.recipe, name, modifications, &mut problems);
     if !problems.is_empty() {
-        return Err(format!(
-            "the modifications cannot be applied; nothing was saved:\n{}",
-            render(&problems)
+        return Err(Error::invalid(
+            "modifications",
+            format!(
+                "the modifications cannot be applied; nothing was saved:\n{}",
+                render(&problems)
+            ),
         ));
     }
-    let value = serde_json::to_value(&recipe).map_err(|e| e.to_string())?;
+    let value = serde_json::to_value(&recipe).map_err(unserialisable)?;
     let outcome = run_planner(app, move |set| plan::plan_value(value, set, true)).await?;
     let (errors, warnings) = split(outcome.diagnostics);
     if !errors.is_empty() {
-        return Err(format!(
-            "the resulting recipe is invalid; nothing was saved:\n{}",
-            render(&errors)
+        return Err(Error::invalid(
+            "modifications",
+            format!(
+                "the resulting recipe is invalid; nothing was saved:\n{}",
+                render(&errors)
+            ),
         ));
     }
     let hash = outcome.recipe_id.map(|i| i.to_string()).unwrap_or_default();
@@ -476,7 +514,10 @@ pub async fn create_from_template(
             &hash,
         )
         .await
-        .map_err(|e| format!("name: {}", store_error(e)))?;
+        .map_err(|e| match Error::from(e) {
+            e if e.kind == ErrorKind::Conflict => e.prefixed("name: "),
+            e => e,
+        })?;
     Ok(Created {
         id: stored.id,
         recipe_hash: hash,
@@ -543,7 +584,7 @@ fn apply(
         }
     }
     for (i, f) in m.add_features.into_iter().enumerate() {
-        let parsed: Result<FeatureRef, String> = match f {
+        let parsed: std::result::Result<FeatureRef, String> = match f {
             Value::String(name) => Ok(FeatureRef::new(&name)),
             other => serde_json::from_value(other).map_err(|e| e.to_string()),
         };

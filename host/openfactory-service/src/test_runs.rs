@@ -3,17 +3,19 @@
 
 use openfactory_core::Plan;
 use openfactory_core::plan::PlannedCheck;
-use openfactory_core::rules;
 use openfactory_store::{
     BuildStatus, NewTestRun, OwnerId, StopRequest, TestRunRecord, TestRunStatus,
 };
-use openfactory_testrun::{CheckResult, RunReport};
+use openfactory_testrun::{CheckResult, RunReport, Stage};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::{App, store_error};
+use crate::app::App;
 use crate::builds;
+use crate::error::{Error, Result};
+use crate::ids::{BuildId, RunId};
+use crate::next::{Action, Next};
 
 /// Bounds every owner's test runs live within.
 pub struct TestSettings {
@@ -27,17 +29,17 @@ pub struct TestSettings {
 
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 900;
 pub const MIN_TIMEOUT_SECONDS: u32 = 60;
-/// Serial console lines get_test_results shows.
+/// Serial console lines a run's results show.
 const SERIAL_TAIL: usize = 60;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RunCreated {
     pub run_id: String,
     pub build_id: String,
-    pub status: String,
+    pub status: TestRunStatus,
     /// The checks this run will run, in order.
     pub checks: Vec<String>,
-    pub message: String,
+    pub message: Next,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -45,9 +47,9 @@ pub struct TestResults {
     pub run_id: String,
     pub build_id: String,
     /// queued, running, passed, failed, error, stopped or timed_out.
-    pub status: String,
+    pub status: TestRunStatus,
     /// boot, checks, cleanup or done.
-    pub stage: Option<String>,
+    pub stage: Option<Stage>,
     /// 0–100.
     pub progress: u8,
     pub message: String,
@@ -74,7 +76,7 @@ pub struct TestResults {
 pub struct RunSummary {
     pub run_id: String,
     pub build_id: String,
-    pub status: String,
+    pub status: TestRunStatus,
     pub progress: u8,
     pub message: String,
     pub passed: Option<u32>,
@@ -92,31 +94,18 @@ pub struct RunList {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RunStopped {
     pub run_id: String,
-    pub status: String,
-    pub message: String,
+    pub status: TestRunStatus,
+    pub message: Next,
 }
 
-fn not_found(id: &str) -> String {
-    format!("test run `{id}` not found; list_test_runs shows yours")
+fn not_found(id: &RunId) -> Error {
+    Error::not_found(format!("test run `{id}` not found")).see(Action::ListTestRuns)
 }
 
-fn check_run_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(format!(
-            "run_id `{}` is not a test run id; list_test_runs shows yours (12 hex digits)",
-            rules::truncate(id, 40).escape_debug()
-        ));
-    }
-    Ok(())
-}
-
-pub async fn find(app: &App, owner: &OwnerId, id: &str) -> Result<TestRunRecord, String> {
-    check_run_id(id)?;
+pub async fn find(app: &App, owner: &OwnerId, id: &RunId) -> Result<TestRunRecord> {
     app.store
-        .test_run(owner, id)
-        .await
-        .map_err(store_error)?
+        .test_run(owner, id.as_str())
+        .await?
         .ok_or_else(|| not_found(id))
 }
 
@@ -127,11 +116,12 @@ fn bounded(
     max: u32,
     field: &str,
     unit: &str,
-) -> Result<u32, String> {
+) -> Result<u32> {
     match value.unwrap_or(i64::from(default)) {
         v if (i64::from(min)..=i64::from(max)).contains(&v) => Ok(v as u32),
-        v => Err(format!(
-            "{field}: {v} is out of range; use {min} to {max}{unit} (this server's limit)"
+        v => Err(Error::invalid(
+            field,
+            format!("{field}: {v} is out of range; use {min} to {max}{unit} (this server's limit)"),
         )),
     }
 }
@@ -146,11 +136,12 @@ pub struct RunArgs {
 pub async fn create(
     app: &App,
     owner: &OwnerId,
-    build_id: &str,
+    build_id: &BuildId,
     args: RunArgs,
-) -> Result<RunCreated, String> {
+) -> Result<RunCreated> {
     let limits = &app.tests;
     let mut errors = Vec::new();
+    let mut field = None;
     let memory = bounded(
         args.memory_mb,
         1024.min(app.vms.max_memory_mb),
@@ -170,59 +161,61 @@ pub async fn create(
     );
     for r in [&memory, &vcpus, &timeout] {
         if let Err(e) = r {
-            errors.push(e.clone());
+            field.get_or_insert_with(|| e.field().unwrap_or_default().to_owned());
+            errors.push(e.message.clone());
         }
     }
     let build = builds::find(app, owner, build_id).await?;
     if build.status != BuildStatus::Completed {
-        return Err(format!(
+        return Err(Error::conflict(format!(
             "build `{build_id}` is {}, not completed: tests boot a completed build's ISO",
             build.status
-        ));
+        )));
     }
     let plan: Plan = serde_json::from_str(&build.plan_json).map_err(|e| {
         tracing::error!(build = %build.id, error = %e, "stored plan unreadable");
-        "this build's plan could not be read; rebuild it with retry_build".to_owned()
+        Error::internal("this build's plan could not be read; rebuild it").see(Action::RetryBuild)
     })?;
     if !plan.guest_agent {
-        return Err(format!(
+        return Err(Error::conflict(format!(
             "build `{build_id}` has no guest agent (its recipe says guest_agent = false), so checks cannot reach inside it; \
              build the recipe with guest_agent = true to test it"
-        ));
+        )));
     }
     let checks: Vec<PlannedCheck> =
         match openfactory_testrun::select(&plan.checks, args.tests.as_deref()) {
             Ok(checks) => checks,
             Err(mut e) => {
+                field.get_or_insert_with(|| "tests".to_owned());
                 errors.append(&mut e);
                 Vec::new()
             }
         };
     if !errors.is_empty() {
-        return Err(format!(
-            "the test run was not started ({} problem{}):\n- {}",
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            errors.join("\n- ")
+        return Err(Error::invalid(
+            field.unwrap_or_default(),
+            format!(
+                "the test run was not started ({} problem{}):\n- {}",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" },
+                errors.join("\n- ")
+            ),
         ));
     }
-    let active = app
-        .store
-        .active_test_runs(owner)
-        .await
-        .map_err(store_error)?;
+    let active = app.store.active_test_runs(owner).await?;
     if active >= limits.max_active_per_owner {
-        return Err(format!(
-            "you have {active} test runs queued or running (the limit is {}); wait for one, or stop one with stop_test_run",
+        return Err(Error::limit_reached(format!(
+            "you have {active} test runs queued or running (the limit is {}); wait for one, or stop one",
             limits.max_active_per_owner
-        ));
+        ))
+        .see(Action::StopTestRun));
     }
-    let id = builds::new_build_id();
+    let id = RunId::generate();
     app.store
         .create_test_run(
             owner,
             &NewTestRun {
-                id: &id,
+                id: id.as_str(),
                 build_id: &build.id,
                 checks_json: &serde_json::to_string(&checks).expect("serialisable"),
                 memory_mb: memory.expect("checked"),
@@ -230,17 +223,18 @@ pub async fn create(
                 timeout_seconds: timeout.expect("checked"),
             },
         )
-        .await
-        .map_err(store_error)?;
+        .await?;
     limits.wake.notify_one();
     Ok(RunCreated {
-        run_id: id,
+        run_id: id.into_string(),
         build_id: build.id,
-        status: "queued".into(),
-        message: format!(
-            "Queued {} checks. The run boots the ISO in a throwaway VM (about a minute), runs the checks and removes the VM; \
-             follow it with get_test_results (wait_seconds waits, with progress).",
-            checks.len()
+        status: TestRunStatus::Queued,
+        message: Next::new(
+            format!(
+                "Queued {} checks. The run boots the ISO in a throwaway VM (about a minute), runs the checks and removes the VM",
+                checks.len()
+            ),
+            [Action::GetTestResults { wait: true }],
         ),
         checks: checks.into_iter().map(|c| c.name).collect(),
     })
@@ -278,8 +272,8 @@ pub fn results(run: &TestRunRecord, junit: bool) -> TestResults {
     TestResults {
         run_id: run.id.clone(),
         build_id: run.build_id.clone(),
-        status: run.status.to_string(),
-        stage: run.stage.clone(),
+        status: run.status,
+        stage: run.stage.as_deref().and_then(|s| s.parse().ok()),
         progress: run.progress,
         message: run.message.clone(),
         created_at: run.created_at.clone(),
@@ -305,23 +299,22 @@ pub fn results(run: &TestRunRecord, junit: bool) -> TestResults {
 pub async fn list(
     app: &App,
     owner: &OwnerId,
-    build_id: Option<&str>,
+    build_id: Option<&BuildId>,
     limit: Option<i64>,
-) -> Result<RunList, String> {
+) -> Result<RunList> {
     let limit = bounded(limit, 20, 1, 100, "limit", "")?;
     if let Some(build_id) = build_id {
         builds::find(app, owner, build_id).await?;
     }
     let runs: Vec<RunSummary> = app
         .store
-        .test_runs(owner, build_id, limit)
-        .await
-        .map_err(store_error)?
+        .test_runs(owner, build_id.map(BuildId::as_str), limit)
+        .await?
         .into_iter()
         .map(|r| RunSummary {
             run_id: r.id,
             build_id: r.build_id,
-            status: r.status.to_string(),
+            status: r.status,
             progress: r.progress,
             message: r.message,
             passed: r.passed,
@@ -336,25 +329,29 @@ pub async fn list(
     })
 }
 
-pub async fn stop(app: &App, owner: &OwnerId, id: &str) -> Result<RunStopped, String> {
-    check_run_id(id)?;
-    let outcome = app
-        .store
-        .stop_test_run(owner, id)
-        .await
-        .map_err(store_error)?;
+pub async fn stop(app: &App, owner: &OwnerId, id: &RunId) -> Result<RunStopped> {
+    let outcome = app.store.stop_test_run(owner, id.as_str()).await?;
     let (status, message) = match outcome {
-        StopRequest::Stopped => (TestRunStatus::Stopped, "Stopped before it started; no VM was made.".to_owned()),
+        StopRequest::Stopped => (
+            TestRunStatus::Stopped,
+            Next::say("Stopped before it started; no VM was made."),
+        ),
         StopRequest::Requested => (
             TestRunStatus::Running,
-            "Stopping: the run ends within seconds and its VM is removed; get_test_results shows what ran.".to_owned(),
+            Next::new(
+                "Stopping: the run ends within seconds and its VM is removed",
+                [Action::GetTestResults { wait: false }],
+            ),
         ),
-        StopRequest::AlreadyFinished(status) => (status, format!("The run had already finished ({status}).")),
+        StopRequest::AlreadyFinished(status) => (
+            status,
+            Next::say(format!("The run had already finished ({status}).")),
+        ),
         StopRequest::NotFound => return Err(not_found(id)),
     };
     Ok(RunStopped {
-        run_id: id.to_owned(),
-        status: status.to_string(),
+        run_id: id.to_string(),
+        status,
         message,
     })
 }

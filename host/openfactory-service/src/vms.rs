@@ -6,12 +6,15 @@ use std::time::Duration;
 use openfactory_build::pipeline::ISO_FILE;
 use openfactory_core::rules;
 use openfactory_store::{BuildStatus, OwnerId, VmRow};
-use openfactory_vm::{Backend, StopOutcome, VmBackend, VmSpec, VmState};
+use openfactory_vm::{Backend, StopOutcome, VmBackend, VmSpec, VmState as Power};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::app::{App, store_error};
+use crate::app::App;
 use crate::builds;
+use crate::error::{Error, Result};
+use crate::ids::{BuildId, VmName};
+use crate::next::{Action, Next};
 
 /// The backend and the bounds every owner's VMs live within.
 pub struct VmSettings {
@@ -23,15 +26,49 @@ pub struct VmSettings {
     pub novnc_dir: Option<std::path::PathBuf>,
 }
 
-/// How long `stop_vm` waits for an ACPI power-down before saying so.
+/// How long a stop waits for an ACPI power-down before saying so.
 pub const GRACEFUL_STOP: Duration = Duration::from_secs(30);
+
+/// Where a VM is: running or stopped; `deleted` in the answer to a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Running,
+    Stopped,
+    Deleted,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Running => "running",
+            VmState::Stopped => "stopped",
+            VmState::Deleted => "deleted",
+        }
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&Power> for VmState {
+    fn from(p: &Power) -> VmState {
+        match p {
+            Power::Running { .. } => VmState::Running,
+            Power::Stopped => VmState::Stopped,
+        }
+    }
+}
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct VmOut {
     pub name: String,
     pub build_id: String,
     /// running or stopped.
-    pub state: String,
+    pub state: VmState,
     pub memory_mb: u32,
     pub vcpus: u32,
     pub created_at: String,
@@ -40,7 +77,7 @@ pub struct VmOut {
     /// qemu or libvirt: what runs this server's VMs.
     pub backend: String,
     /// Set when the VM died without being asked to stop (its hypervisor
-    /// process crashed or was killed); cleared by start_vm.
+    /// process crashed or was killed); cleared by starting it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_unexpectedly_at: Option<String>,
 }
@@ -54,8 +91,8 @@ pub struct VmList {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct VmAction {
     pub name: String,
-    pub state: String,
-    pub message: String,
+    pub state: VmState,
+    pub message: Next,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -70,56 +107,29 @@ pub struct ConsoleLink {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SerialLog {
     pub name: String,
-    pub state: String,
+    pub state: VmState,
     /// The last lines the guest wrote to its serial console (escape codes removed).
     pub lines: Vec<String>,
     pub total_lines: usize,
 }
 
-fn backend_error(e: openfactory_vm::VmError) -> String {
+fn backend_error(e: openfactory_vm::VmError) -> Error {
     tracing::warn!(error = %e, "VM backend");
-    format!(
+    Error::unavailable(format!(
         "the VM backend failed: {}",
         rules::truncate(&e.to_string(), 300)
-    )
+    ))
 }
 
-/// VM names: what people type, and safe in every place they go.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "name `{}` is not a VM name: use 1 to 63 lowercase letters, digits and `-`, starting with a letter or digit (e.g. web-1)",
-            rules::truncate(name, 40).escape_debug()
-        ))
-    }
+fn not_found(name: &VmName) -> Error {
+    Error::not_found(format!("VM `{name}` not found")).see(Action::ListVms)
 }
 
-fn not_found(name: &str) -> String {
-    format!("VM `{name}` not found; list_vms shows yours")
-}
-
-pub async fn find(app: &App, owner: &OwnerId, name: &str) -> Result<VmRow, String> {
-    check_name(name).map_err(|e| format!("vm_{e}"))?;
+pub async fn find(app: &App, owner: &OwnerId, name: &VmName) -> Result<VmRow> {
     app.store
-        .vm(owner, name)
-        .await
-        .map_err(store_error)?
+        .vm(owner, name.as_str())
+        .await?
         .ok_or_else(|| not_found(name))
-}
-
-fn state_name(state: &VmState) -> &'static str {
-    match state {
-        VmState::Running { .. } => "running",
-        VmState::Stopped => "stopped",
-    }
 }
 
 async fn out(app: &App, row: VmRow) -> VmOut {
@@ -130,9 +140,9 @@ async fn out(app: &App, row: VmRow) -> VmOut {
         backend: app.vms.backend.kind().into(),
         stopped_unexpectedly_at: record
             .and_then(|r| r.unexpected_stop)
-            .filter(|_| state == VmState::Stopped)
+            .filter(|_| state == Power::Stopped)
             .map(|secs| crate::links::rfc3339(secs as i64)),
-        state: state_name(&state).into(),
+        state: VmState::from(&state),
         name: row.name,
         build_id: row.build_id,
         memory_mb: row.memory_mb,
@@ -150,58 +160,61 @@ fn new_id() -> String {
 pub async fn create(
     app: &App,
     owner: &OwnerId,
-    build_id: &str,
-    name: &str,
+    build_id: &BuildId,
+    name: &VmName,
     memory_mb: Option<i64>,
     vcpus: Option<i64>,
-) -> Result<VmOut, String> {
-    check_name(name)?;
+) -> Result<VmOut> {
     let limits = &app.vms;
     let memory_mb = match memory_mb.unwrap_or(1024) {
         m if (256..=i64::from(limits.max_memory_mb)).contains(&m) => m as u32,
         m => {
-            return Err(format!(
-                "memory_mb: {m} is out of range; use 256 to {} (this server's limit)",
-                limits.max_memory_mb
+            return Err(Error::invalid(
+                "memory_mb",
+                format!(
+                    "memory_mb: {m} is out of range; use 256 to {} (this server's limit)",
+                    limits.max_memory_mb
+                ),
             ));
         }
     };
     let vcpus = match vcpus.unwrap_or(1) {
         v if (1..=i64::from(limits.max_vcpus)).contains(&v) => v as u32,
         v => {
-            return Err(format!(
-                "vcpus: {v} is out of range; use 1 to {} (this server's limit)",
-                limits.max_vcpus
+            return Err(Error::invalid(
+                "vcpus",
+                format!(
+                    "vcpus: {v} is out of range; use 1 to {} (this server's limit)",
+                    limits.max_vcpus
+                ),
             ));
         }
     };
     let build = builds::find(app, owner, build_id).await?;
     if build.status != BuildStatus::Completed {
-        return Err(format!(
+        return Err(Error::conflict(format!(
             "build `{build_id}` is {}, not completed: a VM boots a completed build's ISO",
             build.status
-        ));
+        )));
     }
-    let existing = app.store.vms(owner, None).await.map_err(store_error)?;
+    let existing = app.store.vms(owner, None).await?;
     if existing.len() as u32 >= limits.max_vms_per_owner {
-        return Err(format!(
-            "you have {} VMs (the limit is {}); delete one with delete_vm first",
+        return Err(Error::limit_reached(format!(
+            "you have {} VMs (the limit is {}); delete one",
             existing.len(),
             limits.max_vms_per_owner
-        ));
+        ))
+        .see(Action::DeleteVm));
     }
     let row = VmRow {
         id: new_id(),
-        name: name.to_owned(),
+        name: name.to_string(),
         build_id: build.id.clone(),
         memory_mb,
         vcpus,
         created_at: String::new(),
     };
-    app.store
-        .insert_vm(owner, &row)
-        .await
-        .map_err(store_error)?;
+    app.store.insert_vm(owner, &row).await?;
     let spec = VmSpec {
         id: row.id.clone(),
         iso: app.builds.build_dir(&build.id).join(ISO_FILE),
@@ -213,20 +226,15 @@ pub async fn create(
     if let Err(e) = app.vms.backend.create(&spec).await {
         // Nothing half-made: the backends clean up after a failed create;
         // the row goes too.
-        let _ = app.store.delete_vm(owner, name).await;
+        let _ = app.store.delete_vm(owner, name.as_str()).await;
         return Err(backend_error(e));
     }
-    let row = app
-        .store
-        .vm(owner, name)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found(name))?;
+    let row = find(app, owner, name).await?;
     Ok(out(app, row).await)
 }
 
-pub async fn list(app: &App, owner: &OwnerId, build_id: Option<&str>) -> Result<VmList, String> {
-    let rows = app.store.vms(owner, build_id).await.map_err(store_error)?;
+pub async fn list(app: &App, owner: &OwnerId, build_id: Option<&BuildId>) -> Result<VmList> {
+    let rows = app.store.vms(owner, build_id.map(BuildId::as_str)).await?;
     let mut vms = Vec::with_capacity(rows.len());
     for row in rows {
         vms.push(out(app, row).await);
@@ -238,19 +246,19 @@ pub async fn list(app: &App, owner: &OwnerId, build_id: Option<&str>) -> Result<
 }
 
 /// One of the caller's VMs, as `list` shows it.
-pub async fn get(app: &App, owner: &OwnerId, name: &str) -> Result<VmOut, String> {
+pub async fn get(app: &App, owner: &OwnerId, name: &VmName) -> Result<VmOut> {
     let row = find(app, owner, name).await?;
     Ok(out(app, row).await)
 }
 
-pub async fn start(app: &App, owner: &OwnerId, name: &str) -> Result<VmAction, String> {
+pub async fn start(app: &App, owner: &OwnerId, name: &VmName) -> Result<VmAction> {
     let row = find(app, owner, name).await?;
     let was = app.vms.backend.state(&row.id).await;
-    if let VmState::Running { .. } = was {
+    if let Power::Running { .. } = was {
         return Ok(VmAction {
             name: row.name,
-            state: "running".into(),
-            message: "The VM was already running.".into(),
+            state: VmState::Running,
+            message: Next::say("The VM was already running."),
         });
     }
     app.vms
@@ -260,13 +268,15 @@ pub async fn start(app: &App, owner: &OwnerId, name: &str) -> Result<VmAction, S
         .map_err(backend_error)?;
     Ok(VmAction {
         name: row.name,
-        state: "running".into(),
-        message: "Started; it boots in about a minute (get_vm_serial_log shows the console)."
-            .into(),
+        state: VmState::Running,
+        message: Next::new(
+            "Started; it boots in about a minute",
+            [Action::GetVmSerialLog],
+        ),
     })
 }
 
-pub async fn stop(app: &App, owner: &OwnerId, name: &str, force: bool) -> Result<VmAction, String> {
+pub async fn stop(app: &App, owner: &OwnerId, name: &VmName, force: bool) -> Result<VmAction> {
     let row = find(app, owner, name).await?;
     let outcome = app
         .vms
@@ -275,39 +285,38 @@ pub async fn stop(app: &App, owner: &OwnerId, name: &str, force: bool) -> Result
         .await
         .map_err(backend_error)?;
     let (state, message) = match outcome {
-        StopOutcome::PoweredOff => ("stopped", "The guest powered off (ACPI).".to_owned()),
-        StopOutcome::Killed => ("stopped", "Stopped at once (force).".to_owned()),
-        StopOutcome::AlreadyStopped => ("stopped", "The VM was not running.".to_owned()),
+        StopOutcome::PoweredOff => (VmState::Stopped, Next::say("The guest powered off (ACPI).")),
+        StopOutcome::Killed => (VmState::Stopped, Next::say("Stopped at once (force).")),
+        StopOutcome::AlreadyStopped => (VmState::Stopped, Next::say("The VM was not running.")),
         StopOutcome::StillRunning => (
-            "running",
-            format!(
-                "The guest did not power off within {} s of the ACPI request and is still running; \
-                 call stop_vm with force=true to stop it at once.",
-                GRACEFUL_STOP.as_secs()
+            VmState::Running,
+            Next::new(
+                format!(
+                    "The guest did not power off within {} s of the ACPI request and is still running",
+                    GRACEFUL_STOP.as_secs()
+                ),
+                [Action::StopVm { force: true }],
             ),
         ),
     };
     Ok(VmAction {
         name: row.name,
-        state: state.into(),
+        state,
         message,
     })
 }
 
-pub async fn delete(app: &App, owner: &OwnerId, name: &str) -> Result<VmAction, String> {
+pub async fn delete(app: &App, owner: &OwnerId, name: &VmName) -> Result<VmAction> {
     let row = find(app, owner, name).await?;
     match app.vms.backend.delete(&row.id).await {
         Ok(()) | Err(openfactory_vm::VmError::NotFound(_)) => {}
         Err(e) => return Err(backend_error(e)),
     }
-    app.store
-        .delete_vm(owner, name)
-        .await
-        .map_err(store_error)?;
+    app.store.delete_vm(owner, name.as_str()).await?;
     Ok(VmAction {
         name: row.name,
-        state: "deleted".into(),
-        message: "The VM was stopped if needed, and its files and ports released.".into(),
+        state: VmState::Deleted,
+        message: Next::say("The VM was stopped if needed, and its files and ports released."),
     })
 }
 
@@ -335,15 +344,18 @@ impl ConsoleToken {
 }
 
 /// A console token for the caller's running VM, or why there is no console.
-pub async fn console_token(app: &App, owner: &OwnerId, name: &str) -> Result<ConsoleToken, String> {
+pub async fn console_token(app: &App, owner: &OwnerId, name: &VmName) -> Result<ConsoleToken> {
     let row = find(app, owner, name).await?;
     if app.vms.novnc_dir.is_none() {
-        return Err("the browser console is not installed on this server (noVNC is missing; operators install it with `cargo xtask install` or --novnc-dir); get_vm_serial_log shows the serial console".into());
+        return Err(Error::unavailable(
+            "the browser console is not installed on this server (noVNC is missing; operators install it with `cargo xtask install` or --novnc-dir)",
+        )
+        .see(Action::GetVmSerialLog));
     }
-    if app.vms.backend.state(&row.id).await == VmState::Stopped {
-        return Err(format!(
-            "VM `{name}` is stopped; start it with start_vm first"
-        ));
+    if app.vms.backend.state(&row.id).await == Power::Stopped {
+        return Err(
+            Error::conflict(format!("VM `{name}` is stopped; start it")).see(Action::StartVm)
+        );
     }
     let expires = crate::links::unix_now() + CONSOLE_LINK_SECONDS;
     Ok(ConsoleToken {
@@ -354,9 +366,12 @@ pub async fn console_token(app: &App, owner: &OwnerId, name: &str) -> Result<Con
     })
 }
 
-pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<ConsoleLink, String> {
+pub async fn console_url(app: &App, owner: &OwnerId, name: &VmName) -> Result<ConsoleLink> {
     let Some(base) = app.builds.public_url.clone() else {
-        return Err("this server has no HTTP address (stdio mode); the browser console needs `openfactory serve`; get_vm_serial_log works everywhere".into());
+        return Err(Error::unavailable(
+            "this server has no HTTP address (stdio mode); the browser console needs `openfactory serve`",
+        )
+        .see(Action::GetVmSerialLog));
     };
     let console = console_token(app, owner, name).await?;
     Ok(ConsoleLink {
@@ -370,12 +385,25 @@ pub async fn console_url(app: &App, owner: &OwnerId, name: &str) -> Result<Conso
     })
 }
 
+/// The last `n` lines of a serial console's bytes, escape codes removed,
+/// and the count of all. CPU-bound on a big log: run it off the runtime.
+fn serial_tail(bytes: &[u8], n: usize) -> (Vec<String>, usize) {
+    let text = openfactory_vm::console::console_text(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let total = lines.len();
+    let tail = lines[total.saturating_sub(n)..]
+        .iter()
+        .map(|l| rules::truncate(l, 400))
+        .collect();
+    (tail, total)
+}
+
 pub async fn serial_log(
     app: &App,
     owner: &OwnerId,
-    name: &str,
+    name: &VmName,
     tail_lines: Option<i64>,
-) -> Result<SerialLog, String> {
+) -> Result<SerialLog> {
     let row = find(app, owner, name).await?;
     let n = builds::tail_lines_arg(tail_lines, 100)?;
     let bytes = app
@@ -384,17 +412,12 @@ pub async fn serial_log(
         .serial_log(&row.id)
         .await
         .map_err(backend_error)?;
-    let text = openfactory_vm::console::console_text(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    let total = lines.len();
+    let (lines, total) = tokio::task::spawn_blocking(move || serial_tail(&bytes, n)).await?;
     let state = app.vms.backend.state(&row.id).await;
     Ok(SerialLog {
         name: row.name,
-        state: state_name(&state).into(),
-        lines: lines[total.saturating_sub(n)..]
-            .iter()
-            .map(|l| rules::truncate(l, 400))
-            .collect(),
+        state: VmState::from(&state),
+        lines,
         total_lines: total,
     })
 }
@@ -404,13 +427,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_checked() {
-        assert!(check_name("web-1").is_ok());
-        for bad in ["", "../x", "Web", "-x", "a b", &"x".repeat(64)] {
-            assert!(
-                check_name(bad).unwrap_err().contains("not a VM name"),
-                "{bad}"
-            );
+    fn serial_tails_count_every_line() {
+        let (lines, total) = serial_tail(b"one\r\ntwo\nthree\n", 2);
+        assert_eq!(
+            (lines, total),
+            (vec!["two".to_owned(), "three".to_owned()], 3)
+        );
+    }
+
+    #[test]
+    fn vm_states_serialise_as_their_names() {
+        for s in [VmState::Running, VmState::Stopped, VmState::Deleted] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }
 }

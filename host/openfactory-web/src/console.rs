@@ -57,11 +57,10 @@ async fn authorise(app: &App, vm: &str, token: &str) -> Result<(OwnerId, VmRow),
             .verify("console", vm, token, openfactory_service::links::unix_now())
         {
             Ok(owner) => owner,
-            Err(e @ LinkError::Expired) => {
+            Err(LinkError::Expired) => {
                 return Err(refuse(
                     StatusCode::GONE,
-                    e.to_string()
-                        .replace("get_iso_download_url", "get_vm_console_url"),
+                    "this console link has expired; ask get_vm_console_url for a new one",
                 ));
             }
             Err(_) => {

@@ -19,9 +19,8 @@ use axum::response::Response;
 use axum::routing::get;
 use base64::Engine as _;
 use openfactory_build::pipeline::{ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE};
-use openfactory_service::App;
-use openfactory_service::builds;
 use openfactory_service::links::LinkError;
+use openfactory_service::{App, BuildId, builds};
 use openfactory_store::{BuildRecord, BuildStatus};
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
@@ -115,9 +114,15 @@ async fn iso(
         Err(e @ LinkError::Expired) => return refuse(StatusCode::GONE, e.to_string()),
         Err(e) => return refuse(StatusCode::FORBIDDEN, e.to_string()),
     };
-    let build = match builds::find(&app, &owner, &id).await {
+    // The token names this id, so it is well-formed; a database failure is
+    // 503, not "not found".
+    let found = match BuildId::parse("build_id", &id) {
+        Ok(id) => builds::find(&app, &owner, &id).await,
+        Err(e) => Err(e),
+    };
+    let build = match found {
         Ok(build) => build,
-        Err(message) => return refuse(StatusCode::NOT_FOUND, message),
+        Err(e) => return refuse(crate::layout::http_status(&e.kind), e.message),
     };
     serve(&app, &build, Artifact::Iso, request).await
 }

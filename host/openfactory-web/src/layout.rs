@@ -5,6 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use openfactory_service::vms::VmState;
+use openfactory_service::{Action, Error, ErrorKind, Next};
+
 use crate::assets;
 use crate::session::Viewer;
 
@@ -127,9 +130,71 @@ pub fn error_page(viewer: &Viewer, status: StatusCode, title: &str, message: &st
     response
 }
 
-/// A service error as a page: "not found" is 404, anything else 400.
-pub fn service_error(viewer: &Viewer, what: &str, message: &str) -> Response {
-    if message.contains("not found") {
+/// The HTTP status of a service error: the one mapping for the console and
+/// its downloads. A limit is 409, like a conflict: it is the state of the
+/// owner's things (delete or wait for one), not a request rate, so 429 keeps
+/// meaning the rate limits.
+pub fn http_status(kind: &ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Invalid { .. } => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict | ErrorKind::LimitReached => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+    }
+}
+
+/// Where the console does what the service points to.
+fn where_to(action: &Action) -> &'static str {
+    match action {
+        Action::ListRecipeCategories | Action::ListRecipes => "the Catalog lists them",
+        Action::CreateBuild => "Build on a recipe's catalog page starts a new one",
+        Action::ListBuilds => "the Builds page lists yours",
+        Action::GetBuildStatus { .. } | Action::GetTestResults { .. } => "its page follows it",
+        Action::GetBuildLog => "Full log on the build's page shows the whole log",
+        Action::CancelBuild => "Cancel build on the build's page stops it",
+        Action::RetryBuild => "Retry on the build's page starts it again",
+        Action::DeleteBuild => "Delete on a build's page removes it",
+        Action::GetIsoDownloadUrl => "the build's page has its downloads",
+        Action::ListVms => "the VMs page lists yours",
+        Action::StartVm => "Start on the VM's page starts it",
+        Action::StopVm { force: true } => "Force stop stops it at once",
+        Action::StopVm { force: false } => "Stop on the VM's page stops it",
+        Action::DeleteVm => "Delete on the VM's page removes it",
+        Action::GetVmSerialLog => "the serial console on the VM's page shows its output",
+        Action::ListTestRuns => "the Test runs page lists yours",
+        Action::StopTestRun => "Stop run on the run's page stops it",
+        Action::ListKeys => "Settings lists your keys",
+    }
+}
+
+/// A service error in the console's words: the message, and where the
+/// console does what it points to (for a conflict, what to do first).
+pub fn say(e: &Error) -> String {
+    match &e.see {
+        None => e.message.clone(),
+        Some(a) if e.kind == ErrorKind::Conflict => {
+            format!("{} first; {}", e.message, where_to(a))
+        }
+        Some(a) => format!("{}; {}", e.message, where_to(a)),
+    }
+}
+
+/// A hint in the console's words.
+pub fn say_next(next: &Next) -> String {
+    let mut text = next.sentence.clone();
+    for a in &next.actions {
+        text.push_str("; ");
+        text.push_str(where_to(a));
+    }
+    text
+}
+
+/// A service error as a page with its status; "not found" says so plainly,
+/// without saying whether the thing exists for someone else.
+pub fn service_error(viewer: &Viewer, what: &str, e: &Error) -> Response {
+    if e.is_not_found() {
         error_page(
             viewer,
             StatusCode::NOT_FOUND,
@@ -140,7 +205,7 @@ pub fn service_error(viewer: &Viewer, what: &str, message: &str) -> Response {
             ),
         )
     } else {
-        error_page(viewer, StatusCode::BAD_REQUEST, what, message)
+        error_page(viewer, http_status(&e.kind), what, &say(e))
     }
 }
 
@@ -166,18 +231,19 @@ pub fn action(
 }
 
 /// A status as a coloured badge with its name (never colour alone).
-pub fn status(status: &str) -> Markup {
+pub fn status(status: impl std::fmt::Display) -> Markup {
+    let status = status.to_string();
     html! { span class={ "badge s-" (status) } { (status.replace('_', " ")) } }
 }
 
 /// A VM's state: running is its healthy state (green), unlike a build's.
-pub fn vm_state(state: &str) -> Markup {
-    let class = if state == "running" {
+pub fn vm_state(state: VmState) -> Markup {
+    let class = if state == VmState::Running {
         "s-active"
     } else {
         "s-stopped"
     };
-    html! { span class={ "badge " (class) } { (state) } }
+    html! { span class={ "badge " (class) } { (state.as_str()) } }
 }
 
 /// An RFC 3339 time, as "3 min ago" with the exact time on hover.
@@ -257,6 +323,29 @@ pub fn fragment(markup: Markup) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_errors_map_to_one_status_each_and_read_in_console_words() {
+        use openfactory_store::StoreError;
+        for (e, status) in [
+            (Error::not_found("x"), 404),
+            (Error::invalid("limit", "x"), 400),
+            (Error::conflict("x"), 409),
+            (Error::limit_reached("x"), 409),
+            (Error::from(StoreError::Corrupt("x".into())), 503),
+            (Error::internal("x"), 500),
+            (Error::unauthorized("x"), 401),
+        ] {
+            assert_eq!(http_status(&e.kind).as_u16(), status, "{e:?}");
+        }
+        let e = Error::conflict("build `a` is running; stop it").see(Action::CancelBuild);
+        assert_eq!(
+            say(&e),
+            "build `a` is running; stop it first; Cancel build on the build's page stops it"
+        );
+        let next = Next::new("Started", [Action::GetVmSerialLog]);
+        assert!(!say_next(&next).contains('_'), "{}", say_next(&next));
+    }
 
     #[test]
     fn times_and_durations_read_well() {

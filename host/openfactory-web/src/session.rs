@@ -305,11 +305,12 @@ pub async fn sign_in(web: &Web, viewer: &Viewer, account_id: &str, to: &str) -> 
         .create_web_session(&hash(&secret), account_id, unix_now() + SESSION_SECONDS)
         .await
     {
+        let e = openfactory_service::Error::from(e);
         return crate::layout::error_page(
             viewer,
-            StatusCode::SERVICE_UNAVAILABLE,
+            crate::layout::http_status(&e.kind),
             "Could not sign in",
-            &openfactory_service::store_error(e),
+            &e.message,
         );
     }
     let names = names(web.settings.secure_cookies);

@@ -140,7 +140,7 @@ pub async fn signin(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed sign-ins for this email: wait 15 minutes and try again.".to_owned(),
         ),
-        Err(SignInError::Other(e)) => (StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(SignInError::Other(e)) => (layout::http_status(&e.kind), layout::say(&e)),
     };
     let problems = Problems {
         form: Some(problem.1),
@@ -169,7 +169,7 @@ pub async fn signup(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
         Err(e) => {
             // The service names the field in each problem: put each by its field.
             let mut problems = Problems::default();
-            for part in e.split("; ") {
+            for part in e.message.split("; ") {
                 if let Some(rest) = part.strip_prefix("email: ") {
                     problems.email = Some(capitalise(rest));
                 } else if let Some(rest) = part.strip_prefix("password: ") {
@@ -178,11 +178,7 @@ pub async fn signup(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
                     problems.form = Some(part.to_owned());
                 }
             }
-            let status = if e.contains("already exists") {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::BAD_REQUEST
-            };
+            let status = layout::http_status(&e.kind);
             let body = auth_form(&viewer, Door::SignUp, &form.email, "/", &problems);
             let mut response = layout::page(&viewer, "Create account", Nav::None, body);
             *response.status_mut() = status;

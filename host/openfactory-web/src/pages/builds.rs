@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use openfactory_build::progress::Stage;
 use openfactory_service::builds::{self, BuildDetails, BuildStatusOut, BuildSummary};
-use openfactory_service::{test_runs, vms};
+use openfactory_service::{BuildId, Error, test_runs, vms};
 use openfactory_store::{BuildStatus, OwnerId};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Part;
+use super::{Part, from_path};
 use crate::Web;
 use crate::downloads::{self, Artifact};
 use crate::form::{Empty, SignedForm};
@@ -36,14 +36,10 @@ const FILTERS: [&str; 6] = [
     "cancelled",
 ];
 
-fn is_active(status: &str) -> bool {
-    matches!(status, "queued" | "running")
-}
-
 /// The builds table's rows; while any build is queued or running, they
 /// refresh themselves (one request for the whole table).
 fn rows(builds: &[BuildSummary], filter: Option<&str>) -> Markup {
-    let live = builds.iter().any(|b| is_active(&b.status));
+    let live = builds.iter().any(|b| b.status.is_active());
     let url = format!(
         "/builds?part=rows{}",
         filter.map(|f| format!("&status={f}")).unwrap_or_default()
@@ -56,12 +52,12 @@ fn rows(builds: &[BuildSummary], filter: Option<&str>) -> Markup {
 }
 
 fn row(b: &BuildSummary) -> Markup {
-    let live = is_active(&b.status);
+    let live = b.status.is_active();
     html! {
         tr {
             td { a.mono href={ "/builds/" (b.build_id) } { (b.build_id) } }
             td { (b.recipe_name) }
-            td { (status(&b.status)) }
+            td { (status(b.status)) }
             td.minw {
                 @if live {
                     (layout::progress(b.progress, &format!("Build {} progress", b.build_id)))
@@ -87,7 +83,7 @@ pub async fn index(
         .status
         .as_deref()
         .filter(|s| *s != "all" && !s.is_empty());
-    let listed = builds::list(&web.app, &owner, wanted.map(str::to_owned), Some(100)).await;
+    let listed = builds::list(&web.app, &owner, wanted, Some(100)).await;
     match (part.part.as_deref(), &listed) {
         (Some("rows"), Ok(list)) => return layout::fragment(rows(&list.builds, wanted)),
         (Some(_), _) => return (StatusCode::NOT_FOUND, "no such part\n").into_response(),
@@ -95,7 +91,7 @@ pub async fn index(
     }
     let any_active = listed
         .as_ref()
-        .is_ok_and(|l| l.builds.iter().any(|b| is_active(&b.status)));
+        .is_ok_and(|l| l.builds.iter().any(|b| b.status.is_active()));
     let disk = web.app.store.owner_disk_bytes(&owner).await.ok();
     let quota = web.app.builds.max_disk_bytes_per_owner;
     let body = html! {
@@ -119,7 +115,7 @@ pub async fn index(
             }
         }
         @match &listed {
-            Err(e) => div.flash.bad role="alert" { (e) }
+            Err(e) => div.flash.bad role="alert" { (layout::say(e)) }
             Ok(list) if list.builds.is_empty() => div.card {
                 (layout::empty("No builds yet",
                     "Pick a template in the catalog and build it, or ask your assistant to build one over MCP.",
@@ -168,7 +164,7 @@ pub async fn create(
             &web,
             &back,
             false,
-            &openfactory_core::rules::truncate(&e, 900),
+            &openfactory_core::rules::truncate(&layout::say(&e), 900),
         ),
     }
 }
@@ -177,26 +173,27 @@ pub async fn create(
 /// It refreshes itself while the build is queued or running, and reloads
 /// the page when the build ends (downloads and actions change then).
 fn status_panel(b: &BuildStatusOut) -> Markup {
-    let live = is_active(&b.status);
-    let failed = matches!(b.status.as_str(), "failed" | "cancelled");
-    let current = b.stage.as_deref();
-    let reached = current.and_then(|c| Stage::ALL.iter().position(|s| s.as_str() == c));
+    let live = b.status.is_active();
+    let failed = matches!(b.status, BuildStatus::Failed | BuildStatus::Cancelled);
+    let reached = b
+        .stage
+        .and_then(|c| Stage::ALL.iter().position(|s| *s == c));
     html! {
         section.card #status-panel aria-labelledby="status-title"
             data-live=[live.then(|| format!("/builds/{}?part=status", b.build_id))]
             data-final[!live] data-reload[live] {
             div.card-head {
                 h2 #status-title { "Status" }
-                span role="status" aria-live="polite" { (status(&b.status)) }
+                span role="status" aria-live="polite" { (status(b.status)) }
             }
             (layout::progress(b.progress, "Build progress"))
             ol.stages aria-label="Stages" {
                 @for (i, stage) in Stage::ALL.iter().enumerate() {
-                    @let class = match (reached, b.status.as_str()) {
-                        (_, "completed") => "done",
+                    @let class = match (reached, b.status) {
+                        (_, BuildStatus::Completed) => "done",
                         (Some(r), _) if i < r => "done",
                         (Some(r), _) if i == r && failed => "failed",
-                        (Some(r), "running") if i == r => "now",
+                        (Some(r), BuildStatus::Running) if i == r => "now",
                         _ => "",
                     };
                     li class=(class) { (stage.as_str()) }
@@ -248,9 +245,15 @@ fn downloads_card(d: &BuildDetails) -> Markup {
     }
 }
 
-async fn boot_and_test(web: &Web, owner: &OwnerId, d: &BuildDetails, csrf_field: Markup) -> Markup {
-    let vms = vms::list(&web.app, owner, Some(&d.build_id)).await;
-    let runs = test_runs::list(&web.app, owner, Some(&d.build_id), Some(10)).await;
+async fn boot_and_test(
+    web: &Web,
+    owner: &OwnerId,
+    id: &BuildId,
+    d: &BuildDetails,
+    csrf_field: Markup,
+) -> Markup {
+    let vms = vms::list(&web.app, owner, Some(id)).await;
+    let runs = test_runs::list(&web.app, owner, Some(id), Some(10)).await;
     let limits = &web.app.vms;
     let suggested = format!(
         "{}-1",
@@ -287,7 +290,7 @@ async fn boot_and_test(web: &Web, owner: &OwnerId, d: &BuildDetails, csrf_field:
             }
             @if let Ok(list) = &vms { @if !list.vms.is_empty() {
                 h3.mt { "VMs of this build" }
-                ul { @for v in &list.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (layout::vm_state(&v.state)) } } }
+                ul { @for v in &list.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (layout::vm_state(v.state)) } } }
             } }
         }
         section.card aria-labelledby="test" {
@@ -301,7 +304,7 @@ async fn boot_and_test(web: &Web, owner: &OwnerId, d: &BuildDetails, csrf_field:
                 h3.mt { "Test runs of this build" }
                 ul { @for r in &list.runs {
                     li {
-                        a.mono href={ "/test-runs/" (r.run_id) } { (r.run_id) } " " (status(&r.status))
+                        a.mono href={ "/test-runs/" (r.run_id) } { (r.run_id) } " " (status(r.status))
                         @if let (Some(p), Some(t)) = (r.passed, r.total) { span.small.muted { " " (p) "/" (t) " passed" } }
                     }
                 } }
@@ -354,24 +357,29 @@ pub async fn show(
     Query(part): Query<Part>,
 ) -> Response {
     let SignedIn { viewer, owner, .. } = user;
-    let record = match builds::find(&web.app, &owner, &id).await {
-        Ok(b) => b,
+    let found = async {
+        let id = from_path(BuildId::parse("build_id", &id))?;
+        let record = builds::find(&web.app, &owner, &id).await?;
+        Ok::<_, Error>((id, record))
+    };
+    let (build_id, record) = match found.await {
+        Ok(found) => found,
         Err(e) => return layout::service_error(&viewer, "Build", &e),
     };
-    let current = builds::status_of(&web.app, &record);
+    let current = builds::status_of(&web.app, &record).await;
     match part.part.as_deref() {
         Some("status") => return layout::fragment(status_panel(&current)),
         Some(_) => return (StatusCode::NOT_FOUND, "no such part\n").into_response(),
         None => {}
     }
-    let d = match builds::details(&web.app, &owner, &id).await {
+    let d = match builds::details(&web.app, &owner, &build_id).await {
         Ok(d) => d,
         Err(e) => return layout::service_error(&viewer, "Build", &e),
     };
     let completed = record.status == BuildStatus::Completed;
     let active = record.status.is_active();
     let tests = if completed {
-        Some(boot_and_test(&web, &owner, &d, csrf(&viewer)).await)
+        Some(boot_and_test(&web, &owner, &build_id, &d, csrf(&viewer)).await)
     } else {
         None
     };
@@ -434,7 +442,11 @@ pub async fn file(
             "A build has an iso, a log, a packages manifest and an sbom.",
         );
     };
-    match builds::find(&web.app, &user.owner, &id).await {
+    let found = async {
+        let id = from_path(BuildId::parse("build_id", &id))?;
+        builds::find(&web.app, &user.owner, &id).await
+    };
+    match found.await {
         Ok(build) => downloads::serve(&web.app, &build, artifact, request).await,
         Err(e) => layout::service_error(&user.viewer, "Build", &e),
     }
@@ -446,13 +458,13 @@ fn answer(
     web: &Web,
     user: &SignedIn,
     id: &str,
-    outcome: Result<String, String>,
+    outcome: Result<String, Error>,
     done: &str,
 ) -> Response {
     match outcome {
         Ok(to) => redirect_with(web, &to, true, done),
-        Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "Build", &e),
-        Err(e) => redirect_with(web, &format!("/builds/{id}"), false, &e),
+        Err(e) if e.is_not_found() => layout::service_error(&user.viewer, "Build", &e),
+        Err(e) => redirect_with(web, &format!("/builds/{id}"), false, &layout::say(&e)),
     }
 }
 
@@ -461,9 +473,12 @@ pub async fn cancel(
     Path(id): Path<String>,
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let outcome = builds::cancel(&web.app, &user.owner, &id)
-        .await
-        .map(|_| format!("/builds/{id}"));
+    let outcome = async {
+        let build_id = from_path(BuildId::parse("build_id", &id))?;
+        builds::cancel(&web.app, &user.owner, &build_id).await
+    }
+    .await
+    .map(|_| format!("/builds/{id}"));
     answer(
         &web,
         &user,
@@ -478,9 +493,12 @@ pub async fn retry(
     Path(id): Path<String>,
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let outcome = builds::retry(&web.app, &user.owner, &id)
-        .await
-        .map(|b| format!("/builds/{}", b.build_id));
+    let outcome = async {
+        let build_id = from_path(BuildId::parse("build_id", &id))?;
+        builds::retry(&web.app, &user.owner, &build_id).await
+    }
+    .await
+    .map(|b| format!("/builds/{}", b.build_id));
     answer(
         &web,
         &user,
@@ -495,9 +513,12 @@ pub async fn delete(
     Path(id): Path<String>,
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let outcome = builds::delete(&web.app, &user.owner, &id)
-        .await
-        .map(|_| "/builds".to_owned());
+    let outcome = async {
+        let build_id = from_path(BuildId::parse("build_id", &id))?;
+        builds::delete(&web.app, &user.owner, &build_id).await
+    }
+    .await
+    .map(|_| "/builds".to_owned());
     answer(
         &web,
         &user,

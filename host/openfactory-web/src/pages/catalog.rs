@@ -105,7 +105,7 @@ pub async fn index(
                     button.btn.primary type="submit" { "Search" }
                 }
                 @match &listed {
-                    Err(e) => div.flash.bad role="alert" { (e) }
+                    Err(e) => div.flash.bad role="alert" { (layout::say(e)) }
                     Ok(list) if list.recipes.is_empty() => {
                         div.card { (layout::empty("No templates match",
                             "Try fewer or other words: the search looks at names, descriptions, tags, packages and features.",
@@ -132,8 +132,20 @@ pub async fn index(
 
 pub async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<String>) -> Response {
     let owner = viewer.owner();
-    let details = match recipes::get(&web.app, owner.as_ref(), &id).await {
+    let found = async {
+        let id = super::from_path(openfactory_service::RecipeId::parse("recipe_id", &id))?;
+        recipes::get(&web.app, owner.as_ref(), &id).await
+    };
+    let details = match found.await {
         Ok(d) => d,
+        Err(e) if !e.is_not_found() => {
+            return layout::error_page(
+                &viewer,
+                layout::http_status(&e.kind),
+                "Template",
+                &layout::say(&e),
+            );
+        }
         Err(_) => {
             return layout::error_page(
                 &viewer,
@@ -145,7 +157,7 @@ pub async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<St
     };
     let planned = match serde_json::to_value(&details.recipe) {
         Ok(value) => recipes::plan_value(&web.app, value).await,
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(openfactory_service::Error::internal(e.to_string())),
     };
     let features = recipes::features(&web.app);
     let r = &details.recipe;
@@ -221,7 +233,7 @@ pub async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<St
                                 }
                             }
                         },
-                        Err(e) => div.flash.bad role="alert" { (e) }
+                        Err(e) => div.flash.bad role="alert" { (layout::say(e)) }
                     }
                 }
                 section.card {

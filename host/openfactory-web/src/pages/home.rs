@@ -81,9 +81,12 @@ async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {
             .unwrap_or(true),
         None => true,
     };
-    let running = machines
-        .as_ref()
-        .map_or(0, |m| m.vms.iter().filter(|v| v.state == "running").count());
+    let running = machines.as_ref().map_or(0, |m| {
+        m.vms
+            .iter()
+            .filter(|v| v.state == openfactory_service::vms::VmState::Running)
+            .count()
+    });
     let body = html! {
         div.page-head {
             div {
@@ -114,7 +117,7 @@ async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {
                         tbody { @for b in &r.builds { tr {
                             td { a.mono href={ "/builds/" (b.build_id) } { (b.build_id) } }
                             td { (b.recipe_name) }
-                            td { (status(&b.status)) @if b.status == "running" { " " span.small.muted { (b.progress) "%" } } }
+                            td { (status(b.status)) @if b.status == openfactory_store::BuildStatus::Running { " " span.small.muted { (b.progress) "%" } } }
                             td.small.nowrap { (when(&b.created_at)) }
                         } } }
                     } },
@@ -125,7 +128,7 @@ async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {
                 section.card aria-labelledby="vms-title" {
                     div.card-head { h2 #vms-title { "VMs" } a.small href="/vms" { "All VMs" } }
                     @match &machines {
-                        Some(m) if !m.vms.is_empty() => ul.plain.stack { @for v in &m.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (layout::vm_state(&v.state)) } } },
+                        Some(m) if !m.vms.is_empty() => ul.plain.stack { @for v in &m.vms { li { a href={ "/vms/" (v.name) } { (v.name) } " " (layout::vm_state(v.state)) } } },
                         _ => p.muted { "No VMs. A completed build's page creates one." },
                     }
                 }
@@ -133,7 +136,7 @@ async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {
                     div.card-head { h2 #runs-title { "Test runs" } a.small href="/test-runs" { "All test runs" } }
                     @match &runs {
                         Some(r) if !r.runs.is_empty() => ul.plain.stack { @for t in &r.runs { li {
-                            a.mono href={ "/test-runs/" (t.run_id) } { (t.run_id) } " " (status(&t.status))
+                            a.mono href={ "/test-runs/" (t.run_id) } { (t.run_id) } " " (status(t.status))
                             @if let (Some(p), Some(n)) = (t.passed, t.total) { span.small.muted { " " (p) "/" (n) } }
                         } } },
                         _ => p.muted { "No test runs. A completed build's page starts one." },

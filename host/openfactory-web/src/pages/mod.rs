@@ -82,3 +82,11 @@ async fn not_found(viewer: Viewer, uri: Uri) -> Response {
         "There is nothing at this address. Check the link, or start from the overview.",
     )
 }
+
+/// An id from the URL, parsed at the edge: a malformed one names nothing,
+/// so it is "not found", like an id that is not the caller's.
+pub(crate) fn from_path<T>(
+    parsed: openfactory_service::Result<T>,
+) -> openfactory_service::Result<T> {
+    parsed.map_err(|e| openfactory_service::Error::not_found(e.message))
+}

@@ -229,7 +229,7 @@ pub async fn create_key(
                 &format!("Key “{}” created.", created.name),
             )
         }
-        Err(e) => redirect_with(&web, "/settings", false, &e),
+        Err(e) => redirect_with(&web, "/settings", false, &layout::say(&e)),
     }
 }
 
@@ -248,8 +248,8 @@ pub async fn revoke_key(
                 key.name
             ),
         ),
-        Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "Key", &e),
-        Err(e) => redirect_with(&web, "/settings", false, &e),
+        Err(e) if e.is_not_found() => layout::service_error(&user.viewer, "Key", &e),
+        Err(e) => redirect_with(&web, "/settings", false, &layout::say(&e)),
     }
 }
 
@@ -271,12 +271,11 @@ pub async fn claim(
                 ),
             )
         }
-        Err(StoreError::Conflict(m)) => redirect_with(&web, "/settings", false, &m),
         Err(e) => redirect_with(
             &web,
             "/settings",
             false,
-            &openfactory_service::store_error(e),
+            &openfactory_service::Error::from(e).message,
         ),
     }
 }
@@ -296,7 +295,7 @@ pub async fn sign_out_everywhere(
             &web,
             "/settings",
             false,
-            &openfactory_service::store_error(e),
+            &openfactory_service::Error::from(e).message,
         ),
     }
 }

@@ -9,18 +9,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use openfactory_service::test_runs::{self, RunArgs, TestResults};
-use openfactory_testrun::CheckResult;
+use openfactory_service::{BuildId, RunId};
+use openfactory_testrun::{CheckResult, CheckStatus};
 use serde::Deserialize;
 
-use super::Part;
+use super::{Part, from_path};
 use crate::Web;
 use crate::form::{Empty, SignedForm};
 use crate::layout::{self, Nav, action, status, when};
 use crate::session::{SignedIn, redirect_with};
-
-fn is_active(status: &str) -> bool {
-    matches!(status, "queued" | "running")
-}
 
 pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
     let SignedIn { viewer, owner, .. } = user;
@@ -33,7 +30,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
             }
         }
         @match &listed {
-            Err(e) => div.flash.bad role="alert" { (e) }
+            Err(e) => div.flash.bad role="alert" { (layout::say(e)) }
             Ok(list) if list.runs.is_empty() => div.card {
                 (layout::empty("No test runs yet",
                     "Open a completed build and press Run tests, or ask your assistant to run_tests on a build.",
@@ -46,11 +43,11 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
                     th scope="col" { "Checks" } th scope="col" { "Progress" } th scope="col" { "Started" }
                 } }
                 tbody { @for r in &list.runs {
-                    @let live = is_active(&r.status);
+                    @let live = r.status.is_active();
                     tr {
                         td { a.mono href={ "/test-runs/" (r.run_id) } { (r.run_id) } }
                         td { a.mono href={ "/builds/" (r.build_id) } { (r.build_id) } }
-                        td { (status(&r.status)) }
+                        td { (status(r.status)) }
                         td { @if let (Some(p), Some(t)) = (r.passed, r.total) { (p) " / " (t) " passed" } }
                         td.small.minw {
                             @if live { (layout::progress(r.progress, &format!("Test run {} progress", r.run_id))) }
@@ -68,26 +65,26 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
         Nav::TestRuns,
         listed
             .as_ref()
-            .is_ok_and(|l| l.runs.iter().any(|r| is_active(&r.status))),
+            .is_ok_and(|l| l.runs.iter().any(|r| r.status.is_active())),
         body,
     )
 }
 
 fn check(c: &CheckResult) -> Markup {
-    let s = c.status.as_str();
+    let settled = matches!(c.status, CheckStatus::Passed | CheckStatus::Skipped);
     html! {
         article.check {
             div.check-head {
                 h3 { (c.name) }
                 div.actions {
                     span.small.muted { (format!("{:.1}", c.duration_seconds)) " s · " (c.attempts) " attempt" @if c.attempts != 1 { "s" } }
-                    (status(s))
+                    (status(c.status.as_str()))
                 }
             }
             p.small.muted { (c.description) }
             p { (c.message) }
             @if !c.command.is_empty() {
-                details open[s != "passed" && s != "skipped"] {
+                details open[!settled] {
                     summary.small { "Evidence" }
                     dl.kv.small {
                         dt { "Command" } dd { code.break { (c.command) } }
@@ -104,13 +101,13 @@ fn check(c: &CheckResult) -> Markup {
 /// Totals, every check so far, and the serial console; refreshes itself
 /// while the run is queued or running, and reloads the page at its end.
 fn results(r: &TestResults) -> Markup {
-    let live = is_active(&r.status);
+    let live = r.status.is_active();
     html! {
         div #results data-live=[live.then(|| format!("/test-runs/{}?part=results", r.run_id))] data-final[!live] data-reload[live] {
             section.card aria-labelledby="summary-title" {
                 div.card-head {
                     h2 #summary-title { "Summary" }
-                    span role="status" aria-live="polite" { (status(&r.status)) }
+                    span role="status" aria-live="polite" { (status(r.status)) }
                 }
                 @if live {
                     (layout::progress(r.progress, "Test run progress"))
@@ -146,7 +143,11 @@ pub async fn show(
     Query(part): Query<Part>,
 ) -> Response {
     let SignedIn { viewer, owner, .. } = user;
-    let run = match test_runs::find(&web.app, &owner, &id).await {
+    let found = async {
+        let id = from_path(RunId::parse("run_id", &id))?;
+        test_runs::find(&web.app, &owner, &id).await
+    };
+    let run = match found.await {
         Ok(run) => run,
         Err(e) => return layout::service_error(&viewer, "Test run", &e),
     };
@@ -156,7 +157,7 @@ pub async fn show(
         Some(_) => return (StatusCode::NOT_FOUND, "no such part\n").into_response(),
         None => {}
     }
-    let active = is_active(&r.status);
+    let active = r.status.is_active();
     let body = html! {
         div.crumbs { a href="/test-runs" { "Test runs" } " / " span.mono { (r.run_id) } }
         div.page-head {
@@ -197,7 +198,11 @@ pub async fn create(
         vcpus: None,
         timeout_seconds: None,
     };
-    match test_runs::create(&web.app, &user.owner, &build_id, args).await {
+    let created = async {
+        let id = from_path(BuildId::parse("build_id", &build_id))?;
+        test_runs::create(&web.app, &user.owner, &id, args).await
+    };
+    match created.await {
         Ok(run) => redirect_with(
             &web,
             &format!("/test-runs/{}", run.run_id),
@@ -208,12 +213,12 @@ pub async fn create(
                 run.checks.len()
             ),
         ),
-        Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "Build", &e),
+        Err(e) if e.is_not_found() => layout::service_error(&user.viewer, "Build", &e),
         Err(e) => redirect_with(
             &web,
             &format!("/builds/{}#test", crate::form::encode(&build_id)),
             false,
-            &e,
+            &layout::say(&e),
         ),
     }
 }
@@ -223,8 +228,17 @@ pub async fn stop(
     Path(id): Path<String>,
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    match test_runs::stop(&web.app, &user.owner, &id).await {
-        Ok(stopped) => redirect_with(&web, &format!("/test-runs/{id}"), true, &stopped.message),
+    let stopped = async {
+        let id = from_path(RunId::parse("run_id", &id))?;
+        test_runs::stop(&web.app, &user.owner, &id).await
+    };
+    match stopped.await {
+        Ok(stopped) => redirect_with(
+            &web,
+            &format!("/test-runs/{id}"),
+            true,
+            &layout::say_next(&stopped.message),
+        ),
         Err(e) => layout::service_error(&user.viewer, "Test run", &e),
     }
 }
@@ -234,7 +248,11 @@ pub async fn junit(
     user: SignedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let run = match test_runs::find(&web.app, &user.owner, &id).await {
+    let found = async {
+        let id = from_path(RunId::parse("run_id", &id))?;
+        test_runs::find(&web.app, &user.owner, &id).await
+    };
+    let run = match found.await {
         Ok(run) => run,
         Err(e) => return layout::service_error(&user.viewer, "Test run", &e),
     };

@@ -8,11 +8,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use openfactory_service::vms::{self, VmOut};
+use openfactory_service::vms::{self, VmOut, VmState};
+use openfactory_service::{Action, BuildId, Error, VmName};
 use openfactory_store::OwnerId;
 use serde::Deserialize;
 
-use super::Part;
+use super::{Part, from_path};
 use crate::Web;
 use crate::form::{Empty, SignedForm, number};
 use crate::layout::{self, Nav, action, when};
@@ -25,7 +26,7 @@ fn actions(viewer: &crate::session::Viewer, v: &VmOut) -> Markup {
     let base = format!("/vms/{}", v.name);
     html! {
         div.actions {
-            @if v.state == "running" {
+            @if v.state == VmState::Running {
                 (action(viewer, &format!("{base}/stop"), "Stop", "", None))
                 form.inline method="post" action={ (base) "/stop" } data-confirm="Stop the VM at once, without shutting its system down?" {
                     (layout::csrf(viewer))
@@ -54,7 +55,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
             span.small.muted { "Up to " (limits.max_vms_per_owner) " VMs, " (limits.max_memory_mb) " MiB and " (limits.max_vcpus) " vCPUs each" }
         }
         @match &listed {
-            Err(e) => div.flash.bad role="alert" { (e) }
+            Err(e) => div.flash.bad role="alert" { (layout::say(e)) }
             Ok(list) if list.vms.is_empty() => div.card {
                 (layout::empty("No VMs",
                     "Open a completed build and create a VM from it: it boots the build's ISO, and its screen opens here.",
@@ -69,7 +70,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
                 tbody { @for v in &list.vms { tr {
                     td { a href={ "/vms/" (v.name) } { strong { (v.name) } } }
                     td {
-                        (layout::vm_state(&v.state))
+                        (layout::vm_state(v.state))
                         @if let Some(t) = &v.stopped_unexpectedly_at { br; span.small.text-bad { "stopped unexpectedly " (when(t)) } }
                     }
                     td { a.mono href={ "/builds/" (v.build_id) } { (v.build_id) } }
@@ -85,8 +86,8 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
 }
 
 /// The serial console's last lines; refreshes itself while the VM runs.
-fn serial(name: &str, state: &str, lines: Result<Vec<String>, String>) -> Markup {
-    let live = state == "running";
+fn serial(name: &str, state: VmState, lines: Result<Vec<String>, Error>) -> Markup {
+    let live = state == VmState::Running;
     html! {
         section.card #serial aria-labelledby="serial-title"
             data-live=[live.then(|| format!("/vms/{name}?part=serial"))] data-final[!live] {
@@ -97,13 +98,13 @@ fn serial(name: &str, state: &str, lines: Result<Vec<String>, String>) -> Markup
             @match lines {
                 Ok(lines) if lines.is_empty() => p.muted { "Nothing yet: the guest writes here as it boots." }
                 Ok(lines) => pre.log tabindex="0" aria-label="Serial console output" { @for l in &lines { (l) "\n" } }
-                Err(e) => p.muted { (e) }
+                Err(e) => p.muted { (layout::say(&e)) }
             }
         }
     }
 }
 
-async fn serial_lines(web: &Web, owner: &OwnerId, name: &str) -> Result<Vec<String>, String> {
+async fn serial_lines(web: &Web, owner: &OwnerId, name: &VmName) -> Result<Vec<String>, Error> {
     vms::serial_log(&web.app, owner, name, Some(SERIAL_LINES))
         .await
         .map(|s| s.lines)
@@ -116,19 +117,24 @@ pub async fn show(
     Query(part): Query<Part>,
 ) -> Response {
     let SignedIn { viewer, owner, .. } = user;
-    let vm = match vms::get(&web.app, &owner, &name).await {
-        Ok(vm) => vm,
+    let found = async {
+        let name = from_path(VmName::parse("vm_name", &name))?;
+        let vm = vms::get(&web.app, &owner, &name).await?;
+        Ok::<_, Error>((name, vm))
+    };
+    let (name, vm) = match found.await {
+        Ok(found) => found,
         Err(e) => return layout::service_error(&viewer, "VM", &e),
     };
     match part.part.as_deref() {
         Some("serial") => {
             let lines = serial_lines(&web, &owner, &name).await;
-            return layout::fragment(serial(&vm.name, &vm.state, lines));
+            return layout::fragment(serial(&vm.name, vm.state, lines));
         }
         Some(_) => return (StatusCode::NOT_FOUND, "no such part\n").into_response(),
         None => {}
     }
-    let console = if vm.state == "running" {
+    let console = if vm.state == VmState::Running {
         Some(vms::console_token(&web.app, &owner, &name).await)
     } else {
         None
@@ -138,7 +144,7 @@ pub async fn show(
         div.crumbs { a href="/vms" { "VMs" } " / " (vm.name) }
         div.page-head {
             div {
-                h1 { (vm.name) " " (layout::vm_state(&vm.state)) }
+                h1 { (vm.name) " " (layout::vm_state(vm.state)) }
                 p {
                     "Boots build " a.mono href={ "/builds/" (vm.build_id) } { (vm.build_id) }
                     " · " (vm.memory_mb) " MiB, " (vm.vcpus) " vCPU · " (vm.backend)
@@ -161,7 +167,7 @@ pub async fn show(
             }
             @match &console {
                 None => p.muted { "The VM is stopped. Start it to see its screen." }
-                Some(Err(e)) => p.muted { (e) }
+                Some(Err(e)) => p.muted { (layout::say(e)) }
                 Some(Ok(token)) => {
                     div.screen #screen data-ws=(token.websocket_path()) aria-label="VM screen" {}
                     noscript { p.muted { "The screen needs JavaScript (noVNC runs in this page). The serial console below works without it." } }
@@ -170,7 +176,7 @@ pub async fn show(
                 }
             }
         }
-        (serial(&vm.name, &vm.state, lines))
+        (serial(&vm.name, vm.state, lines))
     };
     layout::page(&viewer, &format!("VM {}", vm.name), Nav::Vms, body)
 }
@@ -201,16 +207,20 @@ pub async fn create(
             return redirect_with(&web, &back, false, &errors.join("; "));
         }
     };
-    let name = form.name.trim();
-    match vms::create(&web.app, &user.owner, &build_id, name, memory, vcpus).await {
+    let created = async {
+        let build_id = from_path(BuildId::parse("build_id", &build_id))?;
+        let name = VmName::parse("name", form.name.trim())?;
+        vms::create(&web.app, &user.owner, &build_id, &name, memory, vcpus).await
+    };
+    match created.await {
         Ok(vm) => redirect_with(
             &web,
             &format!("/vms/{}", vm.name),
             true,
             &format!("VM {} is booting build {}.", vm.name, vm.build_id),
         ),
-        Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "Build", &e),
-        Err(e) => redirect_with(&web, &back, false, &e),
+        Err(e) if e.is_not_found() => layout::service_error(&user.viewer, "Build", &e),
+        Err(e) => redirect_with(&web, &back, false, &layout::say(&e)),
     }
 }
 
@@ -224,21 +234,26 @@ async fn lifecycle(
     web: &Web,
     user: SignedIn,
     name: &str,
-    outcome: Result<vms::VmAction, String>,
+    outcome: Result<vms::VmAction, Error>,
     to: &str,
 ) -> Response {
     match outcome {
         Ok(done) => {
-            // Only an ACPI stop the guest ignored did not do what was asked.
-            let ok = !done.message.contains("still running");
-            redirect_with(web, to, ok, &format!("{}: {}", done.name, done.message))
+            // Only an ACPI stop the guest ignored did not do what was asked:
+            // its answer points to a forced stop.
+            let ok = !done
+                .message
+                .actions
+                .contains(&Action::StopVm { force: true });
+            let said = layout::say_next(&done.message);
+            redirect_with(web, to, ok, &format!("{}: {said}", done.name))
         }
-        Err(e) if e.contains("not found") => layout::service_error(&user.viewer, "VM", &e),
+        Err(e) if e.is_not_found() => layout::service_error(&user.viewer, "VM", &e),
         Err(e) => redirect_with(
             web,
             &format!("/vms/{}", crate::form::encode(name)),
             false,
-            &e,
+            &layout::say(&e),
         ),
     }
 }
@@ -248,7 +263,11 @@ pub async fn start(
     Path(name): Path<String>,
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let outcome = vms::start(&web.app, &user.owner, &name).await;
+    let outcome = async {
+        let name = from_path(VmName::parse("vm_name", &name))?;
+        vms::start(&web.app, &user.owner, &name).await
+    }
+    .await;
     lifecycle(&web, user, &name, outcome, &format!("/vms/{name}")).await
 }
 
@@ -258,7 +277,11 @@ pub async fn stop(
     SignedForm { user, form }: SignedForm<Stop>,
 ) -> Response {
     let force = form.force.as_deref() == Some("true");
-    let outcome = vms::stop(&web.app, &user.owner, &name, force).await;
+    let outcome = async {
+        let name = from_path(VmName::parse("vm_name", &name))?;
+        vms::stop(&web.app, &user.owner, &name, force).await
+    }
+    .await;
     lifecycle(&web, user, &name, outcome, &format!("/vms/{name}")).await
 }
 
@@ -267,6 +290,10 @@ pub async fn delete(
     Path(name): Path<String>,
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    let outcome = vms::delete(&web.app, &user.owner, &name).await;
+    let outcome = async {
+        let name = from_path(VmName::parse("vm_name", &name))?;
+        vms::delete(&web.app, &user.owner, &name).await
+    }
+    .await;
     lifecycle(&web, user, &name, outcome, "/vms").await
 }
