@@ -13,7 +13,6 @@ pub mod jsonrpc;
 pub mod limits;
 pub mod sse;
 pub mod tools;
-mod tools_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
