@@ -207,6 +207,20 @@ async def test_wrong_types(connect, server):
         assert "category" in text, text
         assert "not found" in (await tool_error(s, "get_recipe", {"recipe_id": "wt-1"})).lower()
 
+        # A missing required argument is the server's own field error (what it is for), never
+        # the MCP library's "failed to deserialize parameters: missing field".
+        text = await tool_error(s, "create_vm", {"build_id": "0" * 12})
+        assert text.startswith("name: required; a name for the VM"), text
+        text = await tool_error(s, "create_vm", {"build_id": "0" * 12, "name": None})
+        assert text.startswith("name: required; "), text
+        text = await tool_error(s, "create_vm", {"build_id": "0" * 12, "name": "web-1", "memory_mb": "lots"})
+        assert text == "memory_mb: expected a whole number, got a string", text
+        text = await tool_error(s, "list_builds", {"limit": 500})
+        assert text == "limit: 500 is out of range; use 1 to 100 (default 20)", text
+        for tool, args in (("stop_vm", {}), ("get_build_log", {"tail_lines": 10}), ("run_tests", {"tests": []})):
+            text = await tool_error(s, tool, args)
+            assert ": required; " in text and "deserialize" not in text, (tool, text)
+
         # A recipe that is not an object: either a tool error naming `recipe`, or valid=false with
         # a wrong-type diagnostic, but never a success or a crash.
         for not_an_object in ["name = 'x'", ["name", "x"], 42, None]:

@@ -40,7 +40,7 @@ def connect_kind(connect, kind):
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)
-async def test_tools_are_exactly_the_seven(connect, kind):
+async def test_tools_list_is_the_documented_set_with_object_schemas(connect, kind):
     async with connect_kind(connect, kind) as s:
         tools = (await s.list_tools()).tools
         names = [t.name for t in tools]

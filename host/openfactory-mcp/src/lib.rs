@@ -13,7 +13,6 @@ pub mod jsonrpc;
 pub mod limits;
 pub mod sse;
 pub mod tools;
-mod tools_tests;
 pub mod wording;
 
 use std::net::SocketAddr;

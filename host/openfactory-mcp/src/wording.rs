@@ -137,50 +137,6 @@ impl Worded for RunStopped {
     }
 }
 
-/// Arguments parsed into the service's ids at the edge, errors worded as
-/// tool errors. (Each takes the JSON value the tool was given.)
-pub(crate) mod args {
-    use openfactory_service::{BuildId, RecipeId, RunId, VmName};
-    use serde_json::Value;
-
-    use super::tool_error;
-    use crate::tools::{opt_text, text};
-
-    pub(crate) fn build_id(value: Value, field: &str) -> Result<BuildId, String> {
-        BuildId::parse(field, &text(value, field)?).map_err(tool_error)
-    }
-
-    pub(crate) fn opt_build_id(
-        value: Option<Value>,
-        field: &str,
-    ) -> Result<Option<BuildId>, String> {
-        opt_text(value, field)?
-            .map(|v| BuildId::parse(field, &v).map_err(tool_error))
-            .transpose()
-    }
-
-    pub(crate) fn run_id(value: Value, field: &str) -> Result<RunId, String> {
-        RunId::parse(field, &text(value, field)?).map_err(tool_error)
-    }
-
-    pub(crate) fn vm_name(value: Value, field: &str) -> Result<VmName, String> {
-        VmName::parse(field, &text(value, field)?).map_err(tool_error)
-    }
-
-    pub(crate) fn recipe_id(value: Value, field: &str) -> Result<RecipeId, String> {
-        RecipeId::parse(field, &text(value, field)?).map_err(tool_error)
-    }
-
-    pub(crate) fn opt_recipe_id(
-        value: Option<Value>,
-        field: &str,
-    ) -> Result<Option<RecipeId>, String> {
-        opt_text(value, field)?
-            .map(|v| RecipeId::parse(field, &v).map_err(tool_error))
-            .transpose()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use openfactory_service::{BuildId, builds};
@@ -208,7 +164,7 @@ mod tests {
         let bad = BuildId::parse("build_id", "../x").unwrap_err();
         assert_eq!(
             error_text(&bad),
-            "build_id `../x` is not a build id (12 hex digits, e.g. 3f9c2a1d4e5b); list_builds shows your builds"
+            "build_id: `../x` is not a build id (12 hex digits, e.g. 3f9c2a1d4e5b); list_builds shows your builds"
         );
         assert_eq!(error_text(&Error::internal("x")), "x");
     }

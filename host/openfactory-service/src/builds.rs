@@ -301,19 +301,13 @@ fn summary(b: BuildRecord) -> BuildSummary {
     }
 }
 
-/// The caller's builds, newest first; `status` as given in `status_filter`.
+/// The caller's builds, newest first, only those with `status` if given.
 pub async fn list(
     app: &App,
     owner: &OwnerId,
-    status: Option<&str>,
+    status: Option<BuildStatus>,
     limit: Option<i64>,
 ) -> Result<BuildList> {
-    let status = status
-        .map(|s| {
-            s.parse::<BuildStatus>()
-                .map_err(|e| Error::invalid("status_filter", format!("status_filter: {e}")))
-        })
-        .transpose()?;
     let limit = match limit {
         None => 20,
         Some(n) if (1..=100).contains(&n) => n as u32,

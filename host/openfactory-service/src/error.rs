@@ -113,6 +113,15 @@ impl Error {
         self
     }
 
+    /// An `Invalid` error about `field`, its message prefixed `field: `.
+    pub fn in_field(mut self, field: &str) -> Error {
+        self.kind = ErrorKind::Invalid {
+            field: field.to_owned(),
+        };
+        self.message = format!("{field}: {}", self.message);
+        self
+    }
+
     pub fn is_not_found(&self) -> bool {
         self.kind == ErrorKind::NotFound
     }

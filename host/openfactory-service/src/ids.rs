@@ -30,7 +30,7 @@ fn job_id(value: &str) -> bool {
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident, $default_field:literal) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -53,6 +53,15 @@ macro_rules! id_type {
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl $name {
+            /// `value` checked, the message naming `field` (e.g. `build_id:
+            /// `x` is not a build id…`). [`Self::check`] is the same check
+            /// without a field, for a front end that names fields itself.
+            pub fn parse(field: &str, value: &str) -> Result<Self> {
+                Self::check(value).map_err(|e| e.in_field(field))
             }
         }
 
@@ -89,15 +98,14 @@ id_type!(
 );
 
 impl BuildId {
-    /// `field` names the argument in the message, e.g. `build_id`.
-    pub fn parse(field: &str, value: &str) -> Result<BuildId> {
+    pub fn check(value: &str) -> Result<BuildId> {
         if job_id(value) {
             Ok(BuildId(value.to_owned()))
         } else {
             Err(Error::invalid(
-                field,
+                "",
                 format!(
-                    "{field} `{}` is not a build id (12 hex digits, e.g. 3f9c2a1d4e5b)",
+                    "`{}` is not a build id (12 hex digits, e.g. 3f9c2a1d4e5b)",
                     quoted(value)
                 ),
             )
@@ -112,16 +120,13 @@ impl BuildId {
 }
 
 impl RunId {
-    pub fn parse(field: &str, value: &str) -> Result<RunId> {
+    pub fn check(value: &str) -> Result<RunId> {
         if job_id(value) {
             Ok(RunId(value.to_owned()))
         } else {
             Err(Error::invalid(
-                field,
-                format!(
-                    "{field} `{}` is not a test run id (12 hex digits)",
-                    quoted(value)
-                ),
+                "",
+                format!("`{}` is not a test run id (12 hex digits)", quoted(value)),
             )
             .see(Action::ListTestRuns))
         }
@@ -141,7 +146,7 @@ fn random_hex() -> String {
 
 impl VmName {
     /// VM names: what people type, and safe in every place they go.
-    pub fn parse(field: &str, value: &str) -> Result<VmName> {
+    pub fn check(value: &str) -> Result<VmName> {
         let ok = !value.is_empty()
             && value.len() <= 63
             && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -152,9 +157,9 @@ impl VmName {
             Ok(VmName(value.to_owned()))
         } else {
             Err(Error::invalid(
-                field,
+                "",
                 format!(
-                    "{field} `{}` is not a VM name: use 1 to 63 lowercase letters, digits and `-`, starting with a letter or digit (e.g. web-1)",
+                    "`{}` is not a VM name: use 1 to 63 lowercase letters, digits and `-`, starting with a letter or digit (e.g. web-1)",
                     quoted(value)
                 ),
             ))
@@ -165,7 +170,7 @@ impl VmName {
 impl RecipeId {
     /// Template ids are catalog file names; recipe names are slugs. Neither
     /// has a path separator, a leading dot, spaces or more than 128 bytes.
-    pub fn parse(field: &str, value: &str) -> Result<RecipeId> {
+    pub fn check(value: &str) -> Result<RecipeId> {
         let ok = !value.is_empty()
             && value.len() <= 128
             && !value.starts_with('.')
@@ -176,9 +181,9 @@ impl RecipeId {
             Ok(RecipeId(value.to_owned()))
         } else {
             Err(Error::invalid(
-                field,
+                "",
                 format!(
-                    "{field} `{}` is not a recipe id (letters, digits and `-`, e.g. gxp-medtech)",
+                    "`{}` is not a recipe id (letters, digits and `-`, e.g. gxp-medtech)",
                     quoted(value)
                 ),
             )
@@ -221,7 +226,7 @@ mod tests {
                 },
                 "{bad:?}"
             );
-            assert!(e.message.starts_with("build_id `"), "{e}");
+            assert!(e.message.starts_with("build_id: `"), "{e}");
             assert!(e.message.contains("is not a build id"), "{e}");
             assert_eq!(e.see, Some(Action::ListBuilds));
             assert!(e.message.len() < 200, "{e}");
@@ -241,7 +246,7 @@ mod tests {
         {
             let e = VmName::parse("vm_name", bad).unwrap_err();
             assert!(
-                e.message.starts_with("vm_name `") && e.message.contains("is not a VM name"),
+                e.message.starts_with("vm_name: `") && e.message.contains("is not a VM name"),
                 "{e}"
             );
             assert_eq!(e.field(), Some("vm_name"));

@@ -59,7 +59,7 @@ macro_rules! status_enum {
                     .ok_or_else(|| {
                         format!(
                             "`{}` is not a {}; use one of: {}",
-                            s.escape_debug(),
+                            openfactory_core::rules::truncate(s, 40).escape_debug(),
                             $noun,
                             [$($text),+].join(", ")
                         )

@@ -83,7 +83,13 @@ pub async fn index(
         .status
         .as_deref()
         .filter(|s| *s != "all" && !s.is_empty());
-    let listed = builds::list(&web.app, &owner, wanted, Some(100)).await;
+    let listed = match wanted.map(str::parse::<BuildStatus>).transpose() {
+        Ok(status) => builds::list(&web.app, &owner, status, Some(100)).await,
+        Err(e) => Err(openfactory_service::Error::invalid(
+            "status",
+            format!("status: {e}"),
+        )),
+    };
     match (part.part.as_deref(), &listed) {
         (Some("rows"), Ok(list)) => return layout::fragment(rows(&list.builds, wanted)),
         (Some(_), _) => return (StatusCode::NOT_FOUND, "no such part\n").into_response(),
