@@ -109,7 +109,7 @@ async def test_build_ssh_docker_monitoring_then_download_and_boot(connect, serve
         build_id = created["build_id"]
         assert created["status"] == "queued", created
         assert created["features"] == ["ssh", "docker", "monitoring"], created
-        assert len(created["recipe_id"]) == 64
+        assert len(created["recipe_digest"]) == 64
 
         listed = await ok(s, "list_builds", {})
         assert build_id in [b["build_id"] for b in listed["builds"]], listed
@@ -144,7 +144,7 @@ async def test_build_ssh_docker_monitoring_then_download_and_boot(connect, serve
         assert "==> done" in resource.contents[0].text
 
         link = await ok(s, "get_iso_download_url", {"build_id": build_id})
-        assert link["sha256"] == details["iso_sha256"] and link["url"].startswith(server.base)
+        assert link["iso_sha256"] == details["iso_sha256"] and link["url"].startswith(server.base)
         assert link["sha256sum_line"] == f"{link['sha256']}  {link['filename']}"
 
     # Another owner sees nothing of it.
@@ -160,10 +160,10 @@ async def test_build_ssh_docker_monitoring_then_download_and_boot(connect, serve
         head = await http.get(link["url"], headers={"Range": "bytes=0-1023"})
         assert head.status_code == 206, head.text[:300]
         assert len(head.content) == 1024
-        assert head.headers["content-range"] == f"bytes 0-1023/{link['size_bytes']}"
-        assert head.headers["x-checksum-sha256"] == link["sha256"]
+        assert head.headers["content-range"] == f"bytes 0-1023/{link['iso_size_bytes']}"
+        assert head.headers["x-checksum-sha256"] == link["iso_sha256"]
         assert link["filename"] in head.headers["content-disposition"]
-        tail = await http.get(link["url"], headers={"Range": f"bytes={link['size_bytes'] - 10}-"})
+        tail = await http.get(link["url"], headers={"Range": f"bytes={link['iso_size_bytes'] - 10}-"})
         assert tail.status_code == 206 and len(tail.content) == 10
 
         digest = hashlib.sha256()
@@ -173,7 +173,7 @@ async def test_build_ssh_docker_monitoring_then_download_and_boot(connect, serve
                 async for chunk in r.aiter_bytes():
                     digest.update(chunk)
                     f.write(chunk)
-        assert digest.hexdigest() == link["sha256"]
+        assert digest.hexdigest() == link["iso_sha256"]
 
         forged = link["url"][:-3] + ("aaa" if not link["url"].endswith("aaa") else "bbb")
         assert (await http.get(forged)).status_code == 403

@@ -49,12 +49,12 @@ async def test_owners_are_isolated(connect, kind):
         # The same name, independently, for each owner.
         ra = await ok(a, "create_recipe_from_template", {"template_id": "gxp-medtech", "name": shared, "modifications": {"add_packages": ["vim"]}})
         rb = await ok(b, "create_recipe_from_template", {"template_id": "gxp-medtech", "name": shared, "modifications": {"add_packages": ["htop"]}})
-        assert ra["recipe_hash"] != rb["recipe_hash"]
+        assert ra["recipe_digest"] != rb["recipe_digest"]
         got_a = (await ok(a, "get_recipe", {"recipe_id": shared}))
         got_b = (await ok(b, "get_recipe", {"recipe_id": shared}))
         assert "vim" in got_a["recipe"]["packages"] and "htop" not in got_a["recipe"]["packages"], got_a["recipe"]["packages"]
         assert "htop" in got_b["recipe"]["packages"] and "vim" not in got_b["recipe"]["packages"], got_b["recipe"]["packages"]
-        assert got_a["recipe_hash"] == ra["recipe_hash"] and got_b["recipe_hash"] == rb["recipe_hash"]
+        assert got_a["recipe_digest"] == ra["recipe_digest"] and got_b["recipe_digest"] == rb["recipe_digest"]
         listed_a = [r["id"] for r in (await ok(a, "list_recipes"))["recipes"]].count(shared)
         listed_b = [r["id"] for r in (await ok(b, "list_recipes"))["recipes"]].count(shared)
         assert (listed_a, listed_b) == (1, 1)

@@ -134,6 +134,6 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
         after_build = await ok(a, "get_build", {"build_id": build_id})
         assert after_build["status"] == before[0]["status"] == "completed"
         assert (await ok(a, "list_vms", {}))["vms"][0]["state"] == "running"
-        assert (await ok(a, "get_recipe", {"recipe_id": recipe_id}))["recipe_hash"] == before[2]["recipe_hash"]
+        assert (await ok(a, "get_recipe", {"recipe_id": recipe_id}))["recipe_digest"] == before[2]["recipe_digest"]
         await ok(a, "stop_test_run", {"run_id": run_id})
         await ok(a, "delete_vm", {"vm_name": "a-vm"})

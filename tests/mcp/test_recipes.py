@@ -37,7 +37,7 @@ async def test_create_from_template_and_reconnect(connect):
             {"template_id": "gxp-medtech", "name": "my-gxp", "modifications": {"add_packages": ["vim", "htop"]}},
         )
         assert created["id"] == "my-gxp", created
-        assert HEX64.match(created["recipe_hash"]), created["recipe_hash"]
+        assert HEX64.match(created["recipe_digest"]), created["recipe_digest"]
         assert isinstance(created["warnings"], list)
         recipe = created["recipe"]
         assert recipe["name"] == "my-gxp"
@@ -54,7 +54,7 @@ async def test_create_from_template_and_reconnect(connect):
         assert got["source"] == "custom"
         assert {"vim", "htop"} <= set(got["recipe"]["packages"])
         assert got["recipe"] == recipe
-        assert got["recipe_hash"] == created["recipe_hash"]
+        assert got["recipe_digest"] == created["recipe_digest"]
 
         listing = await ok(s, "list_recipes")
         assert custom_ids(listing).count("my-gxp") == 1, custom_ids(listing)
@@ -65,18 +65,18 @@ async def test_create_from_template_and_reconnect(connect):
         # The hash is a content id.
         again = await ok(s, "validate_recipe", {"recipe": recipe})
         assert again["valid"] is True, again["errors"]
-        assert again["recipe_hash"] == created["recipe_hash"]
+        assert again["recipe_digest"] == created["recipe_digest"]
 
     # A new session from the same address is the same owner.
     async with connect("http") as s:
         got2 = await ok(s, "get_recipe", {"recipe_id": "my-gxp"})
-        assert got2["recipe"] == recipe and got2["recipe_hash"] == created["recipe_hash"]
+        assert got2["recipe"] == recipe and got2["recipe_digest"] == created["recipe_digest"]
         assert "my-gxp" in custom_ids(await ok(s, "list_recipes"))
 
     # Owners are addresses, not transports: the legacy SSE transport sees it too.
     async with connect("sse") as s:
         got3 = await ok(s, "get_recipe", {"recipe_id": "my-gxp"})
-        assert got3["recipe_hash"] == created["recipe_hash"]
+        assert got3["recipe_digest"] == created["recipe_digest"]
         assert "my-gxp" in custom_ids(await ok(s, "list_recipes"))
 
 
@@ -94,7 +94,7 @@ async def test_create_clashes_and_unknown_template(connect):
         assert "dup-1" in text, text
         # The clash left the first recipe alone.
         kept = await ok(s, "get_recipe", {"recipe_id": "dup-1"})
-        assert kept["recipe_hash"] == first["recipe_hash"]
+        assert kept["recipe_digest"] == first["recipe_digest"]
         assert "htop" not in kept["recipe"]["packages"]
 
         text = await tool_error(s, "create_recipe_from_template", {"template_id": "no-such-template", "name": "x-1"})
@@ -142,7 +142,7 @@ async def test_create_with_modifications(connect):
         assert r["security"]["root_login"] is False
 
         got = await ok(s, "get_recipe", {"recipe_id": "mods-1"})
-        assert got["recipe"] == r and got["recipe_hash"] == created["recipe_hash"]
+        assert got["recipe"] == r and got["recipe_digest"] == created["recipe_digest"]
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ async def test_plan_recipe(connect):
         sources = {step["source"] for step in plan["steps"]}
         assert {"gxp", "hardening", "recipe"} <= sources, sources
         assert {"gxp", "hardening", "ssh", "firewall", "monitoring"} <= set(feature_names(plan["features"]))
-        assert "recipe_id" in plan
+        assert "recipe_digest" in plan
 
         # The plan agrees with validate_recipe's summary of the same content.
         recipe = (await ok(s, "get_recipe", {"recipe_id": "gxp-medtech"}))["recipe"]
@@ -282,7 +282,7 @@ async def test_create_over_stdio(of_bin, tmp_path):
         got = await ok(s, "get_recipe", {"recipe_id": "stdio-gxp"})
         assert got["source"] == "custom"
         assert {"vim", "htop"} <= set(got["recipe"]["packages"])
-        assert got["recipe_hash"] == created["recipe_hash"]
+        assert got["recipe_digest"] == created["recipe_digest"]
         assert "stdio-gxp" in custom_ids(await ok(s, "list_recipes"))
 
 

@@ -98,7 +98,7 @@ async def test_get_recipe_gxp_medtech(connect, kind):
         assert got["id"] == "gxp-medtech"
         assert got["source"] == "template"
         assert got["category"] == "healthcare"
-        assert HEX64.match(got["recipe_hash"]), got["recipe_hash"]
+        assert HEX64.match(got["recipe_digest"]), got["recipe_digest"]
         recipe = got["recipe"]
         assert recipe["name"] == "gxp-medtech"
         assert recipe["base_image"] == "debian-bookworm"
@@ -115,10 +115,10 @@ async def test_get_recipe_gxp_medtech(connect, kind):
         assert {f["path"] for f in recipe["files"]} == {"/etc/sudoers.d/10-gxp", "/etc/systemd/journald.conf.d/50-gxp.conf"}
         assert recipe["security"]["root_login"] is False
 
-        # The recipe_hash is a content id: the same content validated again has the same id.
+        # The recipe_digest is a content id: the same content validated again has the same id.
         again = await ok(s, "validate_recipe", {"recipe": recipe})
         assert again["valid"] is True, again["errors"]
-        assert again["recipe_hash"] == got["recipe_hash"], (again["recipe_hash"], got["recipe_hash"])
+        assert again["recipe_digest"] == got["recipe_digest"], (again["recipe_digest"], got["recipe_digest"])
 
         # The full recipe object: every field of the model, only `hostname` is optional.
         missing = [k for k in RECIPE_FIELDS if k not in recipe]
@@ -132,7 +132,7 @@ async def test_validate_valid_and_invalid(connect, kind):
         check_diagnostics_shape(good)
         assert good["valid"] is True, good["errors"]
         assert good["errors"] == []
-        assert HEX64.match(good["recipe_hash"] or ""), good["recipe_hash"]
+        assert HEX64.match(good["recipe_digest"] or ""), good["recipe_digest"]
         summary = good["plan_summary"]
         assert summary is not None
         assert summary["steps"] > 0 and summary["checks"] > 0, summary

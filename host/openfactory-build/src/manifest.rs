@@ -98,7 +98,7 @@ fn spdx_id(name: &str, arch: &str) -> String {
 pub struct SbomSubject<'a> {
     pub build_id: &'a str,
     pub recipe_name: &'a str,
-    pub recipe_id: &'a str,
+    pub recipe_digest: &'a str,
     pub suite: &'a str,
     pub iso_sha256: &'a str,
     /// RFC 3339.
@@ -114,7 +114,7 @@ pub fn spdx(subject: &SbomSubject, packages: &[Package]) -> Value {
     let mut spdx_packages = vec![json!({
         "SPDXID": image_id,
         "name": subject.recipe_name,
-        "versionInfo": subject.recipe_id,
+        "versionInfo": subject.recipe_digest,
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
         "primaryPackagePurpose": "OPERATING-SYSTEM",
@@ -192,7 +192,7 @@ mod tests {
             &SbomSubject {
                 build_id: "b1",
                 recipe_name: "web",
-                recipe_id: "abc",
+                recipe_digest: "abc",
                 suite: "bookworm",
                 iso_sha256: "00",
                 created: "2026-11-25T00:00:00Z",

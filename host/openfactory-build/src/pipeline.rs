@@ -44,7 +44,7 @@ pub struct Builder {
 pub struct BuildOutput {
     pub iso: PathBuf,
     pub iso_sha256: String,
-    pub iso_size: u64,
+    pub iso_size_bytes: u64,
     pub packages: usize,
     pub base_key: String,
     /// Whether the base came from the cache.
@@ -145,7 +145,7 @@ impl Builder {
             Ok(out) => log.line(&format!(
                 "==> done: {} ({} bytes, sha256 {})",
                 out.iso.display(),
-                out.iso_size,
+                out.iso_size_bytes,
                 out.iso_sha256
             )),
             Err(e) => log.line(&format!("==> failed: {e}")),
@@ -178,7 +178,7 @@ impl Builder {
             "==> build {} of recipe {} ({}), {} steps, features: {}",
             job.build_id,
             plan.recipe_name,
-            plan.recipe_id,
+            plan.recipe_digest,
             plan.steps.len(),
             plan.features
                 .iter()
@@ -308,7 +308,8 @@ impl Builder {
         // finish
         let started = Instant::now();
         log.progress(Stage::Finish, 0.0, "checksum, package manifest and SBOM");
-        let (iso_sha256, iso_size) = sha256_file(&iso).context(|| "hashing the ISO".into())?;
+        let (iso_sha256, iso_size_bytes) =
+            sha256_file(&iso).context(|| "hashing the ISO".into())?;
         fs::write(
             job.out_dir.join(PACKAGES_FILE),
             serde_json::to_vec_pretty(&packages).expect("serialisable"),
@@ -321,7 +322,7 @@ impl Builder {
             &SbomSubject {
                 build_id: job.build_id,
                 recipe_name: &plan.recipe_name,
-                recipe_id: plan.recipe_id.as_str(),
+                recipe_digest: plan.recipe_digest.as_str(),
                 suite: &plan.suite,
                 iso_sha256: &iso_sha256,
                 created: &created,
@@ -343,7 +344,7 @@ impl Builder {
         Ok(BuildOutput {
             iso,
             iso_sha256,
-            iso_size,
+            iso_size_bytes,
             packages: packages.len(),
             base_key: base.info.key.clone(),
             base_reused: base.reused,

@@ -9,7 +9,7 @@
 
 pub mod catalog;
 pub mod diagnostic;
-pub mod id;
+pub mod digest;
 pub mod plan;
 pub mod recipe;
 pub mod rules;
@@ -19,6 +19,6 @@ pub mod system;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
-pub use id::RecipeId;
+pub use digest::RecipeDigest;
 pub use plan::{Feature, FeatureInfo, FeatureSet, Outcome, Plan};
 pub use recipe::{BaseImage, Recipe};

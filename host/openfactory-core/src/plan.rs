@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Path, did_you_mean};
-use crate::id::RecipeId;
+use crate::digest::RecipeDigest;
 use crate::recipe::{BaseImage, Recipe};
 use crate::schema::Schema;
 use crate::step::{CheckKind, Step};
@@ -118,7 +118,9 @@ pub trait FeatureSet {
 /// An ordered, typed build plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
-    pub recipe_id: RecipeId,
+    /// The recipe's content digest (also read from plans stored as `recipe_id`).
+    #[serde(alias = "recipe_id")]
+    pub recipe_digest: RecipeDigest,
     pub recipe_name: String,
     pub base_image: BaseImage,
     pub suite: String,
@@ -165,7 +167,7 @@ pub struct Outcome {
     pub plan: Option<Plan>,
     pub diagnostics: Diagnostics,
     /// Known when the recipe and all its features are known, even with errors.
-    pub recipe_id: Option<RecipeId>,
+    pub recipe_digest: Option<RecipeDigest>,
 }
 
 /// Validate a recipe with its features, without planning.
@@ -204,7 +206,7 @@ fn from_checked(checked: validate::Checked, features: &dyn FeatureSet, want_plan
         None => Outcome {
             plan: None,
             diagnostics: checked.diagnostics,
-            recipe_id: None,
+            recipe_digest: None,
         },
     }
 }
@@ -330,8 +332,8 @@ fn run_checked(
     };
 
     let all_known = resolved.len() == recipe.features.len();
-    let recipe_id = all_known.then(|| {
-        RecipeId::compute(
+    let recipe_digest = all_known.then(|| {
+        RecipeDigest::compute(
             recipe,
             resolved.iter().map(|(_, f)| (f.name(), f.digest.as_str())),
         )
@@ -403,14 +405,14 @@ fn run_checked(
         return Outcome {
             plan: None,
             diagnostics,
-            recipe_id,
+            recipe_digest,
         };
     }
     let Ok(base_image) = recipe.base_image.parse::<BaseImage>() else {
         return Outcome {
             plan: None,
             diagnostics,
-            recipe_id,
+            recipe_digest,
         };
     };
 
@@ -450,7 +452,7 @@ fn run_checked(
     all_checks.extend(checks);
 
     let plan = Plan {
-        recipe_id: recipe_id.clone().expect("all features are known"),
+        recipe_digest: recipe_digest.clone().expect("all features are known"),
         recipe_name: recipe.name.clone(),
         base_image,
         suite: base_image.suite().to_owned(),
@@ -470,7 +472,7 @@ fn run_checked(
     Outcome {
         plan: Some(plan),
         diagnostics,
-        recipe_id,
+        recipe_digest,
     }
 }
 
@@ -620,5 +622,21 @@ mod tests {
             assert_eq!(keys, ["base_image", "name", "packages"], "{ctx:?}");
             assert_eq!(ctx.options, serde_json::json!({"x": 1}));
         }
+    }
+
+    #[test]
+    fn plans_stored_before_the_rename_still_read() {
+        let set = Recording::new();
+        let recipe = serde_json::json!({"name": "old", "base_image": "debian-bookworm"});
+        let plan = plan_value(recipe, &set, true).plan.unwrap();
+        let mut stored = serde_json::to_value(&plan).unwrap();
+        let digest = stored
+            .as_object_mut()
+            .unwrap()
+            .remove("recipe_digest")
+            .unwrap();
+        stored["recipe_id"] = digest;
+        let read: Plan = serde_json::from_value(stored).unwrap();
+        assert_eq!(read, plan);
     }
 }

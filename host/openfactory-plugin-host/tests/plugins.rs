@@ -207,7 +207,7 @@ fn plans_are_deterministic_and_ids_content_addressed() {
     let other = plan_toml(&home.load(), &text.replace("ssh\"]", "ssh\", \"motd\"]"))
         .plan
         .unwrap();
-    assert_ne!(a.recipe_id, other.recipe_id);
+    assert_ne!(a.recipe_digest, other.recipe_digest);
 }
 
 #[test]

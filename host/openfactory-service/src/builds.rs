@@ -49,7 +49,8 @@ pub const MAX_WAIT_SECONDS: u64 = 50;
 pub struct BuildCreated {
     pub build_id: String,
     pub status: BuildStatus,
-    pub recipe_id: String,
+    /// The recipe's content digest: the same recipe and plugins, the same digest.
+    pub recipe_digest: String,
     pub recipe_name: String,
     pub features: Vec<String>,
     /// Recipe warnings (the build goes ahead with them).
@@ -62,7 +63,8 @@ pub struct BuildCreated {
 pub struct BuildSummary {
     pub build_id: String,
     pub recipe_name: String,
-    pub recipe_id: String,
+    /// The recipe's content digest: the same recipe and plugins, the same digest.
+    pub recipe_digest: String,
     pub features: Vec<String>,
     pub status: BuildStatus,
     pub stage: Option<Stage>,
@@ -107,7 +109,8 @@ pub struct BuildDetails {
     pub message: String,
     pub error: Option<String>,
     pub failed_step: Option<String>,
-    pub recipe_id: String,
+    /// The recipe's content digest: the same recipe and plugins, the same digest.
+    pub recipe_digest: String,
     pub recipe: Value,
     pub plan_summary: Option<recipes::PlanSummary>,
     pub retry_of: Option<String>,
@@ -130,8 +133,8 @@ pub struct DownloadLink {
     pub url: Option<String>,
     pub expires_at: String,
     pub filename: String,
-    pub sha256: String,
-    pub size_bytes: u64,
+    pub iso_sha256: String,
+    pub iso_size_bytes: u64,
     /// For `sha256sum -c`.
     pub sha256sum_line: String,
     /// The ISO on the server's disk (for a local stdio server).
@@ -158,7 +161,7 @@ pub struct BuildLog {
     /// Whether the log has lines before `lines`.
     pub truncated: bool,
     /// The whole log's size.
-    pub size_bytes: u64,
+    pub log_size_bytes: u64,
 }
 
 fn not_found(id: &BuildId) -> Error {
@@ -254,7 +257,7 @@ pub async fn create(
             owner,
             &NewBuild {
                 id: id.as_str(),
-                recipe_id: plan.recipe_id.as_str(),
+                recipe_digest: plan.recipe_digest.as_str(),
                 recipe_name: &plan.recipe_name,
                 recipe_json: &recipe_json,
                 plan_json: &plan_json,
@@ -267,7 +270,7 @@ pub async fn create(
     Ok(BuildCreated {
         build_id: record.id,
         status: record.status,
-        recipe_id: record.recipe_id,
+        recipe_digest: record.recipe_digest,
         recipe_name: record.recipe_name,
         features,
         warnings,
@@ -291,7 +294,7 @@ fn summary(b: BuildRecord) -> BuildSummary {
         stage: stage(b.stage.as_deref()),
         build_id: b.id,
         recipe_name: b.recipe_name,
-        recipe_id: b.recipe_id,
+        recipe_digest: b.recipe_digest,
         features: b.features,
         status: b.status,
         progress: b.progress,
@@ -494,7 +497,7 @@ pub async fn details(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDe
         message: b.message,
         error: b.error,
         failed_step: b.failed_step,
-        recipe_id: b.recipe_id,
+        recipe_digest: b.recipe_digest,
         recipe: serde_json::from_str(&b.recipe_json).unwrap_or(Value::Null),
         plan_summary,
         retry_of: b.retry_of,
@@ -502,7 +505,7 @@ pub async fn details(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDe
         started_at: b.started_at,
         finished_at: b.finished_at,
         iso_sha256: b.iso_sha256,
-        iso_size_bytes: b.iso_size,
+        iso_size_bytes: b.iso_size_bytes,
         result: b.result_json.and_then(|j| serde_json::from_str(&j).ok()),
         package_count,
         artifacts,
@@ -537,8 +540,8 @@ pub async fn download_link(app: &App, owner: &OwnerId, id: &BuildId) -> Result<D
         expires_at: rfc3339(expires),
         sha256sum_line: format!("{sha256}  {filename}"),
         filename,
-        sha256,
-        size_bytes: b.iso_size.unwrap_or(0),
+        iso_sha256: sha256,
+        iso_size_bytes: b.iso_size_bytes.unwrap_or(0),
         path: app
             .builds
             .build_dir(&b.id)
@@ -695,7 +698,7 @@ pub async fn log(
         lines: tail.lines,
         total_lines: tail.total_lines,
         truncated: tail.truncated,
-        size_bytes: tail.size_bytes,
+        log_size_bytes: tail.size_bytes,
     })
 }
 

@@ -68,13 +68,13 @@ pub struct RecipeDetails {
     /// The complete recipe, with defaults applied.
     pub recipe: Recipe,
     /// Content-addressed id of the recipe with the installed plugins (sha256).
-    pub recipe_hash: Option<String>,
+    pub recipe_digest: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Validation {
     pub valid: bool,
-    pub recipe_hash: Option<String>,
+    pub recipe_digest: Option<String>,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
     /// What a build would do, when the recipe is valid.
@@ -118,7 +118,7 @@ pub struct PlanOut {
 pub struct Created {
     /// The new recipe's id (its name), usable to get, plan and build it.
     pub id: String,
-    pub recipe_hash: String,
+    pub recipe_digest: String,
     pub recipe: Recipe,
     pub warnings: Vec<Diagnostic>,
 }
@@ -288,7 +288,7 @@ fn template_details(t: &Template) -> RecipeDetails {
         category: t.category.clone(),
         template_id: None,
         recipe: t.recipe.clone(),
-        recipe_hash: None,
+        recipe_digest: None,
     }
 }
 
@@ -304,7 +304,7 @@ pub(crate) async fn find(app: &App, owner: &OwnerId, id: &RecipeId) -> Result<Re
             category: s.category,
             template_id: s.template_id,
             recipe: s.recipe,
-            recipe_hash: Some(s.recipe_hash),
+            recipe_digest: Some(s.recipe_digest),
         }),
         None => Err(not_found(id)),
     }
@@ -321,10 +321,10 @@ pub async fn get(app: &App, owner: Option<&OwnerId>, id: &RecipeId) -> Result<Re
             .map(template_details)
             .ok_or_else(|| not_found(id))?,
     };
-    if details.recipe_hash.is_none() {
+    if details.recipe_digest.is_none() {
         let recipe = details.recipe.clone();
         let outcome = run_planner(app, move |set| plan::validate(&recipe, set)).await?;
-        details.recipe_hash = outcome.recipe_id.map(|i| i.to_string());
+        details.recipe_digest = outcome.recipe_digest.map(|i| i.to_string());
     }
     Ok(details)
 }
@@ -359,7 +359,10 @@ pub async fn validate(app: &App, recipe: Value) -> Result<Validation> {
     let valid = errors.is_empty();
     Ok(Validation {
         valid,
-        recipe_hash: outcome.recipe_id.filter(|_| valid).map(|i| i.to_string()),
+        recipe_digest: outcome
+            .recipe_digest
+            .filter(|_| valid)
+            .map(|i| i.to_string()),
         errors,
         warnings,
         plan_summary,
@@ -502,7 +505,10 @@ pub async fn create_from_template(
             ),
         ));
     }
-    let hash = outcome.recipe_id.map(|i| i.to_string()).unwrap_or_default();
+    let digest = outcome
+        .recipe_digest
+        .map(|i| i.to_string())
+        .unwrap_or_default();
     let stored = app
         .store
         .insert_recipe(
@@ -511,7 +517,7 @@ pub async fn create_from_template(
             Some(base.template_id.as_deref().unwrap_or(&base.id)),
             &base.category,
             &recipe,
-            &hash,
+            &digest,
         )
         .await
         .map_err(|e| match Error::from(e) {
@@ -520,7 +526,7 @@ pub async fn create_from_template(
         })?;
     Ok(Created {
         id: stored.id,
-        recipe_hash: hash,
+        recipe_digest: digest,
         recipe: stored.recipe,
         warnings,
     })

@@ -23,7 +23,7 @@ impl BuildStatus {
 /// A new build, as `create_build` and `retry_build` make it.
 pub struct NewBuild<'a> {
     pub id: &'a str,
-    pub recipe_id: &'a str,
+    pub recipe_digest: &'a str,
     pub recipe_name: &'a str,
     pub recipe_json: &'a str,
     pub plan_json: &'a str,
@@ -37,7 +37,7 @@ pub struct BuildRecord {
     pub id: String,
     #[serde(skip)]
     pub owner: OwnerId,
-    pub recipe_id: String,
+    pub recipe_digest: String,
     pub recipe_name: String,
     #[serde(skip)]
     pub recipe_json: String,
@@ -62,7 +62,7 @@ pub struct BuildRecord {
     #[serde(skip)]
     pub finished_unix: Option<i64>,
     pub iso_sha256: Option<String>,
-    pub iso_size: Option<u64>,
+    pub iso_size_bytes: Option<u64>,
     /// The executor's summary (stage timings, layers, base), as JSON.
     #[serde(skip)]
     pub result_json: Option<String>,
@@ -72,7 +72,7 @@ pub struct BuildRecord {
 pub enum BuildEnd<'a> {
     Completed {
         iso_sha256: &'a str,
-        iso_size: u64,
+        iso_size_bytes: u64,
         result_json: &'a str,
     },
     Failed {
@@ -94,20 +94,20 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-const COLUMNS: &str = "id, owner_id, recipe_id, recipe_name, recipe_json, plan_json, features_json, status, stage, progress, message, error, failed_step, cancel_requested, retry_of, created_at, started_at, finished_at, iso_sha256, iso_size, result_json";
+const COLUMNS: &str = "id, owner_id, recipe_digest, recipe_name, recipe_json, plan_json, features_json, status, stage, progress, message, error, failed_step, cancel_requested, retry_of, created_at, started_at, finished_at, iso_sha256, iso_size_bytes, result_json";
 
 fn record(row: &sqlx::sqlite::SqliteRow) -> Result<BuildRecord, StoreError> {
     let features: String = row.try_get("features_json")?;
     let status: String = row.try_get("status")?;
     let started: Option<i64> = row.try_get("started_at")?;
     let finished: Option<i64> = row.try_get("finished_at")?;
-    let size: Option<i64> = row.try_get("iso_size")?;
+    let size: Option<i64> = row.try_get("iso_size_bytes")?;
     let progress: i64 = row.try_get("progress")?;
     let cancel: i64 = row.try_get("cancel_requested")?;
     Ok(BuildRecord {
         id: row.try_get("id")?,
         owner: OwnerId(row.try_get("owner_id")?),
-        recipe_id: row.try_get("recipe_id")?,
+        recipe_digest: row.try_get("recipe_digest")?,
         recipe_name: row.try_get("recipe_name")?,
         recipe_json: row.try_get("recipe_json")?,
         plan_json: row.try_get("plan_json")?,
@@ -127,7 +127,7 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> Result<BuildRecord, StoreError> {
         started_unix: started,
         finished_unix: finished,
         iso_sha256: row.try_get("iso_sha256")?,
-        iso_size: size.map(|s| s.max(0) as u64),
+        iso_size_bytes: size.map(|s| s.max(0) as u64),
         result_json: row.try_get("result_json")?,
     })
 }
@@ -142,12 +142,12 @@ impl Store {
         self.touch_owner(owner).await?;
         let features = serde_json::to_string(build.features).expect("serialisable");
         sqlx::query(
-            "INSERT INTO builds (id, owner_id, recipe_id, recipe_name, recipe_json, plan_json, features_json, status, retry_of, created_at)
+            "INSERT INTO builds (id, owner_id, recipe_digest, recipe_name, recipe_json, plan_json, features_json, status, retry_of, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9)",
         )
         .bind(build.id)
         .bind(owner.as_str())
-        .bind(build.recipe_id)
+        .bind(build.recipe_digest)
         .bind(build.recipe_name)
         .bind(build.recipe_json)
         .bind(build.plan_json)
@@ -210,7 +210,7 @@ impl Store {
     /// Bytes the owner's finished builds keep on disk (their ISOs).
     pub async fn owner_disk_bytes(&self, owner: &OwnerId) -> Result<u64, StoreError> {
         let n: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(iso_size) FROM builds WHERE owner_id = $1 AND status = 'completed'",
+            "SELECT SUM(iso_size_bytes) FROM builds WHERE owner_id = $1 AND status = 'completed'",
         )
         .bind(owner.as_str())
         .fetch_one(&self.pool)
@@ -286,18 +286,18 @@ impl Store {
         match end {
             BuildEnd::Completed {
                 iso_sha256,
-                iso_size,
+                iso_size_bytes,
                 result_json,
             } => {
                 sqlx::query(
                     "UPDATE builds SET status = 'completed', stage = 'finish', progress = 100, message = 'done',
-                            finished_at = $2, iso_sha256 = $3, iso_size = $4, result_json = $5
+                            finished_at = $2, iso_sha256 = $3, iso_size_bytes = $4, result_json = $5
                      WHERE id = $1 AND status = 'running'",
                 )
                 .bind(id)
                 .bind(t)
                 .bind(iso_sha256)
-                .bind(iso_size as i64)
+                .bind(iso_size_bytes as i64)
                 .bind(result_json)
                 .execute(&self.pool)
                 .await?;
@@ -391,7 +391,7 @@ mod tests {
     fn new_build(id: &str) -> NewBuild<'_> {
         NewBuild {
             id,
-            recipe_id: "r1",
+            recipe_digest: "r1",
             recipe_name: "web",
             recipe_json: "{}",
             plan_json: "{}",

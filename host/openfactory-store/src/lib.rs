@@ -166,7 +166,7 @@ pub struct StoredRecipe {
     pub template_id: Option<String>,
     pub category: String,
     pub recipe: Recipe,
-    pub recipe_hash: String,
+    pub recipe_digest: String,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -243,13 +243,13 @@ impl Store {
         template_id: Option<&str>,
         category: &str,
         recipe: &Recipe,
-        recipe_hash: &str,
+        recipe_digest: &str,
     ) -> Result<StoredRecipe, StoreError> {
         self.touch_owner(owner).await?;
         let json = serde_json::to_string(recipe).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let t = now();
         let result = sqlx::query(
-            "INSERT INTO recipes (owner_id, id, template_id, category, recipe_json, recipe_hash, created_at)
+            "INSERT INTO recipes (owner_id, id, template_id, category, recipe_json, recipe_digest, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner_id, id) DO NOTHING",
         )
         .bind(owner.as_str())
@@ -257,7 +257,7 @@ impl Store {
         .bind(template_id)
         .bind(category)
         .bind(&json)
-        .bind(recipe_hash)
+        .bind(recipe_digest)
         .bind(t)
         .execute(&self.pool)
         .await?;
@@ -271,7 +271,7 @@ impl Store {
             template_id: template_id.map(Into::into),
             category: category.into(),
             recipe: recipe.clone(),
-            recipe_hash: recipe_hash.into(),
+            recipe_digest: recipe_digest.into(),
             created_at: rfc3339(t),
         })
     }
@@ -279,7 +279,7 @@ impl Store {
     /// The owner's recipes, oldest first.
     pub async fn recipes(&self, owner: &OwnerId) -> Result<Vec<StoredRecipe>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, template_id, category, recipe_json, recipe_hash, created_at
+            "SELECT id, template_id, category, recipe_json, recipe_digest, created_at
              FROM recipes WHERE owner_id = $1 ORDER BY created_at, id",
         )
         .bind(owner.as_str())
@@ -295,7 +295,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<StoredRecipe>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, template_id, category, recipe_json, recipe_hash, created_at
+            "SELECT id, template_id, category, recipe_json, recipe_digest, created_at
              FROM recipes WHERE owner_id = $1 AND id = $2",
         )
         .bind(owner.as_str())
@@ -319,7 +319,7 @@ fn stored(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRecipe, StoreError> {
         template_id: row.try_get("template_id")?,
         category: row.try_get("category")?,
         recipe,
-        recipe_hash: row.try_get("recipe_hash")?,
+        recipe_digest: row.try_get("recipe_digest")?,
         created_at: rfc3339(row.try_get("created_at")?),
     })
 }
@@ -361,7 +361,12 @@ mod tests {
         assert!(matches!(dup, StoreError::Conflict(_)));
         assert_eq!(store.recipes(&a).await.unwrap().len(), 1);
         assert_eq!(
-            store.recipe(&b, "mine").await.unwrap().unwrap().recipe_hash,
+            store
+                .recipe(&b, "mine")
+                .await
+                .unwrap()
+                .unwrap()
+                .recipe_digest,
             "h2"
         );
         assert!(store.recipe(&a, "other").await.unwrap().is_none());

@@ -11,8 +11,8 @@ pub fn plan(plan: &Plan, diagnostics: &Diagnostics) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Plan for {} — recipe {}",
-        plan.recipe_name, plan.recipe_id
+        "Plan for {} — digest {}",
+        plan.recipe_name, plan.recipe_digest
     );
     let _ = writeln!(
         out,
@@ -57,12 +57,12 @@ pub fn validation(label: &str, outcome: &Outcome) -> String {
     let errors = d.errors().count();
     let warnings = d.warnings().count();
     if errors == 0 {
-        let id = outcome
-            .recipe_id
+        let digest = outcome
+            .recipe_digest
             .as_ref()
-            .map(|i| format!(" (recipe {})", i.short()))
+            .map(|d| format!(" (digest {})", d.short()))
             .unwrap_or_default();
-        let _ = writeln!(out, "{label}: valid{id}, {warnings} warning(s)");
+        let _ = writeln!(out, "{label}: valid{digest}, {warnings} warning(s)");
     } else {
         let _ = writeln!(out, "{label}: {errors} error(s), {warnings} warning(s)");
     }

@@ -217,13 +217,13 @@ async fn completed(app: &App, id: &str, output: &BuildOutput) {
             .map(|(name, size)| serde_json::json!({"name": name, "size_bytes": size}))
             .collect::<Vec<_>>(),
     });
-    tracing::info!(build = %id, sha256 = %output.iso_sha256, size = output.iso_size, "build completed");
+    tracing::info!(build = %id, sha256 = %output.iso_sha256, size = output.iso_size_bytes, "build completed");
     finish(
         app,
         id,
         BuildEnd::Completed {
             iso_sha256: &output.iso_sha256,
-            iso_size: output.iso_size,
+            iso_size_bytes: output.iso_size_bytes,
             result_json: &summary.to_string(),
         },
     )

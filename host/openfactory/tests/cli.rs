@@ -151,10 +151,13 @@ fn plan_prints_the_ordered_steps_of_the_docker_monitoring_template() {
     assert!(steps.iter().any(|s| s["type"] == "enable_service"
         && s["unit"] == "docker.service"
         && s["source"] == "docker"));
-    assert_eq!(json["plan"]["recipe_id"].as_str().unwrap().len(), 64);
+    assert_eq!(json["plan"]["recipe_digest"].as_str().unwrap().len(), 64);
     // The same plan by template id.
     let (_, by_id) = cli.json(&["recipe", "plan", "debian-docker-monitoring", "--json"]);
-    assert_eq!(by_id["plan"]["recipe_id"], json["plan"]["recipe_id"]);
+    assert_eq!(
+        by_id["plan"]["recipe_digest"],
+        json["plan"]["recipe_digest"]
+    );
 }
 
 #[test]

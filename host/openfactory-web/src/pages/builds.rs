@@ -329,7 +329,7 @@ fn details_card(d: &BuildDetails) -> Markup {
         section.card aria-labelledby="details" {
             h2 #details { "Details" }
             dl.kv {
-                dt { "Recipe id" } dd.mono.break { (d.recipe_id) }
+                dt { "Recipe digest" } dd.mono.break { (d.recipe_digest) }
                 dt { "Queued" } dd { (when(&d.created_at)) }
                 @if let Some(t) = &d.started_at { dt { "Started" } dd { (when(t)) } }
                 @if let Some(t) = &d.finished_at { dt { "Finished" } dd { (when(t)) } }

@@ -396,7 +396,7 @@ pub fn plan_preview(plan: &Plan) -> Markup {
     html! {
         p.small.muted {
             (plan.steps.len()) " steps and " (plan.checks.len()) " boot checks, on " (plan.suite) "/" (plan.architecture)
-            ". Recipe id " code.break { (plan.recipe_id.short()) } "."
+            ". Recipe digest " code.break { (plan.recipe_digest.short()) } "."
         }
         ol.steps {
             @for s in &plan.steps {

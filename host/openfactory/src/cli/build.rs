@@ -98,7 +98,7 @@ pub fn run(args: BuildArgs, config: &Config) -> anyhow::Result<ExitCode> {
     bar.enable_steady_tick(Duration::from_millis(120));
     eprintln!(
         "Building {} ({}) as build {build_id}",
-        plan.recipe_name, plan.recipe_id
+        plan.recipe_name, plan.recipe_digest
     );
     let bars = Bars {
         bar: bar.clone(),
@@ -144,10 +144,10 @@ pub fn run(args: BuildArgs, config: &Config) -> anyhow::Result<ExitCode> {
             if args.json {
                 super::print_json(&serde_json::json!({
                     "build_id": build_id,
-                    "recipe_id": plan.recipe_id,
+                    "recipe_digest": plan.recipe_digest,
                     "iso": iso,
                     "iso_sha256": output.iso_sha256,
-                    "iso_size": output.iso_size,
+                    "iso_size_bytes": output.iso_size_bytes,
                     "packages": output.packages,
                     "base": output.base_key,
                     "base_reused": output.base_reused,
@@ -160,7 +160,7 @@ pub fn run(args: BuildArgs, config: &Config) -> anyhow::Result<ExitCode> {
             eprintln!("  sha256   {}", output.iso_sha256);
             eprintln!(
                 "  size     {} ({} packages)",
-                openfactory_build::cache::human_bytes(output.iso_size),
+                openfactory_build::cache::human_bytes(output.iso_size_bytes),
                 output.packages
             );
             let stages: Vec<String> = output

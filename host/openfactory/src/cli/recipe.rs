@@ -54,7 +54,7 @@ pub fn run(cmd: RecipeCommand, config: &Config) -> anyhow::Result<ExitCode> {
             if json {
                 super::print_json(&json!({
                     "valid": !outcome.diagnostics.has_errors(),
-                    "recipe_id": outcome.recipe_id,
+                    "recipe_digest": outcome.recipe_digest,
                     "errors": outcome.diagnostics.errors().collect::<Vec<_>>(),
                     "warnings": outcome.diagnostics.warnings().collect::<Vec<_>>(),
                 }))?;

@@ -1,8 +1,9 @@
-//! Content-addressed recipe ids.
+//! Recipe digests: content addresses of what a recipe builds.
 //!
-//! A recipe id is the SHA-256 of the recipe's canonical form together with
-//! the digests of the plugins that plan it: the same inputs always give the
-//! same id, and a new plugin build gives a new one. The canonical form is the
+//! A recipe's digest is the SHA-256 of its canonical form together with the
+//! digests of the plugins that plan it: the same inputs always give the same
+//! digest, and a new plugin build gives a new one. (A recipe's *id* is
+//! something else: the name a caller refers to it by.) The canonical form is the
 //! typed recipe with defaults applied (so `"ssh"` and `{name = "ssh"}` are the
 //! same), object keys sorted, and without `description` and `tags`, which
 //! describe an image but do not change it.
@@ -19,14 +20,14 @@ use crate::recipe::Recipe;
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(transparent)]
-pub struct RecipeId(String);
+pub struct RecipeDigest(String);
 
-impl RecipeId {
+impl RecipeDigest {
     /// `plugins`: `(feature name, sha256 of its component)` for every feature the recipe uses.
     pub fn compute<'a>(
         recipe: &Recipe,
         plugins: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> RecipeId {
+    ) -> RecipeDigest {
         let mut value = serde_json::to_value(recipe).expect("a recipe serialises");
         if let Value::Object(map) = &mut value {
             map.remove("description");
@@ -40,7 +41,7 @@ impl RecipeId {
         for (name, digest) in plugins {
             hasher.update(format!("\nplugin {name} {digest}").as_bytes());
         }
-        RecipeId(hex::encode(hasher.finalize()))
+        RecipeDigest(hex::encode(hasher.finalize()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -53,7 +54,7 @@ impl RecipeId {
     }
 }
 
-impl fmt::Display for RecipeId {
+impl fmt::Display for RecipeDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -115,20 +116,20 @@ mod tests {
         );
         let plugins = [("ssh", "abc")];
         assert_eq!(
-            RecipeId::compute(&a, plugins),
-            RecipeId::compute(&b, plugins)
+            RecipeDigest::compute(&a, plugins),
+            RecipeDigest::compute(&b, plugins)
         );
-        assert_eq!(RecipeId::compute(&a, plugins).as_str().len(), 64);
+        assert_eq!(RecipeDigest::compute(&a, plugins).as_str().len(), 64);
     }
 
     #[test]
     fn content_and_plugin_digests_change_the_id() {
         let a = recipe("name = \"a1\"\nbase_image = \"debian-bookworm\"\n");
         let b = recipe("name = \"a1\"\nbase_image = \"debian-trixie\"\n");
-        assert_ne!(RecipeId::compute(&a, []), RecipeId::compute(&b, []));
+        assert_ne!(RecipeDigest::compute(&a, []), RecipeDigest::compute(&b, []));
         assert_ne!(
-            RecipeId::compute(&a, [("ssh", "1")]),
-            RecipeId::compute(&a, [("ssh", "2")])
+            RecipeDigest::compute(&a, [("ssh", "1")]),
+            RecipeDigest::compute(&a, [("ssh", "2")])
         );
     }
 
