@@ -289,7 +289,7 @@ async def test_a_restart_mid_build_fails_the_build_and_leaves_nothing_mounted(of
         async with ofmcp.unwrapped(ofmcp.http_session("http", srv.base)) as s:
             status = await ok(s, "get_build_status", {"build_id": build_id})
             assert status["status"] == "failed", status
-            assert "interrupted" in status["error"] and "retry_build" in status["error"], status
+            assert "interrupted" in status["error"] and "retry_build" in status["next"], status
         mounts = Path("/proc/self/mounts").read_text()
         assert str(home) not in mounts, [m for m in mounts.splitlines() if str(home) in m]
         work = home / "work"

@@ -5,3 +5,5 @@
 ALTER TABLE builds RENAME COLUMN recipe_id TO recipe_digest;
 ALTER TABLE builds RENAME COLUMN iso_size TO iso_size_bytes;
 ALTER TABLE recipes RENAME COLUMN recipe_hash TO recipe_digest;
+-- Written, never read: the multi-worker queue will bring its own leases.
+ALTER TABLE builds DROP COLUMN heartbeat_at;

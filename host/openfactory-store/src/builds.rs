@@ -234,7 +234,7 @@ impl Store {
     pub async fn claim_build(&self, worker: &str) -> Result<Option<BuildRecord>, StoreError> {
         let t = now();
         let sql = format!(
-            "UPDATE builds SET status = 'running', worker = $1, started_at = $2, heartbeat_at = $2,
+            "UPDATE builds SET status = 'running', worker = $1, started_at = $2,
                     stage = 'bootstrap', progress = 0, message = 'starting'
              WHERE id = (SELECT id FROM builds WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1)
                AND status = 'queued'
@@ -257,14 +257,13 @@ impl Store {
         message: &str,
     ) -> Result<bool, StoreError> {
         let cancel: Option<i64> = sqlx::query_scalar(
-            "UPDATE builds SET stage = $2, progress = $3, message = $4, heartbeat_at = $5
+            "UPDATE builds SET stage = $2, progress = $3, message = $4
              WHERE id = $1 AND status = 'running' RETURNING cancel_requested",
         )
         .bind(id)
         .bind(stage)
         .bind(i64::from(progress.min(100)))
         .bind(crate::truncate_chars(message, 500))
-        .bind(now())
         .fetch_optional(&self.pool)
         .await?;
         Ok(cancel.unwrap_or(0) != 0)
@@ -369,7 +368,7 @@ impl Store {
     pub async fn fail_interrupted_builds(&self, worker: &str) -> Result<Vec<String>, StoreError> {
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE builds SET status = 'failed', finished_at = $2,
-                    error = 'interrupted: the OpenFactory host stopped during stage ' || COALESCE(stage, 'bootstrap') || '; retry the build with retry_build'
+                    error = 'interrupted: the OpenFactory host stopped during stage ' || COALESCE(stage, 'bootstrap')
              WHERE status = 'running' AND worker = $1 RETURNING id",
         )
         .bind(worker)

@@ -174,19 +174,27 @@ async fn run_one(
     match result {
         Ok(Ok(output)) => completed(app, &id, &output).await,
         Ok(Err(BuildError::Cancelled)) if by_host => {
-            finish(app, &id, BuildEnd::Failed {
-                error: "interrupted: the OpenFactory host shut down during the build; retry the build with retry_build",
-                failed_step: None,
-            })
+            finish(
+                app,
+                &id,
+                BuildEnd::Failed {
+                    error: "interrupted: the OpenFactory host shut down during the build",
+                    failed_step: None,
+                },
+            )
             .await
         }
         Ok(Err(BuildError::Cancelled)) => finish(app, &id, BuildEnd::Cancelled).await,
         Ok(Err(e)) => {
             tracing::info!(build = %id, error = %e, "build failed");
-            finish(app, &id, BuildEnd::Failed {
-                error: &e.to_string(),
-                failed_step: e.failed_step().as_deref(),
-            })
+            finish(
+                app,
+                &id,
+                BuildEnd::Failed {
+                    error: &e.to_string(),
+                    failed_step: e.failed_step().as_deref(),
+                },
+            )
             .await
         }
         Err(e) => {
