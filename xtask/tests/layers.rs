@@ -202,3 +202,39 @@ fn string_literals(text: &str) -> Vec<(usize, String)> {
     }
     out
 }
+
+#[test]
+fn front_ends_know_only_the_vm_trait() {
+    // What only a backend may know: its types, files and hypervisor words.
+    const BACKEND_WORDS: [&str; 8] = [
+        "QemuBackend",
+        "LibvirtBackend",
+        "pidfile",
+        "qmp",
+        "domain_xml",
+        "virt::",
+        "qemu-system",
+        "VmPaths",
+    ];
+    let mut problems = Vec::new();
+    for krate in ["openfactory-service", "openfactory-web", "openfactory-mcp"] {
+        let mut files = Vec::new();
+        rust_sources(&root().join("host").join(krate).join("src"), &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for word in BACKEND_WORDS {
+                if text.contains(word) {
+                    problems.push(format!(
+                        "{} mentions `{word}`",
+                        file.strip_prefix(root()).unwrap().display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the service and the front ends call VmBackend and nothing else of a backend:\n{}",
+        problems.join("\n")
+    );
+}
