@@ -42,7 +42,7 @@ pub enum StopOutcome {
 /// finds running VMs again (re-attaches) and [`VmBackend::reap`] finds the
 /// ones that died meanwhile.
 pub trait VmBackend: Send + Sync {
-    /// `qemu` or `libvirt`.
+    /// `qemu` or `libvirt` (`double` for the test double).
     fn kind(&self) -> &'static str;
 
     /// Record the VM, give it its disks and start it.
@@ -94,6 +94,9 @@ pub enum Backend {
     Qemu(QemuBackend),
     #[cfg(feature = "libvirt")]
     Libvirt(crate::libvirt::LibvirtBackend),
+    /// The in-memory test double (feature `test-double`, for tests only).
+    #[cfg(feature = "test-double")]
+    Double(crate::double::DoubleBackend),
 }
 
 macro_rules! delegate {
@@ -102,6 +105,8 @@ macro_rules! delegate {
             Backend::Qemu($b) => $call,
             #[cfg(feature = "libvirt")]
             Backend::Libvirt($b) => $call,
+            #[cfg(feature = "test-double")]
+            Backend::Double($b) => $call,
         }
     };
 }

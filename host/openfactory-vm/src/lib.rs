@@ -5,6 +5,9 @@
 //!   networking and VNC (with websocket) on loopback.
 //! - `LibvirtBackend` (feature `libvirt`): the same VMs as libvirt domains,
 //!   through a local or remote URI.
+//! - `DoubleBackend` (feature `test-double`): an in-memory backend for
+//!   tests, with scripted guest-agent answers, injected failures and a log
+//!   of every call.
 //!
 //! Nothing here knows owners, names or MCP: a VM is an id, a spec and a record.
 
@@ -13,6 +16,8 @@ pub mod agent;
 pub mod backend;
 pub mod console;
 pub mod domain;
+#[cfg(feature = "test-double")]
+pub mod double;
 pub mod error;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
@@ -23,6 +28,8 @@ pub mod spec;
 
 pub use accel::{Accel, AccelSetting};
 pub use backend::{Backend, StopOutcome, VmBackend, VmState};
+#[cfg(feature = "test-double")]
+pub use double::DoubleBackend;
 pub use error::VmError;
 #[cfg(feature = "libvirt")]
 pub use libvirt::{LibvirtBackend, LibvirtConfig};
