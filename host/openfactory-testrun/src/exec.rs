@@ -8,9 +8,23 @@ use openfactory_vm::{VmBackend, VmError};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-/// How long one agent request may take.
-const REQUEST: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(200);
+/// How a command is waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecTimings {
+    /// How long one agent request may take (10 s).
+    pub request: Duration,
+    /// Between two `guest-exec-status` polls of a running command (200 ms).
+    pub poll: Duration,
+}
+
+impl Default for ExecTimings {
+    fn default() -> Self {
+        ExecTimings {
+            request: Duration::from_secs(10),
+            poll: Duration::from_millis(200),
+        }
+    }
+}
 
 /// A command that ran to its end inside the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +57,7 @@ pub async fn guest_exec<B: VmBackend>(
     vm: &str,
     argv: &[String],
     deadline: Instant,
+    timings: &ExecTimings,
 ) -> Result<Exited, ExecError> {
     let (path, args) = argv
         .split_first()
@@ -51,7 +66,7 @@ pub async fn guest_exec<B: VmBackend>(
         .agent(
             vm,
             &json!({"execute": "guest-exec", "arguments": {"path": path, "arg": args, "capture-output": true}}),
-            REQUEST,
+            timings.request,
         )
         .await
         .map_err(|e| match e {
@@ -66,7 +81,7 @@ pub async fn guest_exec<B: VmBackend>(
             .agent(
                 vm,
                 &json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}),
-                REQUEST,
+                timings.request,
             )
             .await
             .map_err(ExecError::Vm)?;
@@ -80,6 +95,6 @@ pub async fn guest_exec<B: VmBackend>(
         if Instant::now() >= deadline {
             return Err(ExecError::Timeout);
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(timings.poll).await;
     }
 }

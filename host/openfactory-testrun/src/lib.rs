@@ -17,5 +17,5 @@ pub mod runner;
 pub mod select;
 
 pub use report::{CheckResult, CheckStatus, RunReport, RunStatus};
-pub use runner::{RunObserver, RunSettings, Stage, run};
+pub use runner::{RunObserver, RunSettings, Stage, Timings, run, run_with_timings};
 pub use select::select;

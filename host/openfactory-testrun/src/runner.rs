@@ -13,16 +13,44 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::exec::{ExecError, Exited, guest_exec};
+use crate::exec::{ExecError, ExecTimings, Exited, guest_exec};
 use crate::probe::{Judgement, display, judge, probe};
 use crate::report::{CheckResult, CheckStatus, RunReport, RunStatus, excerpt};
 use openfactory_core::plan::PlannedCheck;
 
 /// Serial console lines a report keeps.
 pub const SERIAL_LINES: usize = 300;
-const RETRY: Duration = Duration::from_secs(1);
-/// Boot progress counts against this; booting may take longer (up to the run's timeout).
-const EXPECTED_BOOT: Duration = Duration::from_secs(90);
+
+/// How a run paces itself. The defaults are the real ones; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// How long one boot probe (`guest-ping`) waits for the agent (5 s).
+    pub boot_ping: Duration,
+    /// Between two boot probes (2 s).
+    pub boot_poll: Duration,
+    /// Boot progress counts against this; booting may take longer, up to
+    /// the run's timeout (90 s).
+    pub expected_boot: Duration,
+    /// Between two attempts of a check (1 s).
+    pub retry: Duration,
+    /// How long a failed unit's journal may take to fetch (15 s).
+    pub journal: Duration,
+    /// Each command inside the guest.
+    pub exec: ExecTimings,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            boot_ping: Duration::from_secs(5),
+            boot_poll: Duration::from_secs(2),
+            expected_boot: Duration::from_secs(90),
+            retry: Duration::from_secs(1),
+            journal: Duration::from_secs(15),
+            exec: ExecTimings::default(),
+        }
+    }
+}
 
 pub struct RunSettings {
     /// The throwaway VM's id (recorded before it exists, so that a host that
@@ -101,9 +129,30 @@ struct Found {
     accelerator: Option<String>,
 }
 
+/// One run with the real [`Timings`].
 pub async fn run<B: VmBackend>(
     backend: &B,
     settings: &RunSettings,
+    checks: &[PlannedCheck],
+    observer: &dyn RunObserver,
+    stop: CancellationToken,
+) -> RunReport {
+    run_with_timings(
+        backend,
+        settings,
+        &Timings::default(),
+        checks,
+        observer,
+        stop,
+    )
+    .await
+}
+
+/// One run, paced by `timings`.
+pub async fn run_with_timings<B: VmBackend>(
+    backend: &B,
+    settings: &RunSettings,
+    timings: &Timings,
     checks: &[PlannedCheck],
     observer: &dyn RunObserver,
     stop: CancellationToken,
@@ -112,7 +161,7 @@ pub async fn run<B: VmBackend>(
     let deadline = started + settings.timeout;
     let found = Mutex::new(Found::default());
     let (status, message) = tokio::select! {
-        outcome = boot_and_check(backend, settings, checks, observer, &found, deadline) => outcome,
+        outcome = boot_and_check(backend, settings, timings, checks, observer, &found, deadline) => outcome,
         _ = stop.cancelled() => (RunStatus::Stopped, "stopped by stop_test_run".to_owned()),
         _ = tokio::time::sleep_until(deadline) => (
             RunStatus::TimedOut,
@@ -179,6 +228,7 @@ fn percent(from: u8, span: u8, part: f64) -> u8 {
 async fn boot_and_check<B: VmBackend>(
     backend: &B,
     settings: &RunSettings,
+    timings: &Timings,
     checks: &[PlannedCheck],
     observer: &dyn RunObserver,
     found: &Mutex<Found>,
@@ -204,7 +254,7 @@ async fn boot_and_check<B: VmBackend>(
     let ping = json!({"execute": "guest-ping"});
     loop {
         if backend
-            .agent(&spec.id, &ping, Duration::from_secs(5))
+            .agent(&spec.id, &ping, timings.boot_ping)
             .await
             .is_ok()
         {
@@ -219,14 +269,18 @@ async fn boot_and_check<B: VmBackend>(
         let elapsed = booting.elapsed();
         observer.progress(
             Stage::Boot,
-            percent(2, 38, elapsed.as_secs_f64() / EXPECTED_BOOT.as_secs_f64()),
+            percent(
+                2,
+                38,
+                elapsed.as_secs_f64() / timings.expected_boot.as_secs_f64(),
+            ),
             &format!(
                 "booting ({} s); waiting for the guest agent",
                 elapsed.as_secs()
             ),
             &[],
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(timings.boot_poll).await;
     }
     let boot = booting.elapsed().as_secs_f64();
     found.lock().expect("not poisoned").boot_seconds = Some(boot);
@@ -240,7 +294,7 @@ async fn boot_and_check<B: VmBackend>(
             &format!("check {} of {}: {}", i + 1, checks.len(), check.name),
             &done,
         );
-        let result = run_check(backend, &spec.id, check, deadline).await;
+        let result = run_check(backend, &spec.id, check, deadline, timings).await;
         found.lock().expect("not poisoned").results.push(result);
     }
     let found = found.lock().expect("not poisoned");
@@ -278,6 +332,7 @@ async fn run_check<B: VmBackend>(
     vm: &str,
     check: &PlannedCheck,
     run_deadline: Instant,
+    timings: &Timings,
 ) -> CheckResult {
     let probe = probe(&check.kind);
     let started = Instant::now();
@@ -302,7 +357,7 @@ async fn run_check<B: VmBackend>(
         };
     loop {
         attempts += 1;
-        match guest_exec(backend, vm, &probe.argv, deadline).await {
+        match guest_exec(backend, vm, &probe.argv, deadline, &timings.exec).await {
             Ok(exited) => {
                 let judgement = match exited.exit_code {
                     Some(code) => judge(probe.verdict, code, &exited.stdout),
@@ -325,7 +380,8 @@ async fn run_check<B: VmBackend>(
                             attempts,
                         );
                         if let CheckKind::UnitActive { unit } = &check.kind {
-                            result.stderr = unit_journal(backend, vm, unit, run_deadline).await;
+                            result.stderr =
+                                unit_journal(backend, vm, unit, run_deadline, timings).await;
                         }
                         return result;
                     }
@@ -336,8 +392,8 @@ async fn run_check<B: VmBackend>(
                 return finish(
                     CheckStatus::TimedOut,
                     format!(
-                        "its command was still running after {} s",
-                        started.elapsed().as_secs()
+                        "its command was still running after {:.0} s",
+                        started.elapsed().as_secs_f64()
                     ),
                     last.as_ref(),
                     attempts,
@@ -354,21 +410,22 @@ async fn run_check<B: VmBackend>(
             // The agent hiccuped (or the VM is gone): retry until the deadline.
             Err(ExecError::Vm(e)) => last_error = e.to_string(),
         }
-        if Instant::now() + RETRY >= deadline {
+        if Instant::now() + timings.retry >= deadline {
             return match &last {
                 Some(exited) => {
                     let mut result = finish(
                         CheckStatus::Failed,
                         format!(
-                            "{} (still, after {} s and {attempts} attempts)",
+                            "{} (still, after {:.0} s and {attempts} attempts)",
                             why_not(&check.kind, exited, false),
-                            started.elapsed().as_secs()
+                            started.elapsed().as_secs_f64()
                         ),
                         Some(exited),
                         attempts,
                     );
                     if let CheckKind::UnitActive { unit } = &check.kind {
-                        result.stderr = unit_journal(backend, vm, unit, run_deadline).await;
+                        result.stderr =
+                            unit_journal(backend, vm, unit, run_deadline, timings).await;
                     }
                     result
                 }
@@ -380,7 +437,7 @@ async fn run_check<B: VmBackend>(
                 ),
             };
         }
-        tokio::time::sleep(RETRY).await;
+        tokio::time::sleep(timings.retry).await;
     }
 }
 
@@ -417,13 +474,14 @@ async fn unit_journal<B: VmBackend>(
     vm: &str,
     unit: &str,
     run_deadline: Instant,
+    timings: &Timings,
 ) -> String {
     let argv: Vec<String> = ["journalctl", "--no-pager", "-n", "30", "-u", unit]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    let deadline = (Instant::now() + Duration::from_secs(15)).min(run_deadline);
-    match guest_exec(backend, vm, &argv, deadline).await {
+    let deadline = (Instant::now() + timings.journal).min(run_deadline);
+    match guest_exec(backend, vm, &argv, deadline, &timings.exec).await {
         Ok(exited) => excerpt(&format!("journalctl -u {unit}:\n{}", exited.stdout)),
         Err(_) => String::new(),
     }
