@@ -162,7 +162,7 @@ pub async fn run_with_timings<B: VmBackend>(
     let found = Mutex::new(Found::default());
     let (status, message) = tokio::select! {
         outcome = boot_and_check(backend, settings, timings, checks, observer, &found, deadline) => outcome,
-        _ = stop.cancelled() => (RunStatus::Stopped, "stopped by stop_test_run".to_owned()),
+        _ = stop.cancelled() => (RunStatus::Stopped, "stopped on request".to_owned()),
         _ = tokio::time::sleep_until(deadline) => (
             RunStatus::TimedOut,
             format!("the run's budget of {} s ran out", settings.timeout.as_secs()),

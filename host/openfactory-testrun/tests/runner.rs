@@ -376,7 +376,7 @@ async fn each_way_out_reports_why() {
     );
 
     let (_, report, _) = run_way(find("a stop request while a check runs"), "a5").await;
-    assert_eq!(report.message, "stopped by stop_test_run");
+    assert_eq!(report.message, "stopped on request");
     assert_eq!(report.checks[0].status, CheckStatus::Skipped);
 
     let (_, report, _) = run_way(
