@@ -21,7 +21,6 @@ use openfactory_service::app::App;
 use openfactory_service::auth::{self, KeyError, SignInError};
 use openfactory_service::owner::OwnerPolicy;
 use openfactory_service::{Error, ErrorKind};
-use openfactory_store::OwnerId;
 
 /// An API error: its status and a message that says what to do.
 struct ApiError(StatusCode, String);
@@ -63,10 +62,6 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     })
 }
 
-fn unavailable(e: openfactory_store::StoreError) -> ApiError {
-    Error::from(e).into()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Credentials {
@@ -94,7 +89,7 @@ pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>) -> Router {
 
 async fn register(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
     let creds: Credentials = body(&bytes)?;
-    let session = auth::register(&app, &creds.email, &creds.password).await?;
+    let session = auth::register(&app.store, &app.signer, &creds.email, &creds.password).await?;
     Ok((StatusCode::CREATED, axum::Json(session)).into_response())
 }
 
@@ -116,22 +111,12 @@ async fn login(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
 
 /// The signed-in account (`Authorization: Bearer <session token>`).
 fn account(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
-    Ok(auth::session_account(app, headers)?)
+    Ok(auth::session_account(&app.signer, headers)?)
 }
 
 async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
     let id = account(&app, &headers)?;
-    let a = app
-        .store
-        .account(&id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::UNAUTHORIZED,
-                "the account no longer exists".into(),
-            )
-        })?;
+    let a = auth::account(&app.store, &id).await?;
     Ok(
         axum::Json(json!({"account_id": a.id, "email": a.email, "created_at": a.created_at}))
             .into_response(),
@@ -147,25 +132,20 @@ async fn claim(
 ) -> ApiResult {
     let id = account(&app, &headers)?;
     let from = owners.resolve(peer.ip(), &headers);
-    let claimed = app
-        .store
-        .claim(&from, &OwnerId::account(&id))
-        .await
-        .map_err(unavailable)?;
-    tracing::info!(account = %id, from = %from, ?claimed, "IP session claimed");
+    let claimed = auth::claim_address(&app.store, &from, &id).await?;
     Ok(axum::Json(json!({ "from": from, "claimed": claimed })).into_response())
 }
 
 async fn create_key(State(app): State<Arc<App>>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
     let id = account(&app, &headers)?;
     let name: KeyName = body(&bytes)?;
-    let key = auth::create_key(&app, &id, &name.name).await?;
+    let key = auth::create_key(&app.store, &id, &name.name).await?;
     Ok((StatusCode::CREATED, axum::Json(key)).into_response())
 }
 
 async fn list_keys(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
     let id = account(&app, &headers)?;
-    let keys = app.store.keys(&id).await.map_err(unavailable)?;
+    let keys = auth::keys(&app.store, &id).await?;
     Ok(axum::Json(json!({ "keys": keys })).into_response())
 }
 
@@ -175,7 +155,7 @@ async fn revoke_key(
     Path(key_id): Path<String>,
 ) -> ApiResult {
     let id = account(&app, &headers)?;
-    let key = auth::revoke_key(&app, &id, &key_id).await?;
+    let key = auth::revoke_key(&app.store, &app.auth, &id, &key_id).await?;
     Ok(axum::Json(key).into_response())
 }
 

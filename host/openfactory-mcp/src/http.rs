@@ -312,8 +312,8 @@ async fn post_message(
 async fn healthz(State(shared): State<Shared>) -> Response {
     let body = json!({
         "status": "ok",
-        "features": shared.app.plugins.stats().plugins,
-        "templates": shared.app.catalog.templates.len(),
+        "features": shared.app.planner.plugins.stats().plugins,
+        "templates": shared.app.planner.catalog.templates.len(),
         "sse_sessions": shared.sse.sessions.len(),
     });
     (

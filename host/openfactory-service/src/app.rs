@@ -1,46 +1,129 @@
-//! The application state every transport shares.
+//! The application state every transport shares, as the capabilities it
+//! holds: the store, the planner, the link signer, the VMs, the settings,
+//! the metrics, the sign-in state and the queues' wake-ups. An operation
+//! that another caller (the CLI, without plugins or a VM backend) needs
+//! takes only the capabilities it uses, not the whole [`App`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use openfactory_core::FeatureSet;
 use openfactory_core::catalog::Catalog;
+use openfactory_core::plan::Outcome;
 use openfactory_plugin_host::PluginHost;
 use openfactory_store::Store;
+use openfactory_vm::Backend;
+use tokio::sync::Notify;
 
-use crate::builds::BuildSettings;
+use crate::auth::Auth;
+use crate::error::{Error, Result};
+use crate::links::LinkSigner;
 use crate::metrics::Metrics;
-use crate::test_runs::TestSettings;
-use crate::vms::VmSettings;
 
-/// Catalog, plugins, database and metrics: built once, shared by every session.
+/// Built once, shared by every session.
 pub struct App {
-    pub catalog: Catalog,
-    pub plugins: Arc<PluginHost>,
     pub store: Store,
+    pub planner: Planner,
+    /// Sessions, CSRF tokens, console tokens and download links.
+    pub signer: LinkSigner,
+    pub vms: Vms,
+    pub settings: Settings,
     pub metrics: Metrics,
-    pub builds: BuildSettings,
-    pub vms: VmSettings,
-    pub tests: TestSettings,
-    pub auth: crate::auth::Auth,
+    /// Open streams per API key (closed when it is revoked), failed sign-ins.
+    pub auth: Auth,
+    pub wake: Wake,
 }
 
 impl App {
     pub fn new(
-        catalog: Catalog,
-        plugins: PluginHost,
         store: Store,
-        builds: BuildSettings,
-        vms: VmSettings,
-        tests: TestSettings,
+        planner: Planner,
+        signer: LinkSigner,
+        vms: Vms,
+        settings: Settings,
     ) -> Arc<App> {
         Arc::new(App {
-            catalog,
-            plugins: Arc::new(plugins),
             store,
-            metrics: Metrics::new(),
-            builds,
+            planner,
+            signer,
             vms,
-            tests,
-            auth: crate::auth::Auth::default(),
+            settings,
+            metrics: Metrics::new(),
+            auth: Auth::default(),
+            wake: Wake::default(),
         })
     }
+}
+
+/// The template catalog and the feature plugins a recipe is planned with.
+pub struct Planner {
+    pub catalog: Catalog,
+    pub plugins: Arc<PluginHost>,
+}
+
+impl Planner {
+    pub fn new(catalog: Catalog, plugins: PluginHost) -> Planner {
+        Planner {
+            catalog,
+            plugins: Arc::new(plugins),
+        }
+    }
+
+    /// Run the planner off the async runtime: plugins are CPU-bound.
+    pub async fn run(
+        &self,
+        f: impl FnOnce(&dyn FeatureSet) -> Outcome + Send + 'static,
+    ) -> Result<Outcome> {
+        let plugins = self.plugins.clone();
+        tokio::task::spawn_blocking(move || f(plugins.as_ref()))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "the planner failed");
+                Error::internal(format!("the planner failed unexpectedly: {e}"))
+            })
+    }
+}
+
+/// The VM backend and the bounds every owner's VMs live within.
+pub struct Vms {
+    pub backend: Backend,
+    pub max_memory_mb: u32,
+    pub max_vcpus: u32,
+    /// VMs one owner may have.
+    pub max_vms: u32,
+    /// The vendored noVNC package (`@novnc/novnc`); without it there is no browser console.
+    pub novnc_dir: Option<PathBuf>,
+}
+
+/// Where builds live, where the server is reached, and the per-owner limits
+/// of builds and test runs.
+pub struct Settings {
+    /// Base of download and console URLs, e.g. `http://127.0.0.1:8080`; `None` over stdio.
+    pub public_url: Option<String>,
+    /// `<home>/builds`: one directory per build with its ISO, log, manifest, SBOM.
+    pub builds_dir: PathBuf,
+    /// Queued + running builds one owner may have.
+    pub max_active_builds: u32,
+    /// Bytes one owner's finished builds may keep on disk; 0: no limit.
+    pub max_disk_bytes: u64,
+    /// Queued + running test runs one owner may have.
+    pub max_active_test_runs: u32,
+    /// Longest a test run may take (boot and checks), seconds.
+    pub max_test_timeout_seconds: u32,
+}
+
+impl Settings {
+    /// A build's directory.
+    pub fn build_dir(&self, id: &str) -> PathBuf {
+        self.builds_dir.join(id)
+    }
+}
+
+/// What wakes the workers when there is work.
+#[derive(Default)]
+pub struct Wake {
+    /// A build was queued.
+    pub builds: Notify,
+    /// A test run was queued.
+    pub test_runs: Notify,
 }

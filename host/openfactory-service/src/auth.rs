@@ -1,7 +1,9 @@
 //! Accounts, sessions and MCP API keys.
 //!
 //! - People register and sign in over `/api/auth/*` (argon2id password
-//!   hashes) and get a signed session token (HMAC, 12 hours).
+//!   hashes) and get a signed session token (HMAC, 12 hours); or, in the
+//!   web console, a web session (a random cookie secret, its SHA-256 in the
+//!   store, 7 days).
 //! - With it they manage keys at `/api/mcp-keys`: `of_mcp_` + 40 hex digits,
 //!   shown once, stored as SHA-256.
 //! - An MCP client sending `Authorization: Bearer of_mcp_…` acts as the
@@ -9,6 +11,12 @@
 //!   is refused (401), never silently treated as the IP session.
 //! - Revoking a key through the API cancels its token here, which closes every
 //!   open stream that authenticated with it.
+//! - An address's work (its IP session's recipes, builds, VMs and test runs)
+//!   can be claimed into an account.
+//!
+//! Account, key, web session and claim operations take the store (and what
+//! else they use), not the whole [`App`]: the CLI calls them without plugins
+//! or a VM backend.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,19 +24,24 @@ use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
-use openfactory_store::{KeyLookup, OwnerId};
+use openfactory_store::{Account, Claimed, KeyLookup, McpKey, OwnerId, Store};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::links::LinkSigner;
 use crate::next::Action;
 
 pub const KEY_PREFIX: &str = "of_mcp_";
 /// Characters of a key kept to tell keys apart.
 const SHOWN_PREFIX: usize = 13;
 pub const SESSION_SECONDS: i64 = 12 * 3600;
+/// How long a browser stays signed in.
+pub const WEB_SESSION_SECONDS: i64 = 7 * 24 * 3600;
 const MIN_PASSWORD: usize = 10;
 const MAX_PASSWORD: usize = 1024;
 /// Failed sign-ins per email within the window before refusing for a while.
@@ -83,7 +96,7 @@ impl Auth {
             .clone()
     }
 
-    /// Close every stream opened with `key_id`.
+    /// Close every stream opened with `key_id` (in this process).
     fn disconnect(&self, key_id: &str) {
         if let Some(token) = self.connections.lock().expect("auth lock").remove(key_id) {
             token.cancel();
@@ -118,7 +131,7 @@ pub fn key_hash(key: &str) -> String {
 }
 
 /// A new key: its secret (shown once), its shown prefix and its hash.
-pub fn new_key() -> (String, String, String) {
+fn new_key() -> (String, String, String) {
     let mut bytes = [0u8; 20];
     getrandom::fill(&mut bytes).expect("the OS has randomness");
     let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
@@ -127,7 +140,7 @@ pub fn new_key() -> (String, String, String) {
     (key, prefix, hash)
 }
 
-pub fn new_id() -> String {
+fn new_id() -> String {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS has randomness");
     hex::encode(bytes)
@@ -186,7 +199,7 @@ pub fn check_email(email: &str) -> Result<String> {
     }
 }
 
-pub fn hash_password(password: &str) -> Result<String> {
+fn hash_password(password: &str) -> Result<String> {
     let n = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
         return Err(Error::invalid(
@@ -221,17 +234,14 @@ fn dummy_hash() -> &'static str {
 }
 
 /// A session token for the account, and when it expires.
-pub fn session_token(app: &App, account_id: &str) -> (String, i64) {
+pub fn session_token(signer: &LinkSigner, account_id: &str) -> (String, i64) {
     let expires = crate::links::unix_now() + SESSION_SECONDS;
-    let token = app
-        .builds
-        .links
-        .sign("session", "", &OwnerId::account(account_id), expires);
+    let token = signer.sign("session", "", &OwnerId::account(account_id), expires);
     (token, expires)
 }
 
 /// The account a session token (`Authorization: Bearer …`) was made for.
-pub fn session_account(app: &App, headers: &HeaderMap) -> Result<String> {
+pub fn session_account(signer: &LinkSigner, headers: &HeaderMap) -> Result<String> {
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -247,9 +257,7 @@ pub fn session_account(app: &App, headers: &HeaderMap) -> Result<String> {
         ));
     }
     let invalid = || Error::unauthorized("the session token is not valid; sign in again");
-    let owner = app
-        .builds
-        .links
+    let owner = signer
         .verify("session", "", token, crate::links::unix_now())
         .map_err(|e| match e {
             crate::links::LinkError::Expired => {
@@ -269,8 +277,8 @@ pub struct Session {
     pub expires_at: String,
 }
 
-fn session(app: &App, account: openfactory_store::Account) -> Session {
-    let (token, expires) = session_token(app, &account.id);
+fn session(signer: &LinkSigner, account: Account) -> Session {
+    let (token, expires) = session_token(signer, &account.id);
     Session {
         account_id: account.id,
         email: account.email,
@@ -279,7 +287,10 @@ fn session(app: &App, account: openfactory_store::Account) -> Session {
     }
 }
 
-pub async fn register(app: &App, email: &str, password: &str) -> Result<Session> {
+/// A new account: the email checked and normalised, the password hashed
+/// (off the async runtime). Both problems at once when both are wrong; a
+/// conflict when the email is taken.
+pub async fn create_account(store: &Store, email: &str, password: &str) -> Result<Account> {
     let email = check_email(email);
     let password = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await?;
@@ -296,8 +307,32 @@ pub async fn register(app: &App, email: &str, password: &str) -> Result<Session>
             return Err(Error { message, ..first });
         }
     };
-    let account = app.store.create_account(&new_id(), &email, &hash).await?;
-    Ok(session(app, account))
+    Ok(store.create_account(&new_id(), &email, &hash).await?)
+}
+
+/// A new account, signed in.
+pub async fn register(
+    store: &Store,
+    signer: &LinkSigner,
+    email: &str,
+    password: &str,
+) -> Result<Session> {
+    let account = create_account(store, email, password).await?;
+    Ok(session(signer, account))
+}
+
+/// The account with this email, if any (the email normalised first).
+pub async fn account_by_email(store: &Store, email: &str) -> Result<Option<Account>> {
+    let email = check_email(email)?;
+    Ok(store.account_by_email(&email).await?)
+}
+
+/// A signed-in account, or `unauthorized` if it no longer exists.
+pub async fn account(store: &Store, account_id: &str) -> Result<Account> {
+    store
+        .account(account_id)
+        .await?
+        .ok_or_else(|| Error::unauthorized("the account no longer exists"))
 }
 
 pub enum SignInError {
@@ -330,7 +365,7 @@ pub async fn login(
     match account {
         Some(account) if matches => {
             app.auth.succeeded(&email);
-            Ok(session(app, account))
+            Ok(session(&app.signer, account))
         }
         _ => {
             app.auth.failed(&email);
@@ -350,7 +385,7 @@ pub struct CreatedKey {
     pub created_at: String,
 }
 
-pub fn check_key_name(name: &str) -> Result<String> {
+fn check_key_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(Error::invalid(
@@ -361,11 +396,10 @@ pub fn check_key_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-pub async fn create_key(app: &App, account_id: &str, name: &str) -> Result<CreatedKey> {
+pub async fn create_key(store: &Store, account_id: &str, name: &str) -> Result<CreatedKey> {
     let name = check_key_name(name)?;
     let (key, prefix, hash) = new_key();
-    let stored = app
-        .store
+    let stored = store
         .create_key(account_id, &new_id(), &name, &prefix, &hash)
         .await?;
     Ok(CreatedKey {
@@ -377,26 +411,110 @@ pub async fn create_key(app: &App, account_id: &str, name: &str) -> Result<Creat
     })
 }
 
-/// Revoke a key and close every stream it holds open.
+/// The account's keys, newest first, revoked ones included (never their secrets).
+pub async fn keys(store: &Store, account_id: &str) -> Result<Vec<McpKey>> {
+    Ok(store.keys(account_id).await?)
+}
+
+/// Revoke a key and close every stream it holds open in this process (`auth`
+/// is the process's stream registry); another process refuses the key from
+/// its next request on.
 pub async fn revoke_key(
-    app: &App,
+    store: &Store,
+    auth: &Auth,
     account_id: &str,
     key_id: &str,
-) -> Result<openfactory_store::McpKey> {
-    let revoked = app
-        .store
-        .revoke_key(account_id, key_id)
-        .await?
-        .ok_or_else(|| {
-            Error::not_found(format!(
-                "key `{}` not found",
-                openfactory_core::rules::truncate(key_id, 40)
-            ))
-            .see(Action::ListKeys)
-        })?;
-    app.auth.disconnect(key_id);
+) -> Result<McpKey> {
+    let revoked = store.revoke_key(account_id, key_id).await?.ok_or_else(|| {
+        Error::not_found(format!(
+            "key `{}` not found",
+            openfactory_core::rules::truncate(key_id, 40)
+        ))
+        .see(Action::ListKeys)
+    })?;
+    auth.disconnect(key_id);
     tracing::info!(key = %key_id, "API key revoked; its connections closed");
     Ok(revoked)
+}
+
+/// A browser signed in: the secret for its cookie (the store keeps only its
+/// SHA-256, the session's id).
+pub async fn create_web_session(store: &Store, account_id: &str) -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    let secret = URL_SAFE_NO_PAD.encode(bytes);
+    store
+        .create_web_session(
+            &web_session_id(&secret),
+            account_id,
+            crate::links::unix_now() + WEB_SESSION_SECONDS,
+        )
+        .await?;
+    Ok(secret)
+}
+
+/// A web session's id: the SHA-256 of its cookie's secret.
+fn web_session_id(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A browser that is signed in: its session's id and its account.
+#[derive(Debug, Clone)]
+pub struct WebSession {
+    pub id: String,
+    pub account: Account,
+}
+
+/// The web session a cookie's secret opens, if it exists and has not expired.
+pub async fn web_session(store: &Store, secret: &str) -> Result<Option<WebSession>> {
+    let id = web_session_id(secret);
+    Ok(store
+        .web_session_account(&id)
+        .await?
+        .map(|account| WebSession { id, account }))
+}
+
+/// Sign one browser out (by its session's id).
+pub async fn delete_web_session(store: &Store, id: &str) -> Result<()> {
+    Ok(store.delete_web_session(id).await?)
+}
+
+/// Sign every browser of the account out; how many were signed in.
+pub async fn delete_web_sessions(store: &Store, account_id: &str) -> Result<u64> {
+    Ok(store.delete_web_sessions(account_id).await?)
+}
+
+/// What an address (an IP session) holds, to claim into an account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Holdings {
+    pub recipes: usize,
+    pub builds: usize,
+    pub vms: usize,
+    pub test_runs: usize,
+}
+
+impl Holdings {
+    pub fn is_empty(&self) -> bool {
+        self.recipes + self.builds + self.vms + self.test_runs == 0
+    }
+}
+
+/// What `address` holds (at most 1000 builds and test runs are counted).
+pub async fn address_holdings(store: &Store, address: &OwnerId) -> Result<Holdings> {
+    Ok(Holdings {
+        recipes: store.recipes(address).await?.len(),
+        builds: store.builds(address, None, 1000).await?.len(),
+        vms: store.vms(address, None).await?.len(),
+        test_runs: store.test_runs(address, None, 1000).await?.len(),
+    })
+}
+
+/// Move everything `address` (an IP session) owns into the account: all of
+/// it, or, when a recipe id or VM name is taken in the account, nothing.
+pub async fn claim_address(store: &Store, address: &OwnerId, account_id: &str) -> Result<Claimed> {
+    let claimed = store.claim(address, &OwnerId::account(account_id)).await?;
+    tracing::info!(account = %account_id, from = %address, ?claimed, "IP session claimed");
+    Ok(claimed)
 }
 
 #[cfg(test)]

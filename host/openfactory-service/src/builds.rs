@@ -3,7 +3,7 @@
 //! caller never sees another's builds (not even that they exist).
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use openfactory_build::pipeline::{ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE};
 use openfactory_build::progress::Stage;
@@ -17,30 +17,9 @@ use serde_json::Value;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::ids::{BuildId, RecipeId};
-use crate::links::{LINK_LIFETIME_SECONDS, LinkSigner, rfc3339, unix_now};
+use crate::links::{LINK_LIFETIME_SECONDS, rfc3339, unix_now};
 use crate::next::{Action, Next};
 use crate::recipes;
-
-/// What the build tools need besides the store.
-pub struct BuildSettings {
-    /// `<home>/builds`: one directory per build with its ISO, log, manifest, SBOM.
-    pub dir: PathBuf,
-    pub links: LinkSigner,
-    /// Base of download URLs, e.g. `http://127.0.0.1:8080`; `None` over stdio.
-    pub public_url: Option<String>,
-    /// Queued + running builds one owner may have.
-    pub max_active_per_owner: u32,
-    /// Bytes one owner's finished builds may keep on disk; 0: no limit.
-    pub max_disk_bytes_per_owner: u64,
-    /// Wakes the workers when a build is queued.
-    pub wake: tokio::sync::Notify,
-}
-
-impl BuildSettings {
-    pub fn build_dir(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
-    }
-}
 
 /// Longest wait for a build's progress: under the 60 s many clients allow a call.
 pub const MAX_WAIT_SECONDS: u64 = 50;
@@ -182,6 +161,28 @@ pub async fn find(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildRecor
         .ok_or_else(|| not_found(id))
 }
 
+/// What an owner's builds use of the server, against its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Builds queued or running.
+    pub active: u32,
+    pub max_active: u32,
+    /// Bytes the owner's finished builds keep on disk.
+    pub disk_bytes: u64,
+    /// 0: no quota.
+    pub max_disk_bytes: u64,
+}
+
+/// The owner's active builds and disk use, with this server's limits.
+pub async fn usage(app: &App, owner: &OwnerId) -> Result<Usage> {
+    Ok(Usage {
+        active: app.store.active_builds(owner).await?,
+        max_active: app.settings.max_active_builds,
+        disk_bytes: app.store.owner_disk_bytes(owner).await?,
+        max_disk_bytes: app.settings.max_disk_bytes,
+    })
+}
+
 /// Queue a build of `recipe`: a recipe object, or the id of a template or of
 /// one of the caller's recipes. Nothing is queued if the recipe is invalid.
 pub async fn create(
@@ -215,29 +216,32 @@ pub async fn create(
             ));
         }
     };
-    let active = app.store.active_builds(owner).await?;
-    let limit = app.builds.max_active_per_owner;
-    if active >= limit {
+    let Usage {
+        active,
+        max_active,
+        disk_bytes,
+        max_disk_bytes,
+    } = usage(app, owner).await?;
+    if active >= max_active {
         return Err(Error::limit_reached(format!(
-            "you already have {active} builds queued or running (the limit is {limit}); wait for one to finish, or stop one"
+            "you already have {active} builds queued or running (the limit is {max_active}); wait for one to finish, or stop one"
         ))
         .see(Action::CancelBuild));
     }
-    let quota = app.builds.max_disk_bytes_per_owner;
-    if quota > 0 {
-        let used = app.store.owner_disk_bytes(owner).await?;
-        if used >= quota {
-            return Err(Error::limit_reached(format!(
-                "disk quota: your builds keep {} of your {} on this server; to build again, delete builds you no longer need",
-                openfactory_build::cache::human_bytes(used),
-                openfactory_build::cache::human_bytes(quota)
-            ))
-            .see(Action::DeleteBuild));
-        }
+    if max_disk_bytes > 0 && disk_bytes >= max_disk_bytes {
+        return Err(Error::limit_reached(format!(
+            "disk quota: your builds keep {} of your {} on this server; to build again, delete builds you no longer need",
+            openfactory_build::cache::human_bytes(disk_bytes),
+            openfactory_build::cache::human_bytes(max_disk_bytes)
+        ))
+        .see(Action::DeleteBuild));
     }
     let recipe_json =
         serde_json::to_string(&value).map_err(|e| internal("recipe unserialisable", e))?;
-    let outcome = recipes::run_planner(app, move |set| plan::plan_value(value, set, true)).await?;
+    let outcome = app
+        .planner
+        .run(move |set| plan::plan_value(value, set, true))
+        .await?;
     let (errors, warnings) = recipes::split(outcome.diagnostics);
     let Some(plan) = outcome.plan.filter(|_| errors.is_empty()) else {
         return Err(Error::invalid(
@@ -266,7 +270,7 @@ pub async fn create(
             },
         )
         .await?;
-    app.builds.wake.notify_one();
+    app.wake.builds.notify_one();
     Ok(BuildCreated {
         build_id: record.id,
         status: record.status,
@@ -419,7 +423,7 @@ pub fn tail_file(path: &Path, n: usize) -> std::io::Result<Tail> {
 /// The last `n` lines of a build's log (a bounded read from its end, off the
 /// async runtime). An unreadable log is empty, and logged.
 pub async fn log_tail(app: &App, id: &str, n: usize) -> Tail {
-    let path = app.builds.build_dir(id).join(LOG_FILE);
+    let path = app.settings.build_dir(id).join(LOG_FILE);
     let read = tokio::task::spawn_blocking(move || tail_file(&path, n)).await;
     match read {
         Ok(Ok(tail)) => tail,
@@ -474,7 +478,7 @@ pub async fn details(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDe
     let b = find(app, owner, id).await?;
     let plan: Option<Plan> = serde_json::from_str(&b.plan_json).ok();
     let plan_summary = plan.as_ref().map(recipes::PlanSummary::of);
-    let dir = app.builds.build_dir(&b.id);
+    let dir = app.settings.build_dir(&b.id);
     let (package_count, artifacts) = tokio::task::spawn_blocking(move || {
         let package_count = std::fs::read(dir.join(PACKAGES_FILE))
             .ok()
@@ -526,9 +530,9 @@ pub async fn download_link(app: &App, owner: &OwnerId, id: &BuildId) -> Result<D
     }
     let sha256 = b.iso_sha256.clone().unwrap_or_default();
     let expires = unix_now() + LINK_LIFETIME_SECONDS;
-    let token = app.builds.links.sign("iso", &b.id, owner, expires);
+    let token = app.signer.sign("iso", &b.id, owner, expires);
     let filename = iso_filename(&b);
-    let url = app.builds.public_url.as_ref().map(|base| {
+    let url = app.settings.public_url.as_ref().map(|base| {
         format!(
             "{}/api/builds/{}/iso?token={token}",
             base.trim_end_matches('/'),
@@ -543,7 +547,7 @@ pub async fn download_link(app: &App, owner: &OwnerId, id: &BuildId) -> Result<D
         iso_sha256: sha256,
         iso_size_bytes: b.iso_size_bytes.unwrap_or(0),
         path: app
-            .builds
+            .settings
             .build_dir(&b.id)
             .join(ISO_FILE)
             .display()
@@ -605,7 +609,7 @@ pub async fn delete(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDel
         ))
         .see(Action::StopTestRun));
     }
-    let dir = app.builds.build_dir(id.as_str());
+    let dir = app.settings.build_dir(id.as_str());
     let freed = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || dir_bytes(&dir)).await?
@@ -705,6 +709,7 @@ pub async fn log(
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::path::PathBuf;
 
     use super::*;
 

@@ -2,7 +2,9 @@
 //! arrives: the MCP tools (`openfactory-mcp`) and the web console
 //! (`openfactory-web`) are two front ends on these functions.
 //!
-//! Each operation takes the shared [`App`], the calling owner and typed ids
+//! Each operation takes the shared [`App`] (or, where another caller such
+//! as the CLI needs it without plugins or a VM backend, only the parts of it
+//! it uses: the store, the signer…), the calling owner and typed ids
 //! ([`ids`]), and returns a serialisable answer or an [`Error`]: its kind
 //! (what a front end maps to a status), a message that names the field and
 //! the fix, and the operation that helps ([`Action`]), which each front end
@@ -24,7 +26,7 @@ pub mod recipes;
 pub mod test_runs;
 pub mod vms;
 
-pub use app::App;
+pub use app::{App, Planner, Settings, Vms, Wake};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{BuildId, RecipeId, RunId, VmName};
 pub use next::{Action, Next};

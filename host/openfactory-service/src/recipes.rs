@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use openfactory_core::catalog::Template;
-use openfactory_core::plan::{self, Outcome, Plan};
+use openfactory_core::plan::{self, Plan};
 use openfactory_core::recipe::FeatureRef;
 use openfactory_core::validate;
 use openfactory_core::{Diagnostic, Diagnostics, FeatureSet, Recipe, rules};
@@ -210,6 +210,7 @@ pub async fn categories(app: &App, owner: Option<&OwnerId>) -> Result<Categories
     let mine = custom(app, owner).await?;
     Ok(Categories {
         categories: app
+            .planner
             .catalog
             .categories
             .iter()
@@ -217,7 +218,7 @@ pub async fn categories(app: &App, owner: Option<&OwnerId>) -> Result<Categories
                 name: c.name.clone(),
                 title: c.title.clone(),
                 description: c.description.clone(),
-                count: app.catalog.count(&c.name)
+                count: app.planner.catalog.count(&c.name)
                     + mine.iter().filter(|t| t.category == c.name).count(),
             })
             .collect(),
@@ -234,12 +235,14 @@ pub async fn list(
 ) -> Result<RecipeList> {
     if let Some(c) = category
         && !app
+            .planner
             .catalog
             .categories
             .iter()
             .any(|k| k.name.eq_ignore_ascii_case(c))
     {
         let names: Vec<&str> = app
+            .planner
             .catalog
             .categories
             .iter()
@@ -257,6 +260,7 @@ pub async fn list(
     }
     let mine = custom(app, owner).await?;
     let mut recipes: Vec<RecipeSummary> = app
+        .planner
         .catalog
         .search(category, search)
         .into_iter()
@@ -294,7 +298,7 @@ fn template_details(t: &Template) -> RecipeDetails {
 
 /// A template, or one of the caller's recipes.
 pub(crate) async fn find(app: &App, owner: &OwnerId, id: &RecipeId) -> Result<RecipeDetails> {
-    if let Some(t) = app.catalog.template(id.as_str()) {
+    if let Some(t) = app.planner.catalog.template(id.as_str()) {
         return Ok(template_details(t));
     }
     match app.store.recipe(owner, id.as_str()).await? {
@@ -316,6 +320,7 @@ pub async fn get(app: &App, owner: Option<&OwnerId>, id: &RecipeId) -> Result<Re
     let mut details = match owner {
         Some(owner) => find(app, owner, id).await?,
         None => app
+            .planner
             .catalog
             .template(id.as_str())
             .map(template_details)
@@ -323,24 +328,13 @@ pub async fn get(app: &App, owner: Option<&OwnerId>, id: &RecipeId) -> Result<Re
     };
     if details.recipe_digest.is_none() {
         let recipe = details.recipe.clone();
-        let outcome = run_planner(app, move |set| plan::validate(&recipe, set)).await?;
+        let outcome = app
+            .planner
+            .run(move |set| plan::validate(&recipe, set))
+            .await?;
         details.recipe_digest = outcome.recipe_digest.map(|i| i.to_string());
     }
     Ok(details)
-}
-
-/// Run the planner off the async runtime: plugins are CPU-bound.
-pub(crate) async fn run_planner(
-    app: &App,
-    f: impl FnOnce(&dyn FeatureSet) -> Outcome + Send + 'static,
-) -> Result<Outcome> {
-    let plugins = app.plugins.clone();
-    tokio::task::spawn_blocking(move || f(plugins.as_ref()))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "the planner failed");
-            Error::internal(format!("the planner failed unexpectedly: {e}"))
-        })
 }
 
 fn unserialisable(e: serde_json::Error) -> Error {
@@ -353,7 +347,10 @@ pub(crate) fn split(d: Diagnostics) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
 }
 
 pub async fn validate(app: &App, recipe: Value) -> Result<Validation> {
-    let outcome = run_planner(app, move |set| plan::plan_value(recipe, set, true)).await?;
+    let outcome = app
+        .planner
+        .run(move |set| plan::plan_value(recipe, set, true))
+        .await?;
     let plan_summary = outcome.plan.as_ref().map(PlanSummary::of);
     let (errors, warnings) = split(outcome.diagnostics);
     let valid = errors.is_empty();
@@ -398,7 +395,10 @@ pub async fn plan_recipe(
 
 /// The plan of a recipe object (every error, or the steps and checks).
 pub async fn plan_value(app: &App, recipe: Value) -> Result<PlanOut> {
-    let outcome = run_planner(app, move |set| plan::plan_value(recipe, set, true)).await?;
+    let outcome = app
+        .planner
+        .run(move |set| plan::plan_value(recipe, set, true))
+        .await?;
     let (errors, warnings) = split(outcome.diagnostics);
     Ok(PlanOut {
         valid: errors.is_empty(),
@@ -411,6 +411,7 @@ pub async fn plan_value(app: &App, recipe: Value) -> Result<PlanOut> {
 pub fn features(app: &App) -> Features {
     Features {
         features: app
+            .planner
             .plugins
             .features()
             .into_iter()
@@ -449,7 +450,7 @@ pub async fn create_from_template(
         Err(e) if e.kind == ErrorKind::NotFound => {
             let hint = openfactory_core::diagnostic::did_you_mean(
                 template_id.as_str(),
-                app.catalog.templates.iter().map(|t| t.id.as_str()),
+                app.planner.catalog.templates.iter().map(|t| t.id.as_str()),
             )
             .map(|m| format!(" (did you mean `{m}`?)"))
             .unwrap_or_default();
@@ -467,7 +468,7 @@ pub async fn create_from_template(
             format!("name: `{}` {reason}", rules::truncate(name, 80)),
         ));
     }
-    if app.catalog.template(name).is_some() {
+    if app.planner.catalog.template(name).is_some() {
         return Err(Error::invalid(
             "name",
             format!("name: `{name}` is a template id; choose another name for your recipe"),
@@ -494,7 +495,10 @@ pub async fn create_from_template(
         ));
     }
     let value = serde_json::to_value(&recipe).map_err(unserialisable)?;
-    let outcome = run_planner(app, move |set| plan::plan_value(value, set, true)).await?;
+    let outcome = app
+        .planner
+        .run(move |set| plan::plan_value(value, set, true))
+        .await?;
     let (errors, warnings) = split(outcome.diagnostics);
     if !errors.is_empty() {
         return Err(Error::invalid(

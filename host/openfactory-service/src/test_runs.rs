@@ -17,16 +17,6 @@ use crate::error::{Error, Result};
 use crate::ids::{BuildId, RunId};
 use crate::next::{Action, Next};
 
-/// Bounds every owner's test runs live within.
-pub struct TestSettings {
-    /// Queued + running runs one owner may have.
-    pub max_active_per_owner: u32,
-    /// Longest a run may take (boot and checks), seconds.
-    pub max_timeout_seconds: u32,
-    /// Wakes the test worker when a run is queued.
-    pub wake: tokio::sync::Notify,
-}
-
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 900;
 pub const MIN_TIMEOUT_SECONDS: u32 = 60;
 /// Serial console lines a run's results show.
@@ -139,7 +129,7 @@ pub async fn create(
     build_id: &BuildId,
     args: RunArgs,
 ) -> Result<RunCreated> {
-    let limits = &app.tests;
+    let limits = &app.settings;
     let mut errors = Vec::new();
     let mut field = None;
     let memory = bounded(
@@ -153,9 +143,9 @@ pub async fn create(
     let vcpus = bounded(args.vcpus, 1, 1, app.vms.max_vcpus, "vcpus", "");
     let timeout = bounded(
         args.timeout_seconds,
-        DEFAULT_TIMEOUT_SECONDS.min(limits.max_timeout_seconds),
+        DEFAULT_TIMEOUT_SECONDS.min(limits.max_test_timeout_seconds),
         MIN_TIMEOUT_SECONDS,
-        limits.max_timeout_seconds,
+        limits.max_test_timeout_seconds,
         "timeout_seconds",
         " s",
     );
@@ -203,10 +193,10 @@ pub async fn create(
         ));
     }
     let active = app.store.active_test_runs(owner).await?;
-    if active >= limits.max_active_per_owner {
+    if active >= limits.max_active_test_runs {
         return Err(Error::limit_reached(format!(
             "you have {active} test runs queued or running (the limit is {}); wait for one, or stop one",
-            limits.max_active_per_owner
+            limits.max_active_test_runs
         ))
         .see(Action::StopTestRun));
     }
@@ -224,7 +214,7 @@ pub async fn create(
             },
         )
         .await?;
-    limits.wake.notify_one();
+    app.wake.test_runs.notify_one();
     Ok(RunCreated {
         run_id: id.into_string(),
         build_id: build.id,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use openfactory_build::pipeline::ISO_FILE;
 use openfactory_core::rules;
 use openfactory_store::{BuildStatus, OwnerId, VmRow};
-use openfactory_vm::{Backend, StopOutcome, VmBackend, VmSpec, VmState as Power};
+use openfactory_vm::{StopOutcome, VmBackend, VmSpec, VmState as Power};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -15,16 +15,6 @@ use crate::builds;
 use crate::error::{Error, Result};
 use crate::ids::{BuildId, VmName};
 use crate::next::{Action, Next};
-
-/// The backend and the bounds every owner's VMs live within.
-pub struct VmSettings {
-    pub backend: Backend,
-    pub max_memory_mb: u32,
-    pub max_vcpus: u32,
-    pub max_vms_per_owner: u32,
-    /// The vendored noVNC package (`@novnc/novnc`); without it there is no browser console.
-    pub novnc_dir: Option<std::path::PathBuf>,
-}
 
 /// How long a stop waits for an ACPI power-down before saying so.
 pub const GRACEFUL_STOP: Duration = Duration::from_secs(30);
@@ -132,6 +122,14 @@ pub async fn find(app: &App, owner: &OwnerId, name: &VmName) -> Result<VmRow> {
         .ok_or_else(|| not_found(name))
 }
 
+/// One of the owner's VMs by its id (what a console token names), or "not
+/// found" (also for another owner's).
+pub async fn by_id(app: &App, owner: &OwnerId, id: &str) -> Result<VmRow> {
+    app.store.vm_by_id(owner, id).await?.ok_or_else(|| {
+        Error::not_found(format!("VM `{}` not found", rules::truncate(id, 40))).see(Action::ListVms)
+    })
+}
+
 async fn out(app: &App, row: VmRow) -> VmOut {
     let state = app.vms.backend.state(&row.id).await;
     let record = app.vms.backend.record(&row.id).ok();
@@ -198,11 +196,11 @@ pub async fn create(
         )));
     }
     let existing = app.store.vms(owner, None).await?;
-    if existing.len() as u32 >= limits.max_vms_per_owner {
+    if existing.len() as u32 >= limits.max_vms {
         return Err(Error::limit_reached(format!(
             "you have {} VMs (the limit is {}); delete one",
             existing.len(),
-            limits.max_vms_per_owner
+            limits.max_vms
         ))
         .see(Action::DeleteVm));
     }
@@ -217,7 +215,7 @@ pub async fn create(
     app.store.insert_vm(owner, &row).await?;
     let spec = VmSpec {
         id: row.id.clone(),
-        iso: app.builds.build_dir(&build.id).join(ISO_FILE),
+        iso: app.settings.build_dir(&build.id).join(ISO_FILE),
         memory_mb,
         vcpus,
         disk_gb: None,
@@ -359,7 +357,7 @@ pub async fn console_token(app: &App, owner: &OwnerId, name: &VmName) -> Result<
     }
     let expires = crate::links::unix_now() + CONSOLE_LINK_SECONDS;
     Ok(ConsoleToken {
-        token: app.builds.links.sign("console", &row.id, owner, expires),
+        token: app.signer.sign("console", &row.id, owner, expires),
         vm_id: row.id,
         name: row.name,
         expires,
@@ -367,7 +365,7 @@ pub async fn console_token(app: &App, owner: &OwnerId, name: &VmName) -> Result<
 }
 
 pub async fn console_url(app: &App, owner: &OwnerId, name: &VmName) -> Result<ConsoleLink> {
-    let Some(base) = app.builds.public_url.clone() else {
+    let Some(base) = app.settings.public_url.clone() else {
         return Err(Error::unavailable(
             "this server has no HTTP address (stdio mode); the browser console needs `openfactory serve`",
         )

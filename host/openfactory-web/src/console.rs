@@ -18,8 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_http::services::ServeDir;
 
 use crate::signed_links::{TokenQuery, refuse};
-use openfactory_service::App;
 use openfactory_service::links::LinkError;
+use openfactory_service::{App, vms};
 
 const PAGE: &str = include_str!("../assets/console.html");
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -52,8 +52,7 @@ fn hardened(mut response: Response) -> Response {
 async fn authorise(app: &App, vm: &str, token: &str) -> Result<(OwnerId, VmRow), Response> {
     let owner =
         match app
-            .builds
-            .links
+            .signer
             .verify("console", vm, token, openfactory_service::links::unix_now())
         {
             Ok(owner) => owner,
@@ -70,16 +69,12 @@ async fn authorise(app: &App, vm: &str, token: &str) -> Result<(OwnerId, VmRow),
                 ));
             }
         };
-    match app.store.vm_by_id(&owner, vm).await {
-        Ok(Some(row)) => Ok((owner, row)),
-        Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "this VM no longer exists")),
-        Err(e) => {
-            tracing::error!(error = %e, "store failure");
-            Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server could not reach its database",
-            ))
+    match vms::by_id(app, &owner, vm).await {
+        Ok(row) => Ok((owner, row)),
+        Err(e) if e.is_not_found() => {
+            Err(refuse(StatusCode::NOT_FOUND, "this VM no longer exists"))
         }
+        Err(e) => Err(refuse(crate::layout::http_status(&e.kind), e.message)),
     }
 }
 

@@ -104,7 +104,7 @@ async fn iso(
     Query(query): Query<TokenQuery>,
     request: Request,
 ) -> Response {
-    let owner = match app.builds.links.verify(
+    let owner = match app.signer.verify(
         "iso",
         &id,
         &query.token,
@@ -144,7 +144,7 @@ pub async fn serve(
             ),
         );
     }
-    let path = app.builds.build_dir(&build.id).join(artifact.file());
+    let path = app.settings.build_dir(&build.id).join(artifact.file());
     let response = match ServeFile::new(&path).oneshot(request).await {
         Ok(response) => response,
         Err(e) => match e {},

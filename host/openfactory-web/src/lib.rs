@@ -58,7 +58,7 @@ impl Web {
     pub(crate) fn sse_url(&self) -> String {
         let base = self
             .app
-            .builds
+            .settings
             .public_url
             .as_deref()
             .unwrap_or("http://127.0.0.1:8080");

@@ -1,7 +1,8 @@
 //! Who is looking, and proof that a form came from our own page.
 //!
-//! - **Sign-in**: the cookie holds 32 random bytes; the database holds their
-//!   SHA-256 (`web_sessions`). Signing out deletes the row. The cookie is
+//! - **Sign-in**: the cookie holds a web session's secret (32 random bytes;
+//!   the database holds their SHA-256, see `openfactory_service::auth`).
+//!   Signing out deletes the session. The cookie is
 //!   `HttpOnly`, `SameSite=Lax`, and `Secure` (named `__Host-…`) when the
 //!   console is served over https.
 //! - **CSRF**: every visitor gets a random `csrf` cookie (`SameSite=Strict`);
@@ -22,14 +23,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openfactory_service::links::unix_now;
+use openfactory_service::auth::{self, WEB_SESSION_SECONDS};
 use openfactory_store::{Account, OwnerId};
 use sha2::{Digest, Sha256};
 
 use crate::Web;
-
-/// How long a browser stays signed in.
-pub const SESSION_SECONDS: i64 = 7 * 24 * 3600;
 
 /// The cookies' names: `__Host-` prefixed when they are `Secure`.
 struct Names {
@@ -58,10 +56,6 @@ fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS has randomness");
     URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn hash(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 fn cookie(web: &Web, name: &'static str, value: String, same_site: SameSite) -> Cookie<'static> {
@@ -138,7 +132,7 @@ fn sets(headers: &HeaderMap, name: &str) -> bool {
 
 fn read_flash(web: &Web, value: &str) -> Option<Flash> {
     let (body, tag) = value.rsplit_once('.')?;
-    if !web.app.builds.links.check_tag("flash", body, tag) {
+    if !web.app.signer.check_tag("flash", body, tag) {
         return None;
     }
     let (kind, text) = body.split_once('.')?;
@@ -156,7 +150,7 @@ pub fn redirect_with(web: &Web, to: &str, ok: bool, text: &str) -> Response {
         if ok { "ok" } else { "bad" },
         URL_SAFE_NO_PAD.encode(text.as_bytes())
     );
-    let tag = web.app.builds.links.tag("flash", &body);
+    let tag = web.app.signer.tag("flash", &body);
     let mut response = Redirect::to(to).into_response();
     let names = names(web.settings.secure_cookies);
     set_cookie(
@@ -170,7 +164,7 @@ pub fn redirect_with(web: &Web, to: &str, ok: bool, text: &str) -> Response {
 #[derive(Clone)]
 pub struct Viewer {
     pub account: Option<Account>,
-    /// The hash of the sign-in cookie's secret (the `web_sessions` key).
+    /// The id of the browser's web session (the hash of its cookie's secret).
     pub session: Option<String>,
     /// The CSRF token to put in every form.
     pub csrf: String,
@@ -193,8 +187,7 @@ impl Viewer {
 
 fn csrf_token(web: &Web, csrf_cookie: &str, session: Option<&str>) -> String {
     web.app
-        .builds
-        .links
+        .signer
         .tag("csrf", &format!("{csrf_cookie}\n{}", session.unwrap_or("")))
 }
 
@@ -217,15 +210,13 @@ impl FromRequestParts<Arc<Web>> for Viewer {
         let mut account = None;
         let mut session = None;
         if let Some(secret) = jar.get(names.session).map(|c| c.value()) {
-            let h = hash(secret);
-            match web.app.store.web_session_account(&h).await {
-                Ok(Some(a)) => {
-                    account = Some(a);
-                    session = Some(h);
+            match auth::web_session(&web.app.store, secret).await {
+                Ok(Some(found)) => {
+                    account = Some(found.account);
+                    session = Some(found.id);
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "could not read a web session");
+                Err(_) => {
                     return Err((
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the server could not reach its database; try again in a moment\n",
@@ -295,36 +286,32 @@ impl FromRequestParts<Arc<Web>> for SignedIn {
     }
 }
 
-/// Sign the browser in as `account` and send it on `to`: a new session row
+/// Sign the browser in as `account` and send it on `to`: a new web session
 /// and its cookie (or a page that says the database failed).
 pub async fn sign_in(web: &Web, viewer: &Viewer, account_id: &str, to: &str) -> Response {
-    let secret = random_secret();
-    if let Err(e) = web
-        .app
-        .store
-        .create_web_session(&hash(&secret), account_id, unix_now() + SESSION_SECONDS)
-        .await
-    {
-        let e = openfactory_service::Error::from(e);
-        return crate::layout::error_page(
-            viewer,
-            crate::layout::http_status(&e.kind),
-            "Could not sign in",
-            &e.message,
-        );
-    }
+    let secret = match auth::create_web_session(&web.app.store, account_id).await {
+        Ok(secret) => secret,
+        Err(e) => {
+            return crate::layout::error_page(
+                viewer,
+                crate::layout::http_status(&e.kind),
+                "Could not sign in",
+                &e.message,
+            );
+        }
+    };
     let names = names(web.settings.secure_cookies);
     let mut response = Redirect::to(to).into_response();
     let mut c = cookie(web, names.session, secret, SameSite::Lax);
-    c.set_max_age(time::Duration::seconds(SESSION_SECONDS));
+    c.set_max_age(time::Duration::seconds(WEB_SESSION_SECONDS));
     set_cookie(response.headers_mut(), c);
     response
 }
 
-/// Sign this browser out: its session row goes, and its cookie.
+/// Sign this browser out: its web session goes, and its cookie.
 pub async fn sign_out(web: &Web, viewer: &Viewer) -> Response {
     if let Some(session) = &viewer.session
-        && let Err(e) = web.app.store.delete_web_session(session).await
+        && let Err(e) = auth::delete_web_session(&web.app.store, session).await
     {
         tracing::error!(error = %e, "could not delete a web session");
     }
@@ -345,11 +332,9 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_random_and_hashed() {
+    fn csrf_secrets_are_random() {
         let (a, b) = (random_secret(), random_secret());
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert_eq!(hash(&a).len(), 64);
-        assert_ne!(hash(&a), a);
     }
 }

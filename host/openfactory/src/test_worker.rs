@@ -69,7 +69,7 @@ pub async fn run(app: Arc<App>, worker: String, concurrency: usize, shutdown: Ca
                     }
                     Ok(None) => {
                         tokio::select! {
-                            _ = app.tests.wake.notified() => {}
+                            _ = app.wake.test_runs.notified() => {}
                             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                             _ = shutdown.cancelled() => return,
                         }
@@ -144,7 +144,7 @@ async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
     };
     let settings = RunSettings {
         vm_id: run.vm_id.clone().unwrap_or_else(new_vm_id),
-        iso: app.builds.build_dir(&build.id).join(ISO_FILE),
+        iso: app.settings.build_dir(&build.id).join(ISO_FILE),
         memory_mb: run.memory_mb,
         vcpus: run.vcpus,
         timeout: Duration::from_secs(u64::from(run.timeout_seconds)),

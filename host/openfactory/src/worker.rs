@@ -76,7 +76,7 @@ pub async fn run(
                     }
                     Ok(None) => {
                         tokio::select! {
-                            _ = app.builds.wake.notified() => {}
+                            _ = app.wake.builds.notified() => {}
                             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                             _ = shutdown.cancelled() => return,
                         }
@@ -120,7 +120,7 @@ async fn run_one(
     app.metrics.builds_running.inc();
     let cancel = CancelFlag::new();
     let (tx, mut rx) = watch::channel((Stage::Bootstrap, 0u8, "starting".to_owned()));
-    let out_dir = app.builds.build_dir(&id);
+    let out_dir = app.settings.build_dir(&id);
     let task = {
         let (builder, cancel, id) = (builder.clone(), cancel.clone(), id.clone());
         tokio::task::spawn_blocking(move || {

@@ -1,7 +1,8 @@
 //! The `openfactory` binary, driven as an operator and a recipe author would.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -60,14 +61,37 @@ impl Cli {
         cli
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_openfactory"))
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_openfactory"));
+        command
             .args(args)
             .env("OPENFACTORY_HOME", self.home.path())
             .env("OPENFACTORY_RECIPES_DIR", workspace().join("recipes"))
             .env_remove("OPENFACTORY_ALLOW_UNSIGNED_PLUGINS")
-            .output()
+            .env_remove("OPENFACTORY_DATABASE_URL");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Run with `input` on stdin.
+    fn run_with(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
             .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -252,4 +276,92 @@ fn a_fresh_home_explains_that_no_plugins_are_installed() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("no feature plugins are installed"), "{text}");
+}
+
+#[test]
+fn an_operator_creates_an_account_and_its_keys_with_the_services_rules() {
+    let cli = Cli::new();
+    let text = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let created = cli.run_with(
+        &["account", "create", " Ada@Example.org", "--operator"],
+        "correct horse battery\n",
+    );
+    assert!(created.status.success(), "{}", text(&created));
+    assert!(
+        text(&created).contains("(ada@example.org), an operator"),
+        "{}",
+        text(&created)
+    );
+    // The service's checks and wording: a taken email, a short password.
+    let taken = cli.run_with(
+        &["account", "create", "ada@example.org"],
+        "correct horse battery\n",
+    );
+    assert!(!taken.status.success());
+    assert!(text(&taken).contains("already exists"), "{}", text(&taken));
+    let short = cli.run_with(&["account", "create", "bob@example.org"], "short\n");
+    assert!(!short.status.success());
+    assert!(
+        text(&short).contains("password: use 10 to 1024 characters"),
+        "{}",
+        text(&short)
+    );
+    let bad = cli.run(&["account", "create", "bob"]);
+    assert!(
+        text(&bad).contains("email: give an address"),
+        "{}",
+        text(&bad)
+    );
+
+    let out = cli.run(&[
+        "key",
+        "create",
+        "--email",
+        "ada@example.org",
+        "--name",
+        " laptop ",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("of_mcp_") && key.len() == 47, "{key}");
+    let unnamed = cli.run(&["key", "create", "--email", "ada@example.org", "--name", ""]);
+    assert!(
+        text(&unnamed).contains("name: give 1 to 64"),
+        "{}",
+        text(&unnamed)
+    );
+
+    let listed = cli.ok(&["key", "list", "--email", "ada@example.org"]);
+    assert!(
+        listed.contains(&key[..13]) && listed.contains("laptop"),
+        "{listed}"
+    );
+    let key_id = listed.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(
+        cli.ok(&["key", "revoke", "--email", "ada@example.org", &key_id]),
+        format!("revoked {key_id}\n")
+    );
+    assert!(
+        cli.ok(&["key", "list", "--email", "ada@example.org"])
+            .contains("revoked")
+    );
+    let missing = cli.run(&["key", "revoke", "--email", "ada@example.org", "nope"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("key `nope` not found; `openfactory key list` shows them"),
+        "{}",
+        text(&missing)
+    );
+    let nobody = cli.run(&["key", "list", "--email", "bob@example.org"]);
+    assert!(
+        text(&nobody).contains("no account has the email bob@example.org"),
+        "{}",
+        text(&nobody)
+    );
 }

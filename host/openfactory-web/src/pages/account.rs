@@ -162,7 +162,7 @@ pub async fn signup_page(viewer: Viewer) -> Response {
 
 pub async fn signup(State(web): State<Arc<Web>>, posted: Posted<Credentials>) -> Response {
     let Posted { viewer, form } = posted;
-    match auth::register(&web.app, &form.email, &form.password).await {
+    match auth::register(&web.app.store, &web.app.signer, &form.email, &form.password).await {
         Ok(signed) => {
             session::sign_in(&web, &viewer, &signed.account_id, "/settings?welcome=1").await
         }

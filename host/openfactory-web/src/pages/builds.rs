@@ -98,8 +98,7 @@ pub async fn index(
     let any_active = listed
         .as_ref()
         .is_ok_and(|l| l.builds.iter().any(|b| b.status.is_active()));
-    let disk = web.app.store.owner_disk_bytes(&owner).await.ok();
-    let quota = web.app.builds.max_disk_bytes_per_owner;
+    let usage = builds::usage(&web.app, &owner).await.ok();
     let body = html! {
         div.page-head {
             div {
@@ -113,10 +112,10 @@ pub async fn index(
                 @let on = wanted.unwrap_or("all") == f;
                 a.btn.small.primary[on] href={ "/builds?status=" (f) } aria-current=[on.then_some("page")] { (f) }
             }
-            @if let Some(used) = disk {
+            @if let Some(u) = &usage {
                 span.small.muted.ml-auto {
-                    "Disk used by your builds: " (layout::bytes(used))
-                    @if quota > 0 { " of " (layout::bytes(quota)) }
+                    "Disk used by your builds: " (layout::bytes(u.disk_bytes))
+                    @if u.max_disk_bytes > 0 { " of " (layout::bytes(u.max_disk_bytes)) }
                 }
             }
         }
@@ -396,7 +395,7 @@ pub async fn show(
                 h1 { (record.recipe_name) " " span.muted.mono.sub { (d.build_id) } }
                 p {
                     "Recipe "
-                    @if web.app.catalog.template(&record.recipe_name).is_some() {
+                    @if web.app.planner.catalog.template(&record.recipe_name).is_some() {
                         a href={ "/catalog/" (record.recipe_name) } { (record.recipe_name) }
                     } @else { (record.recipe_name) }
                     " · queued " (when(&d.created_at))

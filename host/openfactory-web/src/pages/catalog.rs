@@ -64,9 +64,10 @@ pub async fn index(
     let category = q.category.as_deref().filter(|c| !c.is_empty());
     let categories = recipes::categories(&web.app, owner.as_ref()).await;
     let listed = recipes::list(&web.app, owner.as_ref(), category, search.as_deref()).await;
-    let all: usize = web.app.catalog.templates.len();
+    let all: usize = web.app.planner.catalog.templates.len();
     let current = category.and_then(|c| {
         web.app
+            .planner
             .catalog
             .categories
             .iter()
@@ -163,6 +164,7 @@ pub async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<St
     let r = &details.recipe;
     let category = web
         .app
+        .planner
         .catalog
         .categories
         .iter()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use maud::{Markup, html};
-use openfactory_service::{builds, recipes, test_runs, vms};
+use openfactory_service::{auth, builds, recipes, test_runs, vms};
 use openfactory_store::OwnerId;
 
 use crate::Web;
@@ -69,13 +69,11 @@ async fn landing(web: &Web, viewer: &Viewer) -> Response {
 async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {
     let app = &web.app;
     let recent = builds::list(app, owner, None, Some(6)).await.ok();
-    let active = app.store.active_builds(owner).await.unwrap_or(0);
+    let active = builds::usage(app, owner).await.map_or(0, |u| u.active);
     let machines = vms::list(app, owner, None).await.ok();
     let runs = test_runs::list(app, owner, None, Some(5)).await.ok();
     let has_key = match &viewer.account {
-        Some(a) => app
-            .store
-            .keys(&a.id)
+        Some(a) => auth::keys(&app.store, &a.id)
             .await
             .map(|keys| keys.iter().any(|k| k.revoked_at.is_none()))
             .unwrap_or(true),

@@ -14,7 +14,7 @@ use crate::layout::{self, Nav};
 use crate::session::Viewer;
 
 pub async fn page(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
-    let host = &web.app.plugins;
+    let host = &web.app.planner.plugins;
     let limits = host.limits();
     let operator = viewer.is_operator();
     let plugins: Vec<_> = host.plugins().collect();

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use maud::{Markup, html};
 use openfactory_service::auth;
-use openfactory_store::{McpKey, OwnerId, StoreError};
+use openfactory_store::{McpKey, OwnerId};
 use serde::Deserialize;
 
 use crate::form::{Empty, SignedForm};
@@ -76,24 +76,6 @@ fn key_row(viewer: &Viewer, k: &McpKey) -> Markup {
     }
 }
 
-/// What an address (an IP session) holds, to bring into the account.
-struct AddressWork {
-    recipes: usize,
-    builds: usize,
-    vms: usize,
-    test_runs: usize,
-}
-
-async fn address_work(web: &Web, ip: &OwnerId) -> Result<AddressWork, StoreError> {
-    let store = &web.app.store;
-    Ok(AddressWork {
-        recipes: store.recipes(ip).await?.len(),
-        builds: store.builds(ip, None, 1000).await?.len(),
-        vms: store.vms(ip, None).await?.len(),
-        test_runs: store.test_runs(ip, None, 1000).await?.len(),
-    })
-}
-
 pub async fn page(
     State(web): State<Arc<Web>>,
     user: SignedIn,
@@ -102,10 +84,10 @@ pub async fn page(
     let SignedIn {
         viewer, account, ..
     } = user;
-    let keys = web.app.store.keys(&account.id).await;
+    let keys = auth::keys(&web.app.store, &account.id).await;
     let reveal = take_reveal(&web, viewer.session.as_deref());
     let ip_owner = OwnerId::ip(viewer.ip);
-    let work = address_work(&web, &ip_owner).await.ok();
+    let work = auth::address_holdings(&web.app.store, &ip_owner).await.ok();
     let body = html! {
         div.page-head {
             div {
@@ -187,7 +169,7 @@ pub async fn page(
                     }
                     @match &work {
                         None => p.muted { "What this address holds could not be read; try again in a moment." }
-                        Some(w) if w.recipes + w.builds + w.vms + w.test_runs == 0 => p.muted { "This address holds nothing to bring in." }
+                        Some(w) if w.is_empty() => p.muted { "This address holds nothing to bring in." }
                         Some(w) => {
                             p { (w.recipes) " recipes, " (w.builds) " builds, " (w.vms) " VMs, " (w.test_runs) " test runs." }
                             (action(&viewer, "/settings/claim", "Move them into my account", "primary", None))
@@ -210,7 +192,7 @@ pub async fn create_key(
     State(web): State<Arc<Web>>,
     SignedForm { user, form }: SignedForm<NewKey>,
 ) -> Response {
-    match auth::create_key(&web.app, &user.account.id, &form.name).await {
+    match auth::create_key(&web.app.store, &user.account.id, &form.name).await {
         Ok(created) => {
             if let Some(session) = &user.viewer.session {
                 web.reveals.lock().expect("reveals lock").insert(
@@ -238,7 +220,7 @@ pub async fn revoke_key(
     Path(key_id): Path<String>,
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    match auth::revoke_key(&web.app, &user.account.id, &key_id).await {
+    match auth::revoke_key(&web.app.store, &web.app.auth, &user.account.id, &key_id).await {
         Ok(key) => redirect_with(
             &web,
             "/settings",
@@ -258,25 +240,17 @@ pub async fn claim(
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
     let from = OwnerId::ip(user.viewer.ip);
-    match web.app.store.claim(&from, &user.owner).await {
-        Ok(c) => {
-            tracing::info!(account = %user.account.id, from = %from, ?c, "IP session claimed from the web console");
-            redirect_with(
-                &web,
-                "/settings",
-                true,
-                &format!(
-                    "Moved into your account: {} recipes, {} builds, {} VMs, {} test runs.",
-                    c.recipes, c.builds, c.vms, c.test_runs
-                ),
-            )
-        }
-        Err(e) => redirect_with(
+    match auth::claim_address(&web.app.store, &from, &user.account.id).await {
+        Ok(c) => redirect_with(
             &web,
             "/settings",
-            false,
-            &openfactory_service::Error::from(e).message,
+            true,
+            &format!(
+                "Moved into your account: {} recipes, {} builds, {} VMs, {} test runs.",
+                c.recipes, c.builds, c.vms, c.test_runs
+            ),
         ),
+        Err(e) => redirect_with(&web, "/settings", false, &e.message),
     }
 }
 
@@ -284,18 +258,13 @@ pub async fn sign_out_everywhere(
     State(web): State<Arc<Web>>,
     SignedForm { user, .. }: SignedForm<Empty>,
 ) -> Response {
-    match web.app.store.delete_web_sessions(&user.account.id).await {
+    match auth::delete_web_sessions(&web.app.store, &user.account.id).await {
         Ok(n) => redirect_with(
             &web,
             "/signin",
             true,
             &format!("Signed out of {n} browser session(s). Sign in again to continue."),
         ),
-        Err(e) => redirect_with(
-            &web,
-            "/settings",
-            false,
-            &openfactory_service::Error::from(e).message,
-        ),
+        Err(e) => redirect_with(&web, "/settings", false, &e.message),
     }
 }

@@ -52,7 +52,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
                 h1 { "VMs" }
                 p { "Virtual machines booting your completed builds. Open one to see its screen and serial console." }
             }
-            span.small.muted { "Up to " (limits.max_vms_per_owner) " VMs, " (limits.max_memory_mb) " MiB and " (limits.max_vcpus) " vCPUs each" }
+            span.small.muted { "Up to " (limits.max_vms) " VMs, " (limits.max_memory_mb) " MiB and " (limits.max_vcpus) " vCPUs each" }
         }
         @match &listed {
             Err(e) => div.flash.bad role="alert" { (layout::say(e)) }

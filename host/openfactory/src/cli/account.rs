@@ -1,5 +1,6 @@
 //! `openfactory account …` and `openfactory key …`: accounts and MCP API keys
-//! for deployments without sign-up (the operator creates them).
+//! for deployments without sign-up (the operator creates them), through the
+//! same service operations as the web console and `/api/auth/*`.
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Subcommand;
 use openfactory_service::auth;
+use openfactory_service::{Action, Error};
 use openfactory_store::Store;
 
 use crate::config::Config;
@@ -70,13 +72,23 @@ async fn store(config: &Config, url: Option<String>) -> anyhow::Result<Store> {
         .with_context(|| format!("opening the database {url}"))
 }
 
+/// A service error as the CLI says it: its message, and the command that helps.
+fn said(e: Error) -> anyhow::Error {
+    match e.see {
+        Some(Action::ListKeys) => anyhow::anyhow!("{e}; `openfactory key list` shows them"),
+        _ => anyhow::Error::msg(e),
+    }
+}
+
 async fn account_id(store: &Store, email: &str) -> anyhow::Result<String> {
-    let email = auth::check_email(email).map_err(anyhow::Error::msg)?;
-    Ok(store
-        .account_by_email(&email)
-        .await?
+    Ok(auth::account_by_email(store, email)
+        .await
+        .map_err(said)?
         .with_context(|| {
-            format!("no account has the email {email}; create it with `openfactory account create`")
+            format!(
+                "no account has the email {}; create it with `openfactory account create`",
+                email.trim().to_ascii_lowercase()
+            )
         })?
         .id)
 }
@@ -89,17 +101,16 @@ pub fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<ExitCode>
             operator,
             database_url,
         } => {
-            let email = auth::check_email(&email).map_err(anyhow::Error::msg)?;
+            // A wrong email is said before the password is waited for.
+            auth::check_email(&email).map_err(said)?;
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
             let password = password.lines().next().unwrap_or("").to_owned();
-            let hash = auth::hash_password(&password).map_err(anyhow::Error::msg)?;
             runtime.block_on(async {
                 let store = store(config, database_url).await?;
-                let account = store
-                    .create_account(&auth::new_id(), &email, &hash)
+                let account = auth::create_account(&store, &email, &password)
                     .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    .map_err(said)?;
                 if operator {
                     store.set_operator(&account.email, true).await?;
                 }
@@ -144,16 +155,12 @@ pub fn key(cmd: KeyCommand, config: &Config) -> anyhow::Result<ExitCode> {
             } => {
                 let store = store(config, database_url).await?;
                 let id = account_id(&store, &email).await?;
-                let name = auth::check_key_name(&name).map_err(anyhow::Error::msg)?;
-                let (key, prefix, hash) = auth::new_key();
-                let stored = store
-                    .create_key(&id, &auth::new_id(), &name, &prefix, &hash)
-                    .await?;
+                let created = auth::create_key(&store, &id, &name).await.map_err(said)?;
                 eprintln!(
                     "created key {} ({}) for {email}; it is shown only now:",
-                    stored.key_id, stored.name
+                    created.key_id, created.name
                 );
-                println!("{key}");
+                println!("{}", created.key);
                 store.close().await;
             }
             KeyCommand::List {
@@ -162,7 +169,7 @@ pub fn key(cmd: KeyCommand, config: &Config) -> anyhow::Result<ExitCode> {
             } => {
                 let store = store(config, database_url).await?;
                 let id = account_id(&store, &email).await?;
-                for k in store.keys(&id).await? {
+                for k in auth::keys(&store, &id).await.map_err(said)? {
                     println!(
                         "{}  {}…  {:<24}  created {}  last used {}{}",
                         k.key_id,
@@ -184,9 +191,12 @@ pub fn key(cmd: KeyCommand, config: &Config) -> anyhow::Result<ExitCode> {
             } => {
                 let store = store(config, database_url).await?;
                 let id = account_id(&store, &email).await?;
-                store.revoke_key(&id, &key_id).await?.with_context(|| {
-                    format!("{email} has no key {key_id}; `openfactory key list` shows them")
-                })?;
+                // This process holds no streams: a running server refuses
+                // the key from its next request on.
+                let streams = auth::Auth::default();
+                auth::revoke_key(&store, &streams, &id, &key_id)
+                    .await
+                    .map_err(said)?;
                 println!("revoked {key_id}");
                 store.close().await;
             }

@@ -8,10 +8,8 @@ use anyhow::Context as _;
 use openfactory_core::catalog::Catalog;
 use openfactory_mcp::HostPolicy;
 use openfactory_plugin_host::PluginHost;
-use openfactory_service::builds::BuildSettings;
 use openfactory_service::links::LinkSigner;
-use openfactory_service::vms::VmSettings;
-use openfactory_service::{App, OwnerPolicy};
+use openfactory_service::{App, OwnerPolicy, Planner, Settings, Vms};
 use openfactory_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -180,21 +178,23 @@ async fn app(
         .await
         .with_context(|| format!("opening the database {url}"))?;
     tracing::info!(features = plugins.stats().plugins, templates = catalog.templates.len(), database = %url, "ready");
-    let links = LinkSigner::load_or_create(&config.home.join("secrets/link-signing.key"))
+    let signer = LinkSigner::load_or_create(&config.home.join("secrets/link-signing.key"))
         .context("loading the download-link key")?;
-    let settings = BuildSettings {
-        dir: config.builds_dir(),
-        links,
+    let settings = Settings {
         public_url,
-        max_active_per_owner: builds.max_active_builds.max(1),
-        max_disk_bytes_per_owner: builds.max_disk_mib_per_owner.saturating_mul(1 << 20),
-        wake: tokio::sync::Notify::new(),
+        builds_dir: config.builds_dir(),
+        max_active_builds: builds.max_active_builds.max(1),
+        max_disk_bytes: builds.max_disk_mib_per_owner.saturating_mul(1 << 20),
+        max_active_test_runs: test_args.max_active_test_runs.max(1),
+        max_test_timeout_seconds: test_args
+            .max_test_timeout_seconds
+            .max(openfactory_service::test_runs::MIN_TIMEOUT_SECONDS),
     };
-    let vms = VmSettings {
+    let vms = Vms {
         backend: crate::vms::backend(vm_args, &config.home.join("vms")).await?,
         max_memory_mb: vm_args.max_vm_memory_mb.max(256),
         max_vcpus: vm_args.max_vm_vcpus.max(1),
-        max_vms_per_owner: vm_args.max_vms,
+        max_vms: vm_args.max_vms,
         novnc_dir: vm_args
             .novnc_dir
             .clone()
@@ -203,14 +203,13 @@ async fn app(
     if vms.novnc_dir.is_none() {
         tracing::warn!("noVNC is not installed (--novnc-dir): get_vm_console_url will say so");
     }
-    let tests = openfactory_service::test_runs::TestSettings {
-        max_active_per_owner: test_args.max_active_test_runs.max(1),
-        max_timeout_seconds: test_args
-            .max_test_timeout_seconds
-            .max(openfactory_service::test_runs::MIN_TIMEOUT_SECONDS),
-        wake: tokio::sync::Notify::new(),
-    };
-    Ok(App::new(catalog, plugins, store, settings, vms, tests))
+    Ok(App::new(
+        store,
+        Planner::new(catalog, plugins),
+        signer,
+        vms,
+        settings,
+    ))
 }
 
 /// The background tasks of a running service: the build worker, the test
@@ -291,7 +290,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             requests_per_minute: args.requests_per_minute,
         });
         let secure_cookies = app
-            .builds
+            .settings
             .public_url
             .as_deref()
             .is_some_and(|u| u.starts_with("https://"));
