@@ -107,13 +107,13 @@ fn every_invariant_names_a_test_that_exists() {
         }
     }
     let mut problems = Vec::new();
-    let items: Vec<&str> = invariants
+    let items: Vec<String> = invariants
         .split("\n- ")
         .skip(1)
-        .map(|item| item.trim())
+        .map(|item| item.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     assert!(items.len() >= 10, "{items:?}");
-    for item in items {
+    for item in &items {
         let title = item.split("**").nth(1).unwrap_or(item);
         let Some(guard) = item.split("Guarded by ").nth(1) else {
             problems.push(format!(

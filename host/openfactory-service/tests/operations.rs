@@ -393,3 +393,38 @@ async fn sign_in_works_for_a_created_account_and_throttles_failures() {
         Err(SignInError::Throttled)
     ));
 }
+
+/// Planning runs plugins, which are CPU-bound: it must leave the async
+/// runtime free. On a one-thread runtime the planner's closure waits for a
+/// task on that runtime; run inline, it would wait forever (here: 10 s).
+#[test]
+fn run_planner_leaves_the_runtime_free() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let app = app(store, &dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send(()).unwrap();
+        });
+        let outcome = app
+            .planner
+            .run(move |set| {
+                let reached = rx.recv_timeout(std::time::Duration::from_secs(10));
+                assert!(reached.is_ok(), "the planner blocked the runtime");
+                openfactory_core::plan::plan_value(
+                    serde_json::json!({"name": "free", "base_image": "debian-bookworm"}),
+                    set,
+                    true,
+                )
+            })
+            .await
+            .unwrap();
+        assert!(outcome.plan.is_some(), "{:?}", outcome.diagnostics);
+    });
+}
