@@ -79,6 +79,27 @@ async def test_healthz(server):
         assert r.status_code == 200, r.text[:300]
 
 
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy", "permissions-policy", "cache-control")
+
+
+async def test_every_kind_of_response_has_the_security_headers(server):
+    """Not only pages: JSON, metrics, MCP refusals, downloads and SSE streams get them too (harmlessly)."""
+    async with http_client() as c:
+        responses = [
+            await c.get(f"{server.base}/healthz"),
+            await c.get(f"{server.base}/metrics"),
+            await c.get(f"{server.base}/api/auth/me"),
+            await c.get(f"{server.base}/api/builds/0123456789ab/iso?token=forged"),
+            await c.post(f"{server.base}/api/mcp", json=INITIALIZE, headers={"Authorization": "Bearer of_mcp_0", "Accept": "application/json, text/event-stream"}),
+        ]
+        async with raw_sse(c, server.base) as sse:
+            responses.append(sse.response)
+        for r in responses:
+            missing = [h for h in SECURITY_HEADERS if h not in r.headers]
+            assert not missing, (str(r.url), r.status_code, missing)
+            assert r.headers["x-content-type-options"] == "nosniff", str(r.url)
+
+
 METRIC_LINE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})?\s+(\S+)(\s+-?\d+)?$")
 
 

@@ -1,15 +1,21 @@
-//! The HTTP surface: MCP over legacy SSE and Streamable HTTP, the key API,
-//! `/healthz`, `/metrics` and the pages it is given, behind a Host/Origin
-//! check and per-caller rate limits.
+//! The MCP routes over HTTP: legacy SSE (`/api/mcp/sse` + `/api/mcp/messages`)
+//! and Streamable HTTP (`/api/mcp`), for the HTTP server to serve behind its
+//! own checks (Host, rate limits, API keys).
+//!
+//! The server resolves an API key before a request gets here and leaves the
+//! key's account in the request as a [`KeyCaller`]; a request without one is
+//! its address's IP session. A request that still carries an
+//! `Authorization` header nobody checked is refused, never taken for the IP
+//! session.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -17,162 +23,17 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::RateLimiter;
 use crate::sse::{self, Sessions, SseState};
 use crate::tools::OpenFactoryServer;
 use openfactory_service::App;
+use openfactory_service::auth::{KeyCaller, KeyError};
 use openfactory_service::metrics::TransportLabels;
 use openfactory_service::owner::OwnerPolicy;
+use openfactory_store::OwnerId;
 
 pub const STREAMABLE_PATH: &str = "/api/mcp";
-/// Largest request body: a recipe may be 2 MiB, plus JSON-RPC framing.
-const MAX_BODY: usize = 4 * 1024 * 1024;
-
-/// Which `Host` (and browser `Origin`) values are served.
-#[derive(Debug, Clone)]
-pub struct HostPolicy {
-    /// Host names, or `host:port` authorities. `*` allows any (behind a proxy that checks).
-    pub allowed_hosts: Vec<String>,
-}
-
-impl Default for HostPolicy {
-    fn default() -> Self {
-        HostPolicy {
-            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
-        }
-    }
-}
-
-impl HostPolicy {
-    fn allows(&self, authority: &str) -> bool {
-        if self.allowed_hosts.iter().any(|h| h == "*") {
-            return true;
-        }
-        let host = strip_port(authority);
-        self.allowed_hosts.iter().any(|allowed| {
-            allowed.eq_ignore_ascii_case(authority) || allowed.eq_ignore_ascii_case(host)
-        })
-    }
-}
-
-/// `example.org:8080` → `example.org`; `[::1]:8080` → `::1`.
-fn strip_port(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !host.contains(':') => {
-            host
-        }
-        _ => authority,
-    }
-}
-
-async fn check_host(
-    State(policy): State<Arc<HostPolicy>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let headers = request.headers();
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if !policy.allows(host) {
-        tracing::warn!(host, "refused a request for a host that is not allowed");
-        return (
-            StatusCode::FORBIDDEN,
-            "this server does not answer for that Host; operators add it with --allowed-host\n",
-        )
-            .into_response();
-    }
-    if let Some(origin) = headers
-        .get(http::header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-    {
-        let authority = origin
-            .split_once("://")
-            .map(|(_, rest)| rest)
-            .unwrap_or(origin);
-        if origin != "null" && !policy.allows(authority) {
-            return (
-                StatusCode::FORBIDDEN,
-                "cross-origin requests from that Origin are not allowed\n",
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// Paths of static files, which the rate limit does not count.
-const STATIC_PREFIXES: [&str; 3] = ["/assets/", "/console/assets/", "/console/novnc/"];
-
-/// Count the request against its caller's limit: the API key it carries, or
-/// its address.
-async fn rate_limit(
-    State((owners, limiter)): State<(Arc<OwnerPolicy>, Arc<RateLimiter>)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // Static files (stylesheets, scripts, noVNC) cost nothing and come with every page.
-    let path = request.uri().path();
-    if STATIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
-        return next.run(request).await;
-    }
-    let headers = request.headers();
-    let (who, what) = match headers.get(http::header::AUTHORIZATION) {
-        Some(value) => (
-            format!(
-                "auth:{}",
-                openfactory_service::auth::key_hash(&String::from_utf8_lossy(value.as_bytes()))
-            ),
-            "this credential",
-        ),
-        None => (
-            format!("ip:{}", owners.client_ip(peer.ip(), headers)),
-            "this address",
-        ),
-    };
-    match limiter.check(&who) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(json!({
-                    "error": format!(
-                        "rate limit: at most {} requests a minute from {what}; wait {wait} s and try again",
-                        limiter.per_minute()
-                    )
-                })),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                wait.to_string().parse().expect("a number"),
-            );
-            response
-        }
-    }
-}
-
-/// One span per HTTP request; the outcome is logged at debug level.
-async fn trace_request(request: Request, next: Next) -> Response {
-    use tracing::Instrument;
-    let span =
-        tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
-    let started = std::time::Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::debug!(
-            status = response.status().as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request"
-        )
-    });
-    response
-}
+/// Largest MCP message: a recipe may be 2 MiB, plus JSON-RPC framing.
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
 #[derive(Clone)]
 struct Shared {
@@ -181,17 +42,15 @@ struct Shared {
     sse: SseState,
 }
 
-/// Everything the HTTP server serves: MCP, the key API, `/healthz`,
-/// `/metrics`, and `pages` (the web console), all behind the Host check and
-/// the rate limits.
+/// The MCP routes of both HTTP transports. `allowed_hosts` is rmcp's own
+/// Host check on Streamable HTTP, which must agree with the server's (`*`:
+/// any). Every stream ends when `shutdown` is cancelled.
 pub fn router(
     app: Arc<App>,
     owners: Arc<OwnerPolicy>,
-    hosts: HostPolicy,
-    pages: Router,
+    allowed_hosts: Vec<String>,
     shutdown: CancellationToken,
 ) -> Router {
-    let sessions = Sessions::default();
     let new_server = {
         let (app, owners) = (app.clone(), owners.clone());
         Arc::new(move |owner| OpenFactoryServer::new(app.clone(), owners.clone(), Some(owner)))
@@ -199,7 +58,7 @@ pub fn router(
     };
     let (opened, closed) = (app.clone(), app.clone());
     let sse_state = SseState {
-        sessions,
+        sessions: Sessions::default(),
         shutdown: shutdown.clone(),
         new_server,
         on_open: Arc::new(move || {
@@ -222,66 +81,88 @@ pub fn router(
 
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
-        .with_max_request_body_bytes(MAX_BODY);
-    // The Host check below covers this transport too; rmcp's own list must not disagree.
-    let config = if hosts.allowed_hosts.iter().any(|h| h == "*") {
+        .with_max_request_body_bytes(MAX_MESSAGE);
+    let config = if allowed_hosts.iter().any(|h| h == "*") {
         config.disable_allowed_hosts()
     } else {
-        config.with_allowed_hosts(hosts.allowed_hosts.clone())
+        config.with_allowed_hosts(allowed_hosts)
     };
-    let streamable = {
-        let (app, owners) = (app.clone(), owners.clone());
-        StreamableHttpService::new(
-            move || Ok(OpenFactoryServer::new(app.clone(), owners.clone(), None)),
-            LocalSessionManager::default().into(),
-            config,
-        )
-    };
-
-    let mcp = Router::new()
-        .route(sse::SSE_PATH, get(open_sse))
-        .route(sse::MESSAGES_PATH, post(post_message))
-        .with_state(shared.clone())
-        .merge(
-            Router::new()
-                .route_service(STREAMABLE_PATH, streamable)
-                .route_layer(middleware::from_fn_with_state(
-                    app.clone(),
-                    crate::auth_http::streamable,
-                )),
-        )
-        .merge(crate::auth_http::router(app.clone(), owners.clone()))
-        .merge(pages)
-        .layer(middleware::from_fn_with_state(
-            (
-                owners.clone(),
-                Arc::new(RateLimiter::new(owners.requests_per_minute)),
-            ),
-            rate_limit,
-        ))
-        .layer(middleware::from_fn_with_state(Arc::new(hosts), check_host))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let streamable = StreamableHttpService::new(
+        move || Ok(OpenFactoryServer::new(app.clone(), owners.clone(), None)),
+        LocalSessionManager::default().into(),
+        config,
+    );
 
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route(sse::SSE_PATH, get(open_sse))
+        .route(sse::MESSAGES_PATH, post(post_message))
         .with_state(shared)
-        .merge(mcp)
-        .layer(middleware::from_fn(trace_request))
+        .route_service(STREAMABLE_PATH, streamable)
+        .layer(DefaultBodyLimit::max(MAX_MESSAGE))
 }
 
-async fn open_sse(
-    State(shared): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let (owner, ends) = match openfactory_service::auth::key_caller(&shared.app, &headers).await {
-        Err(e) => return crate::auth_http::refused(&e),
-        Ok(Some(caller)) => {
-            let ends = shared.app.auth.key_token(&caller.key_id);
-            (caller.owner, Some(ends))
-        }
-        Ok(None) => (shared.owners.resolve(peer.ip(), &headers), None),
+/// Who is calling: the account of the key the server checked, else the
+/// address's IP session. An `Authorization` header without a checked key
+/// means this router is served without the server's key layer: refused, so
+/// that a key never falls back to the IP session.
+pub(crate) fn caller(
+    owners: &OwnerPolicy,
+    extensions: &Extensions,
+    headers: &HeaderMap,
+) -> Result<OwnerId, &'static str> {
+    if let Some(key) = extensions.get::<KeyCaller>() {
+        return Ok(key.owner.clone());
+    }
+    if headers.contains_key(header::AUTHORIZATION) {
+        tracing::error!("a request with an Authorization header reached MCP unchecked");
+        return Err("the server did not check the API key; try again later");
+    }
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .ok_or("the server could not determine your address")?
+        .0
+        .ip();
+    Ok(owners.resolve(peer, headers))
+}
+
+/// A refused API key, as MCP clients expect it: 401 (503 when the key could
+/// not be checked), `WWW-Authenticate: Bearer`, and the reason as a
+/// JSON-RPC error.
+pub fn refused(e: &KeyError) -> Response {
+    let status = if *e == KeyError::Unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let mut response = (
+        status,
+        axum::Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": { "code": -32001, "message": e.message() },
+        })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        "Bearer".parse().expect("valid header"),
+    );
+    response
+}
+
+/// A caller that could not be told: a JSON-RPC error with the reason.
+fn unidentified(why: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(crate::jsonrpc::error(serde_json::Value::Null, -32603, why)),
+    )
+        .into_response()
+}
+
+async fn open_sse(State(shared): State<Shared>, parts: Parts) -> Response {
+    let owner = match caller(&shared.owners, &parts.extensions, &parts.headers) {
+        Ok(owner) => owner,
+        Err(why) => return unidentified(why),
     };
     if let Err(e) = shared.app.store.touch_owner(&owner).await {
         tracing::error!(error = %e, "could not record the caller");
@@ -291,65 +172,18 @@ async fn open_sse(
         )
             .into_response();
     }
-    sse::open(shared.sse.clone(), owner, ends).into_response()
+    sse::open(shared.sse.clone(), owner).into_response()
 }
 
 async fn post_message(
     State(shared): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    parts: Parts,
     query: Query<sse::MessageQuery>,
     body: Bytes,
 ) -> Response {
-    let owner = match openfactory_service::auth::key_caller(&shared.app, &headers).await {
-        Err(e) => return crate::auth_http::refused(&e),
-        Ok(Some(caller)) => caller.owner,
-        Ok(None) => shared.owners.resolve(peer.ip(), &headers),
+    let owner = match caller(&shared.owners, &parts.extensions, &parts.headers) {
+        Ok(owner) => owner,
+        Err(why) => return unidentified(why),
     };
     sse::post(State(shared.sse.clone()), owner, query, body).await
-}
-
-async fn healthz(State(shared): State<Shared>) -> Response {
-    let body = json!({
-        "status": "ok",
-        "features": shared.app.planner.plugins.stats().plugins,
-        "templates": shared.app.planner.catalog.templates.len(),
-        "sse_sessions": shared.sse.sessions.len(),
-    });
-    (
-        [(http::header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-async fn metrics(State(shared): State<Shared>) -> Response {
-    (
-        [(
-            http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        shared.app.metrics.render(),
-    )
-        .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_with_and_without_ports() {
-        let p = HostPolicy::default();
-        assert!(p.allows("localhost:8080"));
-        assert!(p.allows("127.0.0.1"));
-        assert!(p.allows("[::1]:8080"));
-        assert!(!p.allows("evil.example"));
-        assert!(!p.allows("localhost.evil.example:80"));
-        assert!(!p.allows(""));
-        let any = HostPolicy {
-            allowed_hosts: vec!["*".into()],
-        };
-        assert!(any.allows("anything:1"));
-    }
 }

@@ -1,55 +1,24 @@
-//! OpenFactory's MCP server, and the HTTP server it shares.
+//! OpenFactory's MCP server.
 //!
 //! Only this crate knows JSON-RPC and MCP. It serves the operations of
 //! `openfactory-service` as MCP tools over three transports: legacy HTTP+SSE
-//! (`/api/mcp/sse` + `/api/mcp/messages`), Streamable HTTP (`/api/mcp`), and
-//! stdio; and the account and key API (`/api/auth/*`, `/api/mcp-keys`). The
-//! HTTP server puts the pages it is given (the web console) behind the same
-//! Host check and rate limits.
+//! (`/api/mcp/sse` + `/api/mcp/messages`) and Streamable HTTP (`/api/mcp`),
+//! whose routes [`router`] gives to the HTTP server (`openfactory-server`,
+//! which puts them behind its Host check, rate limits and API keys); and
+//! stdio, which [`serve_stdio`] serves.
 
-pub mod auth_http;
 pub mod http;
 pub mod jsonrpc;
-pub mod limits;
 pub mod sse;
 pub mod tools;
 pub mod wording;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use http::HostPolicy;
+pub use http::{MAX_MESSAGE, refused, router};
 use openfactory_service::{App, OwnerPolicy};
 use openfactory_store::OwnerId;
 use rmcp::ServiceExt;
-use tokio_util::sync::CancellationToken;
-
-/// Serve MCP, the key API and `pages` over HTTP until `shutdown` is
-/// cancelled; then close every stream and return once in-flight requests are
-/// done.
-pub async fn serve_http(
-    app: Arc<App>,
-    listener: tokio::net::TcpListener,
-    owners: Arc<OwnerPolicy>,
-    hosts: HostPolicy,
-    pages: axum::Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let router = http::router(app, owners, hosts, pages, shutdown.clone());
-    use axum::serve::ListenerExt;
-    // Small request/response exchanges: do not let Nagle and delayed ACKs add 40 ms.
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-}
 
 /// Serve one MCP session on stdin/stdout (newline-delimited JSON-RPC), as
 /// the local user. A malformed line is answered with a JSON-RPC error; the

@@ -104,26 +104,14 @@ impl Drop for Guard {
     }
 }
 
-/// `GET /api/mcp/sse`
-/// `ends`, when given, closes the session too (an API key being revoked).
-pub fn open(
-    state: SseState,
-    owner: OwnerId,
-    ends: Option<CancellationToken>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// `GET /api/mcp/sse`. The session ends with its stream: when the client
+/// goes, the server shuts down, or whoever serves the stream ends it (the
+/// server does when the stream's API key is revoked).
+pub fn open(state: SseState, owner: OwnerId) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (client_tx, client_rx) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL);
     let (server_tx, server_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL);
     let session = state.shutdown.child_token();
-    if let Some(ends) = ends {
-        let session = session.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = ends.cancelled() => session.cancel(),
-                _ = session.cancelled() => {}
-            }
-        });
-    }
     state.sessions.insert(
         id.clone(),
         Session {

@@ -162,6 +162,16 @@ async fn bridge(mut socket: WebSocket, address: std::net::SocketAddr) -> std::io
     }
 }
 
+/// noVNC's files may be kept, but checked again (`ServeDir` answers a
+/// revalidation with 304), rather than the server's default `no-store`.
+async fn revalidate(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
+    response
+}
+
 /// The console routes; noVNC is served from `novnc_dir` when it is installed.
 pub fn router(app: Arc<App>, novnc_dir: Option<PathBuf>) -> Router {
     let mut router = Router::new()
@@ -170,7 +180,11 @@ pub fn router(app: Arc<App>, novnc_dir: Option<PathBuf>) -> Router {
         .route("/console/{vm}/ws", get(websocket))
         .with_state(app);
     if let Some(dir) = novnc_dir {
-        router = router.nest_service("/console/novnc", ServeDir::new(dir));
+        router = router.merge(
+            Router::new()
+                .nest_service("/console/novnc", ServeDir::new(dir))
+                .layer(axum::middleware::map_response(revalidate)),
+        );
     }
     router
 }

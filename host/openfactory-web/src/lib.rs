@@ -9,7 +9,10 @@
 //! account, so ownership is checked where it is for MCP: at the store.
 //!
 //! Security, in one place each: the sign-in cookie and the CSRF token in
-//! [`session`], the headers every response gets in [`security_headers`].
+//! [`session`]. The headers every response gets (the CSP, no framing,
+//! `no-store`) are set once for the whole server by `openfactory-server`;
+//! routes here set their own only where they need stricter ones (the VM
+//! screen) or may be cached (assets, noVNC).
 
 // Handlers and extractors return `Response` as their error, as axum does.
 #![allow(clippy::result_large_err)]
@@ -28,10 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::http::{HeaderValue, header};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use openfactory_service::{App, OwnerPolicy};
 
 /// How the console is served.
@@ -74,7 +74,8 @@ pub(crate) struct Reveal {
 }
 
 /// The web console's routes, the console page and websocket, and the signed
-/// ISO download route; to be served behind the host's Host check.
+/// ISO download route; to be served behind the server's Host check and
+/// security headers.
 pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>, settings: WebSettings) -> Router {
     let novnc_dir = app.vms.novnc_dir.clone();
     let web = Arc::new(Web {
@@ -87,36 +88,6 @@ pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>, settings: WebSettings) ->
         .merge(pages::router(web.clone()))
         .merge(assets::router())
         .layer(middleware::from_fn_with_state(web, session::cookies))
-        .layer(middleware::from_fn(security_headers))
         .merge(console::router(app.clone(), novnc_dir))
         .merge(downloads::router(app))
-}
-
-/// What no page may do: run scripts or styles from elsewhere (or inline),
-/// be framed, post forms off-site, or leak its URL.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-
-async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CSP),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "same-origin"),
-    ] {
-        headers
-            .entry(name)
-            .or_insert(HeaderValue::from_static(value));
-    }
-    headers.insert(
-        "permissions-policy",
-        HeaderValue::from_static("camera=(), microphone=(), geolocation=(), interest-cohort=()"),
-    );
-    // Pages show an owner's things: never cache them where another could read them.
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    response
 }

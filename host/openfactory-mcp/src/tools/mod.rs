@@ -65,20 +65,7 @@ impl OpenFactoryServer {
                     .extensions
                     .get::<http::request::Parts>()
                     .ok_or("the transport did not identify the caller")?;
-                // A key was checked by the HTTP layer before the request got here.
-                if let Some(caller) = parts
-                    .extensions
-                    .get::<openfactory_service::auth::KeyCaller>()
-                {
-                    return Ok(caller.owner.clone());
-                }
-                let peer = parts
-                    .extensions
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .ok_or("the server could not determine your address")?
-                    .0
-                    .ip();
-                self.policy.resolve(peer, &parts.headers)
+                crate::http::caller(&self.policy, &parts.extensions, &parts.headers)?
             }
         };
         if let Err(e) = self.app.store.touch_owner(&owner).await {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use openfactory_core::catalog::Catalog;
-use openfactory_mcp::HostPolicy;
 use openfactory_plugin_host::PluginHost;
+use openfactory_server::HostPolicy;
 use openfactory_service::links::LinkSigner;
 use openfactory_service::{App, OwnerPolicy, Planner, Settings, Vms};
 use openfactory_store::Store;
@@ -294,11 +294,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             .public_url
             .as_deref()
             .is_some_and(|u| u.starts_with("https://"));
-        let pages = openfactory_web::router(
-            app.clone(),
-            owners.clone(),
-            openfactory_web::WebSettings { secure_cookies },
-        );
+        let web = openfactory_web::WebSettings { secure_cookies };
         let address = listener.local_addr()?;
         eprintln!("OpenFactory is listening on http://{address}");
         eprintln!("  Web console:           http://{address}/");
@@ -312,7 +308,7 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             tracing::info!("shutting down: closing streams and finishing requests");
             signal.cancel();
         });
-        openfactory_mcp::serve_http(app.clone(), listener, owners, hosts, pages, shutdown).await?;
+        openfactory_server::serve(app.clone(), listener, owners, hosts, web, shutdown).await?;
         workers.stop().await;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)

@@ -1,0 +1,100 @@
+//! OpenFactory's HTTP server: one port for MCP (`openfactory_mcp::router`),
+//! the web console (`openfactory_web::router`), the account and key API
+//! (`api`), `/healthz` and `/metrics` (`status`).
+//!
+//! From the outside in, every request passes:
+//!
+//! 1. `headers`: the security headers, on every response whatever made it;
+//! 2. `trace`: a span per request;
+//! 3. `host`: the Host/Origin check (not for `/healthz` and `/metrics`);
+//! 4. the body limit;
+//! 5. `limits`: the per-caller rate limits (not for `/healthz`, `/metrics`
+//!    and static files);
+//! 6. on the MCP routes, `caller`: an API key becomes its account, or 401.
+
+mod api;
+mod caller;
+mod headers;
+mod host;
+mod limits;
+mod status;
+mod trace;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use openfactory_service::{App, OwnerPolicy};
+use openfactory_web::WebSettings;
+use tokio_util::sync::CancellationToken;
+
+pub use host::HostPolicy;
+
+/// Largest request body: an MCP message (a 2 MiB recipe and its framing).
+pub const MAX_BODY: usize = openfactory_mcp::MAX_MESSAGE;
+
+/// Everything the server serves, behind every layer.
+pub fn router(
+    app: Arc<App>,
+    owners: Arc<OwnerPolicy>,
+    hosts: HostPolicy,
+    web: WebSettings,
+    shutdown: CancellationToken,
+) -> Router {
+    // rmcp checks Host on Streamable HTTP too; its list must not disagree.
+    let mcp = openfactory_mcp::router(
+        app.clone(),
+        owners.clone(),
+        hosts.allowed_hosts.clone(),
+        shutdown,
+    )
+    .layer(middleware::from_fn_with_state(app.clone(), caller::resolve));
+
+    let checked = Router::new()
+        .merge(mcp)
+        .merge(api::router(app.clone(), owners.clone()))
+        .merge(openfactory_web::router(app.clone(), owners.clone(), web))
+        .layer(middleware::from_fn_with_state(
+            limits::Limits::new(owners),
+            limits::check,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(Arc::new(hosts), host::check));
+
+    Router::new()
+        .merge(status::router(app))
+        .merge(checked)
+        .layer(middleware::from_fn(trace::request))
+        .layer(middleware::from_fn(headers::security))
+}
+
+/// Serve [`router`] on `listener` until `shutdown` is cancelled; then close
+/// every stream and return once in-flight requests are done.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    owners: Arc<OwnerPolicy>,
+    hosts: HostPolicy,
+    web: WebSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = router(app, owners, hosts, web, shutdown.clone());
+    use axum::serve::ListenerExt;
+    // Small request/response exchanges: do not let Nagle and delayed ACKs add 40 ms.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}

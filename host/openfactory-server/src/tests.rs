@@ -1,0 +1,763 @@
+//! The assembled server, through `oneshot`: a real `App` (in-memory
+//! database, no plugins, no templates, a QEMU backend that is never asked
+//! to start anything).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, StatusCode, header};
+use futures::StreamExt;
+use openfactory_core::catalog::Catalog;
+use openfactory_plugin_host::{HostConfig, Limits, PluginHost};
+use openfactory_service::links::{LinkSigner, unix_now};
+use openfactory_service::{App, OwnerPolicy, Planner, Settings, Vms, auth};
+use openfactory_store::{BuildEnd, NewBuild, OwnerId};
+use openfactory_vm::{AccelSetting, Backend, QemuBackend};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::{HostPolicy, headers};
+
+struct Fixture {
+    app: Arc<App>,
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+static NEXT_ACCOUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+async fn fixture_with(hosts: HostPolicy, requests_per_minute: u32) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = PluginHost::load(&HostConfig {
+        plugins_dir: dir.path().join("plugins"),
+        trusted_keys_dir: dir.path().join("keys"),
+        cache_dir: None,
+        allow_unsigned: false,
+        limits: Limits::default(),
+    })
+    .unwrap();
+    let (catalog, _) = Catalog::load(&dir.path().join("recipes"));
+    let store = openfactory_store::Store::open("sqlite::memory:")
+        .await
+        .unwrap();
+    let app = App::new(
+        store,
+        Planner::new(catalog, plugins),
+        LinkSigner::new([7; 32]),
+        Vms {
+            backend: Backend::Qemu(QemuBackend::new(&dir.path().join("vms"), AccelSetting::Tcg)),
+            max_memory_mb: 1024,
+            max_vcpus: 1,
+            max_vms: 1,
+            novnc_dir: None,
+        },
+        Settings {
+            public_url: Some("http://localhost".into()),
+            builds_dir: dir.path().join("builds"),
+            max_active_builds: 3,
+            max_disk_bytes: 0,
+            max_active_test_runs: 1,
+            max_test_timeout_seconds: 600,
+        },
+    );
+    let owners = Arc::new(OwnerPolicy {
+        trusted_proxies: Vec::new(),
+        requests_per_minute,
+    });
+    let router = crate::router(
+        app.clone(),
+        owners,
+        hosts,
+        openfactory_web::WebSettings::default(),
+        CancellationToken::new(),
+    );
+    Fixture {
+        app,
+        router,
+        _dir: dir,
+    }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(HostPolicy::default(), 0).await
+}
+
+/// A request from 127.0.0.1 for `localhost`, unless `headers` say otherwise.
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        builder = builder.header(header::HOST, "localhost");
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut request = builder.body(Body::from(body.to_owned())).unwrap();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    request
+}
+
+impl Fixture {
+    async fn send(&self, request: Request<Body>) -> Response<Body> {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Response<Body> {
+        self.send(request("GET", path, &[], "")).await
+    }
+
+    /// An account, its session token and one API key.
+    async fn account(&self) -> (String, String, auth::CreatedKey) {
+        let n = NEXT_ACCOUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let account = auth::create_account(
+            &self.app.store,
+            &format!("user{n}@example.org"),
+            "a long enough password",
+        )
+        .await
+        .unwrap();
+        let id = account.id;
+        let (token, _) = auth::session_token(&self.app.signer, &id);
+        let key = auth::create_key(&self.app.store, &id, "test")
+            .await
+            .unwrap();
+        (id, token, key)
+    }
+}
+
+async fn text(response: Response<Body>) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+async fn json_body(response: Response<Body>) -> Value {
+    serde_json::from_str(&text(response).await).unwrap()
+}
+
+/// The next chunk of a streamed body, waiting at most a few seconds.
+async fn next_chunk(stream: &mut axum::body::BodyDataStream) -> Option<Bytes> {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream answered in time")
+        .map(|chunk| chunk.unwrap())
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}"#;
+
+fn assert_secured(what: &str, response: &Response<Body>) {
+    let got = response.headers();
+    for (name, value, route_may_set) in headers::HEADERS {
+        let Some(actual) = got.get(name) else {
+            panic!("{what}: no {name} (HTTP {})", response.status());
+        };
+        if !route_may_set {
+            assert_eq!(actual, value, "{what}: {name}");
+        }
+    }
+    assert_eq!(got[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+    assert_eq!(got[header::X_FRAME_OPTIONS], "DENY", "{what}");
+    let csp = got[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{what}: {csp}"
+    );
+}
+
+/// Every kind of response the server gives, from every router it merges and
+/// every layer that can answer by itself. A route added anywhere below
+/// `crate::router` is covered by the same outermost layer; add its kind here.
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let f = fixture().await;
+    let owner = OwnerId::ip("127.0.0.1".parse().unwrap());
+    let missing_build = "0123456789ab";
+    let iso_token = f
+        .app
+        .signer
+        .sign("iso", missing_build, &owner, unix_now() + 600);
+    let iso_link = format!("/api/builds/{missing_build}/iso?token={iso_token}");
+    let bad_key = [("authorization", "Bearer of_mcp_0000000000")];
+    let streamable = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    let register = [("content-type", "application/json")];
+    let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
+        ("a page", request("GET", "/", &[], ""), StatusCode::OK),
+        (
+            "a page that is not there",
+            request("GET", "/no/such/page", &[], ""),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "the sign-in page",
+            request("GET", "/signin", &[], ""),
+            StatusCode::OK,
+        ),
+        (
+            "a static asset",
+            request("GET", "/assets/web.css", &[], ""),
+            StatusCode::OK,
+        ),
+        (
+            "the VM screen's script",
+            request("GET", "/console/assets/console.js", &[], ""),
+            StatusCode::OK,
+        ),
+        (
+            "a VM screen with a bad token",
+            request("GET", "/console/vm1?token=forged", &[], ""),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "a download of a build that is not there",
+            request("GET", &iso_link, &[], ""),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "a download with a bad token",
+            request("GET", "/api/builds/0123456789ab/iso?token=forged", &[], ""),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "/healthz",
+            request("GET", "/healthz", &[], ""),
+            StatusCode::OK,
+        ),
+        (
+            "/metrics",
+            request("GET", "/metrics", &[], ""),
+            StatusCode::OK,
+        ),
+        (
+            "an API error",
+            request("GET", "/api/auth/me", &[], ""),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "an API body error",
+            request("POST", "/api/auth/register", &register, "[]"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "an API route that is not there",
+            request("GET", "/api/nothing", &[], ""),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "MCP over Streamable HTTP",
+            request("POST", "/api/mcp", &streamable, INITIALIZE),
+            StatusCode::OK,
+        ),
+        (
+            "an MCP 401 (Streamable HTTP)",
+            request(
+                "POST",
+                "/api/mcp",
+                &[streamable[0], streamable[1], bad_key[0]],
+                INITIALIZE,
+            ),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "an MCP 401 (SSE)",
+            request("GET", "/api/mcp/sse", &bad_key, ""),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "an SSE message without a session",
+            request("POST", "/api/mcp/messages", &[], "{}"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "a refused Host",
+            request("GET", "/", &[("host", "evil.example")], ""),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "a refused Origin",
+            request(
+                "POST",
+                "/api/mcp",
+                &[("origin", "https://evil.example")],
+                INITIALIZE,
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (what, request, status) in cases {
+        let response = f.send(request).await;
+        assert_eq!(response.status(), status, "{what}");
+        assert_secured(what, &response);
+    }
+
+    // The defaults where a route sets nothing of its own…
+    let api = f.get("/api/auth/me").await;
+    assert_eq!(api.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(api.headers()[header::CONTENT_SECURITY_POLICY], headers::CSP);
+    assert_eq!(api.headers()[header::REFERRER_POLICY], "same-origin");
+    // …and a route's own, stricter or cacheable, kept.
+    let screen = f.get("/console/assets/console.js").await;
+    assert_eq!(screen.headers()[header::REFERRER_POLICY], "no-referrer");
+    assert!(
+        screen.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("form-action 'none'")
+    );
+    let asset = f.get("/assets/web.css?v=wrong").await;
+    assert_eq!(asset.headers()[header::CACHE_CONTROL], "no-cache");
+}
+
+#[tokio::test]
+async fn a_rate_limited_request_carries_the_security_headers_too() {
+    let f = fixture_with(HostPolicy::default(), 1).await;
+    assert_eq!(
+        f.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let limited = f.get("/api/auth/me").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_secured("a rate-limited request", &limited);
+    assert!(limited.headers().contains_key(header::RETRY_AFTER));
+    // Health checks and static files are never limited.
+    assert_eq!(f.get("/healthz").await.status(), StatusCode::OK);
+    assert_eq!(f.get("/assets/web.css").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_sse_stream_streams_through_every_layer() {
+    let f = fixture().await;
+    let response = f
+        .send(request(
+            "GET",
+            "/api/mcp/sse",
+            &[("accept", "text/event-stream")],
+            "",
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_secured("an SSE stream", &response);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = response.into_body().into_data_stream();
+    let first = next_chunk(&mut stream).await.expect("an endpoint event");
+    let first = String::from_utf8_lossy(&first);
+    assert!(
+        first.contains("event: endpoint") && first.contains("/api/mcp/messages?sessionId="),
+        "{first}"
+    );
+    assert_eq!(json_body(f.get("/healthz").await).await["sse_sessions"], 1);
+    drop(stream);
+    assert_eq!(json_body(f.get("/healthz").await).await["sse_sessions"], 0);
+}
+
+#[tokio::test]
+async fn the_host_check_refuses_other_hosts_and_origins() {
+    let f = fixture().await;
+    for (headers, status) in [
+        (vec![("host", "localhost:8080")], StatusCode::OK),
+        (vec![("host", "127.0.0.1")], StatusCode::OK),
+        (vec![("host", "[::1]:8080")], StatusCode::OK),
+        (vec![("host", "evil.example")], StatusCode::FORBIDDEN),
+        (
+            vec![("host", "localhost.evil.example")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![("host", "localhost"), ("origin", "http://localhost:8080")],
+            StatusCode::OK,
+        ),
+        (
+            vec![("host", "localhost"), ("origin", "null")],
+            StatusCode::OK,
+        ),
+        (
+            vec![("host", "localhost"), ("origin", "https://evil.example")],
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let response = f.send(request("GET", "/signin", &headers, "")).await;
+        assert_eq!(response.status(), status, "{headers:?}");
+    }
+    let refused = text(
+        f.send(request("GET", "/", &[("host", "evil.example")], ""))
+            .await,
+    )
+    .await;
+    assert!(refused.contains("--allowed-host"), "{refused}");
+    // MCP and the API are behind it too; the probes are not.
+    for path in ["/api/mcp/sse", "/api/auth/me", "/api/mcp-keys"] {
+        let response = f
+            .send(request("GET", path, &[("host", "evil.example")], ""))
+            .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    for path in ["/healthz", "/metrics"] {
+        let response = f
+            .send(request("GET", path, &[("host", "10.0.0.7:8080")], ""))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+
+    let any = fixture_with(
+        HostPolicy {
+            allowed_hosts: vec!["*".into()],
+        },
+        0,
+    )
+    .await;
+    let response = any
+        .send(request(
+            "GET",
+            "/signin",
+            &[("host", "factory.example")],
+            "",
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // rmcp's own check agrees.
+    let response = any
+        .send(request(
+            "POST",
+            "/api/mcp",
+            &[
+                ("host", "factory.example"),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+            ],
+            INITIALIZE,
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_download_keeps_range_and_its_own_cache_control() {
+    let f = fixture().await;
+    let owner = OwnerId::ip("127.0.0.1".parse().unwrap());
+    let id = "abcdef012345";
+    f.app
+        .store
+        .create_build(
+            &owner,
+            &NewBuild {
+                id,
+                recipe_digest: "r",
+                recipe_name: "r",
+                recipe_json: "{}",
+                plan_json: "{}",
+                features: &[],
+                retry_of: None,
+            },
+        )
+        .await
+        .unwrap();
+    f.app.store.claim_build("w").await.unwrap().unwrap();
+    let iso = b"0123456789";
+    let dir = f.app.settings.build_dir(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = openfactory_web::downloads::Artifact::Iso.file();
+    std::fs::write(dir.join(file), iso).unwrap();
+    f.app
+        .store
+        .finish_build(
+            id,
+            BuildEnd::Completed {
+                iso_sha256: "00",
+                iso_size_bytes: iso.len() as u64,
+                result_json: "{}",
+            },
+        )
+        .await
+        .unwrap();
+    let token = f.app.signer.sign("iso", id, &owner, unix_now() + 600);
+    let link = format!("/api/builds/{id}/iso?token={token}");
+
+    let whole = f.get(&link).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.headers()[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(text(whole).await, "0123456789");
+
+    let part = f
+        .send(request("GET", &link, &[("range", "bytes=2-5")], ""))
+        .await;
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_secured("a ranged download", &part);
+    assert_eq!(part.headers()[header::CONTENT_RANGE], "bytes 2-5/10");
+    assert_eq!(part.headers()[header::CACHE_CONTROL], "private, no-store");
+    assert_eq!(text(part).await, "2345");
+}
+
+/// What serde says, which must never reach a client.
+const SERDE_WORDS: [&str; 5] = [
+    "missing field",
+    "invalid type",
+    "at line",
+    "unknown field `",
+    "expected value",
+];
+
+#[tokio::test]
+async fn api_bodies_get_field_errors_never_serdes_wording() {
+    let f = fixture().await;
+    let (_, token, _) = f.account().await;
+    let bearer = format!("Bearer {token}");
+    let hostile = [
+        "",
+        "{",
+        "{not json",
+        "[]",
+        "42",
+        "\"text\"",
+        "null",
+        "{}",
+        r#"{"email": 1, "password": true, "name": []}"#,
+        r#"{"email": "a@b.org"}"#,
+        r#"{"email": "a@b.org", "password": "0123456789x", "admin": true}"#,
+        r#"{"name": {"a": 1}}"#,
+        r#"{"name": "k", "scope": "all"}"#,
+        "{\"email\": \"a@b.org\", \"password\": \"\u{0}\", ",
+    ];
+    for path in ["/api/auth/register", "/api/auth/login", "/api/mcp-keys"] {
+        for body in hostile {
+            let headers = [
+                ("content-type", "application/json"),
+                ("authorization", bearer.as_str()),
+            ];
+            let headers = if path == "/api/mcp-keys" {
+                &headers[..]
+            } else {
+                &headers[..1]
+            };
+            let response = f.send(request("POST", path, headers, body)).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path} {body}");
+            let error = json_body(response).await["error"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            for word in SERDE_WORDS {
+                assert!(!error.contains(word), "{path} {body}: {error}");
+            }
+            let named = ["body:", "email:", "password:", "name:", "`"];
+            assert!(
+                error
+                    .lines()
+                    .all(|line| named.iter().any(|n| line.starts_with(n))),
+                "{path} {body}: every line names its field: {error}"
+            );
+        }
+    }
+    let missing = f
+        .send(request(
+            "POST",
+            "/api/auth/register",
+            &[],
+            r#"{"email": "a@b.org"}"#,
+        ))
+        .await;
+    assert_eq!(
+        json_body(missing).await["error"],
+        "password: required; give 10 to 1024 characters (a passphrase of a few words works well)"
+    );
+    let mistyped = f
+        .send(request(
+            "POST",
+            "/api/auth/login",
+            &[],
+            r#"{"email": "a@b.org", "password": 12}"#,
+        ))
+        .await;
+    assert_eq!(
+        json_body(mistyped).await["error"],
+        "password: expected a string, got a number"
+    );
+}
+
+#[tokio::test]
+async fn api_errors_keep_their_statuses() {
+    let f = fixture().await;
+    let (_, token, key) = f.account().await;
+    let bearer = format!("Bearer {token}");
+    let signed_in = [("authorization", bearer.as_str())];
+    let cases = [
+        ("GET", "/api/mcp-keys", vec![], "", StatusCode::UNAUTHORIZED),
+        (
+            "GET",
+            "/api/mcp-keys",
+            vec![("authorization", "Bearer of_mcp_123")],
+            "",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            "/api/mcp-keys",
+            signed_in.to_vec(),
+            "",
+            StatusCode::OK,
+        ),
+        (
+            "GET",
+            "/api/auth/me",
+            signed_in.to_vec(),
+            "",
+            StatusCode::OK,
+        ),
+        (
+            "DELETE",
+            "/api/mcp-keys/nope",
+            signed_in.to_vec(),
+            "",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/mcp-keys",
+            signed_in.to_vec(),
+            r#"{"name": ""}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/auth/login",
+            vec![],
+            r#"{"email": "nobody@example.org", "password": "a long passphrase"}"#,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "POST",
+            "/api/mcp-keys",
+            signed_in.to_vec(),
+            r#"{"name": "second"}"#,
+            StatusCode::CREATED,
+        ),
+    ];
+    for (method, path, headers, body, status) in cases {
+        let response = f.send(request(method, path, &headers, body)).await;
+        assert_eq!(response.status(), status, "{method} {path} {body}");
+    }
+    let revoked = f
+        .send(request("DELETE", "/api/mcp-keys/nope", &signed_in, ""))
+        .await;
+    assert_eq!(
+        json_body(revoked).await["error"],
+        "key `nope` not found; GET /api/mcp-keys shows yours"
+    );
+    let gone = f
+        .send(request(
+            "DELETE",
+            &format!("/api/mcp-keys/{}", key.key_id),
+            &signed_in,
+            "",
+        ))
+        .await;
+    assert_eq!(gone.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_key_is_its_account_on_both_transports_or_nothing() {
+    let f = fixture().await;
+    let (account, _, key) = f.account().await;
+    let bearer = format!("Bearer {}", key.key);
+    let with_key = [("authorization", bearer.as_str())];
+
+    // SSE: the session is the account's, so only the key can post to it.
+    let response = f.send(request("GET", "/api/mcp/sse", &with_key, "")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let endpoint = next_chunk(&mut stream).await.unwrap();
+    let endpoint = String::from_utf8_lossy(&endpoint);
+    let messages = endpoint
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .unwrap()
+        .to_owned();
+    let posted = f
+        .send(request("POST", &messages, &with_key, INITIALIZE))
+        .await;
+    assert_eq!(posted.status(), StatusCode::ACCEPTED);
+    let as_address = f.send(request("POST", &messages, &[], INITIALIZE)).await;
+    assert_eq!(
+        as_address.status(),
+        StatusCode::NOT_FOUND,
+        "another owner's session"
+    );
+    let reply = next_chunk(&mut stream).await.unwrap();
+    assert!(String::from_utf8_lossy(&reply).contains("event: message"));
+    // Streamable HTTP with the key.
+    let streamable = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("authorization", bearer.as_str()),
+    ];
+    let response = f
+        .send(request("POST", "/api/mcp", &streamable, INITIALIZE))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Revoked: the open stream ends at once, and the key is refused after.
+    auth::revoke_key(&f.app.store, &f.app.auth, &account, &key.key_id)
+        .await
+        .unwrap();
+    assert_eq!(next_chunk(&mut stream).await, None, "the stream ended");
+    drop(stream);
+    for request in [
+        request("GET", "/api/mcp/sse", &with_key, ""),
+        request("POST", &messages, &with_key, INITIALIZE),
+        request("POST", "/api/mcp", &streamable, INITIALIZE),
+    ] {
+        let response = f.send(request).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let body = json_body(response).await;
+        assert_eq!(body["error"]["code"], -32001);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("this key was revoked"),
+            "{body}"
+        );
+    }
+
+    // A key that is not one, or a header that is not a key: refused, never the IP session.
+    for value in [
+        "Bearer of_mcp_0123",
+        "Bearer something",
+        "Basic YTpi",
+        "of_mcp_x",
+    ] {
+        let response = f
+            .send(request(
+                "GET",
+                "/api/mcp/sse",
+                &[("authorization", value)],
+                "",
+            ))
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{value}");
+        assert_eq!(
+            json_body(response).await,
+            json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32001, "message": auth::KeyError::Invalid.message()},
+            })
+        );
+    }
+}
