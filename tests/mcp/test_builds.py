@@ -145,7 +145,7 @@ async def test_build_ssh_docker_monitoring_then_download_and_boot(connect, serve
 
         link = await ok(s, "get_iso_download_url", {"build_id": build_id})
         assert link["iso_sha256"] == details["iso_sha256"] and link["url"].startswith(server.base)
-        assert link["sha256sum_line"] == f"{link['sha256']}  {link['filename']}"
+        assert link["sha256sum_line"] == f"{link['iso_sha256']}  {link['filename']}"
 
     # Another owner sees nothing of it.
     async with connect("http", ip="127.0.0.62") as other:
