@@ -222,8 +222,14 @@ pub async fn create(
         forwards: Vec::new(),
     };
     if let Err(e) = app.vms.backend.create(&spec).await {
-        // Nothing half-made: the backends clean up after a failed create;
-        // the row goes too.
+        // Nothing half-made: a backend may have recorded the VM before its
+        // hypervisor refused to start, so it is deleted, and the row goes too.
+        match app.vms.backend.delete(&spec.id).await {
+            Ok(()) | Err(openfactory_vm::VmError::NotFound(_)) => {}
+            Err(cleanup) => {
+                tracing::error!(vm = %spec.id, error = %cleanup, "could not remove a VM that failed to start")
+            }
+        }
         let _ = app.store.delete_vm(owner, name.as_str()).await;
         return Err(backend_error(e));
     }

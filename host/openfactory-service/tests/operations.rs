@@ -6,75 +6,20 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use openfactory_core::catalog::Catalog;
-use openfactory_plugin_host::{HostConfig, Limits, PluginHost};
+mod common;
+
+use common::{app, new_build, signer};
 use openfactory_service::auth::{self, Auth, SignInError};
 use openfactory_service::links::LinkSigner;
-use openfactory_service::{Action, App, ErrorKind, Planner, Settings, Vms, builds, vms};
+use openfactory_service::{Action, ErrorKind, builds, vms};
 use openfactory_store::{
     BuildEnd, BuildStatus, Claimed, KeyLookup, NewBuild, OwnerId, Store, VmRow,
 };
-use openfactory_vm::{AccelSetting, Backend, QemuBackend};
 
 const PASSWORD: &str = "correct horse battery";
 
 async fn store() -> Store {
     Store::open("sqlite::memory:").await.unwrap()
-}
-
-fn signer() -> LinkSigner {
-    LinkSigner::new([7; 32])
-}
-
-/// An `App` on `store`: no plugins, no templates, a QEMU backend in a
-/// temporary directory (nothing here starts a VM).
-fn app(store: Store, dir: &tempfile::TempDir) -> Arc<App> {
-    let sub = |name: &str| {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(&path).unwrap();
-        path
-    };
-    let plugins = PluginHost::load(&HostConfig {
-        plugins_dir: sub("plugins"),
-        trusted_keys_dir: sub("trusted"),
-        cache_dir: None,
-        allow_unsigned: false,
-        limits: Limits::default(),
-    })
-    .unwrap();
-    let (catalog, _) = Catalog::load(&sub("recipes"));
-    App::new(
-        store,
-        Planner::new(catalog, plugins),
-        signer(),
-        Vms {
-            backend: Backend::Qemu(QemuBackend::new(&sub("vms"), AccelSetting::Tcg)),
-            max_memory_mb: 2048,
-            max_vcpus: 2,
-            max_vms: 3,
-            novnc_dir: None,
-        },
-        Settings {
-            public_url: Some("http://127.0.0.1:8080".into()),
-            builds_dir: sub("builds"),
-            max_active_builds: 2,
-            max_disk_bytes: 1 << 30,
-            max_active_test_runs: 2,
-            max_test_timeout_seconds: 900,
-        },
-    )
-}
-
-fn new_build(id: &str) -> NewBuild<'_> {
-    NewBuild {
-        id,
-        recipe_digest: "r1",
-        recipe_name: "web",
-        recipe_json: "{}",
-        plan_json: "{}",
-        features: &[],
-        retry_of: None,
-    }
 }
 
 fn vm(id: &str, build_id: &str) -> VmRow {

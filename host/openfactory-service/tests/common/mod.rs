@@ -1,0 +1,79 @@
+//! What the service's integration tests share: an `App` on a real
+//! (in-memory SQLite) store, with no plugins and a VM backend of the test's
+//! choosing.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use openfactory_core::catalog::Catalog;
+use openfactory_plugin_host::{HostConfig, Limits, PluginHost};
+use openfactory_service::links::LinkSigner;
+use openfactory_service::{App, Planner, Settings, Vms};
+use openfactory_store::{NewBuild, Store};
+use openfactory_vm::{AccelSetting, Backend, QemuBackend};
+
+pub fn signer() -> LinkSigner {
+    LinkSigner::new([7; 32])
+}
+
+/// An `App` on `store`: no plugins, no templates, a QEMU backend in a
+/// temporary directory (nothing here starts a VM).
+pub fn app(store: Store, dir: &tempfile::TempDir) -> Arc<App> {
+    let vms = dir.path().join("vms");
+    app_on(
+        store,
+        dir,
+        Backend::Qemu(QemuBackend::new(&vms, AccelSetting::Tcg)),
+    )
+}
+
+/// The same `App` on another VM backend (the test double).
+pub fn app_on(store: Store, dir: &tempfile::TempDir, backend: Backend) -> Arc<App> {
+    let sub = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    };
+    let plugins = PluginHost::load(&HostConfig {
+        plugins_dir: sub("plugins"),
+        trusted_keys_dir: sub("trusted"),
+        cache_dir: None,
+        allow_unsigned: false,
+        limits: Limits::default(),
+    })
+    .unwrap();
+    let (catalog, _) = Catalog::load(&sub("recipes"));
+    App::new(
+        store,
+        Planner::new(catalog, plugins),
+        signer(),
+        Vms {
+            backend,
+            max_memory_mb: 2048,
+            max_vcpus: 2,
+            max_vms: 3,
+            novnc_dir: None,
+        },
+        Settings {
+            public_url: Some("http://127.0.0.1:8080".into()),
+            builds_dir: sub("builds"),
+            max_active_builds: 2,
+            max_disk_bytes: 1 << 30,
+            max_active_test_runs: 2,
+            max_test_timeout_seconds: 900,
+        },
+    )
+}
+
+pub fn new_build(id: &str) -> NewBuild<'_> {
+    NewBuild {
+        id,
+        recipe_digest: "r1",
+        recipe_name: "web",
+        recipe_json: "{}",
+        plan_json: "{}",
+        features: &[],
+        retry_of: None,
+    }
+}
