@@ -164,13 +164,8 @@ async fn open_sse(State(shared): State<Shared>, parts: Parts) -> Response {
         Ok(owner) => owner,
         Err(why) => return unidentified(why),
     };
-    if let Err(e) = shared.app.store.touch_owner(&owner).await {
-        tracing::error!(error = %e, "could not record the caller");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server could not reach its database\n",
-        )
-            .into_response();
+    if let Err(e) = openfactory_service::owner::touch(&shared.app, &owner).await {
+        return (e.kind.http_status(), format!("{}\n", e.message)).into_response();
     }
     sse::open(shared.sse.clone(), owner).into_response()
 }

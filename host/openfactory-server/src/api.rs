@@ -22,7 +22,7 @@ use openfactory_core::rules::{json_kind, truncate};
 use openfactory_service::app::App;
 use openfactory_service::auth::{self, SignInError};
 use openfactory_service::owner::OwnerPolicy;
-use openfactory_service::{Action, Error, ErrorKind};
+use openfactory_service::{Action, Error};
 
 pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>) -> Router {
     Router::new()
@@ -34,20 +34,6 @@ pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>) -> Router {
         .route("/api/mcp-keys/{key_id}", delete(revoke_key))
         .with_state(app)
         .layer(axum::Extension(owners))
-}
-
-/// The HTTP status of a service error, for this API. A limit is 409, like a
-/// conflict: it is the state of the owner's things, not a request rate, so
-/// 429 keeps meaning the rate limits (and too many failed sign-ins).
-pub fn status(kind: &ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Invalid { .. } => StatusCode::BAD_REQUEST,
-        ErrorKind::Conflict | ErrorKind::LimitReached => StatusCode::CONFLICT,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-    }
 }
 
 /// A service error in this API's words: its message, and where to look.
@@ -66,7 +52,7 @@ struct ApiError(StatusCode, String);
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
-        ApiError(status(&e.kind), text(&e))
+        ApiError(e.kind.http_status(), text(&e))
     }
 }
 
@@ -298,22 +284,13 @@ mod tests {
     }
 
     #[test]
-    fn service_errors_have_one_status_each() {
-        for (kind, code) in [
-            (ErrorKind::NotFound, 404),
-            (ErrorKind::Invalid { field: "x".into() }, 400),
-            (ErrorKind::Conflict, 409),
-            (ErrorKind::LimitReached, 409),
-            (ErrorKind::Unavailable, 503),
-            (ErrorKind::Internal, 500),
-            (ErrorKind::Unauthorized, 401),
-        ] {
-            assert_eq!(status(&kind).as_u16(), code, "{kind:?}");
-        }
+    fn service_errors_are_worded_with_the_api_route() {
         let e = Error::not_found("key `k` not found").see(Action::ListKeys);
         assert_eq!(
             ApiError::from(e).1,
             "key `k` not found; GET /api/mcp-keys shows yours"
         );
+        let e = Error::unavailable("the database is down");
+        assert_eq!(ApiError::from(e).0.as_u16(), 503);
     }
 }

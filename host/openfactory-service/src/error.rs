@@ -34,6 +34,24 @@ pub enum ErrorKind {
     Unauthorized,
 }
 
+impl ErrorKind {
+    /// What the kind means in HTTP, for the front ends that answer over it
+    /// (the web console, the account API). A limit is 409, like a conflict:
+    /// it is the state of the owner's things (delete one, or wait), not a
+    /// request rate, so 429 keeps meaning the rate limits.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ErrorKind::Conflict | ErrorKind::LimitReached => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
 /// A service failure: its kind, a message, and the operation that helps.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Error {
@@ -159,6 +177,21 @@ impl From<tokio::task::JoinError> for Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_kind_has_one_http_status() {
+        for (kind, code) in [
+            (ErrorKind::NotFound, 404),
+            (ErrorKind::Invalid { field: "x".into() }, 400),
+            (ErrorKind::Conflict, 409),
+            (ErrorKind::LimitReached, 409),
+            (ErrorKind::Unavailable, 503),
+            (ErrorKind::Internal, 500),
+            (ErrorKind::Unauthorized, 401),
+        ] {
+            assert_eq!(kind.http_status().as_u16(), code, "{kind:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

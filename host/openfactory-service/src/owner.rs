@@ -39,6 +39,12 @@ impl OwnerPolicy {
     }
 }
 
+/// Note that `owner` was seen now (an address's things are kept while it
+/// comes back). Every front end calls this once per caller it resolves.
+pub async fn touch(app: &crate::App, owner: &OwnerId) -> crate::Result<()> {
+    Ok(app.store.touch_owner(owner).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

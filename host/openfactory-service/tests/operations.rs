@@ -3,18 +3,14 @@
 //! the CLI calls them; the others with an `App` that has no plugins and a
 //! QEMU backend that is never started.
 
-use std::sync::Arc;
-
 use http::HeaderMap;
 mod common;
 
-use common::{app, new_build, signer};
+use common::{app, completed_build, new_build, signer};
 use openfactory_service::auth::{self, Auth, SignInError};
 use openfactory_service::links::LinkSigner;
 use openfactory_service::{Action, ErrorKind, builds, vms};
-use openfactory_store::{
-    BuildEnd, BuildStatus, Claimed, KeyLookup, NewBuild, OwnerId, Store, VmRow,
-};
+use openfactory_store::{BuildStatus, Claimed, KeyLookup, OwnerId, Store, VmRow};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -268,29 +264,9 @@ async fn usage_counts_active_builds_and_disk_against_the_limits() {
             max_disk_bytes: 1 << 30
         }
     );
-    store.create_build(&owner, &new_build("b1")).await.unwrap();
+    let done = completed_build(&store, &owner, "b1").await;
+    assert_eq!(done.status, BuildStatus::Completed);
     store.create_build(&owner, &new_build("b2")).await.unwrap();
-    let running = store.claim_build("w").await.unwrap().unwrap();
-    store
-        .finish_build(
-            &running.id,
-            BuildEnd::Completed {
-                iso_sha256: "00",
-                iso_size_bytes: 4096,
-                result_json: "{}",
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .build(&owner, &running.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        BuildStatus::Completed
-    );
     let usage = builds::usage(&app, &owner).await.unwrap();
     assert_eq!((usage.active, usage.disk_bytes), (1, 4096));
     let other = OwnerId::ip("192.0.2.9".parse().unwrap());

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{app_on, new_build};
+use common::{app_on, completed_build};
 use openfactory_service::{BuildId, ErrorKind, VmName, vms};
-use openfactory_store::{BuildEnd, OwnerId, Store};
+use openfactory_store::{OwnerId, Store};
 use openfactory_vm::{Backend, DoubleBackend, VmBackend as _};
 
 fn name(n: &str) -> VmName {
@@ -25,19 +25,7 @@ async fn fixture(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open("sqlite::memory:").await.unwrap();
-    store.create_build(owner, &new_build("b1")).await.unwrap();
-    let running = store.claim_build("w").await.unwrap().unwrap();
-    store
-        .finish_build(
-            &running.id,
-            BuildEnd::Completed {
-                iso_sha256: "00",
-                iso_size_bytes: 4096,
-                result_json: "{}",
-            },
-        )
-        .await
-        .unwrap();
+    completed_build(&store, owner, "b1").await;
     let double = DoubleBackend::new();
     let app = app_on(store, &dir, Backend::Double(double.clone()));
     (app, double, BuildId::parse("build_id", "b1").unwrap(), dir)
@@ -63,7 +51,7 @@ async fn a_vm_of_a_completed_build_lives_through_its_lifecycle_in_step_with_the_
     let stopped = vms::stop(&app, &alice, &name("web-1"), false)
         .await
         .unwrap();
-    assert_eq!(serde_json::to_value(&stopped.state).unwrap(), "stopped");
+    assert_eq!(serde_json::to_value(stopped.state).unwrap(), "stopped");
     assert!(!double.is_running(&id));
     vms::start(&app, &alice, &name("web-1")).await.unwrap();
     assert!(double.is_running(&id));

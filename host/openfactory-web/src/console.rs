@@ -74,7 +74,7 @@ async fn authorise(app: &App, vm: &str, token: &str) -> Result<(OwnerId, VmRow),
         Err(e) if e.is_not_found() => {
             Err(refuse(StatusCode::NOT_FOUND, "this VM no longer exists"))
         }
-        Err(e) => Err(refuse(crate::layout::http_status(&e.kind), e.message)),
+        Err(e) => Err(refuse(e.kind.http_status(), e.message)),
     }
 }
 

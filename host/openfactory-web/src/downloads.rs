@@ -122,7 +122,7 @@ async fn iso(
     };
     let build = match found {
         Ok(build) => build,
-        Err(e) => return refuse(crate::layout::http_status(&e.kind), e.message),
+        Err(e) => return refuse(e.kind.http_status(), e.message),
     };
     serve(&app, &build, Artifact::Iso, request).await
 }

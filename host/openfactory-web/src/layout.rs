@@ -130,21 +130,6 @@ pub fn error_page(viewer: &Viewer, status: StatusCode, title: &str, message: &st
     response
 }
 
-/// The HTTP status of a service error: the one mapping for the console and
-/// its downloads. A limit is 409, like a conflict: it is the state of the
-/// owner's things (delete or wait for one), not a request rate, so 429 keeps
-/// meaning the rate limits.
-pub fn http_status(kind: &ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Invalid { .. } => StatusCode::BAD_REQUEST,
-        ErrorKind::Conflict | ErrorKind::LimitReached => StatusCode::CONFLICT,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-    }
-}
-
 /// Where the console does what the service points to.
 fn where_to(action: &Action) -> &'static str {
     match action {
@@ -205,7 +190,7 @@ pub fn service_error(viewer: &Viewer, what: &str, e: &Error) -> Response {
             ),
         )
     } else {
-        error_page(viewer, http_status(&e.kind), what, &say(e))
+        error_page(viewer, e.kind.http_status(), what, &say(e))
     }
 }
 
@@ -336,7 +321,7 @@ mod tests {
             (Error::internal("x"), 500),
             (Error::unauthorized("x"), 401),
         ] {
-            assert_eq!(http_status(&e.kind).as_u16(), status, "{e:?}");
+            assert_eq!(e.kind.http_status().as_u16(), status, "{e:?}");
         }
         let e = Error::conflict("build `a` is running; stop it").see(Action::CancelBuild);
         assert_eq!(

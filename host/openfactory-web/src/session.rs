@@ -294,7 +294,7 @@ pub async fn sign_in(web: &Web, viewer: &Viewer, account_id: &str, to: &str) -> 
         Err(e) => {
             return crate::layout::error_page(
                 viewer,
-                crate::layout::http_status(&e.kind),
+                e.kind.http_status(),
                 "Could not sign in",
                 &e.message,
             );

@@ -68,10 +68,9 @@ impl OpenFactoryServer {
                 crate::http::caller(&self.policy, &parts.extensions, &parts.headers)?
             }
         };
-        if let Err(e) = self.app.store.touch_owner(&owner).await {
-            tracing::error!(error = %e, "could not record the caller");
-            return Err("the server could not reach its database; try again later".into());
-        }
+        openfactory_service::owner::touch(&self.app, &owner)
+            .await
+            .map_err(tool_error)?;
         Ok(owner)
     }
 

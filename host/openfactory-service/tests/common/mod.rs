@@ -10,7 +10,7 @@ use openfactory_core::catalog::Catalog;
 use openfactory_plugin_host::{HostConfig, Limits, PluginHost};
 use openfactory_service::links::LinkSigner;
 use openfactory_service::{App, Planner, Settings, Vms};
-use openfactory_store::{NewBuild, Store};
+use openfactory_store::{BuildEnd, BuildRecord, NewBuild, OwnerId, Store};
 use openfactory_vm::{AccelSetting, Backend, QemuBackend};
 
 pub fn signer() -> LinkSigner {
@@ -76,4 +76,22 @@ pub fn new_build(id: &str) -> NewBuild<'_> {
         features: &[],
         retry_of: None,
     }
+}
+
+/// A build of `owner`'s, queued, claimed and completed with a 4 KiB ISO.
+pub async fn completed_build(store: &Store, owner: &OwnerId, id: &str) -> BuildRecord {
+    store.create_build(owner, &new_build(id)).await.unwrap();
+    let running = store.claim_build("w").await.unwrap().unwrap();
+    store
+        .finish_build(
+            &running.id,
+            BuildEnd::Completed {
+                iso_sha256: "00",
+                iso_size_bytes: 4096,
+                result_json: "{}",
+            },
+        )
+        .await
+        .unwrap();
+    store.build(owner, &running.id).await.unwrap().unwrap()
 }

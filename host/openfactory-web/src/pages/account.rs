@@ -140,7 +140,7 @@ pub async fn signin(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed sign-ins for this email: wait 15 minutes and try again.".to_owned(),
         ),
-        Err(SignInError::Other(e)) => (layout::http_status(&e.kind), layout::say(&e)),
+        Err(SignInError::Other(e)) => (e.kind.http_status(), layout::say(&e)),
     };
     let problems = Problems {
         form: Some(problem.1),
@@ -178,7 +178,7 @@ pub async fn signup(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
                     problems.form = Some(part.to_owned());
                 }
             }
-            let status = layout::http_status(&e.kind);
+            let status = e.kind.http_status();
             let body = auth_form(&viewer, Door::SignUp, &form.email, "/", &problems);
             let mut response = layout::page(&viewer, "Create account", Nav::None, body);
             *response.status_mut() = status;

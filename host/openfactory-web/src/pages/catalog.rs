@@ -140,12 +140,7 @@ pub async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<St
     let details = match found.await {
         Ok(d) => d,
         Err(e) if !e.is_not_found() => {
-            return layout::error_page(
-                &viewer,
-                layout::http_status(&e.kind),
-                "Template",
-                &layout::say(&e),
-            );
+            return layout::error_page(&viewer, e.kind.http_status(), "Template", &layout::say(&e));
         }
         Err(_) => {
             return layout::error_page(
