@@ -32,6 +32,9 @@ macro_rules! id_type {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
         #[serde(transparent)]
+        // Spelled out where used: some MCP clients do not follow `$ref` in a
+        // tool's arguments.
+        #[schemars(inline)]
         pub struct $name(String);
 
         impl $name {

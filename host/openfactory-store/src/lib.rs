@@ -40,6 +40,12 @@ macro_rules! status_enum {
                 stringify!($name).into()
             }
 
+            // Spelled out where used: some MCP clients do not follow `$ref`
+            // in a tool's arguments.
+            fn inline_schema() -> bool {
+                true
+            }
+
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 schemars::json_schema!({
                     "type": "string",
