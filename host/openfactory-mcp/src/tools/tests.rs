@@ -552,3 +552,46 @@ fn bounded_numbers_name_the_range() {
         100
     );
 }
+
+/// Every place in a schema where a subschema stands, and whether any is a
+/// bare `true`/`false` (valid JSON Schema, but MCP Inspector's SDK and other
+/// clients refuse a tool list that has one).
+fn boolean_subschemas(schema: &Value, at: &str, found: &mut Vec<String>) {
+    let Value::Object(map) = schema else { return };
+    for (key, value) in map {
+        let subschemas: Vec<(String, &Value)> = match (key.as_str(), value) {
+            ("properties" | "$defs" | "definitions", Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| (format!("{at}.{key}.{k}"), v))
+                .collect(),
+            ("items" | "not" | "contains", v) => vec![(format!("{at}.{key}"), v)],
+            ("anyOf" | "oneOf" | "allOf" | "prefixItems", Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{at}.{key}[{i}]"), v))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (path, sub) in subschemas {
+            if sub.is_boolean() {
+                found.push(path);
+            } else {
+                boolean_subschemas(sub, &path, found);
+            }
+        }
+    }
+}
+
+#[test]
+fn no_schema_has_a_bare_boolean_subschema() {
+    let mut found = Vec::new();
+    for tool in OpenFactoryServer::router().list_all() {
+        let input = Value::Object((*tool.input_schema).clone());
+        boolean_subschemas(&input, &format!("{}.input", tool.name), &mut found);
+        if let Some(output) = &tool.output_schema {
+            let output = Value::Object((**output).clone());
+            boolean_subschemas(&output, &format!("{}.output", tool.name), &mut found);
+        }
+    }
+    assert!(found.is_empty(), "bare boolean schemas: {found:#?}");
+}
