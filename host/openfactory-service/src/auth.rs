@@ -327,6 +327,19 @@ pub async fn account_by_email(store: &Store, email: &str) -> Result<Option<Accou
     Ok(store.account_by_email(&email).await?)
 }
 
+/// Make the account with this email an operator (who sees the plugins'
+/// details and load problems), or take that back.
+pub async fn set_operator(store: &Store, email: &str, operator: bool) -> Result<Account> {
+    let account = account_by_email(store, email).await?.ok_or_else(|| {
+        Error::not_found(format!(
+            "no account has the email {}",
+            openfactory_core::rules::truncate(email.trim(), 80)
+        ))
+    })?;
+    store.set_operator(&account.email, operator).await?;
+    Ok(account)
+}
+
 /// A signed-in account, or `unauthorized` if it no longer exists.
 pub async fn account(store: &Store, account_id: &str) -> Result<Account> {
     store

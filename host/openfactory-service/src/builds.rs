@@ -90,8 +90,8 @@ pub struct BuildDetails {
     pub failed_step: Option<String>,
     /// The recipe's content digest: the same recipe and plugins, the same digest.
     pub recipe_digest: String,
-    /// The recipe as it was built.
-    #[schemars(with = "openfactory_core::Recipe")]
+    /// The recipe as it was given (an object, as for validating a recipe).
+    #[schemars(schema_with = "crate::schema::object")]
     pub recipe: Value,
     pub plan_summary: Option<recipes::PlanSummary>,
     pub retry_of: Option<String>,

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod next;
 pub mod owner;
 pub mod recipes;
+pub mod schema;
 pub mod test_runs;
 pub mod vms;
 

@@ -161,7 +161,7 @@ pub struct Modifications {
     /// Features to add, by name or as `{ "name": …, "options": {…} }`. An
     /// existing feature given again gets the new options.
     #[serde(default)]
-    #[schemars(with = "Vec<openfactory_core::recipe::FeatureRef>")]
+    #[schemars(schema_with = "crate::schema::features")]
     pub add_features: Vec<Value>,
     #[serde(default)]
     pub remove_features: Vec<String>,

@@ -111,6 +111,24 @@ fn backend_error(e: openfactory_vm::VmError) -> Error {
     ))
 }
 
+/// Where a running VM's screen is (its VNC server, for the console bridge):
+/// `row` is the VM a console token named. A stopped VM has no screen.
+pub async fn screen(app: &App, row: &VmRow) -> Result<std::net::SocketAddr> {
+    if app.vms.backend.state(&row.id).await == Power::Stopped {
+        return Err(
+            Error::conflict(format!("VM `{}` is stopped; start it", row.name)).see(Action::StartVm),
+        );
+    }
+    match app.vms.backend.vnc_address(&row.id).await {
+        Ok(address) => Ok(address),
+        Err(openfactory_vm::VmError::NotFound(_)) => Err(Error::not_found(format!(
+            "VM `{}` no longer exists",
+            row.name
+        ))),
+        Err(e) => Err(backend_error(e)),
+    }
+}
+
 fn not_found(name: &VmName) -> Error {
     Error::not_found(format!("VM `{name}` not found")).see(Action::ListVms)
 }

@@ -13,7 +13,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use openfactory_store::{OwnerId, VmRow};
-use openfactory_vm::{VmBackend, VmState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_http::services::ServeDir;
 
@@ -108,24 +107,9 @@ async fn websocket(
         Ok(found) => found,
         Err(refused) => return refused,
     };
-    if app.vms.backend.state(&row.id).await == VmState::Stopped {
-        return refuse(
-            StatusCode::CONFLICT,
-            "the VM is stopped; start it with start_vm",
-        );
-    }
-    let address = match app.vms.backend.vnc_address(&row.id).await {
+    let address = match vms::screen(&app, &row).await {
         Ok(address) => address,
-        Err(openfactory_vm::VmError::NotFound(_)) => {
-            return refuse(StatusCode::NOT_FOUND, "this VM no longer exists");
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "console");
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the VM's screen is not reachable",
-            );
-        }
+        Err(e) => return refuse(e.kind.http_status(), crate::layout::say(&e)),
     };
     upgrade
         .protocols(["binary"])

@@ -112,7 +112,9 @@ pub fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<ExitCode>
                     .await
                     .map_err(said)?;
                 if operator {
-                    store.set_operator(&account.email, true).await?;
+                    auth::set_operator(&store, &account.email, true)
+                        .await
+                        .map_err(said)?;
                 }
                 println!(
                     "created account {} ({}){}",
@@ -130,9 +132,9 @@ pub fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<ExitCode>
             database_url,
         } => runtime.block_on(async {
             let store = store(config, database_url).await?;
-            let id = account_id(&store, &email).await?;
-            let account = store.account(&id).await?.context("the account vanished")?;
-            store.set_operator(&account.email, !revoke).await?;
+            let account = auth::set_operator(&store, &email, !revoke)
+                .await
+                .map_err(said)?;
             println!(
                 "{} is {} an operator",
                 account.email,
