@@ -64,6 +64,8 @@ pub struct BuildJob<'a> {
     pub out_dir: &'a Path,
     pub observer: &'a dyn Observer,
     pub cancel: &'a CancelFlag,
+    /// Lines for the top of the log (why an earlier attempt ended, say).
+    pub preface: &'a [String],
 }
 
 fn check_build_id(id: &str) -> Result<()> {
@@ -140,6 +142,9 @@ impl Builder {
             .context(|| format!("creating {}", job.out_dir.display()))?;
         let log = Log::create(&job.out_dir.join(LOG_FILE), job.observer)
             .context(|| "creating the build log".into())?;
+        for line in job.preface {
+            log.line(&format!("==> {line}"));
+        }
         let result = self.build_logged(job, &log);
         match &result {
             Ok(out) => log.line(&format!(

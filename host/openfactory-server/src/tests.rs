@@ -468,7 +468,7 @@ async fn a_download_keeps_range_and_its_own_cache_control() {
         )
         .await
         .unwrap();
-    f.app.store.claim_build("w").await.unwrap().unwrap();
+    let (lease, _) = f.app.store.claim_build("w").await.unwrap().unwrap();
     let iso = b"0123456789";
     let dir = f.app.settings.build_dir(id);
     std::fs::create_dir_all(&dir).unwrap();
@@ -477,7 +477,7 @@ async fn a_download_keeps_range_and_its_own_cache_control() {
     f.app
         .store
         .finish_build(
-            id,
+            &lease,
             BuildEnd::Completed {
                 iso_sha256: "00",
                 iso_size_bytes: iso.len() as u64,

@@ -73,6 +73,11 @@ pub struct BuildStatusOut {
     pub error: Option<String>,
     /// The step that failed, as `source: step`.
     pub failed_step: Option<String>,
+    /// Which attempt this is: a job whose worker was lost goes back to the
+    /// queue (at most 3 attempts in all); 0 while it waits for its first.
+    pub attempt: u32,
+    /// Why an earlier attempt ended before the job did, if one did.
+    pub requeued_because: Option<String>,
     /// The last lines of the build log.
     pub log_tail: Vec<String>,
     /// What to do next, for this status.
@@ -88,6 +93,11 @@ pub struct BuildDetails {
     pub message: String,
     pub error: Option<String>,
     pub failed_step: Option<String>,
+    /// Which attempt this is: a job whose worker was lost goes back to the
+    /// queue (at most 3 attempts in all); 0 while it waits for its first.
+    pub attempt: u32,
+    /// Why an earlier attempt ended before the job did, if one did.
+    pub requeued_because: Option<String>,
     /// The recipe's content digest: the same recipe and plugins, the same digest.
     pub recipe_digest: String,
     /// The recipe as it was given (an object, as for validating a recipe).
@@ -471,6 +481,8 @@ pub async fn status_of(app: &App, b: &BuildRecord) -> BuildStatusOut {
         elapsed_seconds: elapsed(b),
         error: b.error.clone(),
         failed_step: b.failed_step.clone(),
+        attempt: b.attempt,
+        requeued_because: b.requeued_because.clone(),
         log_tail: tail.lines,
         next: next_for(b.status),
     }
@@ -503,6 +515,8 @@ pub async fn details(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDe
         message: b.message,
         error: b.error,
         failed_step: b.failed_step,
+        attempt: b.attempt,
+        requeued_because: b.requeued_because,
         recipe_digest: b.recipe_digest,
         recipe: serde_json::from_str(&b.recipe_json).unwrap_or(Value::Null),
         plan_summary,

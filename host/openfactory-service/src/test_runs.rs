@@ -43,6 +43,11 @@ pub struct TestResults {
     /// 0–100.
     pub progress: u8,
     pub message: String,
+    /// Which attempt this is: a job whose worker was lost goes back to the
+    /// queue (at most 3 attempts in all); 0 while it waits for its first.
+    pub attempt: u32,
+    /// Why an earlier attempt ended before the job did, if one did.
+    pub requeued_because: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -266,6 +271,8 @@ pub fn results(run: &TestRunRecord, junit: bool) -> TestResults {
         stage: run.stage.as_deref().and_then(|s| s.parse().ok()),
         progress: run.progress,
         message: run.message.clone(),
+        attempt: run.attempt,
+        requeued_because: run.requeued_because.clone(),
         created_at: run.created_at.clone(),
         started_at: run.started_at.clone(),
         finished_at: run.finished_at.clone(),

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{OwnerId, Store, StoreError, now, rfc3339};
 
@@ -38,17 +39,17 @@ pub struct McpKey {
     pub revoked_at: Option<String>,
 }
 
-fn account(row: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError> {
+fn account(row: &AnyRow) -> Result<Account, StoreError> {
     Ok(Account {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
         password_hash: row.try_get("password_hash")?,
         created_at: rfc3339(row.try_get("created_at")?),
-        operator: row.try_get("operator")?,
+        operator: row.try_get::<i64, _>("operator")? != 0,
     })
 }
 
-fn key(row: &sqlx::sqlite::SqliteRow) -> Result<McpKey, StoreError> {
+fn key(row: &AnyRow) -> Result<McpKey, StoreError> {
     let used: Option<i64> = row.try_get("last_used_at")?;
     let revoked: Option<i64> = row.try_get("revoked_at")?;
     Ok(McpKey {
@@ -125,7 +126,7 @@ impl Store {
     pub async fn set_operator(&self, email: &str, operator: bool) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE accounts SET operator = $2 WHERE email = $1")
             .bind(email)
-            .bind(operator)
+            .bind(i64::from(operator))
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -220,7 +221,7 @@ impl Store {
     /// The account's keys, newest first, revoked ones included.
     pub async fn keys(&self, account_id: &str) -> Result<Vec<McpKey>, StoreError> {
         let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM mcp_keys WHERE account_id = $1 ORDER BY created_at DESC, rowid DESC"
+            "SELECT {KEY_COLUMNS} FROM mcp_keys WHERE account_id = $1 ORDER BY created_at DESC, seq DESC"
         );
         let rows = sqlx::query(&sql)
             .bind(account_id)
@@ -330,132 +331,135 @@ mod tests {
 
     #[tokio::test]
     async fn accounts_and_keys() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let a = store
-            .create_account("a1", "ada@example.org", "$argon2id$x")
-            .await
-            .unwrap();
-        assert_eq!(a.owner().as_str(), "account:a1");
-        let err = store
-            .create_account("a2", "ada@example.org", "$argon2id$y")
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("already exists"), "{err}");
-        store
-            .create_account("b1", "bob@example.org", "$argon2id$z")
-            .await
-            .unwrap();
-
-        let k = store
-            .create_key("a1", "k1", "laptop", "of_mcp_abcd", "h1")
-            .await
-            .unwrap();
-        assert_eq!(k.last_used_at, None);
-        assert!(
-            matches!(store.key_by_hash("h1").await.unwrap(), KeyLookup::Valid(k) if k.account_id == "a1")
-        );
-        assert!(store.keys("a1").await.unwrap()[0].last_used_at.is_some());
-        assert!(matches!(
-            store.key_by_hash("nope").await.unwrap(),
-            KeyLookup::Unknown
-        ));
-        // Bob cannot revoke Ada's key; Ada can, once and for all.
-        assert!(store.revoke_key("b1", "k1").await.unwrap().is_none());
-        assert!(
-            store
-                .revoke_key("a1", "k1")
+        for (_engine, store) in crate::test_databases::each().await {
+            let a = store
+                .create_account("a1", "ada@example.org", "$argon2id$x")
                 .await
-                .unwrap()
-                .unwrap()
-                .revoked_at
-                .is_some()
-        );
-        assert!(matches!(
-            store.key_by_hash("h1").await.unwrap(),
-            KeyLookup::Revoked(_)
-        ));
-        assert!(store.keys("b1").await.unwrap().is_empty());
+                .unwrap();
+            assert_eq!(a.owner().as_str(), "account:a1");
+            let err = store
+                .create_account("a2", "ada@example.org", "$argon2id$y")
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("already exists"), "{err}");
+            store
+                .create_account("b1", "bob@example.org", "$argon2id$z")
+                .await
+                .unwrap();
+
+            let k = store
+                .create_key("a1", "k1", "laptop", "of_mcp_abcd", "h1")
+                .await
+                .unwrap();
+            assert_eq!(k.last_used_at, None);
+            assert!(
+                matches!(store.key_by_hash("h1").await.unwrap(), KeyLookup::Valid(k) if k.account_id == "a1")
+            );
+            assert!(store.keys("a1").await.unwrap()[0].last_used_at.is_some());
+            assert!(matches!(
+                store.key_by_hash("nope").await.unwrap(),
+                KeyLookup::Unknown
+            ));
+            // Bob cannot revoke Ada's key; Ada can, once and for all.
+            assert!(store.revoke_key("b1", "k1").await.unwrap().is_none());
+            assert!(
+                store
+                    .revoke_key("a1", "k1")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .revoked_at
+                    .is_some()
+            );
+            assert!(matches!(
+                store.key_by_hash("h1").await.unwrap(),
+                KeyLookup::Revoked(_)
+            ));
+            assert!(store.keys("b1").await.unwrap().is_empty());
+        }
     }
 
     #[tokio::test]
     async fn web_sessions_sign_in_expire_and_sign_out() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        store
-            .create_account("a1", "ada@example.org", "h")
-            .await
-            .unwrap();
-        store
-            .create_account("b1", "bob@example.org", "h")
-            .await
-            .unwrap();
-        store
-            .create_web_session("s1", "a1", now() + 60)
-            .await
-            .unwrap();
-        store
-            .create_web_session("s2", "a1", now() + 60)
-            .await
-            .unwrap();
-        store
-            .create_web_session("s3", "b1", now() + 60)
-            .await
-            .unwrap();
-        store
-            .create_web_session("old", "a1", now() - 1)
-            .await
-            .unwrap();
-        let found = store.web_session_account("s1").await.unwrap().unwrap();
-        assert_eq!((found.id.as_str(), found.operator), ("a1", false));
-        assert!(store.web_session_account("old").await.unwrap().is_none());
-        assert!(store.web_session_account("nope").await.unwrap().is_none());
-        store.delete_web_session("s1").await.unwrap();
-        assert!(store.web_session_account("s1").await.unwrap().is_none());
-        assert!(store.web_session_account("s2").await.unwrap().is_some());
-        // Signing out everywhere ends Ada's sessions, not Bob's.
-        assert_eq!(store.delete_web_sessions("a1").await.unwrap(), 2);
-        assert!(store.web_session_account("s2").await.unwrap().is_none());
-        assert!(store.web_session_account("s3").await.unwrap().is_some());
-
-        assert!(store.set_operator("ada@example.org", true).await.unwrap());
-        assert!(store.account("a1").await.unwrap().unwrap().operator);
-        assert!(
-            !store
-                .set_operator("nobody@example.org", true)
+        for (_engine, store) in crate::test_databases::each().await {
+            store
+                .create_account("a1", "ada@example.org", "h")
                 .await
-                .unwrap()
-        );
+                .unwrap();
+            store
+                .create_account("b1", "bob@example.org", "h")
+                .await
+                .unwrap();
+            store
+                .create_web_session("s1", "a1", now() + 60)
+                .await
+                .unwrap();
+            store
+                .create_web_session("s2", "a1", now() + 60)
+                .await
+                .unwrap();
+            store
+                .create_web_session("s3", "b1", now() + 60)
+                .await
+                .unwrap();
+            store
+                .create_web_session("old", "a1", now() - 1)
+                .await
+                .unwrap();
+            let found = store.web_session_account("s1").await.unwrap().unwrap();
+            assert_eq!((found.id.as_str(), found.operator), ("a1", false));
+            assert!(store.web_session_account("old").await.unwrap().is_none());
+            assert!(store.web_session_account("nope").await.unwrap().is_none());
+            store.delete_web_session("s1").await.unwrap();
+            assert!(store.web_session_account("s1").await.unwrap().is_none());
+            assert!(store.web_session_account("s2").await.unwrap().is_some());
+            // Signing out everywhere ends Ada's sessions, not Bob's.
+            assert_eq!(store.delete_web_sessions("a1").await.unwrap(), 2);
+            assert!(store.web_session_account("s2").await.unwrap().is_none());
+            assert!(store.web_session_account("s3").await.unwrap().is_some());
+
+            assert!(store.set_operator("ada@example.org", true).await.unwrap());
+            assert!(store.account("a1").await.unwrap().unwrap().operator);
+            assert!(
+                !store
+                    .set_operator("nobody@example.org", true)
+                    .await
+                    .unwrap()
+            );
+        }
     }
 
     #[tokio::test]
     async fn claiming_moves_everything_or_nothing() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        store
-            .create_account("a1", "ada@example.org", "h")
-            .await
-            .unwrap();
-        let ip = OwnerId::parse("ip:192.0.2.1").unwrap();
-        let ada = OwnerId::account("a1");
-        let row = |name: &str| crate::VmRow {
-            id: format!("id-{name}"),
-            name: name.into(),
-            build_id: "b".into(),
-            memory_mb: 512,
-            vcpus: 1,
-            created_at: String::new(),
-        };
-        store.insert_vm(&ip, &row("web")).await.unwrap();
-        store.insert_vm(&ada, &row("web2")).await.unwrap();
-        let moved = store.claim(&ip, &ada).await.unwrap();
-        assert_eq!(moved.vms, 1);
-        assert!(store.vm(&ada, "web").await.unwrap().is_some());
-        assert!(store.vm(&ip, "web").await.unwrap().is_none());
+        for (_engine, store) in crate::test_databases::each().await {
+            store
+                .create_account("a1", "ada@example.org", "h")
+                .await
+                .unwrap();
+            let ip = OwnerId::parse("ip:192.0.2.1").unwrap();
+            let ada = OwnerId::account("a1");
+            let row = |name: &str| crate::VmRow {
+                id: format!("id-{name}"),
+                name: name.into(),
+                build_id: "b".into(),
+                memory_mb: 512,
+                vcpus: 1,
+                created_at: String::new(),
+            };
+            store.insert_vm(&ip, &row("web")).await.unwrap();
+            store.insert_vm(&ada, &row("web2")).await.unwrap();
+            let moved = store.claim(&ip, &ada).await.unwrap();
+            assert_eq!(moved.vms, 1);
+            assert!(store.vm(&ada, "web").await.unwrap().is_some());
+            assert!(store.vm(&ip, "web").await.unwrap().is_none());
 
-        // A clash moves nothing.
-        let mut other = row("web2");
-        other.id = "id-other".into();
-        store.insert_vm(&ip, &other).await.unwrap();
-        let err = store.claim(&ip, &ada).await.unwrap_err();
-        assert!(err.to_string().contains("named `web2`"), "{err}");
-        assert!(store.vm(&ip, "web2").await.unwrap().is_some());
+            // A clash moves nothing.
+            let mut other = row("web2");
+            other.id = "id-other".into();
+            store.insert_vm(&ip, &other).await.unwrap();
+            let err = store.claim(&ip, &ada).await.unwrap_err();
+            assert!(err.to_string().contains("named `web2`"), "{err}");
+            assert!(store.vm(&ip, "web2").await.unwrap().is_some());
+        }
     }
 }

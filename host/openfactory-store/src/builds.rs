@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
+use crate::queue::{HELD, JobKind, Lease, lease_held};
 use crate::{OwnerId, Store, StoreError, now, rfc3339};
 
 status_enum!(BuildStatus, "build status", {
@@ -53,6 +55,11 @@ pub struct BuildRecord {
     pub failed_step: Option<String>,
     pub cancel_requested: bool,
     pub retry_of: Option<String>,
+    /// Which claim by a worker this is (0 while first queued): a job whose
+    /// worker was lost is requeued, a bounded number of times.
+    pub attempt: u32,
+    /// Why an earlier attempt ended before the job did.
+    pub requeued_because: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -94,9 +101,9 @@ pub enum CancelOutcome {
     NotFound,
 }
 
-const COLUMNS: &str = "id, owner_id, recipe_digest, recipe_name, recipe_json, plan_json, features_json, status, stage, progress, message, error, failed_step, cancel_requested, retry_of, created_at, started_at, finished_at, iso_sha256, iso_size_bytes, result_json";
+const COLUMNS: &str = "id, owner_id, recipe_digest, recipe_name, recipe_json, plan_json, features_json, status, stage, progress, message, error, failed_step, cancel_requested, retry_of, created_at, started_at, finished_at, iso_sha256, iso_size_bytes, result_json, attempts, requeued_because";
 
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<BuildRecord, StoreError> {
+fn record(row: &AnyRow) -> Result<BuildRecord, StoreError> {
     let features: String = row.try_get("features_json")?;
     let status: String = row.try_get("status")?;
     let started: Option<i64> = row.try_get("started_at")?;
@@ -121,6 +128,10 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> Result<BuildRecord, StoreError> {
         failed_step: row.try_get("failed_step")?,
         cancel_requested: cancel != 0,
         retry_of: row.try_get("retry_of")?,
+        attempt: row
+            .try_get::<i64, _>("attempts")?
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        requeued_because: row.try_get("requeued_because")?,
         created_at: rfc3339(row.try_get("created_at")?),
         started_at: started.map(rfc3339),
         finished_at: finished.map(rfc3339),
@@ -170,7 +181,7 @@ impl Store {
     ) -> Result<Vec<BuildRecord>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM builds WHERE owner_id = $1 AND ($2 IS NULL OR status = $2)
-             ORDER BY created_at DESC, rowid DESC LIMIT $3"
+             ORDER BY created_at DESC, seq DESC LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(owner.as_str())
@@ -209,13 +220,15 @@ impl Store {
 
     /// Bytes the owner's finished builds keep on disk (their ISOs).
     pub async fn owner_disk_bytes(&self, owner: &OwnerId) -> Result<u64, StoreError> {
-        let n: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(iso_size_bytes) FROM builds WHERE owner_id = $1 AND status = 'completed'",
+        // SUM of a BIGINT is a NUMERIC on PostgreSQL: cast it back.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(iso_size_bytes), 0) AS BIGINT) FROM builds
+             WHERE owner_id = $1 AND status = 'completed'",
         )
         .bind(owner.as_str())
         .fetch_one(&self.pool)
         .await?;
-        Ok(n.unwrap_or(0).max(0) as u64)
+        Ok(n.max(0) as u64)
     }
 
     /// Forget one of the owner's finished builds; whether it was there.
@@ -231,100 +244,70 @@ impl Store {
     }
 
     /// Take the oldest queued build for `worker`, marking it running.
-    pub async fn claim_build(&self, worker: &str) -> Result<Option<BuildRecord>, StoreError> {
-        let t = now();
-        let sql = format!(
-            "UPDATE builds SET status = 'running', worker = $1, started_at = $2,
-                    stage = 'bootstrap', progress = 0, message = 'starting'
-             WHERE id = (SELECT id FROM builds WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1)
-               AND status = 'queued'
-             RETURNING {COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(worker)
-            .bind(t)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(record).transpose()
-    }
-
-    /// Record a running build's progress; returns whether cancellation was asked.
-    pub async fn build_progress(
+    pub async fn claim_build(
         &self,
-        id: &str,
-        stage: &str,
-        progress: u8,
-        message: &str,
-    ) -> Result<bool, StoreError> {
-        let cancel: Option<i64> = sqlx::query_scalar(
-            "UPDATE builds SET stage = $2, progress = $3, message = $4
-             WHERE id = $1 AND status = 'running' RETURNING cancel_requested",
-        )
-        .bind(id)
-        .bind(stage)
-        .bind(i64::from(progress.min(100)))
-        .bind(crate::truncate_chars(message, 500))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(cancel.unwrap_or(0) != 0)
+        worker: &str,
+    ) -> Result<Option<(Lease, BuildRecord)>, StoreError> {
+        match self.claim_job(JobKind::Build, worker, COLUMNS).await? {
+            Some((lease, row)) => Ok(Some((lease, record(&row)?))),
+            None => Ok(None),
+        }
     }
 
-    /// Whether cancellation of a running build was asked.
-    pub async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
-        let cancel: Option<i64> =
-            sqlx::query_scalar("SELECT cancel_requested FROM builds WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(cancel.unwrap_or(0) != 0)
-    }
-
-    /// Finish a running build.
-    pub async fn finish_build(&self, id: &str, end: BuildEnd<'_>) -> Result<(), StoreError> {
+    /// Finish a running build, through its lease.
+    pub async fn finish_build(&self, lease: &Lease, end: BuildEnd<'_>) -> Result<(), StoreError> {
         let t = now();
-        match end {
+        let hash = lease.token.hash();
+        let id = lease.id.as_str();
+        let done = match end {
             BuildEnd::Completed {
                 iso_sha256,
                 iso_size_bytes,
                 result_json,
             } => {
-                sqlx::query(
+                sqlx::query(&format!(
                     "UPDATE builds SET status = 'completed', stage = 'finish', progress = 100, message = 'done',
-                            finished_at = $2, iso_sha256 = $3, iso_size_bytes = $4, result_json = $5
-                     WHERE id = $1 AND status = 'running'",
-                )
+                            finished_at = $3, iso_sha256 = $4, iso_size_bytes = $5, result_json = $6,
+                            lease_token_hash = NULL
+                     WHERE {HELD}",
+                ))
                 .bind(id)
+                .bind(&hash)
                 .bind(t)
                 .bind(iso_sha256)
                 .bind(iso_size_bytes as i64)
                 .bind(result_json)
                 .execute(&self.pool)
-                .await?;
+                .await?
             }
             BuildEnd::Failed { error, failed_step } => {
-                sqlx::query(
-                    "UPDATE builds SET status = 'failed', finished_at = $2, error = $3, failed_step = $4
-                     WHERE id = $1 AND status = 'running'",
-                )
+                sqlx::query(&format!(
+                    "UPDATE builds SET status = 'failed', finished_at = $3, error = $4, failed_step = $5,
+                            lease_token_hash = NULL
+                     WHERE {HELD}",
+                ))
                 .bind(id)
+                .bind(&hash)
                 .bind(t)
                 .bind(crate::truncate_chars(error, 4000))
                 .bind(failed_step)
                 .execute(&self.pool)
-                .await?;
+                .await?
             }
             BuildEnd::Cancelled => {
-                sqlx::query(
-                    "UPDATE builds SET status = 'cancelled', finished_at = $2, message = 'cancelled'
-                     WHERE id = $1 AND status = 'running'",
-                )
+                sqlx::query(&format!(
+                    "UPDATE builds SET status = 'cancelled', finished_at = $3, message = 'cancelled',
+                            lease_token_hash = NULL
+                     WHERE {HELD}",
+                ))
                 .bind(id)
+                .bind(&hash)
                 .bind(t)
                 .execute(&self.pool)
-                .await?;
+                .await?
             }
-        }
-        Ok(())
+        };
+        lease_held(lease, done.rows_affected())
     }
 
     /// Ask for one of the owner's builds to stop.
@@ -362,32 +345,13 @@ impl Store {
             None => CancelOutcome::NotFound,
         })
     }
-
-    /// At start-up: builds this host was running when it stopped can not be
-    /// resumed (their scratch space is gone), so they fail, saying why.
-    pub async fn fail_interrupted_builds(&self, worker: &str) -> Result<Vec<String>, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE builds SET status = 'failed', finished_at = $2,
-                    error = 'interrupted: the OpenFactory host stopped during stage ' || COALESCE(stage, 'bootstrap')
-             WHERE status = 'running' AND worker = $1 RETURNING id",
-        )
-        .bind(worker)
-        .bind(now())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids)
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    async fn store() -> Store {
-        Store::open("sqlite::memory:").await.unwrap()
-    }
-
-    fn new_build(id: &str) -> NewBuild<'_> {
+    pub(crate) fn new_build(id: &str) -> NewBuild<'_> {
         NewBuild {
             id,
             recipe_digest: "r1",
@@ -401,70 +365,114 @@ mod tests {
 
     #[tokio::test]
     async fn the_queue_runs_oldest_first_and_owners_see_only_theirs() {
-        let store = store().await;
-        let alice = OwnerId::ip("192.0.2.1".parse().unwrap());
-        let bob = OwnerId::ip("192.0.2.2".parse().unwrap());
-        store.create_build(&alice, &new_build("a1")).await.unwrap();
-        store.create_build(&bob, &new_build("b1")).await.unwrap();
-        assert!(store.build(&bob, "a1").await.unwrap().is_none());
-        assert_eq!(store.builds(&alice, None, 10).await.unwrap().len(), 1);
+        for (engine, store) in crate::test_databases::each().await {
+            let alice = OwnerId::ip("192.0.2.1".parse().unwrap());
+            let bob = OwnerId::ip("192.0.2.2".parse().unwrap());
+            store.create_build(&alice, &new_build("a1")).await.unwrap();
+            store.create_build(&bob, &new_build("b1")).await.unwrap();
+            assert!(store.build(&bob, "a1").await.unwrap().is_none());
+            assert_eq!(store.builds(&alice, None, 10).await.unwrap().len(), 1);
 
-        let first = store.claim_build("w").await.unwrap().unwrap();
-        assert_eq!(
-            (first.id.as_str(), first.status),
-            ("a1", BuildStatus::Running)
-        );
-        let second = store.claim_build("w").await.unwrap().unwrap();
-        assert_eq!(second.id, "b1");
-        assert!(store.claim_build("w").await.unwrap().is_none());
+            let (first, build) = store.claim_build("w").await.unwrap().unwrap();
+            assert_eq!(
+                (build.id.as_str(), build.status),
+                ("a1", BuildStatus::Running),
+                "{engine}"
+            );
+            let (second, _) = store.claim_build("w").await.unwrap().unwrap();
+            assert_eq!(second.id, "b1", "{engine}");
+            assert!(store.claim_build("w").await.unwrap().is_none());
 
-        assert!(
-            !store
-                .build_progress("a1", "apply", 50, "step 3/9")
+            let signal = store
+                .job_progress(&first, "apply", 50, "step 3/9")
                 .await
-                .unwrap()
-        );
-        assert_eq!(
-            store.cancel_build(&bob, "a1").await.unwrap(),
-            CancelOutcome::NotFound
-        );
-        assert_eq!(
-            store.cancel_build(&alice, "a1").await.unwrap(),
-            CancelOutcome::Requested
-        );
-        assert!(store.build_progress("a1", "apply", 60, "x").await.unwrap());
-        store.finish_build("a1", BuildEnd::Cancelled).await.unwrap();
-        assert_eq!(
-            store.cancel_build(&alice, "a1").await.unwrap(),
-            CancelOutcome::AlreadyFinished(BuildStatus::Cancelled)
-        );
-
-        let failed = store.fail_interrupted_builds("w").await.unwrap();
-        assert_eq!(failed, ["b1"]);
-        let b1 = store.build(&bob, "b1").await.unwrap().unwrap();
-        assert_eq!(b1.status, BuildStatus::Failed);
-        assert!(b1.error.unwrap().contains("interrupted"));
-        assert_eq!(
+                .unwrap();
+            assert!(!signal.cancel);
+            assert_eq!(
+                store.cancel_build(&bob, "a1").await.unwrap(),
+                CancelOutcome::NotFound
+            );
+            assert_eq!(
+                store.cancel_build(&alice, "a1").await.unwrap(),
+                CancelOutcome::Requested
+            );
+            assert!(
+                store
+                    .job_progress(&first, "apply", 60, "x")
+                    .await
+                    .unwrap()
+                    .cancel
+            );
             store
-                .builds(&bob, Some(BuildStatus::Completed), 10)
+                .finish_build(&first, BuildEnd::Cancelled)
                 .await
-                .unwrap()
-                .len(),
-            0
-        );
+                .unwrap();
+            assert_eq!(
+                store.cancel_build(&alice, "a1").await.unwrap(),
+                CancelOutcome::AlreadyFinished(BuildStatus::Cancelled)
+            );
+            // Once finished, the lease finishes nothing else.
+            assert!(matches!(
+                store.finish_build(&first, BuildEnd::Cancelled).await,
+                Err(StoreError::LeaseLost { .. })
+            ));
+
+            let end = BuildEnd::Completed {
+                iso_sha256: "ab",
+                iso_size_bytes: 5_000_000_000,
+                result_json: "{}",
+            };
+            store.finish_build(&second, end).await.unwrap();
+            let b1 = store.build(&bob, "b1").await.unwrap().unwrap();
+            assert_eq!(b1.status, BuildStatus::Completed);
+            // Sizes past 32 bits survive, and sums come back as integers.
+            assert_eq!(b1.iso_size_bytes, Some(5_000_000_000), "{engine}");
+            assert_eq!(store.owner_disk_bytes(&bob).await.unwrap(), 5_000_000_000);
+            assert_eq!(store.owner_disk_bytes(&alice).await.unwrap(), 0);
+            assert_eq!(
+                store
+                    .builds(&bob, Some(BuildStatus::Failed), 10)
+                    .await
+                    .unwrap()
+                    .len(),
+                0
+            );
+        }
     }
 
     #[tokio::test]
     async fn queued_builds_cancel_at_once() {
-        let store = store().await;
-        let alice = OwnerId::local();
-        store.create_build(&alice, &new_build("q1")).await.unwrap();
-        assert_eq!(
-            store.cancel_build(&alice, "q1").await.unwrap(),
-            CancelOutcome::Cancelled
-        );
-        assert!(store.claim_build("w").await.unwrap().is_none());
-        assert_eq!(store.active_builds(&alice).await.unwrap(), 0);
+        for (engine, store) in crate::test_databases::each().await {
+            let alice = OwnerId::local();
+            store.create_build(&alice, &new_build("q1")).await.unwrap();
+            assert_eq!(
+                store.cancel_build(&alice, "q1").await.unwrap(),
+                CancelOutcome::Cancelled,
+                "{engine}"
+            );
+            assert!(store.claim_build("w").await.unwrap().is_none());
+            assert_eq!(store.active_builds(&alice).await.unwrap(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn listings_are_newest_first_even_within_one_second() {
+        for (engine, store) in crate::test_databases::each().await {
+            let alice = OwnerId::local();
+            for id in ["b1", "b2", "b3", "b4"] {
+                store.create_build(&alice, &new_build(id)).await.unwrap();
+            }
+            let ids: Vec<String> = store
+                .builds(&alice, None, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|b| b.id)
+                .collect();
+            assert_eq!(ids, ["b4", "b3", "b2", "b1"], "{engine}");
+            let (_, first) = store.claim_build("w").await.unwrap().unwrap();
+            assert_eq!(first.id, "b1", "{engine}: the queue is first in, first out");
+        }
     }
 
     #[test]

@@ -2,8 +2,15 @@
 //!
 //! Every query that reads or changes an owner's things takes the owner: there
 //! is no method that lists another owner's recipes, so isolation does not
-//! depend on each caller remembering a `WHERE`. SQL is kept portable (numbered
-//! parameters, no SQLite-only functions) for PostgreSQL.
+//! depend on each caller remembering a `WHERE`.
+//!
+//! Two engines, one set of behaviours: SQLite (the single-machine default) and
+//! PostgreSQL (several control planes, remote workers). Every statement is
+//! written once, in the SQL both accept (numbered parameters, integers for
+//! flags, `seq` rather than `rowid` for insertion order, casts where an
+//! aggregate's type differs), and runs through sqlx's `Any` driver; the only
+//! engine-specific texts are the migrations and the queue's row lock
+//! ([`Engine`]).
 
 /// A status column's enum: its words, `Display` and `FromStr` (with an
 /// error that lists the words), one definition per table.
@@ -77,22 +84,28 @@ macro_rules! status_enum {
 
 mod accounts;
 mod builds;
+mod engine;
+pub mod queue;
+#[cfg(any(test, feature = "test-databases"))]
+pub mod test_databases;
 mod test_runs;
 mod vms;
 
 pub use accounts::{Account, Claimed, KeyLookup, McpKey};
 pub use builds::{BuildEnd, BuildRecord, BuildStatus, CancelOutcome, NewBuild};
+pub use engine::Engine;
+pub use queue::{JobKind, JobToken, Lease, LeaseSettings, Requeued, Signal};
 pub use test_runs::{NewTestRun, StopRequest, TestRunEnd, TestRunRecord, TestRunStatus};
 pub use vms::VmRow;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openfactory_core::Recipe;
 use serde::Serialize;
+use sqlx::AnyPool;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::any::AnyRow;
 
 /// Who owns a resource: `ip:<address>` for anonymous clients,
 /// `account:<id>` for signed-in ones (through an API key), `local` for stdio.
@@ -163,6 +176,13 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A database URL this store cannot open.
+    #[error("{0}")]
+    Url(String),
+    /// A worker reported on a job through a lease that is no longer the
+    /// job's (it was requeued, finished or handed to another worker).
+    #[error("the lease on {kind} {id} is no longer held by this worker; stop working on it")]
+    LeaseLost { kind: JobKind, id: String },
 }
 
 /// A recipe an owner created.
@@ -179,7 +199,8 @@ pub struct StoredRecipe {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
 }
 
 pub(crate) fn now() -> i64 {
@@ -208,22 +229,18 @@ pub(crate) fn truncate_chars(text: &str, max: usize) -> &str {
 }
 
 impl Store {
-    /// Open (creating if needed) and migrate a database: `sqlite://path/to.db`
-    /// or `sqlite::memory:`.
+    /// Open (creating a SQLite file if needed) and migrate a database:
+    /// `sqlite://path/to.db`, `sqlite::memory:` or `postgres://…`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let memory = url.contains(":memory:");
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database exists once per connection.
-            .max_connections(if memory { 1 } else { 8 })
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        let engine = Engine::of(url)?;
+        let pool = engine.connect(url).await?;
+        engine.migrate(&pool).await?;
+        Ok(Store { pool, engine })
+    }
+
+    /// Which engine this store runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Record that an owner was seen (creating it on first sight).
@@ -316,7 +333,7 @@ impl Store {
     }
 }
 
-fn stored(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRecipe, StoreError> {
+fn stored(row: &AnyRow) -> Result<StoredRecipe, StoreError> {
     let json: String = row.try_get("recipe_json")?;
     let recipe = serde_json::from_str(&json)
         .map_err(|e| StoreError::Corrupt(format!("recipe JSON: {e}")))?;
@@ -347,42 +364,47 @@ mod tests {
     #[tokio::test]
     async fn recipes_are_scoped_to_their_owner_and_persist() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("of.db").display());
-        let store = Store::open(&url).await.unwrap();
-        let a = OwnerId::ip("127.0.0.1".parse().unwrap());
-        let b = OwnerId::ip("127.0.0.2".parse().unwrap());
-        store
-            .insert_recipe(&a, "mine", Some("tpl"), "server", &recipe("mine"), "h1")
-            .await
-            .unwrap();
-        // The same id for another owner is independent.
-        store
-            .insert_recipe(&b, "mine", None, "server", &recipe("mine"), "h2")
-            .await
-            .unwrap();
-        let dup = store
-            .insert_recipe(&a, "mine", None, "server", &recipe("mine"), "h3")
-            .await
-            .unwrap_err();
-        assert!(matches!(dup, StoreError::Conflict(_)));
-        assert_eq!(store.recipes(&a).await.unwrap().len(), 1);
-        assert_eq!(
+        let mut urls = vec![format!("sqlite://{}", dir.path().join("of.db").display())];
+        urls.extend(crate::test_databases::fresh_postgres().await);
+        for url in urls {
+            let store = Store::open(&url).await.unwrap();
+            let a = OwnerId::ip("127.0.0.1".parse().unwrap());
+            let b = OwnerId::ip("127.0.0.2".parse().unwrap());
             store
-                .recipe(&b, "mine")
+                .insert_recipe(&a, "mine", Some("tpl"), "server", &recipe("mine"), "h1")
                 .await
-                .unwrap()
-                .unwrap()
-                .recipe_digest,
-            "h2"
-        );
-        assert!(store.recipe(&a, "other").await.unwrap().is_none());
-        store.close().await;
+                .unwrap();
+            // The same id for another owner is independent.
+            store
+                .insert_recipe(&b, "mine", None, "server", &recipe("mine"), "h2")
+                .await
+                .unwrap();
+            let dup = store
+                .insert_recipe(&a, "mine", None, "server", &recipe("mine"), "h3")
+                .await
+                .unwrap_err();
+            assert!(matches!(dup, StoreError::Conflict(_)));
+            assert_eq!(store.recipes(&a).await.unwrap().len(), 1);
+            assert_eq!(
+                store
+                    .recipe(&b, "mine")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .recipe_digest,
+                "h2"
+            );
+            assert!(store.recipe(&a, "other").await.unwrap().is_none());
+            store.close().await;
 
-        let reopened = Store::open(&url).await.unwrap();
-        let got = reopened.recipe(&a, "mine").await.unwrap().unwrap();
-        assert_eq!(got.template_id.as_deref(), Some("tpl"));
-        assert_eq!(got.recipe.name, "mine");
-        assert!(got.created_at.ends_with('Z'));
+            let reopened = Store::open(&url).await.unwrap();
+            let got = reopened.recipe(&a, "mine").await.unwrap().unwrap();
+            assert_eq!(got.template_id.as_deref(), Some("tpl"));
+            assert_eq!(got.recipe.name, "mine");
+            assert!(got.created_at.ends_with('Z'));
+            // Opening again migrates nothing twice.
+            drop(Store::open(&url).await.unwrap());
+        }
     }
 
     #[test]

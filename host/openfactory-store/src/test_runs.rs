@@ -2,7 +2,9 @@
 //! takes from. The checks and the report are JSON the store does not read.
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
+use crate::queue::{HELD, JobKind, Lease, lease_held};
 use crate::{OwnerId, Store, StoreError, now, rfc3339};
 
 status_enum!(TestRunStatus, "test run status", {
@@ -51,6 +53,11 @@ pub struct TestRunRecord {
     pub timeout_seconds: u32,
     pub stop_requested: bool,
     pub vm_id: Option<String>,
+    /// Which claim by a worker this is (0 while first queued): a job whose
+    /// worker was lost is requeued, a bounded number of times.
+    pub attempt: u32,
+    /// Why an earlier attempt ended before the job did.
+    pub requeued_because: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -72,9 +79,9 @@ pub enum StopRequest {
     NotFound,
 }
 
-const COLUMNS: &str = "id, owner_id, build_id, status, stage, progress, message, checks_json, memory_mb, vcpus, timeout_seconds, stop_requested, vm_id, created_at, started_at, finished_at, passed, total, report_json";
+const COLUMNS: &str = "id, owner_id, build_id, status, stage, progress, message, checks_json, memory_mb, vcpus, timeout_seconds, stop_requested, vm_id, created_at, started_at, finished_at, passed, total, report_json, attempts, requeued_because";
 
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<TestRunRecord, StoreError> {
+fn record(row: &AnyRow) -> Result<TestRunRecord, StoreError> {
     let status: String = row.try_get("status")?;
     let started: Option<i64> = row.try_get("started_at")?;
     let finished: Option<i64> = row.try_get("finished_at")?;
@@ -97,6 +104,10 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> Result<TestRunRecord, StoreError> {
         timeout_seconds: row.try_get::<i64, _>("timeout_seconds")?.max(0) as u32,
         stop_requested: row.try_get::<i64, _>("stop_requested")? != 0,
         vm_id: row.try_get("vm_id")?,
+        attempt: row
+            .try_get::<i64, _>("attempts")?
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        requeued_because: row.try_get("requeued_because")?,
         created_at: rfc3339(row.try_get("created_at")?),
         started_at: started.map(rfc3339),
         finished_at: finished.map(rfc3339),
@@ -167,7 +178,7 @@ impl Store {
     ) -> Result<Vec<TestRunRecord>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM test_runs WHERE owner_id = $1 AND ($2 IS NULL OR build_id = $2)
-             ORDER BY created_at DESC, rowid DESC LIMIT $3"
+             ORDER BY created_at DESC, seq DESC LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(owner.as_str())
@@ -189,61 +200,59 @@ impl Store {
         Ok(n as u32)
     }
 
-    /// Take the oldest queued run for `worker`, marking it running with the
-    /// id its VM will have (recorded before the VM exists, so that a host that
-    /// dies while creating it still knows what to remove).
+    /// Take the oldest queued run for `worker`, marking it running.
     pub async fn claim_test_run(
         &self,
         worker: &str,
-        vm_id: &str,
-    ) -> Result<Option<TestRunRecord>, StoreError> {
-        let sql = format!(
-            "UPDATE test_runs SET status = 'running', worker = $1, vm_id = $2, started_at = $3,
-                    stage = 'boot', progress = 0, message = 'starting the test VM'
-             WHERE id = (SELECT id FROM test_runs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1)
-               AND status = 'queued'
-             RETURNING {COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(worker)
+    ) -> Result<Option<(Lease, TestRunRecord)>, StoreError> {
+        match self.claim_job(JobKind::TestRun, worker, COLUMNS).await? {
+            Some((lease, row)) => Ok(Some((lease, record(&row)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Record the id the run's VM will have, before the VM exists, so that
+    /// whoever cleans up after a lost worker knows what to remove.
+    pub async fn set_test_run_vm(&self, lease: &Lease, vm_id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!("UPDATE test_runs SET vm_id = $3 WHERE {HELD}"))
+            .bind(&lease.id)
+            .bind(lease.token.hash())
             .bind(vm_id)
-            .bind(now())
-            .fetch_optional(&self.pool)
+            .execute(&self.pool)
             .await?;
-        row.as_ref().map(record).transpose()
+        lease_held(lease, done.rows_affected())
     }
 
-    /// Record a running run's progress (and its report so far); returns
-    /// whether a stop was asked.
-    pub async fn test_run_progress(
+    /// Record the report so far of a leased run.
+    pub async fn test_run_report(
         &self,
-        id: &str,
-        stage: &str,
-        progress: u8,
-        message: &str,
-        report_json: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let stop: Option<i64> = sqlx::query_scalar(
-            "UPDATE test_runs SET stage = $2, progress = $3, message = $4, report_json = COALESCE($5, report_json)
-             WHERE id = $1 AND status = 'running' RETURNING stop_requested",
-        )
-        .bind(id)
-        .bind(stage)
-        .bind(i64::from(progress.min(100)))
-        .bind(crate::truncate_chars(message, 500))
+        lease: &Lease,
+        report_json: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE test_runs SET report_json = $3 WHERE {HELD}"
+        ))
+        .bind(&lease.id)
+        .bind(lease.token.hash())
         .bind(report_json)
-        .fetch_optional(&self.pool)
+        .execute(&self.pool)
         .await?;
-        Ok(stop.unwrap_or(0) != 0)
+        lease_held(lease, done.rows_affected())
     }
 
-    pub async fn finish_test_run(&self, id: &str, end: TestRunEnd<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE test_runs SET status = $2, stage = 'done', progress = 100, message = $3, passed = $4,
-                    total = $5, report_json = $6, finished_at = $7
-             WHERE id = $1 AND status = 'running'",
-        )
-        .bind(id)
+    /// Finish a leased run.
+    pub async fn finish_test_run(
+        &self,
+        lease: &Lease,
+        end: TestRunEnd<'_>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE test_runs SET status = $3, stage = 'done', progress = 100, message = $4, passed = $5,
+                    total = $6, report_json = $7, finished_at = $8, lease_token_hash = NULL
+             WHERE {HELD}"
+        ))
+        .bind(&lease.id)
+        .bind(lease.token.hash())
         .bind(end.status.as_str())
         .bind(crate::truncate_chars(end.message, 1000))
         .bind(i64::from(end.passed))
@@ -252,7 +261,7 @@ impl Store {
         .bind(now())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        lease_held(lease, done.rows_affected())
     }
 
     /// Ask for one of the owner's runs to stop.
@@ -289,24 +298,6 @@ impl Store {
             None => StopRequest::NotFound,
         })
     }
-
-    /// At start-up: runs this host was running when it stopped end in error;
-    /// the ids of their VMs, to remove.
-    pub async fn fail_interrupted_test_runs(
-        &self,
-        worker: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let vms: Vec<Option<String>> = sqlx::query_scalar(
-            "UPDATE test_runs SET status = 'error', finished_at = $2,
-                    message = 'interrupted: the OpenFactory host stopped during the run; start a new one with run_tests'
-             WHERE status = 'running' AND worker = $1 RETURNING vm_id",
-        )
-        .bind(worker)
-        .bind(now())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(vms.into_iter().flatten().collect())
-    }
 }
 
 #[cfg(test)]
@@ -326,79 +317,98 @@ mod tests {
 
     #[tokio::test]
     async fn runs_queue_claim_stop_and_finish() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let alice = OwnerId::parse("ip:10.0.0.1").unwrap();
-        let bob = OwnerId::parse("ip:10.0.0.2").unwrap();
-        store.create_test_run(&alice, &run("t1")).await.unwrap();
-        store.create_test_run(&alice, &run("t2")).await.unwrap();
-        assert_eq!(store.active_test_runs(&alice).await.unwrap(), 2);
-        assert!(store.test_run(&bob, "t1").await.unwrap().is_none());
-        assert_eq!(
-            store.stop_test_run(&bob, "t1").await.unwrap(),
-            StopRequest::NotFound
-        );
+        for (engine, store) in crate::test_databases::each().await {
+            let alice = OwnerId::parse("ip:10.0.0.1").unwrap();
+            let bob = OwnerId::parse("ip:10.0.0.2").unwrap();
+            store.create_test_run(&alice, &run("t1")).await.unwrap();
+            store.create_test_run(&alice, &run("t2")).await.unwrap();
+            assert_eq!(store.active_test_runs(&alice).await.unwrap(), 2, "{engine}");
+            assert!(store.test_run(&bob, "t1").await.unwrap().is_none());
+            assert_eq!(
+                store.stop_test_run(&bob, "t1").await.unwrap(),
+                StopRequest::NotFound
+            );
 
-        let claimed = store.claim_test_run("w", "ab12").await.unwrap().unwrap();
-        assert_eq!(claimed.id, "t1");
-        assert_eq!(claimed.vm_id.as_deref(), Some("ab12"));
-        assert_eq!(
-            store.stop_test_run(&alice, "t2").await.unwrap(),
-            StopRequest::Stopped
-        );
-        assert!(store.claim_test_run("w", "cd34").await.unwrap().is_none());
-        assert!(
-            !store
-                .test_run_progress("t1", "checks", 50, "2 of 4", Some("{}"))
+            let (lease, claimed) = store.claim_test_run("w").await.unwrap().unwrap();
+            assert_eq!((claimed.id.as_str(), lease.attempt), ("t1", 1), "{engine}");
+            store.set_test_run_vm(&lease, "ab12").await.unwrap();
+            assert_eq!(
+                store
+                    .test_run(&alice, "t1")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .vm_id
+                    .as_deref(),
+                Some("ab12")
+            );
+            assert_eq!(
+                store.stop_test_run(&alice, "t2").await.unwrap(),
+                StopRequest::Stopped
+            );
+            assert!(store.claim_test_run("w").await.unwrap().is_none());
+            let signal = store
+                .job_progress(&lease, "checks", 50, "2 of 4")
                 .await
-                .unwrap()
-        );
-        assert_eq!(
-            store.stop_test_run(&alice, "t1").await.unwrap(),
-            StopRequest::Requested
-        );
-        assert!(
-            store
-                .test_run_progress("t1", "checks", 60, "3 of 4", None)
-                .await
-                .unwrap()
-        );
-        store
-            .finish_test_run(
-                "t1",
-                TestRunEnd {
-                    status: TestRunStatus::Stopped,
-                    message: "stopped",
-                    passed: 2,
-                    total: 4,
-                    report_json: "{\"checks\": []}",
-                },
-            )
-            .await
-            .unwrap();
-        let done = store.test_run(&alice, "t1").await.unwrap().unwrap();
-        assert_eq!(done.status, TestRunStatus::Stopped);
-        assert_eq!((done.passed, done.total), (Some(2), Some(4)));
-        assert_eq!(
-            store.stop_test_run(&alice, "t1").await.unwrap(),
-            StopRequest::AlreadyFinished(TestRunStatus::Stopped)
-        );
-        let listed = store.test_runs(&alice, Some("b1"), 10).await.unwrap();
-        assert_eq!(listed.len(), 2);
-        assert!(store.test_runs(&bob, None, 10).await.unwrap().is_empty());
+                .unwrap();
+            assert!(!signal.cancel);
+            store.test_run_report(&lease, "{}").await.unwrap();
+            assert_eq!(
+                store.stop_test_run(&alice, "t1").await.unwrap(),
+                StopRequest::Requested
+            );
+            assert!(store.heartbeat(&lease).await.unwrap().cancel, "{engine}");
+            let end = TestRunEnd {
+                status: TestRunStatus::Stopped,
+                message: "stopped",
+                passed: 2,
+                total: 4,
+                report_json: "{\"checks\": []}",
+            };
+            store.finish_test_run(&lease, end).await.unwrap();
+            let done = store.test_run(&alice, "t1").await.unwrap().unwrap();
+            assert_eq!(done.status, TestRunStatus::Stopped);
+            assert_eq!((done.passed, done.total), (Some(2), Some(4)));
+            assert_eq!(
+                store.stop_test_run(&alice, "t1").await.unwrap(),
+                StopRequest::AlreadyFinished(TestRunStatus::Stopped)
+            );
+            // A finished run's lease reports nothing more.
+            assert!(matches!(
+                store.heartbeat(&lease).await,
+                Err(StoreError::LeaseLost { .. })
+            ));
+            let listed = store.test_runs(&alice, Some("b1"), 10).await.unwrap();
+            assert_eq!(
+                listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+                ["t2", "t1"],
+                "{engine}: newest first, by insertion where the second ties"
+            );
+            assert!(store.test_runs(&bob, None, 10).await.unwrap().is_empty());
+        }
     }
 
     #[tokio::test]
-    async fn interrupted_runs_end_in_error_and_name_their_vms() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let alice = OwnerId::parse("ip:10.0.0.1").unwrap();
-        store.create_test_run(&alice, &run("t1")).await.unwrap();
-        store.claim_test_run("w", "ab12").await.unwrap().unwrap();
-        assert_eq!(
-            store.fail_interrupted_test_runs("w").await.unwrap(),
-            ["ab12"]
-        );
-        let run = store.test_run(&alice, "t1").await.unwrap().unwrap();
-        assert_eq!(run.status, TestRunStatus::Error);
-        assert!(run.message.contains("interrupted"));
+    async fn a_lost_workers_run_is_requeued_and_names_its_vm() {
+        for (engine, store) in crate::test_databases::each().await {
+            let alice = OwnerId::parse("ip:10.0.0.1").unwrap();
+            store.create_test_run(&alice, &run("t1")).await.unwrap();
+            let (lease, _) = store.claim_test_run("w").await.unwrap().unwrap();
+            store.set_test_run_vm(&lease, "ab12").await.unwrap();
+            let gone = store
+                .requeue_worker("w", crate::LeaseSettings::default(), "the host restarted")
+                .await
+                .unwrap();
+            assert_eq!(gone.len(), 1, "{engine}");
+            assert_eq!(gone[0].vm_id.as_deref(), Some("ab12"));
+            assert_eq!(gone[0].outcome, crate::queue::Requeue::Queued);
+            let run = store.test_run(&alice, "t1").await.unwrap().unwrap();
+            assert_eq!(run.status, TestRunStatus::Queued, "{engine}");
+            assert!(
+                run.message.contains("the host restarted"),
+                "{}",
+                run.message
+            );
+        }
     }
 }

@@ -16,7 +16,7 @@ pub struct VmRow {
     pub created_at: String,
 }
 
-fn row(r: &sqlx::sqlite::SqliteRow) -> Result<VmRow, StoreError> {
+fn row(r: &sqlx::any::AnyRow) -> Result<VmRow, StoreError> {
     let memory: i64 = r.try_get("memory_mb")?;
     let vcpus: i64 = r.try_get("vcpus")?;
     Ok(VmRow {
@@ -111,29 +111,30 @@ mod tests {
 
     #[tokio::test]
     async fn names_are_unique_per_owner_and_private() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
-        let alice = OwnerId::ip("192.0.2.1".parse().unwrap());
-        let bob = OwnerId::ip("192.0.2.2".parse().unwrap());
-        let vm = |id: &str| VmRow {
-            id: id.into(),
-            name: "web".into(),
-            build_id: "b1".into(),
-            memory_mb: 1024,
-            vcpus: 1,
-            created_at: String::new(),
-        };
-        store.insert_vm(&alice, &vm("01")).await.unwrap();
-        let err = store.insert_vm(&alice, &vm("02")).await.unwrap_err();
-        assert!(
-            err.to_string().contains("already have a VM named `web`"),
-            "{err}"
-        );
-        store.insert_vm(&bob, &vm("03")).await.unwrap();
-        assert_eq!(store.vm(&alice, "web").await.unwrap().unwrap().id, "01");
-        assert_eq!(store.vms(&bob, Some("b1")).await.unwrap().len(), 1);
-        assert!(store.vms(&bob, Some("b2")).await.unwrap().is_empty());
-        assert!(store.delete_vm(&alice, "web").await.unwrap());
-        assert!(!store.delete_vm(&alice, "web").await.unwrap());
-        assert!(store.vm(&bob, "web").await.unwrap().is_some());
+        for (_engine, store) in crate::test_databases::each().await {
+            let alice = OwnerId::ip("192.0.2.1".parse().unwrap());
+            let bob = OwnerId::ip("192.0.2.2".parse().unwrap());
+            let vm = |id: &str| VmRow {
+                id: id.into(),
+                name: "web".into(),
+                build_id: "b1".into(),
+                memory_mb: 1024,
+                vcpus: 1,
+                created_at: String::new(),
+            };
+            store.insert_vm(&alice, &vm("01")).await.unwrap();
+            let err = store.insert_vm(&alice, &vm("02")).await.unwrap_err();
+            assert!(
+                err.to_string().contains("already have a VM named `web`"),
+                "{err}"
+            );
+            store.insert_vm(&bob, &vm("03")).await.unwrap();
+            assert_eq!(store.vm(&alice, "web").await.unwrap().unwrap().id, "01");
+            assert_eq!(store.vms(&bob, Some("b1")).await.unwrap().len(), 1);
+            assert!(store.vms(&bob, Some("b2")).await.unwrap().is_empty());
+            assert!(store.delete_vm(&alice, "web").await.unwrap());
+            assert!(!store.delete_vm(&alice, "web").await.unwrap());
+            assert!(store.vm(&bob, "web").await.unwrap().is_some());
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! The test worker inside `openfactory serve`: takes queued test runs from
-//! the database and runs each (a throwaway VM, the checks, the VM removed),
-//! writing progress and finished checks back as they come; a stop request in
-//! the database, or the host shutting down, ends a run early.
+//! The test worker inside `openfactory serve`: leases queued test runs from
+//! the store's job queue and runs each (a throwaway VM, the checks, the VM
+//! removed), reporting progress and finished checks through the lease as they
+//! come; a stop request (which a heartbeat returns), a lost lease, or the host
+//! shutting down ends a run early.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use openfactory_build::pipeline::ISO_FILE;
 use openfactory_core::plan::PlannedCheck;
 use openfactory_service::App;
-use openfactory_store::{TestRunEnd, TestRunRecord, TestRunStatus};
+use openfactory_store::{Lease, StoreError, TestRunEnd, TestRunRecord, TestRunStatus};
 use openfactory_testrun::{CheckResult, RunObserver, RunSettings, RunStatus, Stage};
 use openfactory_vm::{VmBackend, VmError};
 use tokio::sync::watch;
@@ -36,10 +37,11 @@ fn new_vm_id() -> String {
     hex::encode(bytes)
 }
 
-/// After a restart: runs this host had going end in error, and their VMs go.
-pub async fn recover(app: &App, worker: &str) -> anyhow::Result<()> {
-    for vm in app.store.fail_interrupted_test_runs(worker).await? {
-        match app.vms.backend.delete(&vm).await {
+/// After a restart: the VMs of runs this host had going go (the runs went
+/// back to the queue with the other interrupted jobs).
+pub async fn remove_vms(app: &App, vms: &[String]) {
+    for vm in vms {
+        match app.vms.backend.delete(vm).await {
             Ok(()) => {
                 tracing::warn!(%vm, "removed the VM of a test run interrupted by the last shutdown")
             }
@@ -49,7 +51,6 @@ pub async fn recover(app: &App, worker: &str) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
 }
 
 /// Run `concurrency` test slots (each at most one VM) until `shutdown`.
@@ -62,10 +63,10 @@ pub async fn run(app: Arc<App>, worker: String, concurrency: usize, shutdown: Ca
                 if shutdown.is_cancelled() {
                     return;
                 }
-                match app.store.claim_test_run(&worker, &new_vm_id()).await {
-                    Ok(Some(run)) => {
-                        tracing::info!(slot, run = %run.id, build = %run.build_id, "test run started");
-                        run_one(&app, run, &shutdown).await;
+                match app.store.claim_test_run(&worker).await {
+                    Ok(Some((lease, run))) => {
+                        tracing::info!(slot, run = %run.id, build = %run.build_id, attempt = lease.attempt, "test run started");
+                        run_one(&app, lease, run, &shutdown).await;
                     }
                     Ok(None) => {
                         tokio::select! {
@@ -89,7 +90,7 @@ pub async fn run(app: Arc<App>, worker: String, concurrency: usize, shutdown: Ca
 
 async fn finish(
     app: &App,
-    id: &str,
+    lease: &Lease,
     status: TestRunStatus,
     message: &str,
     passed: u32,
@@ -100,7 +101,7 @@ async fn finish(
     if let Err(e) = app
         .store
         .finish_test_run(
-            id,
+            lease,
             TestRunEnd {
                 status,
                 message,
@@ -111,17 +112,24 @@ async fn finish(
         )
         .await
     {
-        tracing::error!(run = %id, error = %e, "could not record a finished test run");
+        tracing::error!(run = %lease.id, error = %e, "could not record a finished test run");
     }
 }
 
-async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
+async fn run_one(app: &App, lease: Lease, run: TestRunRecord, shutdown: &CancellationToken) {
     let id = run.id.clone();
+    // Recorded before the VM exists, so that whoever cleans up after a lost
+    // worker knows what to remove.
+    let vm_id = new_vm_id();
+    if let Err(e) = app.store.set_test_run_vm(&lease, &vm_id).await {
+        tracing::warn!(run = %id, error = %e, "could not record the test VM; leaving the run");
+        return;
+    }
     let checks: Vec<PlannedCheck> = match serde_json::from_str(&run.checks_json) {
         Ok(checks) => checks,
         Err(e) => {
             let message = format!("the stored checks are unreadable ({e}); start a new run");
-            finish(app, &id, TestRunStatus::Error, &message, 0, 0, "{}").await;
+            finish(app, &lease, TestRunStatus::Error, &message, 0, 0, "{}").await;
             return;
         }
     };
@@ -131,7 +139,7 @@ async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
             let message = "the build is gone; its ISO cannot be tested";
             finish(
                 app,
-                &id,
+                &lease,
                 TestRunStatus::Error,
                 message,
                 0,
@@ -143,7 +151,7 @@ async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
         }
     };
     let settings = RunSettings {
-        vm_id: run.vm_id.clone().unwrap_or_else(new_vm_id),
+        vm_id,
         iso: app.settings.build_dir(&build.id).join(ISO_FILE),
         memory_mb: run.memory_mb,
         vcpus: run.vcpus,
@@ -166,37 +174,55 @@ async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
     );
     tokio::pin!(testing);
     let mut by_host = false;
+    let mut lost = false;
     let report = loop {
-        tokio::select! {
+        let signal = tokio::select! {
             report = &mut testing => break report,
             changed = rx.changed() => {
                 if changed.is_ok() {
                     let (stage, percent, message, done) = rx.borrow_and_update().clone();
                     let partial = serde_json::json!({ "checks": done }).to_string();
-                    match app.store.test_run_progress(&id, stage.as_str(), percent, &message, Some(&partial)).await {
-                        Ok(true) => stop.cancel(),
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(run = %id, error = %e, "could not record progress"),
+                    let signal = app.store.job_progress(&lease, stage.as_str(), percent, &message).await;
+                    if signal.is_ok() {
+                        if let Err(e) = app.store.test_run_report(&lease, &partial).await {
+                            tracing::warn!(run = %id, error = %e, "could not record the checks so far");
+                        }
                     }
+                    Some(signal)
+                } else {
+                    None
                 }
             }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if app.store.test_run(&run.owner, &id).await.ok().flatten().is_some_and(|r| r.stop_requested) {
-                    stop.cancel();
-                }
-            }
+            _ = tokio::time::sleep(crate::worker::HEARTBEAT) => Some(app.store.heartbeat(&lease).await),
             _ = shutdown.cancelled(), if !stop.is_cancelled() => {
                 by_host = true;
                 stop.cancel();
+                None
             }
+        };
+        match signal {
+            Some(Ok(signal)) if signal.cancel => stop.cancel(),
+            Some(Err(StoreError::LeaseLost { .. })) if !lost => {
+                tracing::warn!(run = %id, "the run's lease was lost (it was requeued): stopping it");
+                lost = true;
+                stop.cancel();
+            }
+            Some(Err(e)) => tracing::warn!(run = %id, error = %e, "could not report progress"),
+            _ => {}
         }
     };
+    if lost {
+        return;
+    }
+    if by_host {
+        let reason = "handed back: the OpenFactory host shut down during the run; it runs again when a worker is free";
+        if let Err(e) = app.store.release(&lease, reason).await {
+            tracing::warn!(run = %id, error = %e, "could not hand the run back");
+        }
+        return;
+    }
     let json = serde_json::to_string(&report).expect("serialisable");
     let (status, message) = match report.status {
-        _ if by_host => (
-            TestRunStatus::Error,
-            "interrupted: the OpenFactory host shut down during the run; start a new one with run_tests".to_owned(),
-        ),
         RunStatus::Passed => (TestRunStatus::Passed, report.message.clone()),
         RunStatus::Failed => (TestRunStatus::Failed, report.message.clone()),
         RunStatus::Error => (TestRunStatus::Error, report.message.clone()),
@@ -206,7 +232,7 @@ async fn run_one(app: &App, run: TestRunRecord, shutdown: &CancellationToken) {
     tracing::info!(run = %id, %status, passed = report.passed(), total = report.checks.len(), "test run finished");
     finish(
         app,
-        &id,
+        &lease,
         status,
         &message,
         report.passed(),

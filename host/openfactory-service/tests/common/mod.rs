@@ -81,10 +81,10 @@ pub fn new_build(id: &str) -> NewBuild<'_> {
 /// A build of `owner`'s, queued, claimed and completed with a 4 KiB ISO.
 pub async fn completed_build(store: &Store, owner: &OwnerId, id: &str) -> BuildRecord {
     store.create_build(owner, &new_build(id)).await.unwrap();
-    let running = store.claim_build("w").await.unwrap().unwrap();
+    let (lease, _) = store.claim_build("w").await.unwrap().unwrap();
     store
         .finish_build(
-            &running.id,
+            &lease,
             BuildEnd::Completed {
                 iso_sha256: "00",
                 iso_size_bytes: 4096,
@@ -93,5 +93,5 @@ pub async fn completed_build(store: &Store, owner: &OwnerId, id: &str) -> BuildR
         )
         .await
         .unwrap();
-    store.build(owner, &running.id).await.unwrap().unwrap()
+    store.build(owner, &lease.id).await.unwrap().unwrap()
 }

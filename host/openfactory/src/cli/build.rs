@@ -126,6 +126,7 @@ pub fn run(args: BuildArgs, config: &Config) -> anyhow::Result<ExitCode> {
         out_dir: &out_dir,
         observer: &bars,
         cancel: &cancel,
+        preface: &[],
     });
     bar.finish_and_clear();
     let log_path = out_dir.join(openfactory_build::pipeline::LOG_FILE);

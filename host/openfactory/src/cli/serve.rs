@@ -10,7 +10,7 @@ use openfactory_plugin_host::PluginHost;
 use openfactory_server::HostPolicy;
 use openfactory_service::links::LinkSigner;
 use openfactory_service::{App, OwnerPolicy, Planner, Settings, Vms};
-use openfactory_store::Store;
+use openfactory_store::{LeaseSettings, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -53,6 +53,14 @@ pub struct ServiceArgs {
     /// Database URL; default: SQLite in the home directory.
     #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Seconds without a heartbeat after which a running build or test run is
+    /// requeued (its worker is taken for lost); a job is claimed at most 3 times.
+    #[arg(
+        long,
+        env = "OPENFACTORY_HEARTBEAT_TIMEOUT_SECONDS",
+        default_value_t = 120
+    )]
+    pub heartbeat_timeout_seconds: u64,
     #[command(flatten)]
     pub builds: BuildArgs,
     #[command(flatten)]
@@ -63,7 +71,8 @@ pub struct ServiceArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Builds run at the same time (each uses a core and several GiB of disk).
+    /// Builds this process runs at the same time (each uses a core and several
+    /// GiB of disk); 0: none (remote workers run them).
     #[arg(long, env = "OPENFACTORY_BUILD_CONCURRENCY", default_value_t = 1)]
     pub build_concurrency: usize,
     /// Queued + running builds one owner may have.
@@ -123,7 +132,7 @@ pub struct VmArgs {
 /// How many test runs, and how long.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Test runs at the same time (each boots a VM).
+    /// Test runs this process runs at the same time (each boots a VM); 0: none.
     #[arg(long, env = "OPENFACTORY_TEST_CONCURRENCY", default_value_t = 1)]
     pub test_concurrency: usize,
     /// Queued + running test runs one owner may have.
@@ -223,9 +232,15 @@ impl Workers {
     async fn start(app: &Arc<App>, config: &Config, args: &ServiceArgs) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let builder = Arc::new(config.builder());
-        let worker = worker::worker_id();
-        worker::recover(app, &builder, &worker).await?;
-        crate::test_worker::recover(app, &worker).await?;
+        let worker = worker::worker_id(&config.home);
+        let leases = LeaseSettings {
+            heartbeat_timeout: std::time::Duration::from_secs(
+                args.heartbeat_timeout_seconds.max(5),
+            ),
+            ..LeaseSettings::default()
+        };
+        let vms = worker::recover(app, &builder, &worker, leases).await?;
+        crate::test_worker::remove_vms(app, &vms).await;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             tracing::warn!(
@@ -239,22 +254,27 @@ impl Workers {
                 "build tools are missing: builds will fail until they are installed"
             );
         }
-        let tasks = vec![
-            tokio::spawn(worker::run(
+        let mut tasks = vec![
+            tokio::spawn(worker::sweep_leases(app.clone(), leases, shutdown.clone())),
+            tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone())),
+        ];
+        if args.builds.build_concurrency > 0 {
+            tasks.push(tokio::spawn(worker::run(
                 app.clone(),
                 builder,
                 worker.clone(),
                 args.builds.build_concurrency,
                 shutdown.clone(),
-            )),
-            tokio::spawn(crate::test_worker::run(
+            )));
+        }
+        if args.tests.test_concurrency > 0 {
+            tasks.push(tokio::spawn(crate::test_worker::run(
                 app.clone(),
                 worker,
                 args.tests.test_concurrency,
                 shutdown.clone(),
-            )),
-            tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone())),
-        ];
+            )));
+        }
         Ok(Workers { shutdown, tasks })
     }
 
