@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::queue::{HELD, JobKind, Lease, lease_held};
+use crate::queue::{Claimer, HELD, JobKind, Lease, Needs, lease_held};
 use crate::{OwnerId, Store, StoreError, now, rfc3339};
 
 status_enum!(BuildStatus, "build status", {
@@ -31,6 +31,7 @@ pub struct NewBuild<'a> {
     pub plan_json: &'a str,
     pub features: &'a [String],
     pub retry_of: Option<&'a str>,
+    pub needs: Needs<'a>,
 }
 
 /// A build as stored.
@@ -153,8 +154,8 @@ impl Store {
         self.touch_owner(owner).await?;
         let features = serde_json::to_string(build.features).expect("serialisable");
         sqlx::query(
-            "INSERT INTO builds (id, owner_id, recipe_digest, recipe_name, recipe_json, plan_json, features_json, status, retry_of, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9)",
+            "INSERT INTO builds (id, owner_id, recipe_digest, recipe_name, recipe_json, plan_json, features_json, status, retry_of, created_at, arch, disk_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11)",
         )
         .bind(build.id)
         .bind(owner.as_str())
@@ -165,8 +166,11 @@ impl Store {
         .bind(&features)
         .bind(build.retry_of)
         .bind(now())
+        .bind(build.needs.arch)
+        .bind(i64::try_from(build.needs.disk_bytes).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;
+        self.jobs_changed().await;
         self.build(owner, build.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("a build vanished after insert".into()))
@@ -246,9 +250,9 @@ impl Store {
     /// Take the oldest queued build for `worker`, marking it running.
     pub async fn claim_build(
         &self,
-        worker: &str,
+        claimer: &Claimer<'_>,
     ) -> Result<Option<(Lease, BuildRecord)>, StoreError> {
-        match self.claim_job(JobKind::Build, worker, COLUMNS).await? {
+        match self.claim_job(JobKind::Build, claimer, COLUMNS).await? {
             Some((lease, row)) => Ok(Some((lease, record(&row)?))),
             None => Ok(None),
         }
@@ -360,6 +364,10 @@ pub(crate) mod tests {
             plan_json: "{}",
             features: &[],
             retry_of: None,
+            needs: Needs {
+                arch: "amd64",
+                disk_bytes: 1 << 30,
+            },
         }
     }
 
@@ -373,15 +381,29 @@ pub(crate) mod tests {
             assert!(store.build(&bob, "a1").await.unwrap().is_none());
             assert_eq!(store.builds(&alice, None, 10).await.unwrap().len(), 1);
 
-            let (first, build) = store.claim_build("w").await.unwrap().unwrap();
+            let (first, build) = store
+                .claim_build(&crate::queue::any_claimer("w"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 (build.id.as_str(), build.status),
                 ("a1", BuildStatus::Running),
                 "{engine}"
             );
-            let (second, _) = store.claim_build("w").await.unwrap().unwrap();
+            let (second, _) = store
+                .claim_build(&crate::queue::any_claimer("w"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(second.id, "b1", "{engine}");
-            assert!(store.claim_build("w").await.unwrap().is_none());
+            assert!(
+                store
+                    .claim_build(&crate::queue::any_claimer("w"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
 
             let signal = store
                 .job_progress(&first, "apply", 50, "step 3/9")
@@ -450,7 +472,13 @@ pub(crate) mod tests {
                 CancelOutcome::Cancelled,
                 "{engine}"
             );
-            assert!(store.claim_build("w").await.unwrap().is_none());
+            assert!(
+                store
+                    .claim_build(&crate::queue::any_claimer("w"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             assert_eq!(store.active_builds(&alice).await.unwrap(), 0);
         }
     }
@@ -470,7 +498,11 @@ pub(crate) mod tests {
                 .map(|b| b.id)
                 .collect();
             assert_eq!(ids, ["b4", "b3", "b2", "b1"], "{engine}");
-            let (_, first) = store.claim_build("w").await.unwrap().unwrap();
+            let (_, first) = store
+                .claim_build(&crate::queue::any_claimer("w"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(first.id, "b1", "{engine}: the queue is first in, first out");
         }
     }

@@ -90,13 +90,17 @@ pub mod queue;
 pub mod test_databases;
 mod test_runs;
 mod vms;
+mod workers;
 
 pub use accounts::{Account, Claimed, KeyLookup, McpKey};
 pub use builds::{BuildEnd, BuildRecord, BuildStatus, CancelOutcome, NewBuild};
 pub use engine::Engine;
-pub use queue::{JobKind, JobToken, Lease, LeaseSettings, Requeued, Signal};
+pub use queue::{
+    Claimer, JobKind, JobListener, JobToken, Lease, LeaseSettings, Needs, Requeue, Requeued, Signal,
+};
 pub use test_runs::{NewTestRun, StopRequest, TestRunEnd, TestRunRecord, TestRunStatus};
 pub use vms::VmRow;
+pub use workers::{WorkerLookup, WorkerRecord};
 
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -201,6 +205,8 @@ pub struct StoredRecipe {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// For connections outside the pool (PostgreSQL's `LISTEN`).
+    url: std::sync::Arc<str>,
 }
 
 pub(crate) fn now() -> i64 {
@@ -235,7 +241,11 @@ impl Store {
         let engine = Engine::of(url)?;
         let pool = engine.connect(url).await?;
         engine.migrate(&pool).await?;
-        Ok(Store { pool, engine })
+        Ok(Store {
+            pool,
+            engine,
+            url: url.into(),
+        })
     }
 
     /// Which engine this store runs on.

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Store, StoreError, now};
+use crate::{Engine, Store, StoreError, now};
 
 /// What a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -157,6 +157,24 @@ impl Default for LeaseSettings {
     }
 }
 
+/// What a job needs of the worker that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs<'a> {
+    /// Debian's name for the CPU architecture: `amd64`.
+    pub arch: &'a str,
+    /// Scratch disk the job may use.
+    pub disk_bytes: u64,
+}
+
+/// Who asks for a job, and what it can run.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimer<'a> {
+    /// Recorded in the job's `worker` column.
+    pub worker: &'a str,
+    pub arch: &'a str,
+    pub free_disk_bytes: u64,
+}
+
 /// What a heartbeat tells the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signal {
@@ -199,16 +217,18 @@ impl Store {
     pub(crate) async fn claim_job(
         &self,
         kind: JobKind,
-        worker: &str,
+        claimer: &Claimer<'_>,
         columns: &str,
     ) -> Result<Option<(Lease, AnyRow)>, StoreError> {
+        let worker = claimer.worker;
         let token = JobToken::new();
         let (stage, message) = kind.first_stage();
         let table = kind.table();
         let sql = format!(
             "UPDATE {table} SET status = 'running', worker = $1, lease_token_hash = $2, heartbeat_at = $3,
                     started_at = $3, attempts = attempts + 1, stage = $4, progress = 0, message = $5
-             WHERE id = (SELECT id FROM {table} WHERE status = 'queued' ORDER BY seq LIMIT 1{lock})
+             WHERE id = (SELECT id FROM {table} WHERE status = 'queued' AND arch = $6 AND disk_bytes <= $7
+                         ORDER BY seq LIMIT 1{lock})
                AND status = 'queued'
              RETURNING {columns}",
             lock = self.engine.skip_locked(),
@@ -219,6 +239,8 @@ impl Store {
             .bind(now())
             .bind(stage)
             .bind(message)
+            .bind(claimer.arch)
+            .bind(i64::try_from(claimer.free_disk_bytes).unwrap_or(i64::MAX))
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
@@ -300,6 +322,7 @@ impl Store {
             .bind(crate::truncate_chars(reason, 500))
             .execute(&self.pool)
             .await?;
+        self.jobs_changed().await;
         lease_held(lease, done.rows_affected())
     }
 
@@ -408,7 +431,48 @@ impl Store {
                 }
             }
         }
+        if out.iter().any(|r| r.outcome == Requeue::Queued) {
+            self.jobs_changed().await;
+        }
         Ok(out)
+    }
+}
+
+/// Wakes a claimer when jobs may have become claimable, whichever control
+/// plane queued them (PostgreSQL `LISTEN`; within one process the service's
+/// own wake-up does the same on SQLite).
+pub struct JobListener(sqlx::postgres::PgListener);
+
+impl JobListener {
+    /// Wait for the next change.
+    pub async fn changed(&mut self) -> Result<(), StoreError> {
+        self.0.recv().await?;
+        Ok(())
+    }
+}
+
+const CHANNEL: &str = "openfactory_jobs";
+
+impl Store {
+    /// Say that jobs may have become claimable (queued, requeued, handed back).
+    pub(crate) async fn jobs_changed(&self) {
+        if self.engine == Engine::Postgres {
+            // Best effort: claimers also look now and then.
+            let _ = sqlx::query(&format!("NOTIFY {CHANNEL}"))
+                .execute(&self.pool)
+                .await;
+        }
+    }
+
+    /// A listener for [`Store::jobs_changed`] from any process; `None` on
+    /// SQLite, which has no other processes to hear from.
+    pub async fn job_listener(&self) -> Result<Option<JobListener>, StoreError> {
+        if self.engine != Engine::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(Some(JobListener(listener)))
     }
 }
 
@@ -435,6 +499,16 @@ fn signal(lease: &Lease, cancel: Option<i64>) -> Result<Signal, StoreError> {
             kind: lease.kind,
             id: lease.id.clone(),
         }),
+    }
+}
+
+/// A claimer that can run anything, for tests.
+#[cfg(any(test, feature = "test-databases"))]
+pub fn any_claimer(worker: &str) -> Claimer<'_> {
+    Claimer {
+        worker,
+        arch: "amd64",
+        free_disk_bytes: u64::MAX,
     }
 }
 
@@ -465,7 +539,11 @@ mod tests {
             let owner = OwnerId::local();
             store.create_build(&owner, &new_build("b1")).await.unwrap();
             let settings = LeaseSettings::default();
-            let (first, _) = store.claim_build("w1").await.unwrap().unwrap();
+            let (first, _) = store
+                .claim_build(&any_claimer("w1"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(first.attempt, 1);
             // A live lease is left alone.
             assert!(store.requeue_silent(settings).await.unwrap().is_empty());
@@ -490,7 +568,11 @@ mod tests {
                 );
             }
 
-            let (second, _) = store.claim_build("w2").await.unwrap().unwrap();
+            let (second, _) = store
+                .claim_build(&any_claimer("w2"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((second.attempt, second.id.as_str()), (2, "b1"), "{engine}");
             let because = second.requeued_because.clone().unwrap();
             assert!(
@@ -498,11 +580,21 @@ mod tests {
                 "{because}"
             );
             // Another claimer cannot finish it with a token of its own.
-            assert!(store.claim_build("w3").await.unwrap().is_none());
+            assert!(
+                store
+                    .claim_build(&any_claimer("w3"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
 
             age_heartbeats(&store, 121).await;
             store.requeue_silent(settings).await.unwrap();
-            let (third, _) = store.claim_build("w3").await.unwrap().unwrap();
+            let (third, _) = store
+                .claim_build(&any_claimer("w3"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(third.attempt, 3);
             age_heartbeats(&store, 121).await;
             let ended = store.requeue_silent(settings).await.unwrap();
@@ -514,7 +606,13 @@ mod tests {
                 error.contains("worker was lost on every attempt (3 of 3)") && error.contains("w3"),
                 "{error}"
             );
-            assert!(store.claim_build("w1").await.unwrap().is_none());
+            assert!(
+                store
+                    .claim_build(&any_claimer("w1"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
         }
     }
 
@@ -524,16 +622,28 @@ mod tests {
             let owner = OwnerId::local();
             store.create_build(&owner, &new_build("b1")).await.unwrap();
             store.create_build(&owner, &new_build("b2")).await.unwrap();
-            let (lease, _) = store.claim_build("w1").await.unwrap().unwrap();
+            let (lease, _) = store
+                .claim_build(&any_claimer("w1"))
+                .await
+                .unwrap()
+                .unwrap();
             store
                 .release(&lease, "worker w1 is shutting down")
                 .await
                 .unwrap();
-            let (again, build) = store.claim_build("w2").await.unwrap().unwrap();
+            let (again, build) = store
+                .claim_build(&any_claimer("w2"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((build.id.as_str(), again.attempt), ("b1", 1), "{engine}");
 
             // A job whose owner asked it to stop stops instead.
-            let (other, _) = store.claim_build("w1").await.unwrap().unwrap();
+            let (other, _) = store
+                .claim_build(&any_claimer("w1"))
+                .await
+                .unwrap()
+                .unwrap();
             store.cancel_build(&owner, "b2").await.unwrap();
             store.release(&other, "shutting down").await.unwrap();
             let b2 = store.build(&owner, "b2").await.unwrap().unwrap();
@@ -546,7 +656,11 @@ mod tests {
         for (engine, store) in crate::test_databases::each().await {
             let owner = OwnerId::local();
             store.create_build(&owner, &new_build("b1")).await.unwrap();
-            store.claim_build("w1").await.unwrap().unwrap();
+            store
+                .claim_build(&any_claimer("w1"))
+                .await
+                .unwrap()
+                .unwrap();
             store.cancel_build(&owner, "b1").await.unwrap();
             let gone = store
                 .requeue_worker("w1", LeaseSettings::default(), "its token was revoked")
@@ -571,8 +685,10 @@ mod tests {
                     let store = store.clone();
                     tokio::spawn(async move {
                         let mut mine = Vec::new();
-                        while let Some((lease, _)) =
-                            store.claim_build(&format!("w{n}")).await.unwrap()
+                        while let Some((lease, _)) = store
+                            .claim_build(&any_claimer(&format!("w{n}")))
+                            .await
+                            .unwrap()
                         {
                             mine.push(lease.id);
                         }
@@ -586,6 +702,35 @@ mod tests {
             }
             claimed.sort();
             assert_eq!(claimed, ids, "{engine}: every job claimed exactly once");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_cannot_run_a_job_never_gets_it() {
+        for (engine, store) in crate::test_databases::each().await {
+            let owner = OwnerId::local();
+            store.create_build(&owner, &new_build("b1")).await.unwrap();
+            let small = Claimer {
+                worker: "small",
+                arch: "amd64",
+                free_disk_bytes: (1 << 30) - 1,
+            };
+            let arm = Claimer {
+                worker: "arm",
+                arch: "arm64",
+                free_disk_bytes: u64::MAX,
+            };
+            assert!(
+                store.claim_build(&small).await.unwrap().is_none(),
+                "{engine}"
+            );
+            assert!(store.claim_build(&arm).await.unwrap().is_none(), "{engine}");
+            let (lease, _) = store
+                .claim_build(&any_claimer("big"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(lease.id, "b1");
         }
     }
 

@@ -37,13 +37,13 @@ pub async fn fresh_postgres() -> Option<String> {
         .unwrap_or(Duration::ZERO)
         .as_secs();
     let old: Vec<String> = conn
-        .fetch_all("SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE 'of_test_%'")
+        .fetch_all("SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE 'of_store_test_%'")
         .await
         .expect("list test databases")
         .iter()
         .filter_map(|row| row.try_get::<String, _>(0).ok())
         .filter(|name| {
-            let made = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
+            let made = name.split('_').nth(3).and_then(|t| t.parse::<u64>().ok());
             made.is_some_and(|t| t + 6 * 3600 < now)
         })
         .collect();
@@ -54,7 +54,7 @@ pub async fn fresh_postgres() -> Option<String> {
     }
     let mut random = [0u8; 6];
     getrandom::fill(&mut random).expect("the OS has randomness");
-    let name = format!("of_test_{now}_{}", hex::encode(random));
+    let name = format!("of_store_test_{now}_{}", hex::encode(random));
     conn.execute(format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));

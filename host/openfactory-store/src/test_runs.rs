@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::queue::{HELD, JobKind, Lease, lease_held};
+use crate::queue::{Claimer, HELD, JobKind, Lease, Needs, lease_held};
 use crate::{OwnerId, Store, StoreError, now, rfc3339};
 
 status_enum!(TestRunStatus, "test run status", {
@@ -36,6 +36,7 @@ pub struct NewTestRun<'a> {
     pub memory_mb: u32,
     pub vcpus: u32,
     pub timeout_seconds: u32,
+    pub needs: Needs<'a>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,8 +137,8 @@ impl Store {
     ) -> Result<TestRunRecord, StoreError> {
         self.touch_owner(owner).await?;
         sqlx::query(
-            "INSERT INTO test_runs (id, owner_id, build_id, status, message, checks_json, memory_mb, vcpus, timeout_seconds, created_at)
-             VALUES ($1, $2, $3, 'queued', 'waiting for a test VM slot', $4, $5, $6, $7, $8)",
+            "INSERT INTO test_runs (id, owner_id, build_id, status, message, checks_json, memory_mb, vcpus, timeout_seconds, created_at, arch, disk_bytes)
+             VALUES ($1, $2, $3, 'queued', 'waiting for a test VM slot', $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(run.id)
         .bind(owner.as_str())
@@ -147,8 +148,11 @@ impl Store {
         .bind(i64::from(run.vcpus))
         .bind(i64::from(run.timeout_seconds))
         .bind(now())
+        .bind(run.needs.arch)
+        .bind(i64::try_from(run.needs.disk_bytes).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;
+        self.jobs_changed().await;
         self.test_run(owner, run.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("a test run vanished after insert".into()))
@@ -203,9 +207,9 @@ impl Store {
     /// Take the oldest queued run for `worker`, marking it running.
     pub async fn claim_test_run(
         &self,
-        worker: &str,
+        claimer: &Claimer<'_>,
     ) -> Result<Option<(Lease, TestRunRecord)>, StoreError> {
-        match self.claim_job(JobKind::TestRun, worker, COLUMNS).await? {
+        match self.claim_job(JobKind::TestRun, claimer, COLUMNS).await? {
             Some((lease, row)) => Ok(Some((lease, record(&row)?))),
             None => Ok(None),
         }
@@ -312,6 +316,10 @@ mod tests {
             memory_mb: 1024,
             vcpus: 1,
             timeout_seconds: 600,
+            needs: Needs {
+                arch: "amd64",
+                disk_bytes: 1 << 30,
+            },
         }
     }
 
@@ -329,7 +337,11 @@ mod tests {
                 StopRequest::NotFound
             );
 
-            let (lease, claimed) = store.claim_test_run("w").await.unwrap().unwrap();
+            let (lease, claimed) = store
+                .claim_test_run(&crate::queue::any_claimer("w"))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((claimed.id.as_str(), lease.attempt), ("t1", 1), "{engine}");
             store.set_test_run_vm(&lease, "ab12").await.unwrap();
             assert_eq!(
@@ -346,7 +358,13 @@ mod tests {
                 store.stop_test_run(&alice, "t2").await.unwrap(),
                 StopRequest::Stopped
             );
-            assert!(store.claim_test_run("w").await.unwrap().is_none());
+            assert!(
+                store
+                    .claim_test_run(&crate::queue::any_claimer("w"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             let signal = store
                 .job_progress(&lease, "checks", 50, "2 of 4")
                 .await
@@ -393,7 +411,11 @@ mod tests {
         for (engine, store) in crate::test_databases::each().await {
             let alice = OwnerId::parse("ip:10.0.0.1").unwrap();
             store.create_test_run(&alice, &run("t1")).await.unwrap();
-            let (lease, _) = store.claim_test_run("w").await.unwrap().unwrap();
+            let (lease, _) = store
+                .claim_test_run(&crate::queue::any_claimer("w"))
+                .await
+                .unwrap()
+                .unwrap();
             store.set_test_run_vm(&lease, "ab12").await.unwrap();
             let gone = store
                 .requeue_worker("w", crate::LeaseSettings::default(), "the host restarted")
