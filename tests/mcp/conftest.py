@@ -6,10 +6,19 @@ CLI). Tests that need a process of their own (stdio, shutdown) start it
 themselves from the same kind of HOME.
 
 Environment:
-  OPENFACTORY_BIN          the binary (default <repo>/target/debug/openfactory)
-  OPENFACTORY_PROJECT_KEY  public key to trust (default <repo>/target/signing/project.pub)
-  OPENFACTORY_BUNDLES      directory of plugin bundle directories (default <repo>/target/bundles)
-  OPENFACTORY_RECIPES_DIR  the template catalog (default <repo>/recipes)
+  OPENFACTORY_BIN            the binary (default <repo>/target/debug/openfactory)
+  OPENFACTORY_PROJECT_KEY    public key to trust (default <repo>/target/signing/project.pub)
+  OPENFACTORY_BUNDLES        directory of plugin bundle directories (default <repo>/target/bundles)
+  OPENFACTORY_RECIPES_DIR    the template catalog (default <repo>/recipes)
+  OPENFACTORY_TEST_DATABASE  sqlite (default: each HOME's own file) or postgres: each HOME gets a
+                             fresh PostgreSQL database (of_test_<session pid>_<hex>), created through
+                             OPENFACTORY_TEST_POSTGRES and dropped at the end of the session
+  OPENFACTORY_TEST_POSTGRES  admin URL of a PostgreSQL server (`sudo cargo xtask postgres` prints one);
+                             required with OPENFACTORY_TEST_DATABASE=postgres: the run fails without it
+
+On PostgreSQL, `of_bin` is a launcher that execs the real binary with `--database-url` added to every
+command that opens the database (serve, mcp --stdio, account, key), whoever launches it (ofmcp.Server,
+stdio sessions, or a test running the CLI itself): see ofmcp.postgres_launcher.
 """
 
 from __future__ import annotations
@@ -23,6 +32,21 @@ from pathlib import Path
 import pytest
 
 import ofmcp
+
+
+def pytest_configure(config):
+    # A wrong or unreachable database is the run's failure, never a skip.
+    try:
+        if ofmcp.database_kind() == "postgres":
+            ofmcp.check_postgres()
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def pytest_report_header(config):
+    if ofmcp.database_kind() == "postgres":
+        return f"openfactory database: PostgreSQL, a fresh database per HOME on {ofmcp.redacted(ofmcp.postgres_admin_url())}"
+    return "openfactory database: SQLite (a file in each HOME)"
 
 
 @pytest.fixture(scope="session")
@@ -57,11 +81,29 @@ def _watchdog(request):
 
 
 @pytest.fixture(scope="session")
-def of_bin() -> str:
+def databases(tmp_path_factory):
+    """On PostgreSQL, the directory listing each HOME's database (None on SQLite); every database in it is
+    dropped when the session ends, after the servers using them have stopped."""
+    if ofmcp.database_kind() != "postgres":
+        yield None
+        return
+    stale = ofmcp.drop_stale_databases()
+    if stale:
+        print(f"\ndropped {len(stale)} database(s) left by earlier sessions: {' '.join(stale)}")
+    registry = tmp_path_factory.mktemp("databases")
+    yield registry
+    problems = ofmcp.drop_databases(registry)
+    assert not problems, "could not drop the test databases:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def of_bin(databases) -> str:
     binary = ofmcp.binary()
     if not os.access(binary, os.X_OK):
         pytest.fail(f"openfactory binary not found at {binary} (set OPENFACTORY_BIN or run cargo build -p openfactory)")
-    return binary
+    if databases is None:
+        return binary
+    return ofmcp.postgres_launcher(binary, databases)
 
 
 def _catalog_state() -> dict[str, tuple[int, int]]:

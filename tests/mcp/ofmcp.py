@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
+import stat
 import subprocess
+import sys
 import time
+import urllib.parse
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +85,225 @@ def server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFACTORY_") or k == "OPENFACTORY_NOVNC_DIR"}
     env["OPENFACTORY_RECIPES_DIR"] = str(recipes_dir())
     return env
+
+
+# --------------------------------------------------------------------------- databases
+#
+# OPENFACTORY_TEST_DATABASE=sqlite (the default) leaves every process on the SQLite file in its HOME.
+# OPENFACTORY_TEST_DATABASE=postgres gives every HOME a PostgreSQL database of its own, created on the
+# server named by OPENFACTORY_TEST_POSTGRES (an admin URL, e.g. postgres://postgres@127.0.0.1:5433/postgres):
+# the suite's `of_bin` is then a launcher (see postgres_launcher) that adds `--database-url` to every
+# command that opens the database, so that tests launching the CLI themselves get it too.
+
+DATABASES = ("sqlite", "postgres")
+# The CLI's commands that open the database (they take --database-url); the others never do.
+DATABASE_COMMANDS = ("serve", "mcp", "account", "key")
+
+
+def database_kind() -> str:
+    kind = os.environ.get("OPENFACTORY_TEST_DATABASE") or "sqlite"
+    if kind not in DATABASES:
+        raise ValueError(f"OPENFACTORY_TEST_DATABASE={kind!r}: expected one of {', '.join(DATABASES)}")
+    return kind
+
+
+def postgres_admin_url() -> str | None:
+    return os.environ.get("OPENFACTORY_TEST_POSTGRES") or None
+
+
+def psql(sql: str, url: str | None = None, *args: str) -> subprocess.CompletedProcess:
+    """Run one statement with the psql CLI (at the admin URL unless given); never raises on SQL errors."""
+    url = url or postgres_admin_url()
+    assert url, "OPENFACTORY_TEST_POSTGRES is not set"
+    binary = shutil.which("psql") or "/usr/bin/psql"
+    return subprocess.run(
+        [binary, "-X", "-q", "-v", "ON_ERROR_STOP=1", *args, "-d", url, "-c", sql],
+        env={**os.environ, "PGCONNECT_TIMEOUT": "10"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def check_postgres() -> str:
+    """The admin URL, once it answers; a message saying what is missing otherwise (raised as ValueError)."""
+    url = postgres_admin_url()
+    if not url:
+        raise ValueError("OPENFACTORY_TEST_DATABASE=postgres needs OPENFACTORY_TEST_POSTGRES, an admin URL "
+                         "(e.g. postgres://postgres@127.0.0.1:5433/postgres; `sudo cargo xtask postgres` starts one)")
+    if not shutil.which("psql"):
+        raise ValueError("OPENFACTORY_TEST_DATABASE=postgres needs the psql CLI (Debian: postgresql-client)")
+    done = psql("SELECT 1", url)
+    if done.returncode != 0:
+        raise ValueError(f"PostgreSQL at OPENFACTORY_TEST_POSTGRES={redacted(url)} does not answer: {done.stderr.strip()[:500]}")
+    return url
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def database_url_of(name: str) -> str:
+    """The admin URL with another database name."""
+    return urllib.parse.urlsplit(postgres_admin_url())._replace(path="/" + name).geturl()
+
+
+def _home_key(home: str | Path) -> str:
+    # The launcher computes the same key (LAUNCHER below).
+    return hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:32]
+
+
+_registry: Path | None = None
+
+
+def database_url(home: Path) -> str | None:
+    """The database URL the launcher gave processes of this HOME (None on SQLite, or before any asked)."""
+    if _registry is None:
+        return None
+    try:
+        name = (_registry / _home_key(home)).read_text().split("\n")[0]
+    except FileNotFoundError:
+        return None
+    return database_url_of(name)
+
+
+def db_rows(home: Path, sql: str) -> list[tuple[str, ...]]:
+    """Rows of a query on HOME's database, whichever it is, every value as text (NULL as '')."""
+    url = database_url(home)
+    if url is None:
+        db = sqlite3.connect(home / "openfactory.db")
+        try:
+            return [tuple("" if v is None else str(v) for v in row) for row in db.execute(sql)]
+        finally:
+            db.close()
+    done = psql(sql, url, "-A", "-t", "-F", "\t")
+    assert done.returncode == 0, f"psql {sql!r} failed: {done.stderr[:1000]}"
+    return [tuple(line.split("\t")) for line in done.stdout.splitlines()]
+
+
+LAUNCHER = r'''#!@PYTHON@ -IS
+"""`openfactory` for the MCP suite on PostgreSQL; written by tests/mcp/ofmcp.py (postgres_launcher).
+
+A command that opens the database (serve, mcp, account, key) without --database-url gets the one of
+its --home: a database of its own, created on first use and listed in REGISTRY, which the suite drops
+at its end. Then it execs the real binary, so its process is the binary itself."""
+import fcntl, hashlib, os, secrets, subprocess, sys, urllib.parse
+
+REAL = @REAL@
+ADMIN = @ADMIN@
+PSQL = @PSQL@
+REGISTRY = @REGISTRY@
+SESSION = @SESSION@
+DATABASE_COMMANDS = @DATABASE_COMMANDS@
+COMMANDS = {*DATABASE_COMMANDS, "recipe", "plugin", "build", "test"}
+
+
+def home_of(args):
+    for i, a in enumerate(args):
+        if a == "--home" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--home="):
+            return a[len("--home="):]
+    return os.environ.get("OPENFACTORY_HOME")
+
+
+def database_for(home):
+    home = os.path.realpath(home)
+    entry = os.path.join(REGISTRY, hashlib.sha256(home.encode()).hexdigest()[:32])
+    with open(os.path.join(REGISTRY, ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(entry) as f:
+                name = f.read().split("\n")[0]
+        except FileNotFoundError:
+            name = f"of_test_{SESSION}_{secrets.token_hex(6)}"
+            done = subprocess.run([PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", ADMIN, "-c", f"CREATE DATABASE {name}"],
+                                  env={**os.environ, "PGCONNECT_TIMEOUT": "10"}, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"openfactory test launcher: CREATE DATABASE {name} failed: {done.stderr.strip()}")
+            with open(entry + ".tmp", "w") as f:
+                f.write(f"{name}\n{home}\n")
+            os.rename(entry + ".tmp", entry)
+    return urllib.parse.urlsplit(ADMIN)._replace(path="/" + name).geturl()
+
+
+args = sys.argv[1:]
+command = next((a for a in args if a in COMMANDS), None)
+if command in DATABASE_COMMANDS and not any(a == "--database-url" or a.startswith("--database-url=") for a in args):
+    home = home_of(args)
+    if home is None:
+        sys.exit(f"openfactory test launcher: `{command}` without --home: which database is its?")
+    args = [*args, "--database-url", database_for(home)]
+os.execv(REAL, [REAL, *args])
+'''
+
+
+def postgres_launcher(real_bin: str, registry: Path) -> str:
+    """Write the launcher (in `registry`, which lists the databases it creates); its path."""
+    global _registry
+    _registry = registry
+    values = {
+        "@PYTHON@": sys.executable,
+        "@REAL@": repr(str(real_bin)),
+        "@ADMIN@": repr(postgres_admin_url()),
+        "@PSQL@": repr(shutil.which("psql") or "/usr/bin/psql"),
+        "@REGISTRY@": repr(str(registry)),
+        "@SESSION@": repr(str(os.getpid())),
+        "@DATABASE_COMMANDS@": repr(DATABASE_COMMANDS),
+    }
+    text = LAUNCHER
+    for k, v in values.items():
+        text = text.replace(k, v)
+    launcher = registry / "openfactory"
+    launcher.write_text(text)
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(launcher)
+
+
+def drop_databases(registry: Path) -> list[str]:
+    """Drop every database the launcher created (WITH (FORCE): a server left running loses its connections);
+    the problems, if any."""
+    problems = []
+    for entry in sorted(registry.iterdir()):
+        if entry.name.startswith(".") or entry.name == "openfactory" or entry.suffix == ".tmp":
+            continue
+        name = entry.read_text().split("\n")[0]
+        done = psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if done.returncode != 0:
+            problems.append(f"{name}: {done.stderr.strip()[:300]}")
+    return problems
+
+
+STALE = re.compile(r"^of_test_([0-9]+)_[0-9a-f]+$")
+
+
+def drop_stale_databases() -> list[str]:
+    """Drop databases an earlier session left (it was killed before its end), when the server is on this
+    machine and that session's process is gone; their names."""
+    host = urllib.parse.urlsplit(postgres_admin_url()).hostname
+    if host not in (None, "", "127.0.0.1", "localhost", "::1"):
+        return []
+    listed = psql("SELECT datname FROM pg_database WHERE datname LIKE 'of_test_%'", None, "-A", "-t")
+    dropped = []
+    for name in listed.stdout.split():
+        m = STALE.match(name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # that session still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)").returncode == 0:
+            dropped.append(name)
+    return dropped
 
 
 # --------------------------------------------------------------------------- processes

@@ -5,13 +5,18 @@
 //! - `install [--home DIR]`: trust the project key and install the bundles
 //!   (default home: target/dev-home).
 //! - `run -- ARGS`: install into target/dev-home, then run `openfactory ARGS`.
-//! - `test`: plugins, then the whole test suite.
+//! - `test`: plugins, then the whole test suite (the Rust tests and the MCP
+//!   suite's store-level files on SQLite and PostgreSQL, the whole MCP suite
+//!   once, on PostgreSQL).
+//! - `postgres [--data DIR] [--port N]`: start the tests' PostgreSQL server
+//!   (root; reused when running) and print its admin URL.
 //! - `bench`: plugins, then the benchmarks (release build).
 //! - `bench-build`: an image by hand against `openfactory build`, cold and
 //!   warm, and whether two builds give the same ISO (root, network, ~10 min).
 
 mod bench_build;
 mod bench_tests;
+mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,18 +71,55 @@ fn main() -> Result<()> {
                 browser_driver(&root)?;
                 ensure_libvirtd()
             })?;
+            let postgres = parts.time("PostgreSQL test server", ensure_postgres)?;
             let rust = parts.time("Rust tests (cargo test --workspace)", || {
                 run(cargo()
                     .args(["test", "--workspace", "--no-fail-fast"])
                     .args(HOST_FEATURES)
-                    .envs(test_env(&root)))
+                    .envs(test_env(&root))
+                    .envs(postgres_env(postgres.as_deref())))
             });
-            // The MCP end-to-end suite drives the real binary with the official Python SDK.
-            let python = parts.time("MCP suite (tests/mcp, official Python SDK)", || {
-                mcp_tests(&root)
-            });
+            // The MCP end-to-end suite drives the real binary with the official
+            // Python SDK. The store-level files run on both databases; the
+            // files that build and boot images run once, on PostgreSQL (the
+            // scale-out target), or on SQLite when there is no PostgreSQL.
+            let python = parts
+                .time("MCP suite set-up (venv, host binary)", || mcp_setup(&root))
+                .and_then(|python| match &postgres {
+                    Some(url) => {
+                        let sqlite = parts.time("MCP suite on SQLite (store-level files)", || {
+                            mcp_tests(&root, &python, None, MCP_STORE_FILES)
+                        });
+                        let pg = parts.time("MCP suite on PostgreSQL (all files)", || {
+                            mcp_tests(&root, &python, Some(url), &[])
+                        });
+                        sqlite.and(pg)
+                    }
+                    None => parts.time("MCP suite on SQLite (all files; no PostgreSQL)", || {
+                        mcp_tests(&root, &python, None, &[])
+                    }),
+                });
             parts.print();
             rust.and(python)
+        }
+        Some("postgres") => {
+            let mut data = PathBuf::from(postgres::DATA_DIR);
+            let mut port = postgres::PORT;
+            let mut rest = args.iter().skip(1);
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--data" => {
+                        data = PathBuf::from(rest.next().context("--data needs a directory")?)
+                    }
+                    "--port" => port = rest.next().context("--port needs a number")?.parse()?,
+                    other => bail!("postgres: unknown argument {other}"),
+                }
+            }
+            if !is_root() {
+                bail!("cargo xtask postgres runs the server as the postgres user: run it as root");
+            }
+            println!("{}", postgres::ensure(&data, port)?);
+            Ok(())
         }
         Some("bench") => {
             plugins(&root)?;
@@ -99,7 +141,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | bench | bench-build | bench-tests>"
+                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | postgres [--data DIR] [--port N] | bench | bench-build | bench-tests>"
             );
             bail!("unknown task")
         }
@@ -330,8 +372,21 @@ fn plugins(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Run tests/mcp with the official MCP Python SDK in a virtualenv under target/.
-fn mcp_tests(root: &Path) -> Result<()> {
+/// The MCP suite's files that exercise the store and the protocol without
+/// building or booting an image (~20 s): they run on both databases.
+const MCP_STORE_FILES: &[&str] = &[
+    "test_http.py",
+    "test_accounts.py",
+    "test_transports.py",
+    "test_hostile.py",
+    "test_stdio.py",
+    "test_recipes.py",
+    "test_isolation.py",
+];
+
+/// The virtualenv with the official MCP Python SDK (under target/), and the
+/// host binary the suite drives; the venv's python.
+fn mcp_setup(root: &Path) -> Result<PathBuf> {
     let venv = root.join("target/venv");
     let python = venv.join("bin/python");
     if !python.exists() {
@@ -350,10 +405,35 @@ fn mcp_tests(root: &Path) -> Result<()> {
     run(cargo()
         .args(["build", "-q", "-p", "openfactory"])
         .args(HOST_FEATURES))?;
-    run(Command::new(&python)
-        .args(["-m", "pytest", "tests/mcp", "-q", "-p", "no:cacheprovider"])
+    Ok(python)
+}
+
+/// Run tests/mcp (`files` of it, or all when empty) against SQLite, or
+/// against the PostgreSQL server whose admin URL is `postgres` (the suite
+/// creates a fresh database for every server it starts).
+fn mcp_tests(root: &Path, python: &Path, postgres: Option<&str>, files: &[&str]) -> Result<()> {
+    let mut pytest = Command::new(python);
+    pytest.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"]);
+    if files.is_empty() {
+        pytest.arg("tests/mcp");
+    } else {
+        pytest.args(files.iter().map(|f| root.join("tests/mcp").join(f)));
+    }
+    pytest
         .env("OPENFACTORY_BIN", host_binary(root, "debug"))
-        .envs(test_env(root)))
+        .envs(test_env(root))
+        .env(
+            "OPENFACTORY_TEST_DATABASE",
+            if postgres.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            },
+        );
+    if let Some(url) = postgres {
+        pytest.env("OPENFACTORY_TEST_POSTGRES", url);
+    }
+    run(&mut pytest)
 }
 
 /// Debian packages builds and their tests use, by a command each provides.
@@ -370,6 +450,10 @@ const BUILD_TOOLS: &[(&str, &str)] = &[
     ("pkg-config", "pkg-config"),
     ("libvirtd", "libvirt-daemon-system"),
     ("virsh", "libvirt-clients"),
+    // The tests' PostgreSQL server (its initdb and pg_ctl are checked by
+    // postgres::bin_dir, being under a versioned directory).
+    ("psql", "postgresql"),
+    ("pg_isready", "postgresql"),
 ];
 /// Packages without a command to look for.
 const BUILD_FILES: &[(&str, &str)] = &[
@@ -403,6 +487,53 @@ fn ensure_libvirtd() -> Result<()> {
     bail!("libvirtd started but {LIBVIRT_SOCKET} did not appear within 20 s")
 }
 
+/// The admin URL of a PostgreSQL server for the tests (they create a fresh
+/// database per test or server through it): `OPENFACTORY_TEST_POSTGRES` if
+/// set, else, as root, the test cluster (`cargo xtask postgres`), started if
+/// need be. None otherwise: the tests that need PostgreSQL then skip, unless
+/// `OPENFACTORY_REQUIRE_POSTGRES` is set, as CI does.
+fn ensure_postgres() -> Result<Option<String>> {
+    if let Some(url) = std::env::var("OPENFACTORY_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        if !postgres::is_ready(&url) {
+            bail!("OPENFACTORY_TEST_POSTGRES is set, but no PostgreSQL server answers there");
+        }
+        return Ok(Some(url));
+    }
+    if is_root() {
+        return postgres::ensure(Path::new(postgres::DATA_DIR), postgres::PORT).map(Some);
+    }
+    if required("OPENFACTORY_REQUIRE_POSTGRES") {
+        bail!(
+            "OPENFACTORY_REQUIRE_POSTGRES is set but OPENFACTORY_TEST_POSTGRES is not (run as root, or `sudo cargo xtask postgres` and export the URL it prints)"
+        );
+    }
+    eprintln!(
+        "xtask: no PostgreSQL for the tests (set OPENFACTORY_TEST_POSTGRES, or run as root): its tests skip"
+    );
+    Ok(None)
+}
+
+fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What the tests get to reach PostgreSQL: the admin URL, and
+/// `OPENFACTORY_REQUIRE_POSTGRES` as given (children inherit it anyway; it is
+/// spelled out so that clearing the environment would not lose it).
+fn postgres_env(url: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut env = Vec::new();
+    if let Some(url) = url {
+        env.push(("OPENFACTORY_TEST_POSTGRES", url.to_owned()));
+    }
+    if let Ok(require) = std::env::var("OPENFACTORY_REQUIRE_POSTGRES") {
+        env.push(("OPENFACTORY_REQUIRE_POSTGRES", require));
+    }
+    env
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -429,6 +560,11 @@ fn ensure_build_tools() -> Result<()> {
             .filter(|(file, _)| !Path::new(file).exists())
             .map(|(_, package)| *package),
     );
+    if postgres::bin_dir().is_none() {
+        missing.push("postgresql");
+    }
+    missing.sort_unstable();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
@@ -510,4 +646,21 @@ fn install(root: &Path, home: &Path) -> Result<()> {
             .arg(&bundle))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A renamed or removed file would otherwise be an error only when
+    /// `cargo xtask test` reaches the MCP suite.
+    #[test]
+    fn the_store_level_mcp_files_exist() {
+        for file in MCP_STORE_FILES {
+            assert!(
+                root().join("tests/mcp").join(file).is_file(),
+                "MCP_STORE_FILES names {file}, which tests/mcp does not hold"
+            );
+        }
+    }
 }
