@@ -7,7 +7,6 @@ hostile input. (Another account's ids on every page: test_isolation_all.)"""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 
 import httpx2
 import pytest
@@ -131,9 +130,7 @@ async def test_sessions_are_httponly_cookies_kept_hashed_and_ended_on_sign_out(s
         assert "HttpOnly" in session and "SameSite=Lax" in session and "Path=/" in session and "Max-Age=" in session
         assert "Secure" not in session  # served over http here; https public URLs make it Secure and __Host-
         secret = web.cookies["of_session"]
-        db = sqlite3.connect(server.home / "openfactory.db")
-        hashes = [row[0] for row in db.execute("SELECT id_hash FROM web_sessions")]
-        db.close()
+        hashes = [row[0] for row in ofmcp.db_rows(server.home, "SELECT id_hash FROM web_sessions")]
         assert hashlib.sha256(secret.encode()).hexdigest() in hashes and secret not in hashes
 
         assert (await web.get("/settings")).status_code == 200

@@ -50,7 +50,10 @@ async fn fixture_with(hosts: HostPolicy, requests_per_minute: u32) -> Fixture {
         Planner::new(catalog, plugins),
         LinkSigner::new([7; 32]),
         Vms {
-            backend: Backend::Qemu(QemuBackend::new(&dir.path().join("vms"), AccelSetting::Tcg)),
+            backend: std::sync::Arc::new(Backend::Qemu(QemuBackend::new(
+                &dir.path().join("vms"),
+                AccelSetting::Tcg,
+            ))),
             max_memory_mb: 1024,
             max_vcpus: 1,
             max_vms: 1,

@@ -86,7 +86,7 @@ impl Planner {
 
 /// The VM backend and the bounds every owner's VMs live within.
 pub struct Vms {
-    pub backend: Backend,
+    pub backend: std::sync::Arc<Backend>,
     pub max_memory_mb: u32,
     pub max_vcpus: u32,
     /// VMs one owner may have.

@@ -9,7 +9,7 @@ use openfactory_build::pipeline::{ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE};
 use openfactory_build::progress::Stage;
 use openfactory_core::plan::{self, Plan};
 use openfactory_core::rules;
-use openfactory_store::{BuildRecord, BuildStatus, CancelOutcome, NewBuild, OwnerId};
+use openfactory_store::{BuildRecord, BuildStatus, CancelOutcome, Needs, NewBuild, OwnerId};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
@@ -23,6 +23,13 @@ use crate::recipes;
 
 /// Longest wait for a build's progress: under the 60 s many clients allow a call.
 pub const MAX_WAIT_SECONDS: u64 = 50;
+
+/// The architecture images are built for (Debian's name): a worker must
+/// run it to build them.
+pub const BUILD_ARCH: &str = "amd64";
+/// Scratch disk a build may need on its worker (the base, the image tree,
+/// the squashfs and the ISO).
+pub const BUILD_DISK_BYTES: u64 = 4 << 30;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct BuildCreated {
@@ -279,6 +286,10 @@ pub async fn create(
                 plan_json: &plan_json,
                 features: &features,
                 retry_of: retry_of.map(BuildId::as_str),
+                needs: Needs {
+                    arch: BUILD_ARCH,
+                    disk_bytes: BUILD_DISK_BYTES,
+                },
             },
         )
         .await?;

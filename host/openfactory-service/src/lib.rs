@@ -26,6 +26,7 @@ pub mod recipes;
 pub mod schema;
 pub mod test_runs;
 pub mod vms;
+pub mod workers;
 
 pub use app::{App, Planner, Settings, Vms, Wake};
 pub use error::{Error, ErrorKind, Result};

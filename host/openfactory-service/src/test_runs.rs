@@ -4,7 +4,7 @@
 use openfactory_core::Plan;
 use openfactory_core::plan::PlannedCheck;
 use openfactory_store::{
-    BuildStatus, NewTestRun, OwnerId, StopRequest, TestRunRecord, TestRunStatus,
+    BuildStatus, Needs, NewTestRun, OwnerId, StopRequest, TestRunRecord, TestRunStatus,
 };
 use openfactory_testrun::{CheckResult, RunReport, Stage};
 use schemars::JsonSchema;
@@ -216,6 +216,11 @@ pub async fn create(
                 memory_mb: memory.expect("checked"),
                 vcpus: vcpus.expect("checked"),
                 timeout_seconds: timeout.expect("checked"),
+                needs: Needs {
+                    arch: crate::builds::BUILD_ARCH,
+                    // A copy of the ISO and the VM's overlay.
+                    disk_bytes: build.iso_size_bytes.unwrap_or(0) + (1 << 30),
+                },
             },
         )
         .await?;

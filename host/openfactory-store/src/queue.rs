@@ -17,7 +17,7 @@ use sqlx::any::AnyRow;
 use crate::{Engine, Store, StoreError, now};
 
 /// What a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Build,

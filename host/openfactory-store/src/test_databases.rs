@@ -37,7 +37,9 @@ pub async fn fresh_postgres() -> Option<String> {
         .unwrap_or(Duration::ZERO)
         .as_secs();
     let old: Vec<String> = conn
-        .fetch_all("SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE 'of_store_test_%'")
+        .fetch_all(
+            "SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE 'of_store_test_%'",
+        )
         .await
         .expect("list test databases")
         .iter()

@@ -227,6 +227,20 @@ impl Store {
         lease_held(lease, done.rows_affected())
     }
 
+    /// The build a leased run tests.
+    pub async fn leased_test_run_build(&self, lease: &Lease) -> Result<String, StoreError> {
+        let build: Option<String> =
+            sqlx::query_scalar(&format!("SELECT build_id FROM test_runs WHERE {HELD}"))
+                .bind(&lease.id)
+                .bind(lease.token.hash())
+                .fetch_optional(&self.pool)
+                .await?;
+        build.ok_or_else(|| StoreError::LeaseLost {
+            kind: lease.kind,
+            id: lease.id.clone(),
+        })
+    }
+
     /// Record the report so far of a leased run.
     pub async fn test_run_report(
         &self,

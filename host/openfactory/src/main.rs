@@ -7,7 +7,6 @@
 mod cli;
 mod config;
 mod render;
-mod test_worker;
 mod vms;
 mod worker;
 

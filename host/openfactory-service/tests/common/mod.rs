@@ -49,7 +49,7 @@ pub fn app_on(store: Store, dir: &tempfile::TempDir, backend: Backend) -> Arc<Ap
         Planner::new(catalog, plugins),
         signer(),
         Vms {
-            backend,
+            backend: Arc::new(backend),
             max_memory_mb: 2048,
             max_vcpus: 2,
             max_vms: 3,

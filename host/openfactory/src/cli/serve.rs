@@ -200,7 +200,7 @@ async fn app(
             .max(openfactory_service::test_runs::MIN_TIMEOUT_SECONDS),
     };
     let vms = Vms {
-        backend: crate::vms::backend(vm_args, &config.home.join("vms")).await?,
+        backend: Arc::new(crate::vms::backend(vm_args, &config.home.join("vms")).await?),
         max_memory_mb: vm_args.max_vm_memory_mb.max(256),
         max_vcpus: vm_args.max_vm_vcpus.max(1),
         max_vms: vm_args.max_vms,
@@ -239,8 +239,7 @@ impl Workers {
             ),
             ..LeaseSettings::default()
         };
-        let vms = worker::recover(app, &builder, &worker, leases).await?;
-        crate::test_worker::remove_vms(app, &vms).await;
+        worker::recover(app, &builder, &worker, leases).await?;
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             tracing::warn!(
@@ -256,25 +255,17 @@ impl Workers {
         }
         let mut tasks = vec![
             tokio::spawn(worker::sweep_leases(app.clone(), leases, shutdown.clone())),
+            tokio::spawn(worker::relay_job_changes(app.clone(), shutdown.clone())),
             tokio::spawn(crate::vms::reaper(app.clone(), shutdown.clone())),
         ];
-        if args.builds.build_concurrency > 0 {
-            tasks.push(tokio::spawn(worker::run(
-                app.clone(),
-                builder,
-                worker.clone(),
-                args.builds.build_concurrency,
-                shutdown.clone(),
-            )));
-        }
-        if args.tests.test_concurrency > 0 {
-            tasks.push(tokio::spawn(crate::test_worker::run(
-                app.clone(),
-                worker,
-                args.tests.test_concurrency,
-                shutdown.clone(),
-            )));
-        }
+        tasks.extend(worker::run_local(
+            app,
+            builder,
+            worker,
+            args.builds.build_concurrency,
+            args.tests.test_concurrency,
+            &shutdown,
+        ));
         Ok(Workers { shutdown, tasks })
     }
 

@@ -1,0 +1,491 @@
+//! The control plane's side of the worker API ([`crate::wire`]): remote
+//! workers claim jobs, report through their leases, upload a build's outputs
+//! and fetch the ISO a test run boots. Workers hold no database credentials;
+//! every call is checked against the store (a revoked worker is refused on
+//! its next call, on every control plane).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use futures::TryStreamExt;
+use openfactory_service::App;
+use openfactory_store::{JobKind, JobToken, Lease, WorkerLookup, WorkerRecord};
+use tokio::io::AsyncWriteExt;
+
+use crate::control::{BUILD_OUTPUTS, ControlError, Task};
+use crate::local::{CLAIM_WAIT, claim, finish_build, finish_test_run};
+use crate::wire::{self, JOB_TOKEN, Refusal, SHA256};
+
+/// The routes, under [`wire::PREFIX`].
+pub fn router(app: Arc<App>) -> axum::Router {
+    let jobs = format!("{}/jobs/{{kind}}/{{id}}", wire::PREFIX);
+    axum::Router::new()
+        .route(&format!("{}/claim", wire::PREFIX), post(claim_job))
+        .route(&format!("{jobs}/heartbeat"), post(heartbeat))
+        .route(&format!("{jobs}/progress"), post(progress))
+        .route(&format!("{jobs}/vm"), post(set_vm))
+        .route(&format!("{jobs}/finish"), post(finish))
+        .route(&format!("{jobs}/release"), post(release))
+        .route(&format!("{jobs}/iso"), get(iso))
+        .route(
+            &format!("{jobs}/outputs/{{name}}"),
+            put(upload).layer(DefaultBodyLimit::disable()),
+        )
+        .with_state(app)
+}
+
+/// A refusal as the wire says it.
+struct Refused(StatusCode, Refusal);
+
+impl Refused {
+    fn new(status: StatusCode, error: impl Into<String>) -> Refused {
+        Refused(
+            status,
+            Refusal {
+                error: error.into(),
+                lease_lost: false,
+            },
+        )
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<ControlError> for Refused {
+    fn from(e: ControlError) -> Refused {
+        match e {
+            ControlError::LeaseLost { .. } => Refused(
+                StatusCode::CONFLICT,
+                Refusal {
+                    error: format!("{e}: stop working on this job"),
+                    lease_lost: true,
+                },
+            ),
+            ControlError::Refused(message) => Refused::new(StatusCode::BAD_REQUEST, message),
+            ControlError::Unavailable(message) => {
+                tracing::warn!(error = %message, "worker API: store unavailable");
+                Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the control plane's database is unavailable; retry",
+                )
+            }
+        }
+    }
+}
+
+impl From<openfactory_store::StoreError> for Refused {
+    fn from(e: openfactory_store::StoreError) -> Refused {
+        ControlError::from(e).into()
+    }
+}
+
+type Reply<T> = Result<T, Refused>;
+
+/// The worker a request's bearer token belongs to.
+async fn worker(app: &App, headers: &HeaderMap, capabilities: Option<&str>) -> Reply<WorkerRecord> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            Refused::new(
+                StatusCode::UNAUTHORIZED,
+                "Authorization: send `Bearer of_wkr_…`, a worker token (`openfactory worker-token create`)",
+            )
+        })?;
+    let hash = openfactory_service::workers::token_hash(token).ok_or_else(|| {
+        Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "Authorization: that is not a worker token (they start with of_wkr_)",
+        )
+    })?;
+    match app.store.worker_by_token(&hash, capabilities).await? {
+        WorkerLookup::Valid(worker) => Ok(worker),
+        WorkerLookup::Revoked(worker) => Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "worker `{}`: its token was revoked; enrol it again with a new token",
+                worker.name
+            ),
+        )),
+        WorkerLookup::Unknown => Err(Refused::new(
+            StatusCode::UNAUTHORIZED,
+            "Authorization: unknown worker token",
+        )),
+    }
+}
+
+/// The lease a request names: its kind and id in the path, its token in a header.
+fn lease(worker: &WorkerRecord, headers: &HeaderMap, kind: &str, id: &str) -> Reply<Lease> {
+    let kind = match kind {
+        "build" => JobKind::Build,
+        "test_run" => JobKind::TestRun,
+        other => {
+            return Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "`{}` is not a job kind; use build or test_run",
+                    other.escape_debug()
+                ),
+            ));
+        }
+    };
+    let token = headers
+        .get(JOB_TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(JobToken::parse)
+        .ok_or_else(|| {
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                format!("{JOB_TOKEN}: send the job token the claim answered with"),
+            )
+        })?;
+    Ok(Lease {
+        kind,
+        id: id.to_owned(),
+        token,
+        worker: worker.worker_id(),
+        attempt: 0,
+        requeued_because: None,
+    })
+}
+
+/// A JSON body, or a refusal that names the field (never the parser's words
+/// about Rust types).
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Reply<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = e.to_string();
+        let field = what
+            .split('`')
+            .nth(1)
+            .map(|f| format!("field `{f}`"))
+            .unwrap_or_else(|| "the request body".into());
+        Refused::new(
+            StatusCode::BAD_REQUEST,
+            format!("{field}: not what the worker API expects at line {} column {}; upgrade the worker to this control plane's version", e.line(), e.column()),
+        )
+    })
+}
+
+async fn claim_job(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Reply<Response> {
+    let request: wire::ClaimRequest = body(&bytes)?;
+    let capabilities = serde_json::to_string(&request.capabilities).ok();
+    let worker = worker(&app, &headers, capabilities.as_deref()).await?;
+    if request.kinds.is_empty() {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "kinds: name at least one of build, test_run",
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+    loop {
+        for &kind in &request.kinds {
+            if let Some(task) =
+                claim(&app, &worker.worker_id(), &request.capabilities, kind).await?
+            {
+                tracing::info!(worker = %worker.name, %kind, "a remote worker claimed a job");
+                return Ok(Json(claimed(task)).into_response());
+            }
+        }
+        let wake = &app.wake;
+        tokio::select! {
+            _ = wake.builds.notified(), if request.kinds.contains(&JobKind::Build) => {}
+            _ = wake.test_runs.notified(), if request.kinds.contains(&JobKind::TestRun) => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+fn claimed(task: Task) -> wire::Claimed {
+    let (lease, job) = match task {
+        Task::Build(t) => (
+            t.lease,
+            wire::Job::Build {
+                plan: Box::new(t.plan),
+            },
+        ),
+        Task::TestRun(t) => (t.lease, wire::Job::TestRun(t.spec)),
+    };
+    wire::Claimed {
+        kind: lease.kind,
+        id: lease.id.clone(),
+        token: lease.token.as_str().to_owned(),
+        attempt: lease.attempt,
+        requeued_because: lease.requeued_because.clone(),
+        job,
+    }
+}
+
+async fn heartbeat(
+    State(app): State<Arc<App>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply<Json<wire::SignalReply>> {
+    let worker = worker(&app, &headers, None).await?;
+    let lease = lease(&worker, &headers, &kind, &id)?;
+    let signal = app.store.heartbeat(&lease).await?;
+    Ok(Json(wire::SignalReply {
+        cancel: signal.cancel,
+    }))
+}
+
+async fn progress(
+    State(app): State<Arc<App>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Reply<Json<wire::SignalReply>> {
+    let worker = worker(&app, &headers, None).await?;
+    let lease = lease(&worker, &headers, &kind, &id)?;
+    let report: wire::Progress = body(&bytes)?;
+    let signal = app
+        .store
+        .job_progress(&lease, &report.stage, report.percent, &report.message)
+        .await?;
+    if let (Some(partial), JobKind::TestRun) = (&report.report, lease.kind) {
+        app.store.test_run_report(&lease, partial).await?;
+    }
+    Ok(Json(wire::SignalReply {
+        cancel: signal.cancel,
+    }))
+}
+
+async fn set_vm(
+    State(app): State<Arc<App>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Reply<StatusCode> {
+    let worker = worker(&app, &headers, None).await?;
+    let lease = lease(&worker, &headers, &kind, &id)?;
+    let vm: wire::SetVm = body(&bytes)?;
+    if vm.vm_id.is_empty()
+        || vm.vm_id.len() > 64
+        || !vm
+            .vm_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "vm_id: letters, digits and -, at most 64",
+        ));
+    }
+    app.store.set_test_run_vm(&lease, &vm.vm_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn finish(
+    State(app): State<Arc<App>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Reply<StatusCode> {
+    let worker = worker(&app, &headers, None).await?;
+    let lease = lease(&worker, &headers, &kind, &id)?;
+    match lease.kind {
+        JobKind::Build => {
+            let finish: wire::FinishBuild = body(&bytes)?;
+            if let crate::control::BuildOutcome::Completed { iso_sha256, .. } = &finish.outcome {
+                // The ISO the worker says it made is the one it uploaded.
+                let stored =
+                    stored_sha256(&app, &lease.id, openfactory_build::pipeline::ISO_FILE).await;
+                if stored.as_deref() != Some(iso_sha256.as_str()) {
+                    return Err(Refused::new(
+                        StatusCode::BAD_REQUEST,
+                        "outcome.iso_sha256: no uploaded ISO has that SHA-256; upload the ISO (PUT …/outputs/openfactory.iso) first",
+                    ));
+                }
+            }
+            app.metrics
+                .build_finished(finish.outcome.word(), finish.seconds);
+            finish_build(&app, &lease, &finish.outcome).await?;
+        }
+        JobKind::TestRun => {
+            let finish: wire::FinishTestRun = body(&bytes)?;
+            finish_test_run(&app, &lease, &finish.outcome).await?;
+        }
+    }
+    tracing::info!(worker = %worker.name, kind = %lease.kind, id = %lease.id, "a remote worker finished a job");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn release(
+    State(app): State<Arc<App>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Reply<StatusCode> {
+    let worker = worker(&app, &headers, None).await?;
+    let lease = lease(&worker, &headers, &kind, &id)?;
+    let release: wire::Release = body(&bytes)?;
+    app.store.release(&lease, &release.reason).await?;
+    app.wake.builds.notify_waiters();
+    app.wake.test_runs.notify_waiters();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The SHA-256 recorded when an output was stored.
+async fn stored_sha256(app: &App, build_id: &str, name: &str) -> Option<String> {
+    let path = app
+        .settings
+        .build_dir(build_id)
+        .join(format!("{name}.sha256"));
+    tokio::fs::read_to_string(path)
+        .await
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// `PUT …/outputs/{name}`: one of a build's outputs, streamed to disk while
+/// hashed; kept only if its SHA-256 is the one the worker announced.
+async fn upload(
+    State(app): State<Arc<App>>,
+    Path((kind, id, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    request: Body,
+) -> Reply<Json<wire::Stored>> {
+    let worker = worker(&app, &headers, None).await?;
+    let lease = lease(&worker, &headers, &kind, &id)?;
+    if lease.kind != JobKind::Build {
+        return Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            "only builds have outputs",
+        ));
+    }
+    if !BUILD_OUTPUTS.contains(&name.as_str()) {
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "name: `{}` is not a build output; use one of {}",
+                name.escape_debug(),
+                BUILD_OUTPUTS.join(", ")
+            ),
+        ));
+    }
+    let expected = headers
+        .get(SHA256)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| {
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                format!("{SHA256}: send the file's SHA-256 (64 hex digits)"),
+            )
+        })?;
+    // The lease is held (and stays checked at finish).
+    app.store.heartbeat(&lease).await?;
+    let dir = app.settings.build_dir(&lease.id);
+    tokio::fs::create_dir_all(&dir).await.map_err(io_refusal)?;
+    let partial = dir.join(format!(".{name}.partial"));
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .map_err(io_refusal)?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut size = 0u64;
+    let mut stream = request.into_data_stream();
+    let copied: Result<(), Refused> = async {
+        while let Some(chunk) = stream.try_next().await.map_err(|e| {
+            Refused::new(
+                StatusCode::BAD_REQUEST,
+                format!("the upload broke off: {e}; send it again"),
+            )
+        })? {
+            sha2::Digest::update(&mut hasher, &chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io_refusal)?;
+        }
+        file.flush().await.map_err(io_refusal)?;
+        Ok(())
+    }
+    .await;
+    drop(file);
+    let actual = hex::encode(sha2::Digest::finalize(hasher));
+    if let Err(e) = copied {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    if actual != expected {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{SHA256}: the upload's SHA-256 is {actual}, not {expected}; nothing was kept, send it again"
+            ),
+        ));
+    }
+    tokio::fs::write(dir.join(format!("{name}.sha256")), &actual)
+        .await
+        .map_err(io_refusal)?;
+    tokio::fs::rename(&partial, dir.join(&name))
+        .await
+        .map_err(io_refusal)?;
+    Ok(Json(wire::Stored {
+        size_bytes: size,
+        sha256: actual,
+    }))
+}
+
+/// `GET /jobs/test_run/{id}/iso`: the ISO of the build a leased run tests.
+async fn iso(
+    State(app): State<Arc<App>>,
+    Path((kind, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply<Response> {
+    let worker = worker(&app, &headers, None).await?;
+    let lease = lease(&worker, &headers, &kind, &id)?;
+    if lease.kind != JobKind::TestRun {
+        return Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            "only test runs boot an ISO",
+        ));
+    }
+    let build_id = app.store.leased_test_run_build(&lease).await?;
+    let path = app
+        .settings
+        .build_dir(&build_id)
+        .join(openfactory_build::pipeline::ISO_FILE);
+    let file = tokio::fs::File::open(&path).await.map_err(|_| {
+        Refused::new(
+            StatusCode::NOT_FOUND,
+            format!("build {build_id} has no ISO on this control plane"),
+        )
+    })?;
+    let size = file.metadata().await.map_err(io_refusal)?.len();
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn io_refusal(e: std::io::Error) -> Refused {
+    tracing::error!(error = %e, "worker API: file system error");
+    Refused::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the control plane could not store the file; retry",
+    )
+}
