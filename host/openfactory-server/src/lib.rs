@@ -11,6 +11,10 @@
 //! 5. `limits`: the per-caller rate limits (not for `/healthz`, `/metrics`
 //!    and static files);
 //! 6. on the MCP routes, `caller`: an API key becomes its account, or 401.
+//!
+//! The worker API (`openfactory_worker::api`, for `openfactory worker` on
+//! other machines) passes 1–3 only: workers authenticate every call with
+//! their token, report several times a second, and upload whole ISOs.
 
 mod api;
 mod caller;
@@ -55,6 +59,10 @@ pub fn router(
     )
     .layer(middleware::from_fn_with_state(app.clone(), caller::resolve));
 
+    let hosts = Arc::new(hosts);
+    let workers = openfactory_worker::api::router(app.clone())
+        .layer(middleware::from_fn_with_state(hosts.clone(), host::check));
+
     let checked = Router::new()
         .merge(mcp)
         .merge(api::router(app.clone(), owners.clone()))
@@ -64,10 +72,11 @@ pub fn router(
             limits::check,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(Arc::new(hosts), host::check));
+        .layer(middleware::from_fn_with_state(hosts, host::check));
 
     Router::new()
         .merge(status::router(app))
+        .merge(workers)
         .merge(checked)
         .layer(middleware::from_fn(trace::request))
         .layer(middleware::from_fn(headers::security))

@@ -25,6 +25,7 @@ use crate::wire::{self, JOB_TOKEN, Refusal, SHA256};
 pub fn router(app: Arc<App>) -> axum::Router {
     let jobs = format!("{}/jobs/{{kind}}/{{id}}", wire::PREFIX);
     axum::Router::new()
+        .route(&format!("{}/whoami", wire::PREFIX), get(whoami))
         .route(&format!("{}/claim", wire::PREFIX), post(claim_job))
         .route(&format!("{jobs}/heartbeat"), post(heartbeat))
         .route(&format!("{jobs}/progress"), post(progress))
@@ -175,6 +176,11 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Reply<T> {
             format!("{field}: not what the worker API expects at line {} column {}; upgrade the worker to this control plane's version", e.line(), e.column()),
         )
     })
+}
+
+async fn whoami(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply<Json<wire::WhoAmI>> {
+    let worker = worker(&app, &headers, None).await?;
+    Ok(Json(wire::WhoAmI { name: worker.name }))
 }
 
 async fn claim_job(

@@ -28,6 +28,8 @@ pub struct RemoteControl {
     server: String,
     token: String,
     work_dir: PathBuf,
+    /// Set when the control plane refuses this worker's token.
+    refused: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl RemoteControl {
@@ -42,7 +44,39 @@ impl RemoteControl {
             server: server.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
             work_dir: work_dir.to_owned(),
+            refused: tokio::sync::watch::channel(None).0,
         })
+    }
+
+    /// The name the control plane knows this worker by: a quick check of the
+    /// URL and the token before any job is asked for.
+    pub async fn whoami(&self) -> Reply<String> {
+        let request = self.http.get(self.url("/whoami")).bearer_auth(&self.token);
+        let me: wire::WhoAmI = json(self.send(request, None).await?).await?;
+        Ok(me.name)
+    }
+
+    /// Resolves when the control plane refuses this worker's token (it was
+    /// revoked): the worker should stop.
+    pub async fn refused(&self) -> String {
+        let mut rx = self.refused.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn note(&self, reply: Reply<reqwest::Response>) -> Reply<reqwest::Response> {
+        if let Err(ControlError::Refused(reason)) = &reply {
+            if reason.starts_with(wire::UNAUTHORIZED) {
+                self.refused.send_replace(Some(reason.clone()));
+            }
+        }
+        reply
     }
 
     fn url(&self, path: &str) -> String {
@@ -140,7 +174,7 @@ impl Control for RemoteControl {
             .map_err(|e| {
                 ControlError::Unavailable(format!("the control plane {}: {e}", self.server))
             })?;
-        let response = refusal(response, None).await?;
+        let response = self.note(refusal(response, None).await)?;
         if response.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }

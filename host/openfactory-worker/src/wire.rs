@@ -16,6 +16,15 @@ pub const JOB_TOKEN: &str = "x-openfactory-job-token";
 /// The header that carries an uploaded file's SHA-256.
 pub const SHA256: &str = "x-openfactory-sha256";
 
+/// How a refused worker token is reported (the worker then stops).
+pub const UNAUTHORIZED: &str = "unauthorized";
+
+/// `GET /whoami`: the worker a token belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub name: String,
+}
+
 /// `POST /claim`: the next job of one of `kinds` this worker can run. The
 /// answer waits up to about 20 s for one; `204 No Content` when none came.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ mod plugin;
 mod recipe;
 pub mod serve;
 mod test;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +100,11 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Serve MCP on stdio.
     Mcp(serve::McpArgs),
+    /// Run builds and test runs for a control plane, on this machine (no database needed).
+    Worker(worker::WorkerArgs),
+    /// Enrol, list and revoke remote workers (on the control plane's database).
+    #[command(subcommand)]
+    WorkerToken(worker::WorkerTokenCommand),
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -131,6 +137,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => account::key(cmd, &config),
         Command::Serve(args) => serve::serve(args, &config),
         Command::Mcp(args) => serve::mcp(args, &config),
+        Command::Worker(args) => worker::run(args, &config),
+        Command::WorkerToken(cmd) => worker::token(cmd, &config),
     }
 }
 
