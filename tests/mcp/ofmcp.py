@@ -97,7 +97,7 @@ def server_env() -> dict[str, str]:
 
 DATABASES = ("sqlite", "postgres")
 # The CLI's commands that open the database (they take --database-url); the others never do.
-DATABASE_COMMANDS = ("serve", "mcp", "account", "key")
+DATABASE_COMMANDS = ("serve", "mcp", "account", "key", "worker-token")
 
 
 def database_kind() -> str:
