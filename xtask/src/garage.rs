@@ -71,9 +71,15 @@ pub fn ensure_garage(_root: &Path) -> Result<Vec<(&'static str, String)>> {
         None => start(&cli, &state, &secrets)?,
     };
     setup(&cli, &secrets)?;
-    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], s3_port)), Duration::from_secs(10))?;
+    wait_for_tcp(
+        SocketAddr::from(([127, 0, 0, 1], s3_port)),
+        Duration::from_secs(10),
+    )?;
     Ok(vec![
-        ("OPENFACTORY_TEST_S3_ENDPOINT", format!("http://127.0.0.1:{s3_port}")),
+        (
+            "OPENFACTORY_TEST_S3_ENDPOINT",
+            format!("http://127.0.0.1:{s3_port}"),
+        ),
         ("OPENFACTORY_TEST_S3_BUCKET", BUCKET.to_owned()),
         ("OPENFACTORY_TEST_S3_ACCESS_KEY_ID", secrets.key_id),
         ("OPENFACTORY_TEST_S3_SECRET_ACCESS_KEY", secrets.secret_key),
@@ -116,7 +122,12 @@ fn ensure_installed() -> Result<PathBuf> {
         .args(["-n", "10"])
         .arg(cargo)
         .args(["install", "garage", "--version", VERSION])
-        .args(["--no-default-features", "--features", "bundled-libs,sqlite", "--locked"])
+        .args([
+            "--no-default-features",
+            "--features",
+            "bundled-libs,sqlite",
+            "--locked",
+        ])
         .args(["--root", TOOLS_DIR])
         .env("CARGO_TARGET_DIR", BUILD_DIR)
         .status()

@@ -18,8 +18,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{Error, Result};
 use crate::ByteStream;
+use crate::error::{Error, Result};
 
 /// The default bound of the cache: 16 GiB.
 pub const DEFAULT_LIMIT: u64 = 16 * 1024 * 1024 * 1024;
@@ -56,7 +56,10 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         let mut locks = self.cache.locks.lock().unwrap_or_else(|e| e.into_inner());
         // Ours and the map's: nobody else waits for it.
-        if locks.get(&self.path).is_some_and(|l| Arc::strong_count(l) <= 2) {
+        if locks
+            .get(&self.path)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
             locks.remove(&self.path);
         }
     }
@@ -144,7 +147,11 @@ impl Entry {
 
     /// Write `stream` to a temporary file, hashing it; check it against
     /// `expected`; move it into place and write its record.
-    pub(crate) async fn fill(&self, mut stream: ByteStream, expected: Option<&str>) -> Result<PathBuf> {
+    pub(crate) async fn fill(
+        &self,
+        mut stream: ByteStream,
+        expected: Option<&str>,
+    ) -> Result<PathBuf> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         tokio::fs::create_dir_all(&self.dir)
             .await
@@ -171,7 +178,9 @@ impl Entry {
                     .await
                     .map_err(|e| Error::io(temp.display(), e))?;
             }
-            file.sync_data().await.map_err(|e| Error::io(temp.display(), e))?;
+            file.sync_data()
+                .await
+                .map_err(|e| Error::io(temp.display(), e))?;
             Ok::<_, Error>((hex::encode(hasher.finalize()), size))
         }
         .await;
@@ -300,7 +309,10 @@ mod tests {
         let keep = put(tmp.path(), "b4", "a.iso", 100, 4 * hour);
         sweep(tmp.path(), 250, &keep).unwrap();
         assert!(!oldest.exists(), "the least recently used goes first");
-        assert!(!tmp.path().join("b1/.a.iso.sha256").exists(), "with its record");
+        assert!(
+            !tmp.path().join("b1/.a.iso.sha256").exists(),
+            "with its record"
+        );
         assert!(!tmp.path().join("b1").exists(), "and its empty directory");
         assert!(!older.exists(), "then the next, until under the limit");
         assert!(recent.exists(), "a copy used within the grace period stays");

@@ -41,9 +41,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 pub use bytes::Bytes;
+pub use cache::{DEFAULT_LIMIT as DEFAULT_CACHE_LIMIT, GRACE as CACHE_GRACE};
 pub use error::{Error, Result};
 pub use location::{Location, S3Location};
-pub use cache::{DEFAULT_LIMIT as DEFAULT_CACHE_LIMIT, GRACE as CACHE_GRACE};
 pub use url::Url;
 
 /// Size of one multipart part, and the threshold above which an upload is
@@ -314,7 +314,10 @@ impl ArtifactStore {
         if let Some(r) = &range
             && r.start >= r.end
         {
-            return Err(Error::invalid(format!("range {}..{}: empty", r.start, r.end)));
+            return Err(Error::invalid(format!(
+                "range {}..{}: empty",
+                r.start, r.end
+            )));
         }
         let key = self.key(build_id, name)?;
         let options = GetOptions {
@@ -380,44 +383,31 @@ impl ArtifactStore {
         collect(download.stream, max_bytes).await.map(Some)
     }
 
-    /// The last `max_bytes` of the artifact (all of it when smaller), reading
-    /// only those: for log tails. `None` when there is no such artifact.
+    /// The last `max_bytes` of the artifact (all of it when smaller): for log
+    /// tails. `None` when there is no such artifact.
+    ///
+    /// Two requests (its size, then a bounded range), not one suffix range:
+    /// Garage 2.5 answers a suffix range of an empty object with the
+    /// `Content-Range` `bytes 0-18446744073709551615/0`, on which
+    /// `object_store` 0.14 overflows.
     pub async fn tail(
         &self,
         build_id: &str,
         name: &str,
         max_bytes: u64,
     ) -> Result<Option<Vec<u8>>> {
-        check_name("build id", build_id)?;
-        check_name("artifact name", name)?;
-        let key = self.key(build_id, name)?;
-        let error = if max_bytes == 0 {
-            None
-        } else {
-            let options = GetOptions {
-                range: Some(GetRange::Suffix(max_bytes)),
-                ..GetOptions::default()
-            };
-            match self.store.get_opts(&key, options).await {
-                Ok(result) => {
-                    let (id, nm) = (build_id.to_owned(), name.to_owned());
-                    let stream = result
-                        .into_stream()
-                        .map_err(move |e| Error::backend(e, &id, &nm))
-                        .boxed();
-                    return collect(stream, max_bytes).await.map(Some);
-                }
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => Some(Error::backend(e, build_id, name)),
-            }
+        let Some(meta) = self.head(build_id, name).await? else {
+            return Ok(None);
         };
-        // An empty object has no suffix range (S3 answers 416), nor has any
-        // object a zero-length one.
-        match (self.head(build_id, name).await?, error) {
-            (None, _) => Ok(None),
-            (Some(meta), _) if meta.size_bytes == 0 || max_bytes == 0 => Ok(Some(Vec::new())),
-            (Some(_), Some(e)) => Err(e),
-            (Some(_), None) => Ok(Some(Vec::new())),
+        let size = meta.size_bytes;
+        if size == 0 || max_bytes == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let range = size.saturating_sub(max_bytes)..size;
+        match self.get(build_id, name, Some(range)).await {
+            Ok(download) => collect(download.stream, max_bytes).await.map(Some),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -483,7 +473,11 @@ impl ArtifactStore {
             }
             Backend::S3 { prefix, cache, .. } => {
                 let dir = self.build_key(prefix, build_id)?;
-                let listed = self.store.list(Some(&dir)).map_ok(|meta| meta.location).boxed();
+                let listed = self
+                    .store
+                    .list(Some(&dir))
+                    .map_ok(|meta| meta.location)
+                    .boxed();
                 self.store
                     .delete_stream(listed)
                     .try_for_each(|_| futures::future::ready(Ok(())))
@@ -733,7 +727,12 @@ fn check_name(what: &str, value: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        let shown: String = value.chars().take(MAX_NAME_LEN).collect::<String>().escape_debug().to_string();
+        let shown: String = value
+            .chars()
+            .take(MAX_NAME_LEN)
+            .collect::<String>()
+            .escape_debug()
+            .to_string();
         Err(Error::invalid(format!(
             "{what} `{shown}`: 1–{MAX_NAME_LEN} lowercase letters, digits, `-` and `.`, \
              starting with a letter or digit, without `..`"
@@ -755,7 +754,10 @@ fn check_sha256(value: &str) -> Result<String> {
 
 /// Whether two paths name one existing file.
 async fn same_file(a: &Path, b: &Path) -> bool {
-    match (tokio::fs::canonicalize(a).await, tokio::fs::canonicalize(b).await) {
+    match (
+        tokio::fs::canonicalize(a).await,
+        tokio::fs::canonicalize(b).await,
+    ) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
@@ -809,12 +811,18 @@ mod tests {
 
     #[test]
     fn names_stay_inside_their_build() {
-        for good in ["openfactory.iso", "build.log", "sbom.spdx.json", "0a1b2c3d4e5f", "a"] {
+        for good in [
+            "openfactory.iso",
+            "build.log",
+            "sbom.spdx.json",
+            "0a1b2c3d4e5f",
+            "a",
+        ] {
             check_name("name", good).unwrap();
         }
         for bad in [
-            "", ".", "..", "../x", "a/b", "/etc", "a..b", ".hidden", "-x", "UPPER", "a b",
-            "a\0b", "a\\b", "é", "a%2fb",
+            "", ".", "..", "../x", "a/b", "/etc", "a..b", ".hidden", "-x", "UPPER", "a b", "a\0b",
+            "a\\b", "é", "a%2fb",
         ] {
             assert!(
                 matches!(check_name("name", bad), Err(Error::Invalid { .. })),

@@ -185,7 +185,10 @@ mod tests {
             Location::S3(S3Location::new("openfactory", ""))
         );
         let loc: Location = "s3://my-bucket/prod/builds/".parse().unwrap();
-        assert_eq!(loc, Location::S3(S3Location::new("my-bucket", "prod/builds")));
+        assert_eq!(
+            loc,
+            Location::S3(S3Location::new("my-bucket", "prod/builds"))
+        );
         assert_eq!(loc.to_string(), "s3://my-bucket/prod/builds");
     }
 
