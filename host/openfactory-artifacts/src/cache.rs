@@ -1,5 +1,5 @@
 //! Verified local copies of S3 objects: `<cache_dir>/<build_id>/<name>`, each
-//! with a record `<cache_dir>/<build_id>/.<name>.sha256` ("<sha256> <size>")
+//! with a record `<cache_dir>/<build_id>/.<name>.sha256` (`<sha256> <size>`)
 //! written after the copy is complete, so a copy without its record is never
 //! trusted. Names cannot start with `.`, so records and temporary files
 //! (`.<name>.part-…`) never collide with an artifact.

@@ -19,6 +19,8 @@
 //! `-` and `.`, starting with a letter or digit, no `..`), so no key or path
 //! leaves its build.
 
+#![warn(missing_docs)]
+
 mod cache;
 mod error;
 mod location;
