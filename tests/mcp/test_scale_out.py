@@ -245,7 +245,8 @@ async def test_two_workers_build_at_once_survive_a_kill_and_run_tests(cluster):
     c = cluster
     recipe = lambda name, pkg: {"name": name, "base_image": "debian-bookworm", "packages": [pkg]}
     async with session(c) as s:
-        a = (await ok(s, "create_build", {"recipe": recipe("scale-a", "less")}))["build_id"]
+        # a installs more, so that it is still applying when its worker is killed.
+        a = (await ok(s, "create_build", {"recipe": {**recipe("scale-a", "less"), "packages": ["less", "python3", "vim"]}}))["build_id"]
         b = (await ok(s, "create_build", {"recipe": recipe("scale-b", "curl")}))["build_id"]
 
         # Both run at the same time, one on each worker.
@@ -265,7 +266,7 @@ async def test_two_workers_build_at_once_survive_a_kill_and_run_tests(cluster):
             for caps in ({"arch": "amd64", "kvm": False, "free_disk_bytes": 64 << 20, "cores": 1},
                          {"arch": "arm64", "kvm": False, "free_disk_bytes": 1 << 40, "cores": 8}):
                 r = await http.post(f"{c.base}/api/worker/v1/claim", headers={"Authorization": f"Bearer {c.tokens['small']}"},
-                                    json={"kinds": ["build", "test_run"], "capabilities": caps})
+                                    json={"kinds": ["build", "test_run"], "capabilities": caps, "wait_seconds": 0})
                 assert r.status_code == 204, (caps, r.status_code, r.text)
         assert c.rows(f"SELECT status FROM builds WHERE id = '{third}'") == [("queued",)]
         await ok(s, "cancel_build", {"build_id": third})
@@ -319,7 +320,7 @@ async def test_a_revoked_worker_is_refused_at_once_and_stops(cluster):
         r = await http.get(f"{c.base}/api/worker/v1/whoami", headers={"Authorization": f"Bearer {c.tokens['revoked']}"})
         assert r.status_code == 401 and "revoked" in r.json()["error"], r.text
         r = await http.post(f"{c.base}/api/worker/v1/claim", headers={"Authorization": "Bearer of_wkr_" + "0" * 40},
-                            json={"kinds": ["build"], "capabilities": {"arch": "amd64", "kvm": False, "free_disk_bytes": 1, "cores": 1}})
+                            json={"kinds": ["build"], "capabilities": {"arch": "amd64", "kvm": False, "free_disk_bytes": 1, "cores": 1}, "wait_seconds": 0})
         assert r.status_code == 401, r.text
         # Hostile input gets a clear error naming the field, never a parser's words about Rust types.
         r = await http.post(f"{c.base}/api/worker/v1/claim", headers={"Authorization": f"Bearer {c.tokens['w1']}"},

@@ -471,7 +471,11 @@ async fn a_big_iso_streams_in_bounded_memory() {
     }
     let before = peak_rss_mib();
     let started = std::time::Instant::now();
-    let receipt = f.store.put_file("b1", "openfactory.iso", &path).await.unwrap();
+    let receipt = f
+        .store
+        .put_file("b1", "openfactory.iso", &path)
+        .await
+        .unwrap();
     let put = started.elapsed();
     let started = std::time::Instant::now();
     let mut d = f.store.get("b1", "openfactory.iso", None).await.unwrap();

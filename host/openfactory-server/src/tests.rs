@@ -45,8 +45,14 @@ async fn fixture_with(hosts: HostPolicy, requests_per_minute: u32) -> Fixture {
     let store = openfactory_store::Store::open("sqlite::memory:")
         .await
         .unwrap();
+    let artifacts = openfactory_artifacts::ArtifactStore::open(
+        &openfactory_artifacts::Location::Local(dir.path().join("builds")),
+        &dir.path().join("artifact-cache"),
+    )
+    .unwrap();
     let app = App::new(
         store,
+        artifacts,
         Planner::new(catalog, plugins),
         LinkSigner::new([7; 32]),
         Vms {
@@ -467,11 +473,25 @@ async fn a_download_keeps_range_and_its_own_cache_control() {
                 plan_json: "{}",
                 features: &[],
                 retry_of: None,
+                needs: openfactory_store::Needs {
+                    arch: "amd64",
+                    disk_bytes: 0,
+                },
             },
         )
         .await
         .unwrap();
-    let (lease, _) = f.app.store.claim_build("w").await.unwrap().unwrap();
+    let (lease, _) = f
+        .app
+        .store
+        .claim_build(&openfactory_store::Claimer {
+            worker: "w",
+            arch: "amd64",
+            free_disk_bytes: u64::MAX,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     let iso = b"0123456789";
     let dir = f.app.settings.build_dir(id);
     std::fs::create_dir_all(&dir).unwrap();

@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 /// Built once, shared by every session.
 pub struct App {
     pub store: Store,
+    /// Builds' outputs: the builds directory, or object storage.
+    pub artifacts: Arc<openfactory_artifacts::ArtifactStore>,
     pub planner: Planner,
     /// Sessions, CSRF tokens, console tokens and download links.
     pub signer: LinkSigner,
@@ -37,6 +39,7 @@ pub struct App {
 impl App {
     pub fn new(
         store: Store,
+        artifacts: openfactory_artifacts::ArtifactStore,
         planner: Planner,
         signer: LinkSigner,
         vms: Vms,
@@ -44,6 +47,7 @@ impl App {
     ) -> Arc<App> {
         Arc::new(App {
             store,
+            artifacts: Arc::new(artifacts),
             planner,
             signer,
             vms,

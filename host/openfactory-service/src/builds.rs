@@ -390,12 +390,18 @@ const TAIL_CHUNK: u64 = 64 << 10;
 /// end until it has them, the file's start, or [`MAX_TAIL_BYTES`]. Lines as
 /// [`str::lines`] splits them; a missing file is empty. Blocking.
 pub fn tail_file(path: &Path, n: usize) -> std::io::Result<Tail> {
-    let mut file = match std::fs::File::open(path) {
+    let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tail::default()),
         Err(e) => return Err(e),
     };
     let size = file.metadata()?.len();
+    tail_of(file, size, n)
+}
+
+/// [`tail_file`] of anything readable backwards: a file, or the end of a
+/// log fetched from object storage.
+pub fn tail_of<R: Read + Seek>(mut file: R, size: u64, n: usize) -> std::io::Result<Tail> {
     let floor = size.saturating_sub(MAX_TAIL_BYTES);
     let mut start = size;
     let mut buf: Vec<u8> = Vec::new();
@@ -446,7 +452,28 @@ pub fn tail_file(path: &Path, n: usize) -> std::io::Result<Tail> {
 /// The last `n` lines of a build's log (a bounded read from its end, off the
 /// async runtime). An unreadable log is empty, and logged.
 pub async fn log_tail(app: &App, id: &str, n: usize) -> Tail {
-    let path = app.settings.build_dir(id).join(LOG_FILE);
+    let dir = match app.artifacts.local_dir(id) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => {
+            // In object storage: its end, once the build has published it.
+            return match app.artifacts.tail(id, LOG_FILE, MAX_TAIL_BYTES).await {
+                Ok(Some(bytes)) => {
+                    let size = bytes.len() as u64;
+                    tail_of(std::io::Cursor::new(bytes), size, n).unwrap_or_default()
+                }
+                Ok(None) => Tail::default(),
+                Err(e) => {
+                    tracing::warn!(build = %id, error = %e, "could not read a build log");
+                    Tail::default()
+                }
+            };
+        }
+        Err(e) => {
+            tracing::warn!(build = %id, error = %e, "not a build id for the artifact store");
+            return Tail::default();
+        }
+    };
+    let path = dir.join(LOG_FILE);
     let read = tokio::task::spawn_blocking(move || tail_file(&path, n)).await;
     match read {
         Ok(Ok(tail)) => tail,
@@ -503,20 +530,20 @@ pub async fn details(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDe
     let b = find(app, owner, id).await?;
     let plan: Option<Plan> = serde_json::from_str(&b.plan_json).ok();
     let plan_summary = plan.as_ref().map(recipes::PlanSummary::of);
-    let dir = app.settings.build_dir(&b.id);
-    let (package_count, artifacts) = tokio::task::spawn_blocking(move || {
-        let package_count = std::fs::read(dir.join(PACKAGES_FILE))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
-            .map(|p| p.len());
-        let artifacts: Vec<String> = [ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE]
-            .into_iter()
-            .filter(|f| dir.join(f).exists())
-            .map(String::from)
-            .collect();
-        (package_count, artifacts)
-    })
-    .await?;
+    let package_count = app
+        .artifacts
+        .read_small(&b.id, PACKAGES_FILE, 64 << 20)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
+        .map(|p| p.len());
+    let mut artifacts = Vec::new();
+    for name in [ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE] {
+        if matches!(app.artifacts.head(&b.id, name).await, Ok(Some(_))) {
+            artifacts.push(name.to_owned());
+        }
+    }
     Ok(BuildDetails {
         elapsed_seconds: elapsed(&b),
         stage: stage(b.stage.as_deref()),
@@ -573,12 +600,10 @@ pub async fn download_link(app: &App, owner: &OwnerId, id: &BuildId) -> Result<D
         filename,
         iso_sha256: sha256,
         iso_size_bytes: b.iso_size_bytes.unwrap_or(0),
-        path: app
-            .settings
-            .build_dir(&b.id)
-            .join(ISO_FILE)
-            .display()
-            .to_string(),
+        path: match app.artifacts.local_dir(&b.id) {
+            Ok(Some(dir)) => dir.join(ISO_FILE).display().to_string(),
+            _ => format!("{}/{}/{ISO_FILE}", app.artifacts.location(), b.id),
+        },
         note: format!(
             "The link works for {} minutes and supports HTTP Range (resumable downloads). Check the file with sha256sum.",
             LINK_LIFETIME_SECONDS / 60
@@ -636,18 +661,22 @@ pub async fn delete(app: &App, owner: &OwnerId, id: &BuildId) -> Result<BuildDel
         ))
         .see(Action::StopTestRun));
     }
-    let dir = app.settings.build_dir(id.as_str());
-    let freed = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || dir_bytes(&dir)).await?
+    let freed = match app.artifacts.local_dir(id.as_str()) {
+        Ok(Some(dir)) => tokio::task::spawn_blocking(move || dir_bytes(&dir)).await?,
+        _ => {
+            let mut bytes = 0;
+            for name in [ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE] {
+                if let Ok(Some(meta)) = app.artifacts.head(id.as_str(), name).await {
+                    bytes += meta.size_bytes;
+                }
+            }
+            bytes
+        }
     };
     if !app.store.delete_build(owner, id.as_str()).await? {
         return Err(not_found(id));
     }
-    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await?;
-    if let Err(e) = removed
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
+    if let Err(e) = app.artifacts.delete_build(id.as_str()).await {
         tracing::error!(build = %id, error = %e, "could not remove a deleted build's files");
     }
     Ok(BuildDeleted {

@@ -230,10 +230,24 @@ pub async fn create(
         vcpus,
         created_at: String::new(),
     };
+    // On this machine's disk: the file itself, or a verified copy from object storage.
+    let iso = match app
+        .artifacts
+        .local_copy(&build.id, ISO_FILE, build.iso_sha256.as_deref())
+        .await
+    {
+        Ok(iso) => iso,
+        Err(e) => {
+            return Err(Error::unavailable(format!(
+                "the ISO of build `{}` is not available to this server ({e}); try again",
+                build.id
+            )));
+        }
+    };
     app.store.insert_vm(owner, &row).await?;
     let spec = VmSpec {
         id: row.id.clone(),
-        iso: app.settings.build_dir(&build.id).join(ISO_FILE),
+        iso,
         memory_mb,
         vcpus,
         disk_gb: None,

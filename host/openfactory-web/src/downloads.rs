@@ -144,7 +144,13 @@ pub async fn serve(
             ),
         );
     }
-    let path = app.settings.build_dir(&build.id).join(artifact.file());
+    let dir = match app.artifacts.local_dir(&build.id) {
+        Ok(Some(dir)) => dir,
+        // In object storage: a short-lived presigned URL, now that the owner
+        // is checked; the store serves Range itself.
+        _ => return redirect_to_store(app, build, artifact).await,
+    };
+    let path = dir.join(artifact.file());
     let response = match ServeFile::new(&path).oneshot(request).await {
         Ok(response) => response,
         Err(e) => match e {},
@@ -195,6 +201,55 @@ pub async fn serve(
         HeaderValue::from_static("private, no-store"),
     );
     response
+}
+
+/// How long a presigned URL to object storage works.
+const PRESIGNED_SECONDS: u64 = 600;
+
+async fn redirect_to_store(app: &App, build: &BuildRecord, artifact: Artifact) -> Response {
+    match app.artifacts.head(&build.id, artifact.file()).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "the {} of build `{}` is not stored",
+                    artifact.slug(),
+                    build.id
+                ),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(build = %build.id, error = %e, "the artifact store did not answer");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the artifact store did not answer; try again",
+            );
+        }
+    }
+    let expires = std::time::Duration::from_secs(PRESIGNED_SECONDS);
+    match app
+        .artifacts
+        .presigned_get(&build.id, artifact.file(), expires)
+        .await
+    {
+        Ok(Some(url)) => {
+            let mut response =
+                axum::response::IntoResponse::into_response(StatusCode::TEMPORARY_REDIRECT);
+            if let Ok(value) = HeaderValue::from_str(url.as_str()) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            );
+            response
+        }
+        _ => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the artifact store could not sign a download link; try again",
+        ),
+    }
 }
 
 pub fn router(app: Arc<App>) -> Router {

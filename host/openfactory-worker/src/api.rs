@@ -12,10 +12,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use futures::TryStreamExt;
 use openfactory_service::App;
 use openfactory_store::{JobKind, JobToken, Lease, WorkerLookup, WorkerRecord};
-use tokio::io::AsyncWriteExt;
 
 use crate::control::{BUILD_OUTPUTS, ControlError, Task};
 use crate::local::{CLAIM_WAIT, claim, finish_build, finish_test_run};
@@ -197,7 +195,10 @@ async fn claim_job(
             "kinds: name at least one of build, test_run",
         ));
     }
-    let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+    let wait = request.wait_seconds.map_or(CLAIM_WAIT, |s| {
+        std::time::Duration::from_secs(u64::from(s)).min(CLAIM_WAIT)
+    });
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         for &kind in &request.kinds {
             if let Some(task) =
@@ -351,18 +352,45 @@ async fn release(
 
 /// The SHA-256 recorded when an output was stored.
 async fn stored_sha256(app: &App, build_id: &str, name: &str) -> Option<String> {
-    let path = app
-        .settings
-        .build_dir(build_id)
-        .join(format!("{name}.sha256"));
-    tokio::fs::read_to_string(path)
+    let sidecar = format!("{name}.sha256");
+    let bytes = app
+        .artifacts
+        .read_small(build_id, &sidecar, 128)
         .await
         .ok()
-        .map(|s| s.trim().to_owned())
+        .flatten()?;
+    Some(String::from_utf8_lossy(&bytes).trim().to_owned())
 }
 
-/// `PUT …/outputs/{name}`: one of a build's outputs, streamed to disk while
-/// hashed; kept only if its SHA-256 is the one the worker announced.
+fn store_refusal(e: openfactory_artifacts::Error) -> Refused {
+    match e {
+        openfactory_artifacts::Error::Checksum { expected, actual } => Refused::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{SHA256}: the upload's SHA-256 is {actual}, not {expected}; nothing was kept, send it again"
+            ),
+        ),
+        openfactory_artifacts::Error::Source(e) => Refused::new(
+            StatusCode::BAD_REQUEST,
+            format!("the upload broke off ({e}); send it again"),
+        ),
+        openfactory_artifacts::Error::NotFound { build_id, name } => Refused::new(
+            StatusCode::NOT_FOUND,
+            format!("build {build_id} has no stored {name}"),
+        ),
+        other => {
+            tracing::error!(error = %other, "worker API: the artifact store failed");
+            Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the artifact store did not answer; retry",
+            )
+        }
+    }
+}
+
+/// `PUT …/outputs/{name}`: one of a build's outputs, streamed into the
+/// artifact store while hashed; kept only if its SHA-256 is the one the
+/// worker announced (the store never shows a partial or mismatched file).
 async fn upload(
     State(app): State<Arc<App>>,
     Path((kind, id, name)): Path<(String, String, String)>,
@@ -398,56 +426,28 @@ async fn upload(
                 format!("{SHA256}: send the file's SHA-256 (64 hex digits)"),
             )
         })?;
-    // The lease is held (and stays checked at finish).
+    // The lease is held (and is checked again at finish).
     app.store.heartbeat(&lease).await?;
-    let dir = app.settings.build_dir(&lease.id);
-    tokio::fs::create_dir_all(&dir).await.map_err(io_refusal)?;
-    let partial = dir.join(format!(".{name}.partial"));
-    let mut file = tokio::fs::File::create(&partial)
+    let receipt = app
+        .artifacts
+        .put_stream(
+            &lease.id,
+            &name,
+            request.into_data_stream(),
+            Some(&expected),
+        )
         .await
-        .map_err(io_refusal)?;
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let mut size = 0u64;
-    let mut stream = request.into_data_stream();
-    let copied: Result<(), Refused> = async {
-        while let Some(chunk) = stream.try_next().await.map_err(|e| {
-            Refused::new(
-                StatusCode::BAD_REQUEST,
-                format!("the upload broke off: {e}; send it again"),
-            )
-        })? {
-            sha2::Digest::update(&mut hasher, &chunk);
-            size += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(io_refusal)?;
-        }
-        file.flush().await.map_err(io_refusal)?;
-        Ok(())
-    }
-    .await;
-    drop(file);
-    let actual = hex::encode(sha2::Digest::finalize(hasher));
-    if let Err(e) = copied {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(e);
-    }
-    if actual != expected {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(Refused::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{SHA256}: the upload's SHA-256 is {actual}, not {expected}; nothing was kept, send it again"
-            ),
-        ));
-    }
-    tokio::fs::write(dir.join(format!("{name}.sha256")), &actual)
+        .map_err(store_refusal)?;
+    let sidecar = format!("{name}.sha256");
+    let sha = bytes::Bytes::from(receipt.sha256.clone());
+    let once = futures::stream::once(async move { Ok::<_, std::io::Error>(sha) });
+    app.artifacts
+        .put_stream(&lease.id, &sidecar, once, None)
         .await
-        .map_err(io_refusal)?;
-    tokio::fs::rename(&partial, dir.join(&name))
-        .await
-        .map_err(io_refusal)?;
+        .map_err(store_refusal)?;
     Ok(Json(wire::Stored {
-        size_bytes: size,
-        sha256: actual,
+        size_bytes: receipt.size_bytes,
+        sha256: receipt.sha256,
     }))
 }
 
@@ -466,32 +466,17 @@ async fn iso(
         ));
     }
     let build_id = app.store.leased_test_run_build(&lease).await?;
-    let path = app
-        .settings
-        .build_dir(&build_id)
-        .join(openfactory_build::pipeline::ISO_FILE);
-    let file = tokio::fs::File::open(&path).await.map_err(|_| {
-        Refused::new(
-            StatusCode::NOT_FOUND,
-            format!("build {build_id} has no ISO on this control plane"),
-        )
-    })?;
-    let size = file.metadata().await.map_err(io_refusal)?.len();
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    let download = app
+        .artifacts
+        .get(&build_id, openfactory_build::pipeline::ISO_FILE, None)
+        .await
+        .map_err(store_refusal)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_LENGTH, download.size_bytes.to_string()),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(download.stream),
     )
         .into_response())
-}
-
-fn io_refusal(e: std::io::Error) -> Refused {
-    tracing::error!(error = %e, "worker API: file system error");
-    Refused::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the control plane could not store the file; retry",
-    )
 }

@@ -12,7 +12,8 @@ use openfactory_store::{BuildEnd, Claimer, JobKind, Lease, Signal, StoreError, T
 
 use crate::capabilities::Capabilities;
 use crate::control::{
-    BuildOutcome, BuildTask, Control, ControlError, Reply, Task, TestOutcome, TestSpec, TestTask,
+    BUILD_OUTPUTS, BuildOutcome, BuildTask, Control, ControlError, Reply, Task, TestOutcome,
+    TestSpec, TestTask,
 };
 
 impl From<StoreError> for ControlError {
@@ -161,11 +162,36 @@ impl Control for LocalControl {
     }
 
     fn build_dir(&self, build_id: &str) -> PathBuf {
-        self.app.settings.build_dir(build_id)
+        match self.app.artifacts.local_dir(build_id) {
+            // Where downloads read them.
+            Ok(Some(dir)) => dir,
+            // Scratch space, published to object storage at the end.
+            _ => self
+                .app
+                .settings
+                .builds_dir
+                .join(".unpublished")
+                .join(build_id),
+        }
     }
 
-    async fn publish(&self, _lease: &Lease) -> Reply<()> {
-        // The build wrote its outputs where downloads read them.
+    async fn publish(&self, lease: &Lease) -> Reply<()> {
+        if matches!(self.app.artifacts.local_dir(&lease.id), Ok(Some(_))) {
+            // The build wrote its outputs where downloads read them.
+            return Ok(());
+        }
+        let dir = self.build_dir(&lease.id);
+        for name in BUILD_OUTPUTS {
+            let path = dir.join(name);
+            if path.is_file() {
+                self.app
+                    .artifacts
+                    .put_file(&lease.id, name, &path)
+                    .await
+                    .map_err(|e| ControlError::Unavailable(format!("storing {name}: {e}")))?;
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(&dir).await;
         Ok(())
     }
 
@@ -176,11 +202,11 @@ impl Control for LocalControl {
     }
 
     async fn iso(&self, task: &TestTask) -> Reply<PathBuf> {
-        Ok(self
-            .app
-            .settings
-            .build_dir(&task.spec.build_id)
-            .join(ISO_FILE))
+        self.app
+            .artifacts
+            .local_copy(&task.spec.build_id, ISO_FILE, Some(&task.spec.iso_sha256))
+            .await
+            .map_err(|e| ControlError::Unavailable(format!("the build's ISO: {e}")))
     }
 
     async fn finish_test_run(&self, lease: &Lease, outcome: TestOutcome) -> Reply<()> {

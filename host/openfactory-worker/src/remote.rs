@@ -164,6 +164,7 @@ impl Control for RemoteControl {
         let request = wire::ClaimRequest {
             kinds: kinds.to_vec(),
             capabilities: Capabilities::measure(&self.work_dir),
+            wait_seconds: None,
         };
         let response = self
             .post(self.url("/claim"), None)

@@ -32,6 +32,10 @@ pub struct WhoAmI {
 pub struct ClaimRequest {
     pub kinds: Vec<JobKind>,
     pub capabilities: Capabilities,
+    /// How long to wait for a job when none is ready (at most, and by
+    /// default, about 20 s).
+    #[serde(default)]
+    pub wait_seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

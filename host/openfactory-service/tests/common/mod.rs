@@ -44,8 +44,14 @@ pub fn app_on(store: Store, dir: &tempfile::TempDir, backend: Backend) -> Arc<Ap
     })
     .unwrap();
     let (catalog, _) = Catalog::load(&sub("recipes"));
+    let artifacts = openfactory_artifacts::ArtifactStore::open(
+        &openfactory_artifacts::Location::Local(sub("builds")),
+        &sub("artifact-cache"),
+    )
+    .unwrap();
     App::new(
         store,
+        artifacts,
         Planner::new(catalog, plugins),
         signer(),
         Vms {
@@ -75,13 +81,25 @@ pub fn new_build(id: &str) -> NewBuild<'_> {
         plan_json: "{}",
         features: &[],
         retry_of: None,
+        needs: openfactory_store::Needs {
+            arch: "amd64",
+            disk_bytes: 0,
+        },
     }
 }
 
 /// A build of `owner`'s, queued, claimed and completed with a 4 KiB ISO.
 pub async fn completed_build(store: &Store, owner: &OwnerId, id: &str) -> BuildRecord {
     store.create_build(owner, &new_build(id)).await.unwrap();
-    let (lease, _) = store.claim_build("w").await.unwrap().unwrap();
+    let (lease, _) = store
+        .claim_build(&openfactory_store::Claimer {
+            worker: "w",
+            arch: "amd64",
+            free_disk_bytes: u64::MAX,
+        })
+        .await
+        .unwrap()
+        .unwrap();
     store
         .finish_build(
             &lease,

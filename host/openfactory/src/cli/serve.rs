@@ -53,6 +53,11 @@ pub struct ServiceArgs {
     /// Database URL; default: SQLite in the home directory.
     #[arg(long, env = "OPENFACTORY_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Where builds' outputs (ISOs, logs, manifests, SBOMs) are kept: a directory, or
+    /// s3://BUCKET/PREFIX (credentials, region and endpoint from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL). Default: HOME/builds.
+    #[arg(long, env = "OPENFACTORY_ARTIFACTS", value_name = "LOCATION")]
+    pub artifacts: Option<String>,
     /// Seconds without a heartbeat after which a running build or test run is
     /// requeued (its worker is taken for lost); a job is claimed at most 3 times.
     #[arg(
@@ -212,8 +217,22 @@ async fn app(
     if vms.novnc_dir.is_none() {
         tracing::warn!("noVNC is not installed (--novnc-dir): get_vm_console_url will say so");
     }
+    let location: openfactory_artifacts::Location = match &service.artifacts {
+        Some(text) => text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--artifacts: {e}"))?,
+        None => openfactory_artifacts::Location::Local(config.builds_dir()),
+    };
+    let artifacts =
+        openfactory_artifacts::ArtifactStore::open(&location, &config.home.join("cache/artifacts"))
+            .map_err(|e| anyhow::anyhow!("--artifacts {location}: {e}"))?;
+    artifacts
+        .check()
+        .await
+        .map_err(|e| anyhow::anyhow!("--artifacts {location}: {e}"))?;
     Ok(App::new(
         store,
+        artifacts,
         Planner::new(catalog, plugins),
         signer,
         vms,
