@@ -103,9 +103,10 @@ class Proc:
     argv: list[str]
     log: Path
     proc: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> "Proc":
-        self.proc = subprocess.Popen(self.argv, env=ofmcp.server_env(), stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.argv, env={**ofmcp.server_env(), **self.env}, stdin=subprocess.DEVNULL,
                                      stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
         return self
 
@@ -144,6 +145,10 @@ class Cluster:
     control: list[Proc]
     workers: dict[str, Proc]
     tokens: dict[str, str]
+    # Where the control planes keep builds' outputs (shared object storage when there is one).
+    artifacts: list[str] = field(default_factory=list)
+    s3_env: dict[str, str] = field(default_factory=dict)
+    completed: list[str] = field(default_factory=list)
 
     @property
     def base(self) -> str:
@@ -177,11 +182,12 @@ class Cluster:
         return "\n".join(p.tail() for p in [*self.control, *self.workers.values()])
 
 
-def serve(of_bin: str, home: Path, tmp: Path, host: str, port: int, name: str) -> Proc:
-    argv = [of_bin, "--home", str(home), "serve", "--listen", f"{host}:{port}", "--allowed-host", f"{host}:{port}",
-            "--build-concurrency", "0", "--test-concurrency", "0",
+def serve(c: "Cluster", port: int, name: str) -> Proc:
+    host = c.net.host
+    argv = [c.of_bin, "--home", str(c.home), "serve", "--listen", f"{host}:{port}", "--allowed-host", f"{host}:{port}",
+            "--build-concurrency", "0", "--test-concurrency", "0", *c.artifacts,
             "--heartbeat-timeout-seconds", str(HEARTBEAT_TIMEOUT), "--requests-per-minute", "0"]
-    proc = Proc(argv, tmp / f"{name}.log").start()
+    proc = Proc(argv, c.tmp / f"{name}.log", env=c.s3_env).start()
     deadline = time.monotonic() + 60
     with httpx2.Client(trust_env=False, timeout=2.0) as c:
         while True:
@@ -203,8 +209,19 @@ def cluster(of_bin, tmp_path_factory):
     net = make_net(tag, workers=2)
     port = ofmcp.free_port()
     c = Cluster(of_bin, home, tmp, net, port, [], {}, {})
+    endpoint = os.environ.get("OPENFACTORY_TEST_S3_ENDPOINT")
+    if endpoint:
+        c.artifacts = ["--artifacts", f"s3://{os.environ['OPENFACTORY_TEST_S3_BUCKET']}/scale-out-{os.getpid()}-{time.time_ns()}"]
+        c.s3_env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": os.environ["OPENFACTORY_TEST_S3_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": os.environ["OPENFACTORY_TEST_S3_SECRET_ACCESS_KEY"],
+            "AWS_REGION": os.environ.get("OPENFACTORY_TEST_S3_REGION", "garage"),
+        }
+    elif os.environ.get("OPENFACTORY_REQUIRE_S3") == "1":
+        pytest.fail("OPENFACTORY_REQUIRE_S3=1 but OPENFACTORY_TEST_S3_ENDPOINT is unset (`cargo xtask garage` starts one)")
     try:
-        c.control.append(serve(of_bin, home, tmp, net.host, port, "control-plane"))
+        c.control.append(serve(c, port, "control-plane"))
         for i, name in enumerate(["w1", "w2"]):
             c.enrol(name)
             c.worker(name, i, "--jobs", "build,test")
@@ -232,7 +249,7 @@ async def wait_for(predicate, budget: float, what: str, c: Cluster):
 async def download_sha256(c: Cluster, s, build_id: str) -> tuple[str, str]:
     link = await ok(s, "get_iso_download_url", {"build_id": build_id})
     digest = hashlib.sha256()
-    async with httpx2.AsyncClient(trust_env=False, timeout=httpx2.Timeout(30.0, read=120.0)) as http:
+    async with httpx2.AsyncClient(trust_env=False, follow_redirects=True, timeout=httpx2.Timeout(30.0, read=120.0)) as http:
         async with http.stream("GET", link["url"]) as r:
             assert r.status_code == 200, await r.aread()
             async for chunk in r.aiter_bytes():
@@ -288,6 +305,7 @@ async def test_two_workers_build_at_once_survive_a_kill_and_run_tests(cluster):
         for build in (a, b):
             got, want = await download_sha256(c, s, build)
             assert got == want, build
+        c.completed.append(b)
 
         # A test run happens on a worker, and its VM is gone afterwards.
         c.worker(victim, 0 if victim == "w1" else 1, "--jobs", "build,test")
@@ -344,7 +362,7 @@ async def _said(proc: Proc, text: str) -> bool:
 async def test_a_second_control_plane_serves_the_same_owners(cluster):
     c = cluster
     port = ofmcp.free_port()
-    second = serve(c.of_bin, c.home, c.tmp, c.net.host, port, "control-plane-2")
+    second = serve(c, port, "control-plane-2")
     c.control.append(second)
     other = f"http://{c.net.host}:{port}"
     async with session(c) as s1, session(c, other) as s2:
@@ -358,3 +376,7 @@ async def test_a_second_control_plane_serves_the_same_owners(cluster):
         assert status["status"] == "cancelled", status
         listed = {b["build_id"] for b in (await ok(s2, "list_builds", {}))["builds"]}
         assert build in listed
+        # A build made through the first downloads through the second, from the shared object storage.
+        if c.artifacts and c.completed:
+            got, want = await download_sha256(c, s2, c.completed[0])
+            assert got == want

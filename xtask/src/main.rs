@@ -16,6 +16,7 @@
 
 mod bench_build;
 mod bench_tests;
+mod garage;
 mod postgres;
 
 use std::path::{Path, PathBuf};
@@ -72,12 +73,18 @@ fn main() -> Result<()> {
                 ensure_libvirtd()
             })?;
             let postgres = parts.time("PostgreSQL test server", ensure_postgres)?;
+            let s3 = parts.time("S3 test server (Garage)", || garage::ensure_garage(&root))?;
+            let mut s3 = s3;
+            if let Ok(require) = std::env::var("OPENFACTORY_REQUIRE_S3") {
+                s3.push(("OPENFACTORY_REQUIRE_S3", require));
+            }
             let rust = parts.time("Rust tests (cargo test --workspace)", || {
                 run(cargo()
                     .args(["test", "--workspace", "--no-fail-fast"])
                     .args(HOST_FEATURES)
                     .envs(test_env(&root))
-                    .envs(postgres_env(postgres.as_deref())))
+                    .envs(postgres_env(postgres.as_deref()))
+                    .envs(s3.iter().cloned()))
             });
             // The MCP end-to-end suite drives the real binary with the official
             // Python SDK. The store-level files run on both databases; the
@@ -88,20 +95,21 @@ fn main() -> Result<()> {
                 .and_then(|python| match &postgres {
                     Some(url) => {
                         let sqlite = parts.time("MCP suite on SQLite (store-level files)", || {
-                            mcp_tests(&root, &python, None, MCP_STORE_FILES)
+                            mcp_tests(&root, &python, None, MCP_STORE_FILES, &s3)
                         });
                         let pg = parts.time("MCP suite on PostgreSQL (all files)", || {
-                            mcp_tests(&root, &python, Some(url), &[])
+                            mcp_tests(&root, &python, Some(url), &[], &s3)
                         });
                         sqlite.and(pg)
                     }
                     None => parts.time("MCP suite on SQLite (all files; no PostgreSQL)", || {
-                        mcp_tests(&root, &python, None, &[])
+                        mcp_tests(&root, &python, None, &[], &s3)
                     }),
                 });
             parts.print();
             rust.and(python)
         }
+        Some("garage") => garage::print_env(&root),
         Some("postgres") => {
             let mut data = PathBuf::from(postgres::DATA_DIR);
             let mut port = postgres::PORT;
@@ -141,7 +149,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | postgres [--data DIR] [--port N] | bench | bench-build | bench-tests>"
+                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | postgres [--data DIR] [--port N] | garage | bench | bench-scale | bench-build | bench-tests>"
             );
             bail!("unknown task")
         }
@@ -411,7 +419,13 @@ fn mcp_setup(root: &Path) -> Result<PathBuf> {
 /// Run tests/mcp (`files` of it, or all when empty) against SQLite, or
 /// against the PostgreSQL server whose admin URL is `postgres` (the suite
 /// creates a fresh database for every server it starts).
-fn mcp_tests(root: &Path, python: &Path, postgres: Option<&str>, files: &[&str]) -> Result<()> {
+fn mcp_tests(
+    root: &Path,
+    python: &Path,
+    postgres: Option<&str>,
+    files: &[&str],
+    s3: &[(&'static str, String)],
+) -> Result<()> {
     let mut pytest = Command::new(python);
     pytest.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"]);
     if files.is_empty() {
@@ -433,6 +447,7 @@ fn mcp_tests(root: &Path, python: &Path, postgres: Option<&str>, files: &[&str])
     if let Some(url) = postgres {
         pytest.env("OPENFACTORY_TEST_POSTGRES", url);
     }
+    pytest.envs(s3.iter().cloned());
     run(&mut pytest)
 }
 

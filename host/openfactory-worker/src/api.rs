@@ -162,16 +162,22 @@ fn lease(worker: &WorkerRecord, headers: &HeaderMap, kind: &str, id: &str) -> Re
 /// A JSON body, or a refusal that names the field (never the parser's words
 /// about Rust types).
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Reply<T> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let what = e.to_string();
-        let field = what
-            .split('`')
-            .nth(1)
-            .map(|f| format!("field `{f}`"))
-            .unwrap_or_else(|| "the request body".into());
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path.is_empty() || path == "." {
+            "the request body".to_owned()
+        } else {
+            format!("field `{path}`")
+        };
+        let inner = e.into_inner();
         Refused::new(
             StatusCode::BAD_REQUEST,
-            format!("{field}: not what the worker API expects at line {} column {}; upgrade the worker to this control plane's version", e.line(), e.column()),
+            format!(
+                "{field}: not what the worker API expects (line {}, column {}); upgrade the worker to this control plane's version",
+                inner.line(),
+                inner.column()
+            ),
         )
     })
 }
