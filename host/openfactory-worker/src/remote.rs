@@ -112,7 +112,7 @@ impl RemoteControl {
             .map_err(|e| {
                 ControlError::Unavailable(format!("the control plane {}: {e}", self.server))
             })?;
-        refusal(response, lease).await
+        self.note(refusal(response, lease).await)
     }
 
     async fn signal(&self, request: reqwest::RequestBuilder, lease: &Lease) -> Reply<Signal> {
@@ -377,13 +377,12 @@ async fn refusal(response: reqwest::Response, lease: Option<&Lease>) -> Reply<re
                 id: lease.id.clone(),
             }
         }
-        (
-            StatusCode::UNAUTHORIZED
-            | StatusCode::FORBIDDEN
-            | StatusCode::BAD_REQUEST
-            | StatusCode::NOT_FOUND,
-            _,
-        ) => ControlError::Refused(error),
+        (StatusCode::UNAUTHORIZED, _) => {
+            ControlError::Refused(format!("{}: {error}", wire::UNAUTHORIZED))
+        }
+        (StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND, _) => {
+            ControlError::Refused(error)
+        }
         _ => ControlError::Unavailable(error),
     })
 }
