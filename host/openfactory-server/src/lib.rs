@@ -1,6 +1,6 @@
 //! OpenFactory's HTTP server: one port for MCP (`openfactory_mcp::router`),
 //! the web console (`openfactory_web::router`), the account and key API
-//! (`api`), `/healthz` and `/metrics` (`status`).
+//! (`api`), the worker API (`workers`), `/healthz` and `/metrics` (`status`).
 //!
 //! From the outside in, every request passes:
 //!
@@ -12,7 +12,7 @@
 //!    and static files);
 //! 6. on the MCP routes, `caller`: an API key becomes its account, or 401.
 //!
-//! The worker API (`openfactory_worker::api`, for `openfactory worker` on
+//! The worker API (`workers`, for `openfactory worker` on
 //! other machines) passes 1–3 only: workers authenticate every call with
 //! their token, report several times a second, and upload whole ISOs.
 
@@ -23,6 +23,7 @@ mod host;
 mod limits;
 mod status;
 mod trace;
+mod workers;
 
 #[cfg(test)]
 mod tests;
@@ -60,7 +61,7 @@ pub fn router(
     .layer(middleware::from_fn_with_state(app.clone(), caller::resolve));
 
     let hosts = Arc::new(hosts);
-    let workers = openfactory_worker::api::router(app.clone())
+    let workers = workers::router(app.clone())
         .layer(middleware::from_fn_with_state(hosts.clone(), host::check));
 
     let checked = Router::new()

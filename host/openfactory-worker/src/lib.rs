@@ -5,10 +5,11 @@
 //! claims jobs and reports on them. Inside `openfactory serve` that is the
 //! store ([`LocalControl`]); in `openfactory worker` on another machine it is
 //! the control plane's worker API over HTTPS ([`RemoteControl`]), whose
-//! server side is [`api`]. Plans are made on the control plane (where the
-//! recipe's plugins ran); a worker only executes a `Plan`.
+//! messages are [`wire`] and whose routes the server crate serves (it calls
+//! [`local::claim`] and the `finish_*` functions, so a job is handed out and
+//! recorded the same way whoever runs it). Plans are made on the control
+//! plane (where the recipe's plugins ran); a worker only executes a `Plan`.
 
-pub mod api;
 pub mod build;
 pub mod capabilities;
 pub mod control;

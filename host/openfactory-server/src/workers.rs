@@ -1,4 +1,4 @@
-//! The control plane's side of the worker API ([`crate::wire`]): remote
+//! The control plane's side of the worker API (`openfactory_worker::wire`): remote
 //! workers claim jobs, report through their leases, upload a build's outputs
 //! and fetch the ISO a test run boots. Workers hold no database credentials;
 //! every call is checked against the store (a revoked worker is refused on
@@ -15,9 +15,9 @@ use axum::routing::{get, post, put};
 use openfactory_service::App;
 use openfactory_store::{JobKind, JobToken, Lease, WorkerLookup, WorkerRecord};
 
-use crate::control::{BUILD_OUTPUTS, ControlError, Task};
-use crate::local::{CLAIM_WAIT, claim, finish_build, finish_test_run};
-use crate::wire::{self, JOB_TOKEN, Refusal, SHA256};
+use openfactory_worker::control::{BUILD_OUTPUTS, ControlError, Task};
+use openfactory_worker::local::{CLAIM_WAIT, claim, finish_build, finish_test_run};
+use openfactory_worker::wire::{self, JOB_TOKEN, Refusal, SHA256};
 
 /// The routes, under [`wire::PREFIX`].
 pub fn router(app: Arc<App>) -> axum::Router {
@@ -317,7 +317,8 @@ async fn finish(
     match lease.kind {
         JobKind::Build => {
             let finish: wire::FinishBuild = body(&bytes)?;
-            if let crate::control::BuildOutcome::Completed { iso_sha256, .. } = &finish.outcome {
+            if let openfactory_worker::BuildOutcome::Completed { iso_sha256, .. } = &finish.outcome
+            {
                 // The ISO the worker says it made is the one it uploaded.
                 let stored =
                     stored_sha256(&app, &lease.id, openfactory_build::pipeline::ISO_FILE).await;
