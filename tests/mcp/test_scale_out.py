@@ -166,10 +166,10 @@ class Cluster:
         self.tokens[name] = token
         return token
 
-    def worker(self, name: str, index: int, *extra: str) -> Proc:
+    def worker(self, name: str, index: int, *extra: str, wrap: tuple[str, ...] = ()) -> Proc:
         home = self.tmp / f"worker-{name}"
         home.mkdir(exist_ok=True)
-        argv = [*self.net.prefix(index % max(1, len(self.net.namespaces))), self.of_bin, "--home", str(home),
+        argv = [*self.net.prefix(index % max(1, len(self.net.namespaces))), *wrap, self.of_bin, "--home", str(home),
                 "worker", "--server", self.base, "--token", self.tokens[name], *extra]
         proc = Proc(argv, self.tmp / f"worker-{name}.log").start()
         self.workers[name] = proc

@@ -143,6 +143,25 @@ fn main() -> Result<()> {
                 .args(HOST_FEATURES))?;
             bench_tests::bench_tests(&root)
         }
+        Some("bench-scale") => {
+            // Claims with a deep queue, then builds by one and by two workers.
+            let postgres = ensure_postgres()?.context(
+                "bench-scale needs PostgreSQL: run it as root, or set OPENFACTORY_TEST_POSTGRES",
+            )?;
+            run(cargo()
+                .args(["bench", "-p", "openfactory-store", "--bench", "claims"])
+                .env("OPENFACTORY_TEST_POSTGRES", &postgres))?;
+            ensure_build_tools()?;
+            plugins(&root)?;
+            let python = mcp_setup(&root)?;
+            run(Command::new(&python)
+                .arg(root.join("tests/mcp/bench_scale.py"))
+                .current_dir(root.join("tests/mcp"))
+                .env("OPENFACTORY_BIN", host_binary(&root, "debug"))
+                .envs(test_env(&root))
+                .env("OPENFACTORY_TEST_DATABASE", "postgres")
+                .env("OPENFACTORY_TEST_POSTGRES", &postgres))
+        }
         Some("bench-build") => {
             ensure_build_tools()?;
             bench_build::bench_build(&root)
