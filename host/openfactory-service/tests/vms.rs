@@ -28,6 +28,10 @@ async fn fixture(
     completed_build(&store, owner, "b1").await;
     let double = DoubleBackend::new();
     let app = app_on(store, &dir, Backend::Double(double.clone()));
+    // Its ISO, where the local artifact store keeps it.
+    let iso = app.settings.builds_dir.join("b1");
+    std::fs::create_dir_all(&iso).unwrap();
+    std::fs::write(iso.join(openfactory_build::pipeline::ISO_FILE), [0u8; 4096]).unwrap();
     (app, double, BuildId::parse("build_id", "b1").unwrap(), dir)
 }
 

@@ -88,6 +88,9 @@ pub fn new_build(id: &str) -> NewBuild<'_> {
     }
 }
 
+/// The SHA-256 the builds of [`completed_build`] claim for their ISO.
+pub const ISO_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
 /// A build of `owner`'s, queued, claimed and completed with a 4 KiB ISO.
 pub async fn completed_build(store: &Store, owner: &OwnerId, id: &str) -> BuildRecord {
     store.create_build(owner, &new_build(id)).await.unwrap();
@@ -104,7 +107,7 @@ pub async fn completed_build(store: &Store, owner: &OwnerId, id: &str) -> BuildR
         .finish_build(
             &lease,
             BuildEnd::Completed {
-                iso_sha256: "00",
+                iso_sha256: ISO_SHA256,
                 iso_size_bytes: 4096,
                 result_json: "{}",
             },
