@@ -143,6 +143,16 @@ pub fn run(args: WorkerArgs, config: &Config) -> anyhow::Result<ExitCode> {
             tracing::warn!(scratch = ?removed, "removed scratch space of interrupted builds");
         }
         let vms = Arc::new(crate::vms::backend(&args.vms, &config.home.join("vms")).await?);
+        // A worker's VMs are all throwaway test VMs of runs it held: after a
+        // crash, what is left goes (the runs themselves were requeued).
+        for vm in openfactory_vm::VmBackend::list(&*vms) {
+            match openfactory_vm::VmBackend::delete(&*vms, &vm).await {
+                Ok(()) => {
+                    tracing::warn!(%vm, "removed a test VM an earlier run of this worker left")
+                }
+                Err(e) => tracing::warn!(%vm, error = %e, "could not remove a test VM left behind"),
+            }
+        }
         let control = Arc::new(control);
         let executors = Arc::new(Executors { builder, vms });
         let shutdown = CancellationToken::new();
