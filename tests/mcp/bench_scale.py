@@ -38,13 +38,14 @@ async def main() -> int:
         return 2
     ofmcp.check_postgres()
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    (tmp / "databases").mkdir()
     launcher = ofmcp.postgres_launcher(of_bin, tmp / "databases")
     home = ofmcp.make_home(launcher, tmp / "control-plane")
     net = so.Net(host="127.0.0.1")
     c = so.Cluster(launcher, home, tmp, net, ofmcp.free_port(), [], {}, {})
     results = {}
     try:
-        c.control.append(so.serve(c, c.port, "control-plane"))
+        c.control.append(so.serve(c, c.port, "control-plane", "--max-active-builds", str(BUILDS + 1)))
         # Warm the cached base first, so that both runs measure warm builds.
         c.enrol("warm")
         c.worker("warm", 0, "--jobs", "build")

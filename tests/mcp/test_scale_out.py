@@ -182,10 +182,10 @@ class Cluster:
         return "\n".join(p.tail() for p in [*self.control, *self.workers.values()])
 
 
-def serve(c: "Cluster", port: int, name: str) -> Proc:
+def serve(c: "Cluster", port: int, name: str, *extra: str) -> Proc:
     host = c.net.host
     argv = [c.of_bin, "--home", str(c.home), "serve", "--listen", f"{host}:{port}", "--allowed-host", f"{host}:{port}",
-            "--build-concurrency", "0", "--test-concurrency", "0", *c.artifacts,
+            "--build-concurrency", "0", "--test-concurrency", "0", *c.artifacts, *extra,
             "--heartbeat-timeout-seconds", str(HEARTBEAT_TIMEOUT), "--requests-per-minute", "0"]
     proc = Proc(argv, c.tmp / f"{name}.log", env=c.s3_env).start()
     deadline = time.monotonic() + 60
