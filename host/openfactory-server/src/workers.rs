@@ -159,6 +159,36 @@ fn lease(worker: &WorkerRecord, headers: &HeaderMap, kind: &str, id: &str) -> Re
     })
 }
 
+/// A call about one job: the worker its bearer token belongs to, and the
+/// lease the path (kind, id) and the job-token header name.
+struct Leased {
+    worker: WorkerRecord,
+    lease: Lease,
+}
+
+impl axum::extract::FromRequestParts<Arc<App>> for Leased {
+    type Rejection = Refused;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, app)
+                .await
+                .map_err(|_| Refused::new(StatusCode::NOT_FOUND, "no such worker API path"))?;
+        let (Some(kind), Some(id)) = (params.get("kind"), params.get("id")) else {
+            return Err(Refused::new(
+                StatusCode::NOT_FOUND,
+                "no such worker API path",
+            ));
+        };
+        let worker = worker(app, &parts.headers, None).await?;
+        let lease = lease(&worker, &parts.headers, kind, id)?;
+        Ok(Leased { worker, lease })
+    }
+}
+
 /// A JSON body, or a refusal that names the field (never the parser's words
 /// about Rust types).
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Reply<T> {
@@ -249,11 +279,8 @@ fn claimed(task: Task) -> wire::Claimed {
 
 async fn heartbeat(
     State(app): State<Arc<App>>,
-    Path((kind, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Leased { lease, .. }: Leased,
 ) -> Reply<Json<wire::SignalReply>> {
-    let worker = worker(&app, &headers, None).await?;
-    let lease = lease(&worker, &headers, &kind, &id)?;
     let signal = app.store.heartbeat(&lease).await?;
     Ok(Json(wire::SignalReply {
         cancel: signal.cancel,
@@ -262,12 +289,9 @@ async fn heartbeat(
 
 async fn progress(
     State(app): State<Arc<App>>,
-    Path((kind, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Leased { lease, .. }: Leased,
     bytes: axum::body::Bytes,
 ) -> Reply<Json<wire::SignalReply>> {
-    let worker = worker(&app, &headers, None).await?;
-    let lease = lease(&worker, &headers, &kind, &id)?;
     let report: wire::Progress = body(&bytes)?;
     let signal = app
         .store
@@ -283,12 +307,9 @@ async fn progress(
 
 async fn set_vm(
     State(app): State<Arc<App>>,
-    Path((kind, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Leased { lease, .. }: Leased,
     bytes: axum::body::Bytes,
 ) -> Reply<StatusCode> {
-    let worker = worker(&app, &headers, None).await?;
-    let lease = lease(&worker, &headers, &kind, &id)?;
     let vm: wire::SetVm = body(&bytes)?;
     if vm.vm_id.is_empty()
         || vm.vm_id.len() > 64
@@ -308,12 +329,9 @@ async fn set_vm(
 
 async fn finish(
     State(app): State<Arc<App>>,
-    Path((kind, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Leased { worker, lease }: Leased,
     bytes: axum::body::Bytes,
 ) -> Reply<StatusCode> {
-    let worker = worker(&app, &headers, None).await?;
-    let lease = lease(&worker, &headers, &kind, &id)?;
     match lease.kind {
         JobKind::Build => {
             let finish: wire::FinishBuild = body(&bytes)?;
@@ -325,7 +343,7 @@ async fn finish(
                 if stored.as_deref() != Some(iso_sha256.as_str()) {
                     return Err(Refused::new(
                         StatusCode::BAD_REQUEST,
-                        "outcome.iso_sha256: no uploaded ISO has that SHA-256; upload the ISO (PUT …/outputs/openfactory.iso) first",
+                        "outcome.iso_sha256: no uploaded ISO has that SHA-256; upload the ISO (PUT …/outputs/image.iso) first",
                     ));
                 }
             }
@@ -344,12 +362,9 @@ async fn finish(
 
 async fn release(
     State(app): State<Arc<App>>,
-    Path((kind, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Leased { lease, .. }: Leased,
     bytes: axum::body::Bytes,
 ) -> Reply<StatusCode> {
-    let worker = worker(&app, &headers, None).await?;
-    let lease = lease(&worker, &headers, &kind, &id)?;
     let release: wire::Release = body(&bytes)?;
     app.store.release(&lease, &release.reason).await?;
     app.wake.builds.notify_waiters();
@@ -400,12 +415,12 @@ fn store_refusal(e: openfactory_artifacts::Error) -> Refused {
 /// worker announced (the store never shows a partial or mismatched file).
 async fn upload(
     State(app): State<Arc<App>>,
-    Path((kind, id, name)): Path<(String, String, String)>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    Leased { lease, .. }: Leased,
     headers: HeaderMap,
     request: Body,
 ) -> Reply<Json<wire::Stored>> {
-    let worker = worker(&app, &headers, None).await?;
-    let lease = lease(&worker, &headers, &kind, &id)?;
+    let name = params.get("name").cloned().unwrap_or_default();
     if lease.kind != JobKind::Build {
         return Err(Refused::new(
             StatusCode::NOT_FOUND,
@@ -459,13 +474,7 @@ async fn upload(
 }
 
 /// `GET /jobs/test_run/{id}/iso`: the ISO of the build a leased run tests.
-async fn iso(
-    State(app): State<Arc<App>>,
-    Path((kind, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Reply<Response> {
-    let worker = worker(&app, &headers, None).await?;
-    let lease = lease(&worker, &headers, &kind, &id)?;
+async fn iso(State(app): State<Arc<App>>, Leased { lease, .. }: Leased) -> Reply<Response> {
     if lease.kind != JobKind::TestRun {
         return Err(Refused::new(
             StatusCode::NOT_FOUND,

@@ -253,6 +253,11 @@ pub async fn finish_test_run(app: &App, lease: &Lease, outcome: &TestOutcome) ->
         .parse()
         .map_err(|e: String| ControlError::Refused(format!("status: {e}")))?;
     let status: openfactory_store::TestRunStatus = status;
+    if status.is_active() {
+        return Err(ControlError::Refused(format!(
+            "status: `{status}` is not how a run ends; use passed, failed, error, stopped or timed_out"
+        )));
+    }
     app.metrics.test_run_finished(status.as_str());
     let report = outcome.report.to_string();
     let end = TestRunEnd {

@@ -30,6 +30,8 @@ pub struct RemoteControl {
     work_dir: PathBuf,
     /// Set when the control plane refuses this worker's token.
     refused: tokio::sync::watch::Sender<Option<String>>,
+    /// The name the control plane knows it by (from `whoami`), for its logs.
+    name: std::sync::OnceLock<String>,
 }
 
 impl RemoteControl {
@@ -45,6 +47,7 @@ impl RemoteControl {
             token: token.to_owned(),
             work_dir: work_dir.to_owned(),
             refused: tokio::sync::watch::channel(None).0,
+            name: std::sync::OnceLock::new(),
         })
     }
 
@@ -53,6 +56,7 @@ impl RemoteControl {
     pub async fn whoami(&self) -> Reply<String> {
         let request = self.http.get(self.url("/whoami")).bearer_auth(&self.token);
         let me: wire::WhoAmI = json(self.send(request, None).await?).await?;
+        let _ = self.name.set(me.name.clone());
         Ok(me.name)
     }
 
@@ -187,7 +191,7 @@ impl Control for RemoteControl {
             kind: claimed.kind,
             id: claimed.id,
             token,
-            worker: "this worker".into(),
+            worker: format!("worker:{}", self.name.get().map_or("?", String::as_str)),
             attempt: claimed.attempt,
             requeued_because: claimed.requeued_because,
         };

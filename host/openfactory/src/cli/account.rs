@@ -63,7 +63,9 @@ pub enum KeyCommand {
     },
 }
 
-async fn store(config: &Config, url: Option<String>) -> anyhow::Result<Store> {
+/// The database of `url`, or SQLite in the home directory (for the CLI's
+/// database commands).
+pub(crate) async fn store(config: &Config, url: Option<String>) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.home)?;
     let url =
         url.unwrap_or_else(|| format!("sqlite://{}", config.home.join("openfactory.db").display()));

@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-mod account;
+pub(crate) mod account;
 mod build;
 mod plugin;
 mod recipe;

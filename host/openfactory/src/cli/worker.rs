@@ -8,10 +8,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Subcommand;
 use openfactory_service::workers;
-use openfactory_store::{JobKind, LeaseSettings, Store};
+use openfactory_store::{JobKind, LeaseSettings};
 use openfactory_worker::{Executors, RemoteControl};
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::account::store;
 use crate::cli::serve::VmArgs;
 use crate::config::Config;
 
@@ -64,15 +65,6 @@ pub struct WorkerArgs {
     pub test_concurrency: usize,
     #[command(flatten)]
     pub vms: VmArgs,
-}
-
-async fn store(config: &Config, url: Option<String>) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&config.home)?;
-    let url =
-        url.unwrap_or_else(|| format!("sqlite://{}", config.home.join("openfactory.db").display()));
-    Store::open(&url)
-        .await
-        .with_context(|| format!("opening the database {url}"))
 }
 
 pub fn token(cmd: WorkerTokenCommand, config: &Config) -> anyhow::Result<ExitCode> {
