@@ -186,7 +186,9 @@ def serve(c: "Cluster", port: int, name: str, *extra: str) -> Proc:
     host = c.net.host
     argv = [c.of_bin, "--home", str(c.home), "serve", "--listen", f"{host}:{port}", "--allowed-host", f"{host}:{port}",
             "--build-concurrency", "0", "--test-concurrency", "0", *c.artifacts, *extra,
-            "--heartbeat-timeout-seconds", str(HEARTBEAT_TIMEOUT), "--requests-per-minute", "0"]
+            "--heartbeat-timeout-seconds", str(HEARTBEAT_TIMEOUT), "--requests-per-minute", "0",
+            # A private test network: its callers work as their addresses (off the loopback the default is off).
+            "--anonymous", "ip"]
     proc = Proc(argv, c.tmp / f"{name}.log", env=c.s3_env).start()
     deadline = time.monotonic() + 60
     with httpx2.Client(trust_env=False, timeout=2.0) as c:

@@ -263,10 +263,7 @@ fn novnc(root: &Path) -> Result<PathBuf> {
     if !version.contains(&format!("\"version\": \"{NOVNC}\"")) {
         std::fs::create_dir_all(&prefix)?;
         eprintln!("xtask: installing @novnc/novnc {NOVNC} for the VM console");
-        run(Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-            .arg(&prefix)
-            .arg(format!("@novnc/novnc@{NOVNC}")))?;
+        npm_install(&prefix, &[format!("@novnc/novnc@{NOVNC}")])?;
     }
     Ok(package)
 }
@@ -294,10 +291,31 @@ fn browser_driver(root: &Path) -> Result<()> {
         "xtask: installing {} for the browser tests",
         specs.join(" ")
     );
-    run(Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-        .arg(&prefix)
-        .args(&specs))
+    npm_install(&prefix, &specs)
+}
+
+/// `npm install` of `specs` under `prefix` (npm keeps its download cache in
+/// ~/.npm, outside the clone). A registry that fails for a moment (seen in
+/// CI) gets two more tries before the set-up fails.
+fn npm_install(prefix: &Path, specs: &[String]) -> Result<()> {
+    let mut last = None;
+    for (attempt, pause) in [(1, 0u64), (2, 5), (3, 20)] {
+        if pause > 0 {
+            eprintln!(
+                "xtask: npm install failed; trying again in {pause} s (attempt {attempt} of 3)"
+            );
+            std::thread::sleep(std::time::Duration::from_secs(pause));
+        }
+        match run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(prefix)
+            .args(specs))
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("three attempts were made"))
 }
 
 /// The environment tests and benchmarks use to find the built bundles.

@@ -1,12 +1,14 @@
 //! The MCP routes over HTTP: legacy SSE (`/api/mcp/sse` + `/api/mcp/messages`)
-//! and Streamable HTTP (`/api/mcp`), for the HTTP server to serve behind its
-//! own checks (Host, rate limits, API keys).
+//! and Streamable HTTP (`/api/mcp`), and their twins under `/api/mcp/account`
+//! that always require a signed-in caller, for the HTTP server to serve
+//! behind its own checks (Host, rate limits, credentials).
 //!
-//! The server resolves an API key before a request gets here and leaves the
-//! key's account in the request as a [`KeyCaller`]; a request without one is
-//! its address's IP session. A request that still carries an
-//! `Authorization` header nobody checked is refused, never taken for the IP
-//! session.
+//! The server resolves a credential (an API key, an OAuth access token)
+//! before a request gets here and leaves its account in the request as an
+//! [`AccountCaller`]; a request without one is its address's IP session,
+//! where the policy allows anonymous callers and the endpoint is not an
+//! account endpoint. A request that still carries an `Authorization` header
+//! nobody checked is refused, never taken for the IP session.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::request::Parts;
-use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -26,12 +28,44 @@ use tokio_util::sync::CancellationToken;
 use crate::sse::{self, Sessions, SseState};
 use crate::tools::OpenFactoryServer;
 use openfactory_service::App;
-use openfactory_service::auth::{KeyCaller, KeyError};
+use openfactory_service::auth::AccountCaller;
 use openfactory_service::metrics::TransportLabels;
-use openfactory_service::owner::OwnerPolicy;
+use openfactory_service::owner::{Anonymous, OwnerPolicy};
 use openfactory_store::OwnerId;
 
 pub const STREAMABLE_PATH: &str = "/api/mcp";
+/// Streamable HTTP for signed-in callers only: what a hosted client is
+/// configured with, so that it is sent through OAuth.
+pub const ACCOUNT_PATH: &str = "/api/mcp/account";
+
+/// The MCP endpoints, each a protected resource of its own (RFC 9728): the
+/// two transports, anonymous-capable and account-only.
+pub const RESOURCE_PATHS: [&str; 4] = [
+    STREAMABLE_PATH,
+    ACCOUNT_PATH,
+    sse::SSE_PATH,
+    sse::ACCOUNT_SSE_PATH,
+];
+
+/// The resource a request path belongs to (a messages path to its SSE
+/// endpoint), if it is an MCP path.
+pub fn resource_path(path: &str) -> Option<&'static str> {
+    match path {
+        STREAMABLE_PATH => Some(STREAMABLE_PATH),
+        ACCOUNT_PATH => Some(ACCOUNT_PATH),
+        sse::SSE_PATH | sse::MESSAGES_PATH => Some(sse::SSE_PATH),
+        sse::ACCOUNT_SSE_PATH | sse::ACCOUNT_MESSAGES_PATH => Some(sse::ACCOUNT_SSE_PATH),
+        _ => None,
+    }
+}
+
+/// Whether the endpoint at `path` refuses callers without a credential.
+pub fn requires_account(path: &str) -> bool {
+    matches!(
+        resource_path(path),
+        Some(ACCOUNT_PATH | sse::ACCOUNT_SSE_PATH)
+    )
+}
 /// Largest MCP message: a recipe may be 2 MiB, plus JSON-RPC framing.
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
@@ -87,35 +121,47 @@ pub fn router(
     } else {
         config.with_allowed_hosts(allowed_hosts)
     };
-    let streamable = StreamableHttpService::new(
-        move || Ok(OpenFactoryServer::new(app.clone(), owners.clone(), None)),
-        LocalSessionManager::default().into(),
-        config,
-    );
+    let streamable = |config| {
+        let (app, owners) = (app.clone(), owners.clone());
+        StreamableHttpService::new(
+            move || Ok(OpenFactoryServer::new(app.clone(), owners.clone(), None)),
+            LocalSessionManager::default().into(),
+            config,
+        )
+    };
 
     Router::new()
         .route(sse::SSE_PATH, get(open_sse))
         .route(sse::MESSAGES_PATH, post(post_message))
+        .route(sse::ACCOUNT_SSE_PATH, get(open_sse))
+        .route(sse::ACCOUNT_MESSAGES_PATH, post(post_message))
         .with_state(shared)
-        .route_service(STREAMABLE_PATH, streamable)
+        .route_service(STREAMABLE_PATH, streamable(config.clone()))
+        .route_service(ACCOUNT_PATH, streamable(config))
         .layer(DefaultBodyLimit::max(MAX_MESSAGE))
 }
 
-/// Who is calling: the account of the key the server checked, else the
-/// address's IP session. An `Authorization` header without a checked key
-/// means this router is served without the server's key layer: refused, so
-/// that a key never falls back to the IP session.
+/// Who is calling: the account of the credential the server checked, else
+/// the address's IP session. An `Authorization` header without a checked
+/// credential means this router is served without the server's credential
+/// layer: refused, so that a credential never falls back to the IP session;
+/// and so is an anonymous caller where none is allowed (the server answers
+/// those with its OAuth challenge before they get here).
 pub(crate) fn caller(
     owners: &OwnerPolicy,
+    path: &str,
     extensions: &Extensions,
     headers: &HeaderMap,
 ) -> Result<OwnerId, &'static str> {
-    if let Some(key) = extensions.get::<KeyCaller>() {
-        return Ok(key.owner.clone());
+    if let Some(signed_in) = extensions.get::<AccountCaller>() {
+        return Ok(signed_in.owner.clone());
     }
     if headers.contains_key(header::AUTHORIZATION) {
         tracing::error!("a request with an Authorization header reached MCP unchecked");
-        return Err("the server did not check the API key; try again later");
+        return Err("the server did not check the credential; try again later");
+    }
+    if owners.anonymous == Anonymous::Off || requires_account(path) {
+        return Err("sign in first: this endpoint needs an API key or an OAuth access token");
     }
     let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -125,11 +171,11 @@ pub(crate) fn caller(
     Ok(owners.resolve(peer, headers))
 }
 
-/// A refused API key, as MCP clients expect it: 401 (503 when the key could
-/// not be checked), `WWW-Authenticate: Bearer`, and the reason as a
-/// JSON-RPC error.
-pub fn refused(e: &KeyError) -> Response {
-    let status = if *e == KeyError::Unavailable {
+/// A caller refused, as MCP clients expect it: 401 (503 when the
+/// credential could not be checked), the server's `WWW-Authenticate`
+/// challenge, and the reason as a JSON-RPC error.
+pub fn refused(unavailable: bool, message: &str, challenge: HeaderValue) -> Response {
+    let status = if unavailable {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::UNAUTHORIZED
@@ -139,14 +185,13 @@ pub fn refused(e: &KeyError) -> Response {
         axum::Json(json!({
             "jsonrpc": "2.0",
             "id": null,
-            "error": { "code": -32001, "message": e.message() },
+            "error": { "code": -32001, "message": message },
         })),
     )
         .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        "Bearer".parse().expect("valid header"),
-    );
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, challenge);
     response
 }
 
@@ -160,14 +205,24 @@ fn unidentified(why: &str) -> Response {
 }
 
 async fn open_sse(State(shared): State<Shared>, parts: Parts) -> Response {
-    let owner = match caller(&shared.owners, &parts.extensions, &parts.headers) {
+    let owner = match caller(
+        &shared.owners,
+        parts.uri.path(),
+        &parts.extensions,
+        &parts.headers,
+    ) {
         Ok(owner) => owner,
         Err(why) => return unidentified(why),
     };
     if let Err(e) = openfactory_service::owner::touch(&shared.app, &owner).await {
         return (e.kind.http_status(), format!("{}\n", e.message)).into_response();
     }
-    sse::open(shared.sse.clone(), owner).into_response()
+    let messages = if requires_account(parts.uri.path()) {
+        sse::ACCOUNT_MESSAGES_PATH
+    } else {
+        sse::MESSAGES_PATH
+    };
+    sse::open(shared.sse.clone(), owner, messages).into_response()
 }
 
 async fn post_message(
@@ -176,7 +231,12 @@ async fn post_message(
     query: Query<sse::MessageQuery>,
     body: Bytes,
 ) -> Response {
-    let owner = match caller(&shared.owners, &parts.extensions, &parts.headers) {
+    let owner = match caller(
+        &shared.owners,
+        parts.uri.path(),
+        &parts.extensions,
+        &parts.headers,
+    ) {
         Ok(owner) => owner,
         Err(why) => return unidentified(why),
     };

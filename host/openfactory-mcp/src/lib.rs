@@ -3,6 +3,7 @@
 //! Only this crate knows JSON-RPC and MCP. It serves the operations of
 //! `openfactory-service` as MCP tools over three transports: legacy HTTP+SSE
 //! (`/api/mcp/sse` + `/api/mcp/messages`) and Streamable HTTP (`/api/mcp`),
+//! each also under `/api/mcp/account` for signed-in callers only,
 //! whose routes [`router`] gives to the HTTP server (`openfactory-server`,
 //! which puts them behind its Host check, rate limits and API keys); and
 //! stdio, which [`serve_stdio`] serves.
@@ -15,7 +16,9 @@ pub mod wording;
 
 use std::sync::Arc;
 
-pub use http::{MAX_MESSAGE, refused, router};
+pub use http::{
+    ACCOUNT_PATH, MAX_MESSAGE, RESOURCE_PATHS, refused, requires_account, resource_path, router,
+};
 use openfactory_service::{App, OwnerPolicy};
 use openfactory_store::OwnerId;
 use rmcp::ServiceExt;

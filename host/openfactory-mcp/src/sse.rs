@@ -31,6 +31,9 @@ use crate::tools::OpenFactoryServer;
 
 pub const SSE_PATH: &str = "/api/mcp/sse";
 pub const MESSAGES_PATH: &str = "/api/mcp/messages";
+/// The twins that always require a signed-in caller.
+pub const ACCOUNT_SSE_PATH: &str = "/api/mcp/account/sse";
+pub const ACCOUNT_MESSAGES_PATH: &str = "/api/mcp/account/messages";
 const CHANNEL: usize = 64;
 
 struct Session {
@@ -104,10 +107,15 @@ impl Drop for Guard {
     }
 }
 
-/// `GET /api/mcp/sse`. The session ends with its stream: when the client
+/// `GET /api/mcp/sse` (or its account twin, whose `endpoint` event names
+/// `messages_path`). The session ends with its stream: when the client
 /// goes, the server shuts down, or whoever serves the stream ends it (the
 /// server does when the stream's API key is revoked).
-pub fn open(state: SseState, owner: OwnerId) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub fn open(
+    state: SseState,
+    owner: OwnerId,
+    messages_path: &'static str,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (client_tx, client_rx) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL);
     let (server_tx, server_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL);
@@ -147,7 +155,7 @@ pub fn open(state: SseState, owner: OwnerId) -> Sse<impl Stream<Item = Result<Ev
     let endpoint = futures::stream::once(async move {
         Ok(Event::default()
             .event("endpoint")
-            .data(format!("{MESSAGES_PATH}?sessionId={id}")))
+            .data(format!("{messages_path}?sessionId={id}")))
     });
     let messages = ReceiverStream::new(server_rx).map(move |message| {
         let _ = &guard; // the guard lives as long as the stream

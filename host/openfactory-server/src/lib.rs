@@ -10,7 +10,11 @@
 //! 4. the body limit;
 //! 5. `limits`: the per-caller rate limits (not for `/healthz`, `/metrics`
 //!    and static files);
-//! 6. on the MCP routes, `caller`: an API key becomes its account, or 401.
+//! 6. on the MCP routes, `caller`: a credential (an API key, an OAuth access
+//!    token) becomes its account, or 401 with the OAuth challenge.
+//!
+//! The OAuth endpoints (`oauth`: discovery documents, registration, token,
+//! revocation) pass 1–5; their consent page is the web console's.
 //!
 //! The worker API (`workers`, for `openfactory worker` on
 //! other machines) passes 1–3 only: workers authenticate every call with
@@ -21,6 +25,7 @@ mod caller;
 mod headers;
 mod host;
 mod limits;
+mod oauth;
 mod status;
 mod trace;
 mod workers;
@@ -58,7 +63,13 @@ pub fn router(
         hosts.allowed_hosts.clone(),
         shutdown,
     )
-    .layer(middleware::from_fn_with_state(app.clone(), caller::resolve));
+    .layer(middleware::from_fn_with_state(
+        caller::Callers {
+            app: app.clone(),
+            owners: owners.clone(),
+        },
+        caller::resolve,
+    ));
 
     let hosts = Arc::new(hosts);
     let workers = workers::router(app.clone())
@@ -67,6 +78,7 @@ pub fn router(
     let checked = Router::new()
         .merge(mcp)
         .merge(api::router(app.clone(), owners.clone()))
+        .merge(oauth::router(app.clone()))
         .merge(openfactory_web::router(app.clone(), owners.clone(), web))
         .layer(middleware::from_fn_with_state(
             limits::Limits::new(owners),

@@ -32,6 +32,19 @@ struct Fixture {
 static NEXT_ACCOUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 async fn fixture_with(hosts: HostPolicy, requests_per_minute: u32) -> Fixture {
+    fixture_anonymous(
+        hosts,
+        requests_per_minute,
+        openfactory_service::Anonymous::Ip,
+    )
+    .await
+}
+
+async fn fixture_anonymous(
+    hosts: HostPolicy,
+    requests_per_minute: u32,
+    anonymous: openfactory_service::Anonymous,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let plugins = PluginHost::load(&HostConfig {
         plugins_dir: dir.path().join("plugins"),
@@ -72,11 +85,13 @@ async fn fixture_with(hosts: HostPolicy, requests_per_minute: u32) -> Fixture {
             max_disk_bytes: 0,
             max_active_test_runs: 1,
             max_test_timeout_seconds: 600,
+            oauth: openfactory_oauth::Settings::new("http://localhost", Vec::new()),
         },
     );
     let owners = Arc::new(OwnerPolicy {
         trusted_proxies: Vec::new(),
         requests_per_minute,
+        anonymous,
     });
     let router = crate::router(
         app.clone(),
@@ -746,7 +761,16 @@ async fn a_key_is_its_account_on_both_transports_or_nothing() {
     ] {
         let response = f.send(request).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with(
+                "Bearer resource_metadata=\"http://localhost/.well-known/oauth-protected-resource/api/mcp"
+            ) && challenge.contains("error=\"invalid_token\""),
+            "{challenge}"
+        );
         let body = json_body(response).await;
         assert_eq!(body["error"]["code"], -32001);
         assert!(
@@ -783,4 +807,170 @@ async fn a_key_is_its_account_on_both_transports_or_nothing() {
             })
         );
     }
+}
+
+#[tokio::test]
+async fn hosted_clients_find_the_authorization_server_and_are_sent_to_sign_in() {
+    let f = fixture().await;
+    let server = json_body(f.get("/.well-known/oauth-authorization-server").await).await;
+    assert_eq!(server["issuer"], "http://localhost");
+    assert_eq!(server["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(
+        server["authorization_endpoint"],
+        "http://localhost/oauth/authorize"
+    );
+    assert_eq!(
+        json_body(f.get("/.well-known/openid-configuration").await).await,
+        server
+    );
+    let resource = json_body(
+        f.get("/.well-known/oauth-protected-resource/api/mcp/account")
+            .await,
+    )
+    .await;
+    assert_eq!(resource["resource"], "http://localhost/api/mcp/account");
+    assert_eq!(
+        resource["authorization_servers"],
+        json!(["http://localhost"])
+    );
+    let root = json_body(f.get("/.well-known/oauth-protected-resource").await).await;
+    assert_eq!(root["resource"], "http://localhost");
+    assert_eq!(
+        f.get("/.well-known/oauth-protected-resource/etc/passwd")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let streamable = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    // The account endpoints always ask for sign-in, with the challenge that
+    // leads to the resource's metadata.
+    for (method, path, resource) in [
+        ("POST", "/api/mcp/account", "/api/mcp/account"),
+        ("GET", "/api/mcp/account/sse", "/api/mcp/account/sse"),
+        (
+            "POST",
+            "/api/mcp/account/messages?sessionId=x",
+            "/api/mcp/account/sse",
+        ),
+    ] {
+        let response = f.send(request(method, path, &streamable, INITIALIZE)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            challenge,
+            format!(
+                "Bearer resource_metadata=\"http://localhost/.well-known/oauth-protected-resource{resource}\", scope=\"mcp\""
+            ),
+        );
+        assert_eq!(json_body(response).await["error"]["code"], -32001);
+    }
+    // The anonymous endpoints stay anonymous by default...
+    let response = f
+        .send(request("POST", "/api/mcp", &streamable, INITIALIZE))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // ...and are not with anonymous callers off; a key still works anywhere.
+    let off = fixture_anonymous(
+        HostPolicy::default(),
+        0,
+        openfactory_service::Anonymous::Off,
+    )
+    .await;
+    for (method, path) in [("POST", "/api/mcp"), ("GET", "/api/mcp/sse")] {
+        let response = off
+            .send(request(method, path, &streamable, INITIALIZE))
+            .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+    let (_, _, key) = off.account().await;
+    let bearer = format!("Bearer {}", key.key);
+    let with_key = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("authorization", bearer.as_str()),
+    ];
+    for path in ["/api/mcp", "/api/mcp/account"] {
+        let response = off.send(request("POST", path, &with_key, INITIALIZE)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    // A forged access token is refused as a token, never taken for anonymous.
+    let forged = [
+        ("authorization", "Bearer of_oat_forged"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    let response = f
+        .send(request("POST", "/api/mcp", &forged, INITIALIZE))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+}
+
+#[tokio::test]
+async fn the_token_endpoint_answers_in_oauth_terms() {
+    let f = fixture().await;
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let response = f
+        .send(request(
+            "POST",
+            "/oauth/token",
+            &form,
+            "grant_type=password&username=a&password=b",
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let body = json_body(response).await;
+    assert_eq!(body["error"], "unsupported_grant_type");
+    let response = f
+        .send(request(
+            "POST",
+            "/oauth/token",
+            &[("content-type", "application/json")],
+            "{}",
+        ))
+        .await;
+    assert_eq!(json_body(response).await["error"], "invalid_request");
+    let response = f
+        .send(request(
+            "POST",
+            "/oauth/register",
+            &[("content-type", "application/json")],
+            r#"{"redirect_uris":["http://127.0.0.1:9/cb"],"token_endpoint_auth_method":"none"}"#,
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let registered = json_body(response).await;
+    assert!(
+        registered["client_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("of_cli_")
+    );
+    assert!(registered.get("client_secret").is_none());
+    let response = f
+        .send(request(
+            "POST",
+            "/oauth/register",
+            &[("content-type", "application/json")],
+            "{",
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_body(response).await["error"], "invalid_request");
 }

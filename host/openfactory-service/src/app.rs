@@ -31,8 +31,10 @@ pub struct App {
     pub vms: Vms,
     pub settings: Settings,
     pub metrics: Metrics,
-    /// Open streams per API key (closed when it is revoked), failed sign-ins.
+    /// Open streams per credential (closed when it is revoked), failed sign-ins.
     pub auth: Auth,
+    /// The OAuth authorization server hosted MCP clients sign in with.
+    pub oauth: openfactory_oauth::OAuth,
     pub wake: Wake,
 }
 
@@ -46,11 +48,14 @@ impl App {
         settings: Settings,
     ) -> Arc<App> {
         Arc::new(App {
-            store,
+            store: store.clone(),
             artifacts: Arc::new(artifacts),
             planner,
             signer,
             vms,
+            oauth: openfactory_oauth::OAuth::new(store.clone(), settings.oauth.clone()).expect(
+                "the client for OAuth client metadata documents starts (its policy was checked)",
+            ),
             settings,
             metrics: Metrics::new(),
             auth: Auth::default(),
@@ -114,6 +119,8 @@ pub struct Settings {
     pub max_active_test_runs: u32,
     /// Longest a test run may take (boot and checks), seconds.
     pub max_test_timeout_seconds: u32,
+    /// The OAuth issuer (the public URL), the protected resources, token lifetimes.
+    pub oauth: openfactory_oauth::Settings,
 }
 
 impl Settings {

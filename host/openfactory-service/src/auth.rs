@@ -6,11 +6,13 @@
 //!   store, 7 days).
 //! - With it they manage keys at `/api/mcp-keys`: `of_mcp_` + 40 hex digits,
 //!   shown once, stored as SHA-256.
-//! - An MCP client sending `Authorization: Bearer of_mcp_…` acts as the
-//!   account; without the header, as its IP address. A wrong or revoked key
-//!   is refused (401), never silently treated as the IP session.
-//! - Revoking a key through the API cancels its token here, which closes every
-//!   open stream that authenticated with it.
+//! - An MCP client sending `Authorization: Bearer of_mcp_…` (an API key) or
+//!   `Bearer of_oat_…` (an OAuth access token, see `openfactory_oauth`) acts
+//!   as the account; without the header, as its IP address (unless the
+//!   server refuses anonymous callers). A wrong, expired or revoked
+//!   credential is refused (401), never silently treated as the IP session.
+//! - Revoking a key or a connected client (an OAuth grant) cancels its token
+//!   here, which closes every open stream that authenticated with it.
 //! - An address's work (its IP session's recipes, builds, VMs and test runs)
 //!   can be claimed into an account.
 //!
@@ -27,7 +29,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
-use openfactory_store::{Account, Claimed, KeyLookup, McpKey, OwnerId, Store};
+use openfactory_oauth::{ACCESS_TOKEN_PREFIX, AccessError, OAuthError};
+use openfactory_store::{Account, Claimed, KeyLookup, McpKey, OAuthGrant, OwnerId, Store};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -48,14 +51,48 @@ const MAX_PASSWORD: usize = 1024;
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
-/// An MCP caller that presented a valid key: the account, and the key.
-#[derive(Debug, Clone)]
-pub struct KeyCaller {
-    pub owner: OwnerId,
-    pub key_id: String,
+/// What a signed-in MCP caller presented: an API key, or an OAuth access
+/// token of a grant (a connected client).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Credential {
+    Key(String),
+    Grant(String),
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// An MCP caller that presented a valid credential: the account, and what
+/// it presented.
+#[derive(Debug, Clone)]
+pub struct AccountCaller {
+    pub owner: OwnerId,
+    pub credential: Credential,
+}
+
+/// Why a presented credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialError {
+    Key(KeyError),
+    Token(AccessError),
+}
+
+impl CredentialError {
+    pub fn message(&self) -> &'static str {
+        match self {
+            CredentialError::Key(e) => e.message(),
+            CredentialError::Token(e) => e.message(),
+        }
+    }
+
+    /// The credential could not be checked (not: it is wrong).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            CredentialError::Key(KeyError::Unavailable)
+                | CredentialError::Token(AccessError::Unavailable)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyError {
     /// Not a key of ours (or not a key at all).
     Invalid,
@@ -77,28 +114,33 @@ impl KeyError {
     }
 }
 
-/// State the auth layer keeps in memory: which streams each key holds open,
-/// and recent failed sign-ins.
+/// State the auth layer keeps in memory: which streams each credential
+/// holds open, and recent failed sign-ins.
 #[derive(Default)]
 pub struct Auth {
-    connections: Mutex<HashMap<String, CancellationToken>>,
+    connections: Mutex<HashMap<Credential, CancellationToken>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Auth {
-    /// The token every stream opened with `key_id` ends on.
-    pub fn key_token(&self, key_id: &str) -> CancellationToken {
+    /// The token every stream opened with `credential` ends on.
+    pub fn streams_of(&self, credential: &Credential) -> CancellationToken {
         self.connections
             .lock()
             .expect("auth lock")
-            .entry(key_id.to_owned())
+            .entry(credential.clone())
             .or_default()
             .clone()
     }
 
-    /// Close every stream opened with `key_id` (in this process).
-    fn disconnect(&self, key_id: &str) {
-        if let Some(token) = self.connections.lock().expect("auth lock").remove(key_id) {
+    /// Close every stream opened with `credential` (in this process).
+    pub fn disconnect(&self, credential: &Credential) {
+        if let Some(token) = self
+            .connections
+            .lock()
+            .expect("auth lock")
+            .remove(credential)
+        {
             token.cancel();
         }
     }
@@ -146,16 +188,17 @@ fn new_id() -> String {
     hex::encode(bytes)
 }
 
-/// The caller's key, if the request carries one. `Ok(None)`: no
-/// Authorization header (an IP session).
-pub async fn key_caller(
+/// The caller's account, if the request carries a credential: an API key
+/// or an OAuth access token. `Ok(None)`: no Authorization header (an
+/// anonymous caller).
+pub async fn account_caller(
     app: &App,
     headers: &HeaderMap,
-) -> std::result::Result<Option<KeyCaller>, KeyError> {
+) -> std::result::Result<Option<AccountCaller>, CredentialError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let key = value
+    let bearer = value
         .to_str()
         .ok()
         .and_then(|v| {
@@ -163,13 +206,33 @@ pub async fn key_caller(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .filter(|k| k.starts_with(KEY_PREFIX) && k.len() <= 128)
-        .ok_or(KeyError::Invalid)?;
+        .filter(|k| k.len() <= 128);
+    match bearer {
+        Some(token) if token.starts_with(ACCESS_TOKEN_PREFIX) => {
+            let grant = app
+                .oauth
+                .access(token)
+                .await
+                .map_err(CredentialError::Token)?;
+            Ok(Some(AccountCaller {
+                owner: OwnerId::account(&grant.account_id),
+                credential: Credential::Grant(grant.grant_id),
+            }))
+        }
+        Some(key) if key.starts_with(KEY_PREFIX) => key_caller(app, key)
+            .await
+            .map(Some)
+            .map_err(CredentialError::Key),
+        _ => Err(CredentialError::Key(KeyError::Invalid)),
+    }
+}
+
+async fn key_caller(app: &App, key: &str) -> std::result::Result<AccountCaller, KeyError> {
     match app.store.key_by_hash(&key_hash(key)).await {
-        Ok(KeyLookup::Valid(found)) => Ok(Some(KeyCaller {
+        Ok(KeyLookup::Valid(found)) => Ok(AccountCaller {
             owner: OwnerId::account(&found.account_id),
-            key_id: found.key_id,
-        })),
+            credential: Credential::Key(found.key_id),
+        }),
         Ok(KeyLookup::Revoked(_)) => Err(KeyError::Revoked),
         Ok(KeyLookup::Unknown) => Err(KeyError::Invalid),
         Err(e) => {
@@ -445,9 +508,77 @@ pub async fn revoke_key(
         ))
         .see(Action::ListKeys)
     })?;
-    auth.disconnect(key_id);
+    auth.disconnect(&Credential::Key(key_id.to_owned()));
     tracing::info!(key = %key_id, "API key revoked; its connections closed");
     Ok(revoked)
+}
+
+/// The account's connected clients (OAuth grants), newest first, removed
+/// ones included.
+pub async fn connected_clients(app: &App, account_id: &str) -> Result<Vec<OAuthGrant>> {
+    app.oauth
+        .grants(account_id)
+        .await
+        .map_err(oauth_unavailable)
+}
+
+/// Remove a connected client: its tokens stop working and every stream it
+/// holds open in this process closes (another process refuses its tokens
+/// from their next request on).
+pub async fn remove_connected_client(
+    app: &App,
+    account_id: &str,
+    grant_id: &str,
+) -> Result<OAuthGrant> {
+    let removed = app
+        .oauth
+        .revoke_grant(account_id, grant_id)
+        .await
+        .map_err(oauth_unavailable)?
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "connected client `{}` not found",
+                openfactory_core::rules::truncate(grant_id, 40)
+            ))
+        })?;
+    app.auth
+        .disconnect(&Credential::Grant(removed.grant_id.clone()));
+    tracing::info!(grant = %removed.grant_id, client = %removed.client_id, "connected client removed; its connections closed");
+    Ok(removed)
+}
+
+/// The token endpoint: new tokens, or the OAuth error. A replayed code or
+/// refresh token revokes its grant, whose streams close here.
+pub async fn oauth_token(
+    app: &App,
+    form: &[u8],
+    authorization: Option<&str>,
+) -> std::result::Result<openfactory_oauth::TokenResponse, OAuthError> {
+    let answer = app.oauth.token(form, authorization).await;
+    if let Err(OAuthError {
+        revoked_grant: Some(grant),
+        ..
+    }) = &answer
+    {
+        app.auth.disconnect(&Credential::Grant(grant.clone()));
+    }
+    answer
+}
+
+/// Token revocation (RFC 7009), closing the grant's streams.
+pub async fn oauth_revoke(
+    app: &App,
+    form: &[u8],
+    authorization: Option<&str>,
+) -> std::result::Result<(), OAuthError> {
+    if let Some(grant) = app.oauth.revoke(form, authorization).await? {
+        app.auth.disconnect(&Credential::Grant(grant.grant_id));
+    }
+    Ok(())
+}
+
+fn oauth_unavailable(e: OAuthError) -> Error {
+    Error::new(crate::ErrorKind::Unavailable, e.description)
 }
 
 /// A browser signed in: the secret for its cookie (the store keeps only its

@@ -32,4 +32,4 @@ pub use app::{App, Planner, Settings, Vms, Wake};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{BuildId, RecipeId, RunId, VmName};
 pub use next::{Action, Next};
-pub use owner::OwnerPolicy;
+pub use owner::{Anonymous, OwnerPolicy};

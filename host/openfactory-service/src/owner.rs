@@ -12,6 +12,20 @@ pub struct OwnerPolicy {
     pub trusted_proxies: Vec<IpAddr>,
     /// Requests one caller (an API key, or an address) may make a minute; 0: no limit.
     pub requests_per_minute: u32,
+    /// Whether a caller without a credential works as its address.
+    pub anonymous: Anonymous,
+}
+
+/// What a caller that presents no credential is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Anonymous {
+    /// Its IP session: everyone behind one address shares it (fine on one
+    /// machine or a private network; wrong wherever a hosted client, a NAT
+    /// or a proxy puts many people behind one address).
+    #[default]
+    Ip,
+    /// Refused: sign in (an API key, or OAuth) first.
+    Off,
 }
 
 impl OwnerPolicy {
@@ -61,6 +75,7 @@ mod tests {
         let policy = OwnerPolicy {
             trusted_proxies: vec![proxy],
             requests_per_minute: 0,
+            anonymous: Anonymous::Ip,
         };
         let client: IpAddr = "203.0.113.7".parse().unwrap();
         // A direct client cannot spoof its address.

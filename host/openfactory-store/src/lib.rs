@@ -85,6 +85,7 @@ macro_rules! status_enum {
 mod accounts;
 mod builds;
 mod engine;
+mod oauth;
 pub mod queue;
 #[cfg(any(test, feature = "test-databases"))]
 pub mod test_databases;
@@ -95,6 +96,9 @@ mod workers;
 pub use accounts::{Account, Claimed, KeyLookup, McpKey};
 pub use builds::{BuildEnd, BuildRecord, BuildStatus, CancelOutcome, NewBuild};
 pub use engine::Engine;
+pub use oauth::{
+    AccessLookup, CodeRedemption, OAuthClientRecord, OAuthGrant, RefreshUse, TokenKind,
+};
 pub use queue::{
     Claimer, JobKind, JobListener, JobToken, Lease, LeaseSettings, Needs, Requeue, Requeued, Signal,
 };

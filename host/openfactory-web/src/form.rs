@@ -114,7 +114,7 @@ pub fn local_path(next: Option<&str>) -> String {
             if p.starts_with('/')
                 && !p.starts_with("//")
                 && !p.starts_with("/\\")
-                && p.len() <= 512
+                && p.len() <= 4096
                 && !p.chars().any(char::is_control) =>
         {
             p.to_owned()

@@ -64,6 +64,11 @@ impl Web {
             .unwrap_or("http://127.0.0.1:8080");
         format!("{}/api/mcp/sse", base.trim_end_matches('/'))
     }
+
+    /// The Streamable HTTP endpoint that signs hosted clients in with OAuth.
+    pub(crate) fn account_url(&self) -> String {
+        format!("{}/api/mcp/account", self.app.oauth.issuer())
+    }
 }
 
 /// A new API key's secret, waiting for its one showing.

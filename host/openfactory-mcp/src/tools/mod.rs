@@ -65,7 +65,12 @@ impl OpenFactoryServer {
                     .extensions
                     .get::<http::request::Parts>()
                     .ok_or("the transport did not identify the caller")?;
-                crate::http::caller(&self.policy, &parts.extensions, &parts.headers)?
+                crate::http::caller(
+                    &self.policy,
+                    parts.uri.path(),
+                    &parts.extensions,
+                    &parts.headers,
+                )?
             }
         };
         openfactory_service::owner::touch(&self.app, &owner)

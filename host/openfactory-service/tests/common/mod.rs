@@ -68,6 +68,7 @@ pub fn app_on(store: Store, dir: &tempfile::TempDir, backend: Backend) -> Arc<Ap
             max_disk_bytes: 1 << 30,
             max_active_test_runs: 2,
             max_test_timeout_seconds: 900,
+            oauth: openfactory_oauth::Settings::new("http://127.0.0.1:8080", Vec::new()),
         },
     )
 }

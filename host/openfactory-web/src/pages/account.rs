@@ -105,14 +105,15 @@ fn auth_form(viewer: &Viewer, door: Door, email: &str, next: &str, problems: &Pr
             }
             form method="post" action=(action) novalidate {
                 (csrf(viewer))
-                @if door == Door::SignIn { input type="hidden" name="next" value=(next); }
+                @if next != "/" { input type="hidden" name="next" value=(next); }
                 (field("email", "Email", "email", email, "username", None, problems.email.as_deref()))
                 (field("password", "Password", "password", "", autocomplete, help, problems.password.as_deref()))
                 button.btn.primary type="submit" { (submit) }
             }
+            @let carry = if next == "/" { String::new() } else { format!("?next={}", crate::form::encode(next)) };
             @match door {
-                Door::SignIn => p.small.muted.mt { "No account yet? " a href="/signup" { "Create one" } "." },
-                Door::SignUp => p.small.muted.mt { "Already have one? " a href="/signin" { "Sign in" } "." },
+                Door::SignIn => p.small.muted.mt { "No account yet? " a href={ "/signup" (carry) } { "Create one" } "." },
+                Door::SignUp => p.small.muted.mt { "Already have one? " a href={ "/signin" (carry) } { "Sign in" } "." },
             }
         }
     }
@@ -152,20 +153,26 @@ pub async fn signin(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
     response
 }
 
-pub async fn signup_page(viewer: Viewer) -> Response {
+pub async fn signup_page(viewer: Viewer, Query(q): Query<Next>) -> Response {
     if viewer.account.is_some() {
         return Redirect::to("/settings").into_response();
     }
-    let body = auth_form(&viewer, Door::SignUp, "", "/", &Problems::default());
+    let next = local_path(q.next.as_deref());
+    let body = auth_form(&viewer, Door::SignUp, "", &next, &Problems::default());
     layout::page(&viewer, "Create account", Nav::None, body)
 }
 
 pub async fn signup(State(web): State<Arc<Web>>, posted: Posted<Credentials>) -> Response {
     let Posted { viewer, form } = posted;
+    // Sent here from elsewhere (a client asking for access): back there after.
+    let next = local_path(form.next.as_deref());
+    let to = if next == "/" {
+        "/settings?welcome=1"
+    } else {
+        &next
+    };
     match auth::register(&web.app.store, &web.app.signer, &form.email, &form.password).await {
-        Ok(signed) => {
-            session::sign_in(&web, &viewer, &signed.account_id, "/settings?welcome=1").await
-        }
+        Ok(signed) => session::sign_in(&web, &viewer, &signed.account_id, to).await,
         Err(e) => {
             // The service names the field in each problem: put each by its field.
             let mut problems = Problems::default();
@@ -179,7 +186,7 @@ pub async fn signup(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
                 }
             }
             let status = e.kind.http_status();
-            let body = auth_form(&viewer, Door::SignUp, &form.email, "/", &problems);
+            let body = auth_form(&viewer, Door::SignUp, &form.email, &next, &problems);
             let mut response = layout::page(&viewer, "Create account", Nav::None, body);
             *response.status_mut() = status;
             response

@@ -7,6 +7,7 @@
 //! script swaps in; both come from the same function.
 
 mod account;
+mod authorize;
 mod builds;
 mod catalog;
 mod home;
@@ -52,7 +53,15 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/test-runs/{id}", get(test_runs::show))
         .route("/test-runs/{id}/stop", post(test_runs::stop))
         .route("/test-runs/{id}/junit.xml", get(test_runs::junit))
+        .route(
+            openfactory_oauth::AUTHORIZE_PATH,
+            get(authorize::page).post(authorize::decide),
+        )
         .route("/settings", get(settings::page))
+        .route(
+            "/settings/connections/{grant_id}/remove",
+            post(settings::remove_connection),
+        )
         .route("/settings/keys", post(settings::create_key))
         .route("/settings/keys/{key_id}/revoke", post(settings::revoke_key))
         .route("/settings/claim", post(settings::claim))

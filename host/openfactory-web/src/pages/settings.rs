@@ -1,6 +1,8 @@
 //! Settings: MCP API keys (created and shown once, with ready-to-paste
 //! client configurations; listed; revoked, which closes their connections
-//! at once) and the account (bringing in an address's work, signing out
+//! at once), connected clients (hosted clients signed in with OAuth:
+//! listed with their last use, removed, which closes their connections at
+//! once) and the account (bringing in an address's work, signing out
 //! everywhere). Keys and claims are the service's, as for `/api/mcp-keys`.
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use maud::{Markup, html};
 use openfactory_service::auth;
-use openfactory_store::{McpKey, OwnerId};
+use openfactory_store::{McpKey, OAuthGrant, OwnerId};
 use serde::Deserialize;
 
 use crate::form::{Empty, SignedForm};
@@ -76,6 +78,28 @@ fn key_row(viewer: &Viewer, k: &McpKey) -> Markup {
     }
 }
 
+fn connection_row(viewer: &Viewer, g: &OAuthGrant) -> Markup {
+    html! {
+        tr {
+            td { strong { (g.client_name) } br; span.small.muted.break { (g.client_id) } }
+            td.small.nowrap { (when(&g.created_at)) }
+            td.small.nowrap { @match &g.last_used_at { Some(t) => (when(t)), None => span.muted { "never" } } }
+            td {
+                @match &g.revoked_at {
+                    Some(t) => { span.badge.s-cancelled { "removed" } " " span.small.muted { (when(t)) } }
+                    None => { span.badge.s-completed { "connected" } }
+                }
+            }
+            td {
+                @if g.revoked_at.is_none() {
+                    (action(viewer, &format!("/settings/connections/{}/remove", g.grant_id), "Disconnect", "danger",
+                        Some("Disconnect this client? It is signed out at once and must ask again to reconnect.")))
+                }
+            }
+        }
+    }
+}
+
 pub async fn page(
     State(web): State<Arc<Web>>,
     user: SignedIn,
@@ -85,6 +109,7 @@ pub async fn page(
         viewer, account, ..
     } = user;
     let keys = auth::keys(&web.app.store, &account.id).await;
+    let connections = auth::connected_clients(&web.app, &account.id).await;
     let reveal = take_reveal(&web, viewer.session.as_deref());
     let ip_owner = OwnerId::ip(viewer.ip);
     let work = auth::address_holdings(&web.app.store, &ip_owner).await.ok();
@@ -139,6 +164,25 @@ pub async fn page(
                         } }
                     }
         }
+        section.card aria-labelledby="connections-title" {
+            h2 #connections-title { "Connected clients" }
+            p.small.muted {
+                "Clients that signed in with OAuth (Claude.ai connectors and other hosted clients): add "
+                code { (web.account_url()) } " as a connector and approve it here when it asks."
+            }
+            @match &connections {
+                Err(_) => div.flash.bad { "The connected clients could not be read; try again in a moment." }
+                Ok(list) if list.is_empty() => p.muted { "No connected clients yet." }
+                Ok(list) => div.table-wrap.mt { table.data #connections {
+                    caption.sr-only { "Your connected clients" }
+                    thead { tr {
+                        th scope="col" { "Client" } th scope="col" { "Connected" } th scope="col" { "Last used" }
+                        th scope="col" { "Status" } th scope="col" { span.sr-only { "Actions" } }
+                    } }
+                    tbody { @for g in list { (connection_row(&viewer, g)) } }
+                } }
+            }
+        }
         div.grid.grid-2 {
             div {
                 section.card aria-labelledby="connect-title" {
@@ -146,6 +190,8 @@ pub async fn page(
                     p.small.muted { "The SSE endpoint. Without a key a client works as its IP address; with one, as this account." }
                     (snippet("sse-url", "SSE endpoint", &web.sse_url()))
                     (snippet("curl", "Test the connection", &format!("curl -H \"Accept: text/event-stream\" {}", web.sse_url())))
+                    p.small.muted { "Hosted clients (Claude.ai) cannot send a key: give them the account endpoint, which signs them in with OAuth." }
+                    (snippet("account-url", "Account endpoint (OAuth)", &web.account_url()))
                 }
             }
             div {
@@ -231,6 +277,26 @@ pub async fn revoke_key(
             ),
         ),
         Err(e) if e.is_not_found() => layout::service_error(&user.viewer, "Key", &e),
+        Err(e) => redirect_with(&web, "/settings", false, &layout::say(&e)),
+    }
+}
+
+pub async fn remove_connection(
+    State(web): State<Arc<Web>>,
+    Path(grant_id): Path<String>,
+    SignedForm { user, .. }: SignedForm<Empty>,
+) -> Response {
+    match auth::remove_connected_client(&web.app, &user.account.id, &grant_id).await {
+        Ok(g) => redirect_with(
+            &web,
+            "/settings",
+            true,
+            &format!(
+                "“{}” is disconnected: its connections were closed and its tokens no longer work.",
+                g.client_name
+            ),
+        ),
+        Err(e) if e.is_not_found() => layout::service_error(&user.viewer, "Connected client", &e),
         Err(e) => redirect_with(&web, "/settings", false, &layout::say(&e)),
     }
 }

@@ -9,7 +9,7 @@ use openfactory_core::catalog::Catalog;
 use openfactory_plugin_host::PluginHost;
 use openfactory_server::HostPolicy;
 use openfactory_service::links::LinkSigner;
-use openfactory_service::{App, OwnerPolicy, Planner, Settings, Vms};
+use openfactory_service::{Anonymous, App, OwnerPolicy, Planner, Settings, Vms};
 use openfactory_store::{LeaseSettings, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +42,72 @@ pub struct ServeArgs {
     /// Requests one caller (an API key, or a client address) may make a minute; 0: no limit.
     #[arg(long, env = "OPENFACTORY_REQUESTS_PER_MINUTE", default_value_t = 600)]
     pub requests_per_minute: u32,
+    /// MCP callers without a credential: `ip` works as their address's IP session (everyone
+    /// behind one address shares it); `off` answers 401 and sends OAuth clients to sign in.
+    /// Use `off` wherever hosted clients (Claude.ai), proxies or NATs put many people behind
+    /// one address. Default: `ip` when listening on loopback, `off` otherwise.
+    #[arg(long, env = "OPENFACTORY_ANONYMOUS", value_name = "ip|off")]
+    pub anonymous: Option<AnonymousArg>,
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
     #[command(flatten)]
     pub service: ServiceArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AnonymousArg {
+    Ip,
+    Off,
+}
+
+/// How OAuth tokens are issued to hosted MCP clients.
+#[derive(Debug, clap::Args)]
+pub struct OAuthArgs {
+    /// Lifetime of an OAuth access token, seconds (refresh tokens last 30 days and rotate).
+    #[arg(
+        long,
+        env = "OPENFACTORY_OAUTH_ACCESS_TOKEN_SECONDS",
+        default_value_t = 3600
+    )]
+    pub oauth_access_token_seconds: u32,
+    /// Fetch client metadata documents from loopback and private addresses too (and over
+    /// http there): for tests and private networks only; on the internet this lets anyone
+    /// make the server fetch from its own network.
+    #[arg(long, env = "OPENFACTORY_OAUTH_ALLOW_PRIVATE_CLIENT_METADATA")]
+    pub oauth_allow_private_client_metadata: bool,
+    /// PEM certificates to trust for client metadata documents, besides the system's.
+    #[arg(
+        long,
+        env = "OPENFACTORY_OAUTH_CLIENT_METADATA_CA",
+        value_name = "FILE"
+    )]
+    pub oauth_client_metadata_ca: Option<std::path::PathBuf>,
+}
+
+impl OAuthArgs {
+    fn settings(&self, issuer: &str) -> anyhow::Result<openfactory_oauth::Settings> {
+        let resources = openfactory_mcp::RESOURCE_PATHS
+            .iter()
+            .map(|p| format!("{}{p}", issuer.trim_end_matches('/')))
+            .collect();
+        let mut settings = openfactory_oauth::Settings::new(issuer, resources);
+        settings.access_token_seconds = i64::from(self.oauth_access_token_seconds.max(1));
+        settings.fetch.allow_private_addresses = self.oauth_allow_private_client_metadata;
+        if let Some(path) = &self.oauth_client_metadata_ca {
+            let pem = std::fs::read(path).with_context(|| {
+                format!("--oauth-client-metadata-ca: reading {}", path.display())
+            })?;
+            openfactory_oauth::metadata_document::MetadataDocuments::new(
+                openfactory_oauth::FetchPolicy {
+                    allow_private_addresses: false,
+                    extra_roots_pem: Some(pem.clone()),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("--oauth-client-metadata-ca {}: {e}", path.display()))?;
+            settings.fetch.extra_roots_pem = Some(pem);
+        }
+        Ok(settings)
+    }
 }
 
 /// What both `serve` and `mcp --stdio` run: the database, the build and test
@@ -166,6 +230,7 @@ async fn app(
     config: &Config,
     service: &ServiceArgs,
     public_url: Option<String>,
+    oauth: openfactory_oauth::Settings,
 ) -> anyhow::Result<Arc<App>> {
     let (builds, vm_args, test_args) = (&service.builds, &service.vms, &service.tests);
     let host_config = config.host();
@@ -203,6 +268,7 @@ async fn app(
         max_test_timeout_seconds: test_args
             .max_test_timeout_seconds
             .max(openfactory_service::test_runs::MIN_TIMEOUT_SECONDS),
+        oauth,
     };
     let vms = Vms {
         backend: Arc::new(crate::vms::backend(vm_args, &config.home.join("vms")).await?),
@@ -304,7 +370,8 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", args.listen));
-        let app = app(config, &args.service, Some(public_url)).await?;
+        let oauth = args.oauth.settings(&public_url)?;
+        let app = app(config, &args.service, Some(public_url), oauth).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -315,9 +382,16 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
                 allowed_hosts: args.allowed_hosts,
             }
         };
+        let anonymous = match args.anonymous {
+            Some(AnonymousArg::Ip) => Anonymous::Ip,
+            Some(AnonymousArg::Off) => Anonymous::Off,
+            None if args.listen.ip().is_loopback() => Anonymous::Ip,
+            None => Anonymous::Off,
+        };
         let owners = Arc::new(OwnerPolicy {
             trusted_proxies: args.trusted_proxies,
             requests_per_minute: args.requests_per_minute,
+            anonymous,
         });
         let secure_cookies = app
             .settings
@@ -330,6 +404,10 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
         eprintln!("  Web console:           http://{address}/");
         eprintln!("  MCP (SSE):             http://{address}/api/mcp/sse");
         eprintln!("  MCP (Streamable HTTP): http://{address}/api/mcp");
+        eprintln!("  MCP for hosted clients (OAuth sign-in): http://{address}/api/mcp/account");
+        if anonymous == Anonymous::Off {
+            eprintln!("  Anonymous MCP callers are refused (--anonymous off): clients sign in with a key or OAuth");
+        }
         let workers = Workers::start(&app, config, &args.service).await?;
         let shutdown = workers.shutdown.clone();
         let signal = shutdown.clone();
@@ -352,7 +430,9 @@ pub fn mcp(args: McpArgs, config: &Config) -> anyhow::Result<ExitCode> {
     );
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let app = app(config, &args.service, None).await?;
+        // Over stdio nobody signs in: the OAuth server is never reached.
+        let oauth = openfactory_oauth::Settings::new("http://127.0.0.1", Vec::new());
+        let app = app(config, &args.service, None, oauth).await?;
         let workers = Workers::start(&app, config, &args.service).await?;
         let served = openfactory_mcp::serve_stdio(app.clone()).await;
         workers.stop().await;
