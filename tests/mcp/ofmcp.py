@@ -623,3 +623,82 @@ async def web_sign_up(client: httpx2.AsyncClient, email: str, password: str) -> 
 async def web_sign_in(client: httpx2.AsyncClient, email: str, password: str) -> None:
     r = await web_post(client, "/signin", "/signin", {"email": email, "password": password})
     assert r.status_code == 303, (r.status_code, r.text[:500])
+
+
+# --------------------------------------------------------------------------- OAuth
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE verifier and its S256 challenge."""
+    import base64
+    import secrets
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return verifier, challenge
+
+
+class Person:
+    """Someone with a browser, signed in to the console: approves (or denies) what OAuth clients ask for,
+    as a browser would (the consent page's own form, its CSRF token, the redirect it answers with)."""
+
+    def __init__(self, base: str, ip: str = "127.0.0.1"):
+        self.base = base
+        self.web = web_client(base, ip=ip)
+        self.answered: str | None = None
+
+    async def sign_up(self, email: str, password: str = "correct horse battery staple") -> "Person":
+        await web_sign_up(self.web, email, password)
+        return self
+
+    async def consent_page(self, authorize_url: str) -> httpx2.Response:
+        return await self.web.get(authorize_url.removeprefix(self.base))
+
+    async def decide(self, authorize_url: str, decision: str = "approve") -> str:
+        """Open the consent page and press a button; where the browser is sent (the client's redirect)."""
+        page = await self.consent_page(authorize_url)
+        assert page.status_code == 200, (page.status_code, page.headers.get("location"), page.text[-800:])
+        action = re.search(r'<form[^>]*method="post"[^>]*action="([^"]*oauth/authorize[^"]*)"', page.text)
+        assert action, page.text[-1500:]
+        target = action.group(1).replace("&amp;", "&")
+        r = await self.web.post(target, data={"csrf": csrf_of(page.text), "decision": decision})
+        assert r.status_code == 303, (r.status_code, r.text[-800:])
+        self.answered = r.headers["location"]
+        return self.answered
+
+    async def aclose(self) -> None:
+        await self.web.aclose()
+
+
+def query_of(url: str) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+
+async def register_client(base: str, redirect_uri: str = "http://127.0.0.1:33418/callback", **extra) -> dict[str, Any]:
+    async with httpx2.AsyncClient(trust_env=False, timeout=15.0) as http:
+        r = await http.post(f"{base}/oauth/register", json={"redirect_uris": [redirect_uri], "client_name": "pytest", "token_endpoint_auth_method": "none", **extra})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+def authorize_url(base: str, client_id: str, challenge: str, redirect_uri: str = "http://127.0.0.1:33418/callback", **extra: str) -> str:
+    params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "code_challenge": challenge,
+              "code_challenge_method": "S256", "state": "st4te", "resource": f"{base}/api/mcp/account", **extra}
+    return f"{base}/oauth/authorize?{urllib.parse.urlencode(params)}"
+
+
+async def token_request(base: str, form: dict[str, str]) -> httpx2.Response:
+    async with httpx2.AsyncClient(trust_env=False, timeout=15.0) as http:
+        return await http.post(f"{base}/oauth/token", data=form)
+
+
+async def oauth_access_token(base: str, person: Person) -> dict[str, Any]:
+    """The whole flow by hand (registration, consent, code + PKCE): the token response."""
+    client = await register_client(base)
+    verifier, challenge = pkce_pair()
+    answered = await person.decide(authorize_url(base, client["client_id"], challenge))
+    code = query_of(answered)["code"]
+    r = await token_request(base, {"grant_type": "authorization_code", "client_id": client["client_id"], "code": code,
+                                   "code_verifier": verifier, "redirect_uri": "http://127.0.0.1:33418/callback"})
+    assert r.status_code == 200, r.text
+    return {**r.json(), "client_id": client["client_id"]}
