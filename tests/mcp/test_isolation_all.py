@@ -1,6 +1,7 @@
 """Isolation over every tool and every HTTP route: account A owns a recipe, a
-completed build, a running VM and a test run; account B and an anonymous
-address C call everything with A's ids. Nothing is revealed (not even
+completed build, a running VM, a test run and a connected OAuth client;
+account B (an API key), an anonymous address C and account D (signed in
+through OAuth) call everything with A's ids. Nothing is revealed (not even
 existence: "not found") and nothing of A's changes."""
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ NO_IDS = {"list_recipe_categories", "list_features", "validate_recipe", "list_re
 async def test_no_tool_and_no_route_reaches_another_owners_things(server):
     token_a, key_a = await sign_up(server, "owner-a@example.org")
     token_b, key_b = await sign_up(server, "owner-b@example.org")
+    # A connected client of A's, and account D, which signs in through OAuth only.
+    person_a = ofmcp.Person(server.base, ip="127.0.0.101")
+    await web_sign_in(person_a.web, "owner-a@example.org", PASSWORD)
+    oauth_a = (await ofmcp.oauth_access_token(server.base, person_a))["access_token"]
+    a_grant = ofmcp.db_rows(server.home, "SELECT g.id FROM oauth_grants g JOIN accounts a ON a.id = g.account_id WHERE a.email = 'owner-a@example.org'")[0][0]
+    await person_a.aclose()
+    person_d = await ofmcp.Person(server.base, ip="127.0.0.105").sign_up("owner-d@example.org")
+    oauth_d = (await ofmcp.oauth_access_token(server.base, person_d))["access_token"]
+    await person_d.aclose()
     a_auth = {"Authorization": f"Bearer {key_a}"}
     async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip="127.0.0.101", headers=a_auth)) as a:
         recipe_id = (await ok(a, "create_recipe_from_template", {"template_id": "debian-minimal-server", "name": "a-secret"}))["id"]
@@ -62,7 +72,8 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
     }
     assert set(calls) | NO_IDS == TOOLS, sorted(TOOLS - set(calls) - NO_IDS)
 
-    for who, ip, headers in (("account B", "127.0.0.102", {"Authorization": f"Bearer {key_b}"}), ("address C", "127.0.0.103", None)):
+    for who, ip, headers in (("account B", "127.0.0.102", {"Authorization": f"Bearer {key_b}"}), ("address C", "127.0.0.103", None),
+                             ("account D (OAuth)", "127.0.0.105", {"Authorization": f"Bearer {oauth_d}"})):
         async with ofmcp.unwrapped(ofmcp.http_session("sse", server.base, ip=ip, headers=headers)) as s:
             for tool, args in calls.items():
                 text = await tool_error(s, tool, args)
@@ -78,7 +89,7 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
             assert "not found" in str(e.value).lower()
 
         # HTTP routes: without A's signed links nothing opens; nor with a forged or re-pointed one.
-        async with client(server, ip=ip, token=key_b if headers else None) as http:
+        async with client(server, ip=ip, token=headers["Authorization"].removeprefix("Bearer ") if headers else None) as http:
             path, _, query = iso_url.removeprefix(server.base).partition("?")
             for url in (path, path + "?token=forged", path + "?" + query.replace(query[-6:], "AAAAAA")):
                 r = await http.get(url)
@@ -103,7 +114,8 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
              f"/test-runs/{run_id}/junit.xml", f"/catalog/{recipe_id}"]
     forms = [f"/builds/{build_id}/cancel", f"/builds/{build_id}/retry", f"/builds/{build_id}/delete",
              f"/builds/{build_id}/vms", f"/builds/{build_id}/test-runs", "/vms/a-vm/start", "/vms/a-vm/stop",
-             "/vms/a-vm/delete", f"/test-runs/{run_id}/stop", f"/settings/keys/{a_key_id}/revoke"]
+             "/vms/a-vm/delete", f"/test-runs/{run_id}/stop", f"/settings/keys/{a_key_id}/revoke",
+             f"/settings/connections/{a_grant}/remove"]
     async with web_client(server.base, ip="127.0.0.102") as b:
         await web_sign_in(b, "owner-b@example.org", PASSWORD)
         for path in pages:
@@ -129,7 +141,9 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
     async with client(server, token=token_b) as http:
         assert "owner-a" not in (await http.get("/api/mcp-keys")).text
 
-    # Nothing of A's changed.
+    # Nothing of A's changed: its connected client still works, and sees A's things.
+    async with ofmcp.unwrapped(ofmcp.http_session("sse", server.base, ip="127.0.0.106", headers={"Authorization": f"Bearer {oauth_a}"})) as a:
+        assert recipe_id in str(await ok(a, "list_recipes", {}))
     async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip="127.0.0.104", headers=a_auth)) as a:
         after_build = await ok(a, "get_build", {"build_id": build_id})
         assert after_build["status"] == before[0]["status"] == "completed"
