@@ -337,3 +337,45 @@ async def test_accounts_behind_one_address_see_nothing_of_each_other(hosted):
             assert "not found" in (await tool_error(s, "get_recipe", {"recipe_id": made["id"]})).lower()
     await a.aclose()
     await b.aclose()
+
+
+async def test_disconnecting_a_client_or_replaying_its_refresh_token_closes_its_open_streams(hosted):
+    person = await ofmcp.Person(hosted.base).sign_up("oauth-streams@example.org")
+
+    async def open_stream_then(revoke) -> float:
+        tokens = await ofmcp.oauth_access_token(hosted.base, person)
+        auth = {"Authorization": f"Bearer {tokens['access_token']}", "Accept": "text/event-stream"}
+        async with httpx2.AsyncClient(base_url=hosted.base, trust_env=False, timeout=15) as raw, \
+                raw.stream("GET", "/api/mcp/account/sse", headers=auth) as stream:
+            assert stream.status_code == 200
+            lines = stream.aiter_lines()
+            first = await anext(lines)
+            assert first.startswith("event: endpoint"), first
+            assert "/api/mcp/account/messages?sessionId=" in await anext(lines)
+            await revoke(tokens)
+            revoked_at = time.monotonic()
+
+            async def drain():
+                async for _ in lines:
+                    pass
+
+            await asyncio.wait_for(drain(), timeout=2.0)
+            return time.monotonic() - revoked_at
+
+    async def disconnect(tokens):
+        grant = ofmcp.db_rows(hosted.home, f"SELECT g.id FROM oauth_grants g JOIN oauth_tokens t ON t.grant_id = g.id "
+                                           f"WHERE t.kind = 'refresh' AND g.revoked_at IS NULL ORDER BY g.created_at DESC")[0][0]
+        r = await ofmcp.web_post(person.web, "/settings", f"/settings/connections/{grant}/remove")
+        assert r.status_code == 303 and "disconnected" in (await person.web.get("/settings")).text
+
+    async def replay(tokens):
+        form = {"grant_type": "refresh_token", "client_id": tokens["client_id"], "refresh_token": tokens["refresh_token"]}
+        assert (await ofmcp.token_request(hosted.base, form)).status_code == 200
+        r = await ofmcp.token_request(hosted.base, form)
+        assert r.json()["error"] == "invalid_grant"
+
+    for revoke in (disconnect, replay):
+        took = await open_stream_then(revoke)
+        print(f"\n{revoke.__name__}: the open SSE stream closed {took * 1000:.0f} ms after the revocation")
+        assert took < 2.0
+    await person.aclose()
