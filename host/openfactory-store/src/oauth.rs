@@ -106,6 +106,17 @@ pub enum AccessLookup {
     Unknown,
 }
 
+/// What spending a single-use secret found.
+enum Spent {
+    /// Its first use: its row.
+    First(AnyRow),
+    /// Used before, under this grant.
+    Again {
+        grant_id: String,
+    },
+    Unknown,
+}
+
 const GRANT_COLUMNS: &str = "id, account_id, client_id, client_name, scope, resource, created_at, \
      last_used_at, revoked_at, revoked_because";
 
@@ -237,28 +248,53 @@ impl Store {
         Ok(())
     }
 
+    /// Spend a single-use secret: `spend` marks it used (`$1` its hash, `$2`
+    /// now) only if it was not, returning its row; `earlier` finds it used.
+    async fn spend(
+        &self,
+        spend: &str,
+        earlier: &str,
+        hash: &str,
+        at: i64,
+    ) -> Result<Spent, StoreError> {
+        if let Some(row) = sqlx::query(spend)
+            .bind(hash)
+            .bind(at)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok(Spent::First(row));
+        }
+        Ok(
+            match sqlx::query(earlier)
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?
+            {
+                Some(row) => Spent::Again {
+                    grant_id: row.try_get("grant_id")?,
+                },
+                None => Spent::Unknown,
+            },
+        )
+    }
+
     /// Spend a code. Only its first redemption learns what it was for.
     pub async fn redeem_oauth_code(&self, code_hash: &str) -> Result<CodeRedemption, StoreError> {
         let at = now();
-        let spent = sqlx::query(
-            "UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL
-             RETURNING grant_id, redirect_uri, code_challenge, expires_at",
-        )
-        .bind(code_hash)
-        .bind(at)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = spent else {
-            let earlier = sqlx::query("SELECT grant_id FROM oauth_codes WHERE code_hash = $1")
-                .bind(code_hash)
-                .fetch_optional(&self.pool)
-                .await?;
-            return Ok(match earlier {
-                Some(row) => CodeRedemption::Replayed {
-                    grant_id: row.try_get("grant_id")?,
-                },
-                None => CodeRedemption::Unknown,
-            });
+        let row = match self
+            .spend(
+                "UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL
+                 RETURNING grant_id, redirect_uri, code_challenge, expires_at",
+                "SELECT grant_id FROM oauth_codes WHERE code_hash = $1",
+                code_hash,
+                at,
+            )
+            .await?
+        {
+            Spent::First(row) => row,
+            Spent::Again { grant_id } => return Ok(CodeRedemption::Replayed { grant_id }),
+            Spent::Unknown => return Ok(CodeRedemption::Unknown),
         };
         let expires_at: i64 = row.try_get("expires_at")?;
         let grant_id: String = row.try_get("grant_id")?;
@@ -297,28 +333,20 @@ impl Store {
     /// Spend a refresh token. Only its first use may rotate.
     pub async fn use_refresh_token(&self, token_hash: &str) -> Result<RefreshUse, StoreError> {
         let at = now();
-        let spent = sqlx::query(
-            "UPDATE oauth_tokens SET used_at = $2
-             WHERE token_hash = $1 AND kind = 'refresh' AND used_at IS NULL
-             RETURNING grant_id, expires_at",
-        )
-        .bind(token_hash)
-        .bind(at)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = spent else {
-            let earlier = sqlx::query(
+        let row = match self
+            .spend(
+                "UPDATE oauth_tokens SET used_at = $2
+                 WHERE token_hash = $1 AND kind = 'refresh' AND used_at IS NULL
+                 RETURNING grant_id, expires_at",
                 "SELECT grant_id FROM oauth_tokens WHERE token_hash = $1 AND kind = 'refresh'",
+                token_hash,
+                at,
             )
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-            return Ok(match earlier {
-                Some(row) => RefreshUse::Replayed {
-                    grant_id: row.try_get("grant_id")?,
-                },
-                None => RefreshUse::Unknown,
-            });
+            .await?
+        {
+            Spent::First(row) => row,
+            Spent::Again { grant_id } => return Ok(RefreshUse::Replayed { grant_id }),
+            Spent::Unknown => return Ok(RefreshUse::Unknown),
         };
         let expires_at: i64 = row.try_get("expires_at")?;
         let grant_id: String = row.try_get("grant_id")?;
