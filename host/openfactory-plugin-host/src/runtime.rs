@@ -5,10 +5,17 @@
 //! read-only at `/assets`. Every call runs under a wall-clock CPU budget
 //! (epoch interruption) and a memory cap (store limits). A fresh instance
 //! serves each planning request, so no state leaks between callers.
+//!
+//! Epoch interruption only fires while guest code runs, so nothing a plugin
+//! can call may block: time stands still for a plugin (its clocks are fixed)
+//! and its timers are ready at once, so a plugin that "waits" spins through
+//! its CPU budget instead of parking a host thread. The number of plugin
+//! evaluations running at once is bounded across the process, so a flood of
+//! plans cannot exhaust the threads that serve them.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use openfactory_core::Diagnostic;
 use openfactory_core::plan::{Evaluation, FeatureCheck, FeatureInfo, PlanContext, RuntimeError};
@@ -16,8 +23,10 @@ use openfactory_core::recipe::Protocol as CoreProtocol;
 use openfactory_core::step::{
     AptSource, CheckKind as CoreCheck, FileStep, Step as CoreStep, UserStep,
 };
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, HasData, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+use wasmtime_wasi::p2::{DynPollable, Pollable};
 use wasmtime_wasi::{
     FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
@@ -57,6 +66,95 @@ impl Default for Limits {
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 const MAX_LOG_LINES: u32 = 200;
 
+/// Most elements one table may hold. A plugin's function table holds its
+/// address-taken functions (a few thousand); without a bound one
+/// `table.grow` asks the host for gigabytes.
+const MAX_TABLE_ELEMENTS: usize = 1 << 17;
+/// Most core instances, tables and memories one store may create. A
+/// component built by the SDK instantiates a handful of core modules (the
+/// plugin and the shims that lower its imports), with one table each at
+/// most and one linear memory in all: a second memory would double the
+/// memory limit, which applies to each memory on its own.
+const MAX_INSTANCES: usize = 16;
+const MAX_TABLES: usize = 16;
+const MAX_MEMORIES: usize = 1;
+/// Most WASI resources (open files, streams, timers) one instance may hold
+/// at once. A plugin opens a few assets; without a bound a plugin that
+/// never closes what it opens exhausts the host's file descriptors (or, with
+/// timers, its memory) within its CPU budget.
+const MAX_RESOURCES: usize = 1024;
+
+/// The store limits every plugin instance runs under.
+fn store_limits(limits: &Limits) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(limits.memory_bytes)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .instances(MAX_INSTANCES)
+        .tables(MAX_TABLES)
+        .memories(MAX_MEMORIES)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
+/// The most plugin evaluations (a `describe`, or the validate, plan and
+/// checks of one feature) that run at once in this process. Each holds a
+/// thread and up to its memory limit; beyond this a caller waits up to one
+/// CPU budget for a turn and is then told to retry, so a few hundred
+/// concurrent plans cannot exhaust the blocking pool or the host's memory.
+pub fn max_concurrent_evaluations() -> usize {
+    GATE.capacity
+}
+
+static GATE: LazyLock<Gate> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Gate {
+        capacity: (cores * 2).clamp(8, 32),
+        running: Mutex::new(0),
+        freed: Condvar::new(),
+    }
+});
+
+/// A counting semaphore over plugin evaluations.
+struct Gate {
+    capacity: usize,
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One running evaluation; dropping it lets the next caller in.
+struct Turn;
+
+impl Gate {
+    fn enter(&self, patience: Duration) -> Result<Turn, RuntimeError> {
+        let deadline = Instant::now() + patience;
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= self.capacity {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RuntimeError(format!(
+                    "the planner is busy: {} plugin evaluations are running; retry in a moment",
+                    *running
+                )));
+            }
+            running = self
+                .freed
+                .wait_timeout(running, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *running += 1;
+        Ok(Turn)
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut running = GATE.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        GATE.freed.notify_one();
+    }
+}
+
 /// The shared engine: one Cranelift configuration and an epoch ticker thread.
 #[derive(Clone)]
 pub struct Runtime {
@@ -84,6 +182,14 @@ impl Runtime {
             })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // WASI's own timers sleep for real, in a host call that epoch
+        // interruption cannot stop: replace them with timers that are ready
+        // at once.
+        linker.allow_shadowing(true);
+        monotonic_clock::add_to_linker::<State, TimelessClock>(&mut linker, |s| Timeless {
+            table: &mut s.table,
+        })?;
+        linker.allow_shadowing(false);
         bindings::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
             &mut linker,
             |s| s,
@@ -183,6 +289,57 @@ impl HostMonotonicClock for FixedClock {
     }
 }
 
+/// `wasi:clocks/monotonic-clock` for plugins: the fixed clock, and timers
+/// that are due the moment they are set. A plugin's time does not pass, so
+/// waiting for it never blocks the host; a plugin that keeps waiting spins
+/// and is stopped by its CPU budget like any other loop.
+struct Timeless<'a> {
+    table: &'a mut ResourceTable,
+}
+
+/// The [`HasData`] marker that binds [`Timeless`] into the linker.
+struct TimelessClock;
+
+impl HasData for TimelessClock {
+    type Data<'a> = Timeless<'a>;
+}
+
+/// A timer that is already due.
+struct Due;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Due {
+    async fn ready(&mut self) {}
+}
+
+impl Timeless<'_> {
+    fn due(&mut self) -> wasmtime::Result<Resource<DynPollable>> {
+        let timer = self.table.push(Due)?;
+        wasmtime_wasi::p2::subscribe(self.table, timer)
+    }
+}
+
+impl monotonic_clock::Host for Timeless<'_> {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Ok(HostMonotonicClock::now(&FixedClock))
+    }
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        Ok(HostMonotonicClock::resolution(&FixedClock))
+    }
+    fn subscribe_instant(
+        &mut self,
+        _when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        self.due()
+    }
+    fn subscribe_duration(
+        &mut self,
+        _when: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        self.due()
+    }
+}
+
 impl Prepared {
     fn instantiate(&self) -> Result<(Store<State>, bindings::Plugin), RuntimeError> {
         let mut wasi = WasiCtxBuilder::new();
@@ -205,14 +362,12 @@ impl Prepared {
         let state = State {
             plugin: self.name.clone(),
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(16)
-                .tables(64)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
+            limits: store_limits(&limits),
             log_lines: 0,
         };
         let mut store = Store::new(self.runtime.engine(), state);
@@ -243,6 +398,11 @@ impl Prepared {
             });
         }
         let text = format!("{error:#}");
+        if text.contains("table") && text.contains("grow") {
+            return RuntimeError(format!(
+                "it asked for a table larger than its limit of {MAX_TABLE_ELEMENTS} elements"
+            ));
+        }
         if text.contains("memory")
             && (text.contains("grow") || text.contains("limit") || text.contains("exceed"))
         {
@@ -257,7 +417,14 @@ impl Prepared {
         ))
     }
 
+    /// Wait (at most one CPU budget) for a turn among the evaluations
+    /// running in this process.
+    fn turn(&self) -> Result<Turn, RuntimeError> {
+        GATE.enter(self.runtime.limits.cpu)
+    }
+
     pub fn describe(&self) -> Result<FeatureInfo, RuntimeError> {
+        let _turn = self.turn()?;
         let (mut store, plugin) = self.instantiate()?;
         let info = plugin
             .openfactory_feature_feature()
@@ -278,6 +445,7 @@ impl Prepared {
     }
 
     pub fn evaluate(&self, ctx: &PlanContext, plan: bool) -> Result<Evaluation, RuntimeError> {
+        let _turn = self.turn()?;
         let (mut store, plugin) = self.instantiate()?;
         let api = plugin.openfactory_feature_feature();
         let wit_ctx = wit::PlanContext {
@@ -440,4 +608,95 @@ pub fn load(
         ))
     })?;
     Ok((prepared, cached))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The store limits, against raw core modules: the SDK cannot emit
+    //! `table.grow` or a second memory, so the hostile fixture cannot try
+    //! these; a hand-assembled module can.
+
+    use super::*;
+
+    /// A module of one `() -> i32` function `run` with `body`, after the
+    /// given table and memory sections.
+    fn module(engine: &Engine, tables: &[u8], memories: &[u8], body: &[u8]) -> wasmtime::Module {
+        fn section(id: u8, content: &[u8]) -> Vec<u8> {
+            assert!(content.len() < 128);
+            [&[id, content.len() as u8][..], content].concat()
+        }
+        let code = [&[body.len() as u8 + 1, 0][..], body].concat();
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        wasm.extend(section(1, &[1, 0x60, 0, 1, 0x7f]));
+        wasm.extend(section(3, &[1, 0]));
+        if !tables.is_empty() {
+            wasm.extend(section(4, tables));
+        }
+        if !memories.is_empty() {
+            wasm.extend(section(5, memories));
+        }
+        wasm.extend(section(7, &[1, 3, b'r', b'u', b'n', 0, 0]));
+        wasm.extend(section(10, &[&[1][..], &code].concat()));
+        wasmtime::Module::new(engine, &wasm).expect("the module is valid")
+    }
+
+    fn run(module: &wasmtime::Module) -> Result<i32, String> {
+        let limits = Limits::default();
+        let mut store = Store::new(module.engine(), store_limits(&limits));
+        store.limiter(|s| s);
+        store.set_epoch_deadline(1000);
+        let instance = wasmtime::Instance::new(&mut store, module, &[])
+            .map_err(|e| format!("instantiation: {e:#}"))?;
+        let run = instance
+            .get_typed_func::<(), i32>(&mut store, "run")
+            .unwrap();
+        run.call(&mut store, ()).map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn one_table_grow_cannot_cost_gigabytes() {
+        let runtime = Runtime::new(Limits::default()).unwrap();
+        // (table 0 funcref) (func (result i32)
+        //   (table.grow 0 (ref.null func) (i32.const 100_000_000)))
+        let grow = module(
+            runtime.engine(),
+            &[1, 0x70, 0, 0],
+            &[],
+            &[
+                0xd0, 0x70, 0x41, 0x80, 0xc2, 0xd7, 0x2f, 0xfc, 0x0f, 0, 0x0b,
+            ],
+        );
+        let started = Instant::now();
+        let result = run(&grow);
+        let error = result.expect_err("the table grew to 100 million elements");
+        println!(
+            "a table.grow of 100 million elements was refused after {:?}",
+            started.elapsed()
+        );
+        assert!(error.contains("table"), "{error}");
+        // A table within the bound still grows.
+        let small = module(
+            runtime.engine(),
+            &[1, 0x70, 0, 0],
+            &[],
+            &[0xd0, 0x70, 0x41, 0x80, 0x20, 0xfc, 0x0f, 0, 0x0b],
+        );
+        assert_eq!(run(&small), Ok(0));
+    }
+
+    #[test]
+    fn one_linear_memory_in_all() {
+        let runtime = Runtime::new(Limits::default()).unwrap();
+        // Two memories of 64 MiB (1024 pages) each: twice the memory limit.
+        let two = module(
+            runtime.engine(),
+            &[],
+            &[2, 0, 0x80, 0x08, 0, 0x80, 0x08],
+            &[0x41, 0, 0x0b],
+        );
+        let error = run(&two).expect_err("a second memory was accepted");
+        assert!(error.contains("memor"), "{error}");
+        let one = module(runtime.engine(), &[], &[1, 0, 0x80, 0x08], &[0x41, 0, 0x0b]);
+        assert_eq!(run(&one), Ok(0));
+    }
 }

@@ -2,19 +2,52 @@
 
 mod common;
 
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
 use common::Home;
 use openfactory_core::plan::{self, FeatureSet};
 use openfactory_core::step::Step;
 use openfactory_core::validate::Format;
-use openfactory_plugin_host::PluginHost;
+use openfactory_plugin_host::{PluginHost, bundle, runtime};
 
-fn hostile_host() -> (Home, PluginHost) {
+/// The number of plugin evaluations running at once is bounded across the
+/// process: the test that floods it runs alone, the others share.
+static EVALUATIONS: RwLock<()> = RwLock::new(());
+
+fn share() -> RwLockReadGuard<'static, ()> {
+    EVALUATIONS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    EVALUATIONS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn hostile_host() -> (Home, PluginHost, RwLockReadGuard<'static, ()>) {
+    let turn = share();
     let home = Home::new();
     home.install(&common::test_bundles().join("hostile"))
         .unwrap();
     let host = home.load();
     assert!(host.problems().is_empty(), "{:?}", host.problems());
-    (home, host)
+    (home, host, turn)
+}
+
+/// Run `f` on its own thread and give it `limit` to answer: a runaway that
+/// is never stopped fails the test instead of hanging it.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> (T, Duration) {
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => (value, started.elapsed()),
+        Err(_) => panic!("still running after {limit:?}: the runaway plugin was not stopped"),
+    }
 }
 
 fn attack(host: &dyn FeatureSet, what: &str) -> plan::Outcome {
@@ -49,7 +82,7 @@ fn only(outcome: &plan::Outcome, code: &str) -> String {
 
 #[test]
 fn an_infinite_loop_is_stopped_and_named() {
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     let outcome = attack(&host, "loop");
     assert!(outcome.plan.is_none());
     let message = only(&outcome, "plugin.failed");
@@ -63,28 +96,28 @@ fn an_infinite_loop_is_stopped_and_named() {
 
 #[test]
 fn a_memory_bomb_is_refused() {
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     let message = only(&attack(&host, "memory"), "plugin.failed");
     assert!(message.contains("memory limit"), "{message}");
 }
 
 #[test]
 fn a_panic_is_a_diagnostic_not_a_crash() {
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     let message = only(&attack(&host, "panic"), "plugin.failed");
     assert!(message.contains("panicked"), "{message}");
 }
 
 #[test]
 fn host_files_are_out_of_reach() {
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     let message = only(&attack(&host, "read-host-file"), "hostile.denied");
     assert!(message.starts_with("read /etc/passwd"), "{message}");
 }
 
 #[test]
 fn own_assets_are_readable_but_not_writable() {
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     let message = only(&attack(&host, "read-assets"), "hostile.denied");
     assert!(
         message.contains("asset-content-ok"),
@@ -95,14 +128,14 @@ fn own_assets_are_readable_but_not_writable() {
 
 #[test]
 fn sockets_are_denied() {
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     let message = only(&attack(&host, "socket"), "hostile.denied");
     assert!(message.starts_with("open a TCP connection"), "{message}");
 }
 
 #[test]
 fn the_environment_is_empty() {
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     // SAFETY: tests in this binary do not read the environment concurrently.
     unsafe { std::env::set_var("OPENFACTORY_SECRET_FOR_TEST", "leak") };
     only(&attack(&host, "environment"), "hostile.denied");
@@ -110,7 +143,7 @@ fn the_environment_is_empty() {
 
 #[test]
 fn invalid_steps_are_rejected_by_the_host() {
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     let outcome = attack(&host, "bad-steps");
     assert!(outcome.plan.is_none());
     let messages: Vec<&str> = outcome
@@ -137,7 +170,7 @@ fn invalid_steps_are_rejected_by_the_host() {
 fn each_plan_gets_a_fresh_instance() {
     // The fixture counts its plans in a static: an instance kept between
     // evaluations would write 2 the second time.
-    let (_home, host) = hostile_host();
+    let (_home, host, _turn) = hostile_host();
     for _ in 0..3 {
         let plan = attack(&host, "remember").plan.unwrap();
         let counts: Vec<&str> = plan
@@ -150,4 +183,119 @@ fn each_plan_gets_a_fresh_instance() {
             .collect();
         assert_eq!(counts, ["1\n"], "state leaked between evaluations");
     }
+}
+
+#[test]
+fn a_plugin_sleeping_in_plan_is_stopped() {
+    let (home, host, _turn) = hostile_host();
+    let cpu = host.limits().cpu;
+    let (outcome, took) = within(cpu * 5, move || {
+        let _home = home;
+        attack(&host, "sleep")
+    });
+    println!("a plan sleeping in a host call was stopped after {took:?}");
+    assert!(outcome.plan.is_none());
+    let message = only(&outcome, "plugin.failed");
+    assert!(message.contains("CPU budget"), "{message}");
+    assert!(took < cpu + cpu / 2, "took {took:?} to stop");
+}
+
+#[test]
+fn a_plugin_sleeping_in_describe_is_stopped_at_load() {
+    let _turn = share();
+    // The fixture sleeps in `describe` when its bundle carries this asset:
+    // repack it (unsigned) with the file added.
+    let home = Home::new();
+    let fixture = common::test_bundles().join("hostile");
+    let assets = home.dir.path().join("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    for entry in std::fs::read_dir(fixture.join("assets")).unwrap().flatten() {
+        std::fs::copy(entry.path(), assets.join(entry.file_name())).unwrap();
+    }
+    let version = bundle::Bundle::open(&fixture).unwrap().manifest.version;
+    let pack = |assets: &std::path::Path| {
+        bundle::pack(
+            &home.plugins().join("hostile"),
+            "hostile",
+            &version,
+            &fixture.join("plugin.wasm"),
+            Some(assets),
+            None,
+        )
+        .unwrap()
+    };
+    let mut config = home.config();
+    config.allow_unsigned = true;
+    // Load it once as it is, to compile the component into the cache: the
+    // time measured below is the time to stop `describe`, not to compile.
+    pack(&assets);
+    assert!(PluginHost::load(&config).unwrap().problems().is_empty());
+    std::fs::write(assets.join("sleep-in-describe"), "").unwrap();
+    pack(&assets);
+    let cpu = config.limits.cpu;
+    let (host, took) = within(cpu * 5, move || PluginHost::load(&config).unwrap());
+    println!("a plugin sleeping in describe was stopped after {took:?}");
+    assert!(host.plugin("hostile").is_none());
+    let problems = host.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].reason.contains("describe failed") && problems[0].reason.contains("CPU budget"),
+        "{}",
+        problems[0].reason
+    );
+    assert!(took < cpu + cpu / 2, "took {took:?} to stop");
+}
+
+#[test]
+fn a_flood_of_sleeping_plans_is_bounded_and_the_host_recovers() {
+    let _alone = alone();
+    let home = Home::new();
+    home.install(&common::test_bundles().join("hostile"))
+        .unwrap();
+    let host = std::sync::Arc::new(home.load());
+    let cpu = host.limits().cpu;
+    let callers = 300;
+    let started = Instant::now();
+    let (outcomes, took) = within(cpu * 20, {
+        let host = host.clone();
+        move || {
+            let threads: Vec<_> = (0..callers)
+                .map(|_| {
+                    let host = host.clone();
+                    std::thread::spawn(move || {
+                        let outcome = attack(host.as_ref(), "sleep");
+                        (outcome, started.elapsed())
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect::<Vec<_>>()
+        }
+    });
+    let slowest = outcomes.iter().map(|(_, t)| *t).max().unwrap();
+    let (mut stopped, mut busy) = (0, 0);
+    for (outcome, _) in &outcomes {
+        assert!(outcome.plan.is_none());
+        let message = only(outcome, "plugin.failed");
+        if message.contains("CPU budget") {
+            stopped += 1;
+        } else if message.contains("busy") {
+            busy += 1;
+        } else {
+            panic!("{message}");
+        }
+    }
+    println!(
+        "{callers} sleeping plans answered within {took:?} (slowest {slowest:?}): {stopped} stopped, {busy} told the planner is busy (at most {} at once)",
+        runtime::max_concurrent_evaluations()
+    );
+    assert!(busy > 0, "300 plans cannot all run at once");
+    // A caller waits at most one budget for a turn, then runs at most one.
+    assert!(slowest < cpu * 4, "a caller waited {slowest:?}");
+    // The host is unharmed: a normal plan answers at once.
+    let (outcome, took) = within(cpu * 2, move || attack(host.as_ref(), "none"));
+    assert!(outcome.plan.is_some(), "{:#?}", outcome.diagnostics);
+    assert!(took < cpu / 2, "{took:?}");
 }

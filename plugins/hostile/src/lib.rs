@@ -3,8 +3,13 @@
 //! happened: `hostile.escaped` if the attack worked, `hostile.denied` if the
 //! sandbox stopped it. Attacks that the host must kill (CPU, memory) never
 //! return.
+//!
+//! One attack cannot be asked for by an option, because `describe` takes
+//! none: a bundle that carries the asset `sleep-in-describe` sleeps forever
+//! in `describe` (the sandbox tests repack the fixture with that file).
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use openfactory_plugin_sdk::prelude::*;
 
@@ -24,6 +29,18 @@ pub enum Attack {
     ReadAssets,
     /// Count evaluations in a static: a reused instance would count past 1.
     Remember,
+    /// Wait forever inside a host call (`wasi:clocks` `subscribe-duration`
+    /// and `wasi:io/poll`), where no guest code runs for epoch interruption
+    /// to stop, in `plan`.
+    Sleep,
+}
+
+/// Wait forever: `std::thread::sleep` on wasip2 is `subscribe-duration`
+/// followed by a blocking `poll`.
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -55,6 +72,9 @@ impl Feature for Hostile {
     type Options = Options;
 
     fn info() -> Info {
+        if std::path::Path::new("/assets/sleep-in-describe").exists() {
+            sleep_forever();
+        }
         Info::new(
             "hostile",
             env!("CARGO_PKG_VERSION"),
@@ -65,7 +85,7 @@ impl Feature for Hostile {
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
         match ctx.options.attack {
-            Attack::None | Attack::BadSteps | Attack::Remember => Vec::new(),
+            Attack::None | Attack::BadSteps | Attack::Remember | Attack::Sleep => Vec::new(),
             Attack::Loop => {
                 let mut x: u64 = 0;
                 loop {
@@ -111,6 +131,9 @@ impl Feature for Hostile {
                 step::write_file("/etc/../boot/grub/grub.cfg", "pwned"),
                 step::run("escape", &["sh -c 'id'"]),
             ]);
+        }
+        if ctx.options.attack == Attack::Sleep {
+            sleep_forever();
         }
         if ctx.options.attack == Attack::Remember {
             static PLANS: AtomicU32 = AtomicU32::new(0);
