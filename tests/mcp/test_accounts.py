@@ -132,7 +132,10 @@ async def test_bad_keys_are_refused_never_downgraded(server):
             r = await http.post("/api/mcp", headers={"Authorization": value, "Accept": "application/json, text/event-stream"},
                                 json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
             assert r.status_code == 401 and "Invalid API key" in r.text, (value[:30], r.status_code, r.text[:200])
-            assert r.headers["www-authenticate"] == "Bearer"
+            # The OAuth challenge (RFC 6750, RFC 9728): where to learn to sign in, and why this one was refused.
+            challenge = r.headers["www-authenticate"]
+            assert challenge.startswith(f'Bearer resource_metadata="{server.base}/.well-known/oauth-protected-resource/api/mcp"'), challenge
+            assert 'error="invalid_token"' in challenge, challenge
         # Session tokens: tampered, truncated and garbage are refused.
         r = await http.post("/api/auth/register", json={"email": "erin@example.org", "password": PASSWORD})
         token = r.json()["token"]

@@ -333,8 +333,8 @@ fn conformance(root: &Path) -> Result<()> {
 }
 
 /// `npm install` of `specs` under `prefix` (npm keeps its download cache in
-/// ~/.npm, outside the clone). A registry that fails for a moment (seen in
-/// CI) gets two more tries before the set-up fails.
+/// ~/.npm, outside the clone). A registry that fails for a moment gets two
+/// more tries before the set-up fails.
 fn npm_install(prefix: &Path, specs: &[String]) -> Result<()> {
     let mut last = None;
     for (attempt, pause) in [(1, 0u64), (2, 5), (3, 20)] {
