@@ -42,13 +42,28 @@ pub fn challenge(issuer: &str, path: &str, error: Option<&str>) -> HeaderValue {
         openfactory_oauth::SCOPE
     );
     if let Some(description) = error {
-        // The description is ours, never the caller's: no quotes to escape.
+        // The description is ours, never the caller's; a header value is
+        // visible ASCII, without the quotes that would end the parameter.
+        let ascii: String = description
+            .replace('…', "...")
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .map(|c| if c == '"' { '\'' } else { c })
+            .collect();
         value.push_str(&format!(
-            ", error=\"invalid_token\", error_description=\"{}\"",
-            description.replace('"', "'")
+            ", error=\"invalid_token\", error_description=\"{ascii}\""
         ));
     }
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+/// Refuse `request`: its body is read first (up to 64 KiB), so that the
+/// client's connection stays usable for its next request (a server that
+/// answers before reading a body must close the connection, which a client
+/// reusing it sees as a disconnect).
+async fn refuse(request: Request, answer: Response) -> Response {
+    let _ = axum::body::to_bytes(request.into_body(), 64 * 1024).await;
+    answer
 }
 
 /// The middleware, on the MCP routes.
@@ -57,22 +72,24 @@ pub async fn resolve(State(callers): State<Callers>, mut request: Request, next:
     let path = request.uri().path().to_owned();
     let caller: AccountCaller = match auth::account_caller(app, request.headers()).await {
         Err(e) => {
-            return openfactory_mcp::refused(
+            let answer = openfactory_mcp::refused(
                 e.is_unavailable(),
                 e.message(),
                 challenge(app.oauth.issuer(), &path, Some(e.message())),
             );
+            return refuse(request, answer).await;
         }
         Ok(None)
             if callers.owners.anonymous == Anonymous::Off
                 || openfactory_mcp::requires_account(&path) =>
         {
-            return openfactory_mcp::refused(
+            let answer = openfactory_mcp::refused(
                 false,
                 "sign in first: this endpoint needs an account. Clients that support OAuth are sent \
                  to sign in; others send Authorization: Bearer of_mcp_… (an API key from the console's Settings)",
                 challenge(app.oauth.issuer(), &path, None),
             );
+            return refuse(request, answer).await;
         }
         Ok(None) => return next.run(request).await,
         Ok(Some(caller)) => caller,
@@ -107,5 +124,17 @@ mod tests {
         assert!(c.to_str().unwrap().ends_with(
             "error=\"invalid_token\", error_description=\"the access token has expired\""
         ));
+        // Every refusal's words fit a header: the key messages have "…" and quotes.
+        let c = challenge(
+            "https://f.example",
+            "/api/mcp/sse",
+            Some("check it (Bearer of_mcp_…), \"x\""),
+        );
+        assert!(
+            c.to_str()
+                .unwrap()
+                .ends_with("error_description=\"check it (Bearer of_mcp_...), 'x'\""),
+            "{c:?}"
+        );
     }
 }

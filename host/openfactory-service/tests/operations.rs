@@ -120,7 +120,7 @@ async fn keys_are_created_listed_and_revoked_closing_their_streams() {
     assert!(keys[0].revoked_at.is_none());
 
     let streams = Auth::default();
-    let open = streams.key_token(&created.key_id);
+    let open = streams.streams_of(&auth::Credential::Key(created.key_id.clone()));
     let revoked = auth::revoke_key(&store, &streams, &account.id, &created.key_id)
         .await
         .unwrap();
