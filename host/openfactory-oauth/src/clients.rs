@@ -15,8 +15,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::error::shown;
 use crate::error::{ErrorCode, OAuthError};
-use crate::pkce::{constant_time_eq, truncate};
+use crate::pkce::constant_time_eq;
 use crate::redirect;
 
 pub const CLIENT_ID_PREFIX: &str = "of_cli_";
@@ -216,7 +217,7 @@ pub(crate) fn read_metadata(doc: &Map<String, Value>) -> Result<Metadata, OAuthE
                 "grant_types",
                 format!(
                     "`{}` is not supported; use authorization_code and refresh_token",
-                    truncate(other, 40)
+                    shown(other, 40)
                 ),
             ));
         }
@@ -285,7 +286,7 @@ pub fn register(body: &[u8], now: i64) -> Result<(Client, Registered), OAuthErro
                 "token_endpoint_auth_method",
                 format!(
                     "`{}` is not supported; use none (public clients, PKCE), client_secret_basic or client_secret_post",
-                    truncate(other, 40)
+                    shown(other, 40)
                 ),
             ));
         }

@@ -6,6 +6,13 @@ use std::fmt;
 
 use openfactory_store::StoreError;
 
+/// A caller's value as an error may quote it: control characters dropped,
+/// at most `max` characters (the project's one `truncate`).
+pub(crate) fn shown(text: &str, max: usize) -> String {
+    let plain: String = text.chars().filter(|c| !c.is_control()).collect();
+    openfactory_core::rules::truncate(&plain, max)
+}
+
 /// The error codes the RFCs name, as they go on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {

@@ -40,6 +40,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use clients::{Client, ClientKind};
+use error::shown;
 pub use error::{ErrorCode, OAuthError};
 pub use metadata_document::FetchPolicy;
 
@@ -182,7 +183,7 @@ pub fn parameters(input: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
         if found.insert(name.to_string(), value.to_string()).is_some() {
             return Err(OAuthError::invalid_request(format!(
                 "{}: given more than once; send each parameter once",
-                pkce::truncate(&name, 40)
+                shown(&name, 40)
             )));
         }
     }
@@ -239,7 +240,7 @@ impl OAuth {
                 Some(record) => Ok(Client::from_record(record)),
                 None => Err(OAuthError::invalid_client(format!(
                     "client_id: `{}` is not registered here; register at {}{REGISTER_PATH}",
-                    pkce::truncate(client_id, 60),
+                    shown(client_id, 60),
                     self.settings.issuer
                 ))),
             };
@@ -249,7 +250,7 @@ impl OAuth {
         }
         Err(OAuthError::invalid_client(format!(
             "client_id: `{}` is neither a client registered here (of_cli_…) nor the https URL of a client metadata document",
-            pkce::truncate(client_id, 60)
+            shown(client_id, 60)
         )))
     }
 
@@ -267,7 +268,7 @@ impl OAuth {
                 ErrorCode::InvalidTarget,
                 format!(
                     "resource: `{}` is not served here; use this server's MCP URL, e.g. {}",
-                    pkce::truncate(asked, 100),
+                    shown(asked, 100),
                     self.settings
                         .resources
                         .first()
@@ -290,7 +291,7 @@ impl OAuth {
                         ErrorCode::InvalidScope,
                         format!(
                             "scope: `{}` is not a scope here; ask for `{SCOPE}`",
-                            pkce::truncate(other, 40)
+                            shown(other, 40)
                         ),
                     ));
                 }
@@ -315,7 +316,7 @@ impl OAuth {
             Some(asked) => client.redirect_uri(asked).map(|_| asked.clone()).ok_or_else(|| {
                 AuthorizeError::Show(OAuthError::invalid_request(format!(
                     "redirect_uri: `{}` is not one this client registered; it must match exactly",
-                    pkce::truncate(asked, 100)
+                    shown(asked, 100)
                 )))
             })?,
             None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
@@ -529,7 +530,7 @@ impl OAuth {
                 ErrorCode::UnsupportedGrantType,
                 format!(
                     "grant_type: `{}` is not supported; use authorization_code or refresh_token",
-                    pkce::truncate(&grant_type, 40)
+                    shown(&grant_type, 40)
                 ),
             ));
         }

@@ -23,7 +23,7 @@ use url::Url;
 
 use crate::clients::{Client, ClientAuth, ClientKind, read_metadata};
 use crate::error::OAuthError;
-use crate::pkce::truncate;
+use crate::error::shown;
 
 pub const MAX_DOCUMENT: usize = 64 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,7 +77,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 /// Whether `client_id` is a metadata document URL we may fetch.
 pub fn document_url(client_id: &str, policy: &FetchPolicy) -> Result<Url, OAuthError> {
     let bad = |why: &str| {
-        OAuthError::invalid_client(format!("client_id: `{}` {why}", truncate(client_id, 100)))
+        OAuthError::invalid_client(format!("client_id: `{}` {why}", shown(client_id, 100)))
     };
     if client_id.len() > 2000 {
         return Err(bad("is longer than 2000 characters"));
@@ -144,7 +144,7 @@ pub fn read_document(url: &Url, body: &[u8]) -> Result<Client, OAuthError> {
         Some(id) => {
             return Err(bad(format!(
                 "names another client_id (`{}`); it must be the document's own URL",
-                truncate(id, 100)
+                shown(id, 100)
             )));
         }
         None => {
@@ -158,7 +158,7 @@ pub fn read_document(url: &Url, body: &[u8]) -> Result<Client, OAuthError> {
     if metadata.auth_method != "none" && doc.contains_key("token_endpoint_auth_method") {
         return Err(bad(format!(
             "asks for token_endpoint_auth_method `{}`; only `none` (PKCE) is supported for metadata documents",
-            truncate(&metadata.auth_method, 40)
+            shown(&metadata.auth_method, 40)
         )));
     }
     Ok(Client {

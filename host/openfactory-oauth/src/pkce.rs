@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::error::OAuthError;
+use crate::error::{OAuthError, shown};
 
 /// The only method accepted.
 pub const METHOD: &str = "S256";
@@ -26,7 +26,7 @@ pub fn check_challenge(
         Some(other) => {
             return Err(OAuthError::invalid_request(format!(
                 "code_challenge_method: `{}` is not supported; use S256",
-                truncate(other, 20)
+                shown(other, 20)
             )));
         }
         None => {
@@ -63,15 +63,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    let cut: String = text.chars().take(max).filter(|c| !c.is_control()).collect();
-    if text.chars().count() > max {
-        format!("{cut}…")
-    } else {
-        cut
-    }
 }
 
 #[cfg(test)]

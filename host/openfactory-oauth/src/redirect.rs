@@ -13,7 +13,7 @@ const FORBIDDEN_SCHEMES: [&str; 6] = ["javascript", "data", "file", "vbscript", 
 
 /// A loopback host a native app listens on: `127.0.0.1`, `[::1]`, or
 /// `localhost` (NOT RECOMMENDED by RFC 8252, but clients use it).
-fn is_loopback(url: &Url) -> bool {
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip.is_loopback(),
@@ -27,7 +27,7 @@ fn is_loopback(url: &Url) -> bool {
 /// (`com.example.app:/callback`, `cursor://…`; RFC 8252 §7.1). Never with
 /// a fragment, never longer than 2000 characters.
 pub fn check_registrable(uri: &str) -> Result<Url, String> {
-    let shown = crate::pkce::truncate(uri, 80);
+    let shown = crate::error::shown(uri, 80);
     if uri.len() > MAX_LEN {
         return Err(format!("`{shown}` is longer than {MAX_LEN} characters"));
     }
@@ -55,7 +55,7 @@ pub fn check_registrable(uri: &str) -> Result<Url, String> {
 }
 
 /// Whether the asked redirect URI is the registered one: the same string,
-/// or, for http on a loopback IP address, the same but for the port.
+/// or, for http on a loopback host, the same but for the port.
 pub fn matches(registered: &str, asked: &str) -> bool {
     if registered == asked {
         return true;
@@ -63,23 +63,8 @@ pub fn matches(registered: &str, asked: &str) -> bool {
     let (Ok(r), Ok(a)) = (Url::parse(registered), Url::parse(asked)) else {
         return false;
     };
-    let loopback_ip = |u: &Url| {
-        u.scheme() == "http" && matches!(u.host(), Some(Host::Ipv4(ip)) if ip.is_loopback())
-            || matches!(u.host(), Some(Host::Ipv6(ip)) if ip.is_loopback())
-            || matches!(u.host(), Some(Host::Domain(d)) if d.eq_ignore_ascii_case("localhost"))
-    };
-    r.scheme() == "http"
-        && a.scheme() == "http"
-        && loopback_ip(&r)
-        && loopback_ip(&a)
-        && r.host() == a.host()
-        && r.path() == a.path()
-        && r.query() == a.query()
-        && a.fragment().is_none()
-        && a.username().is_empty()
-        && a.password().is_none()
-        // The registered form's exact text but for the port.
-        && without_port(&r) == without_port(&a)
+    // The registered text but for the port: same scheme, host, path and query.
+    r.scheme() == "http" && is_loopback(&r) && without_port(&r) == without_port(&a)
 }
 
 fn without_port(url: &Url) -> String {

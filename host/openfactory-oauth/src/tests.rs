@@ -38,10 +38,7 @@ async fn public_client(oauth: &OAuth) -> String {
 fn query(client_id: &str, extra: &str) -> String {
     format!(
         "response_type=code&client_id={client_id}&redirect_uri={}&code_challenge={CHALLENGE}&code_challenge_method=S256&state=xyz&resource={}{extra}",
-        pkce::truncate(
-            &url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
-            500
-        ),
+        url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
         url::form_urlencoded::byte_serialize(format!("{ISSUER}/api/mcp/account").as_bytes())
             .collect::<String>(),
     )

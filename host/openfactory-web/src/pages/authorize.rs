@@ -68,9 +68,7 @@ fn form_action_for(uri: &str) -> String {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
             let origin = u.origin().ascii_serialization();
             // Loopback clients listen on any port (RFC 8252): allow any.
-            if u.host_str()
-                .is_some_and(|h| h == "127.0.0.1" || h == "[::1]" || h == "localhost")
-            {
+            if openfactory_oauth::redirect::is_loopback(&u) {
                 format!("{}://{}:*", u.scheme(), u.host_str().unwrap_or(""))
             } else {
                 origin
