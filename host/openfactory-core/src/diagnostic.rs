@@ -29,6 +29,10 @@ pub struct Diagnostic {
     /// How to fix it, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<String>,
+    /// The plugin that wrote this diagnostic, when a plugin did: its text is
+    /// the plugin's, not OpenFactory's (bounded and escaped by the planner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 impl Diagnostic {
@@ -39,6 +43,7 @@ impl Diagnostic {
             path: path.into(),
             message: message.into(),
             suggestion: None,
+            plugin: None,
         }
     }
 

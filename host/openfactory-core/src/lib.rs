@@ -7,6 +7,7 @@
 //! Nothing here runs a process, opens a socket, or needs root: the build,
 //! VM and test executors consume plans at the edges.
 
+pub mod capability;
 pub mod catalog;
 pub mod diagnostic;
 pub mod digest;

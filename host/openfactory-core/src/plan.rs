@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::capability::{Capabilities, Privilege};
 use crate::diagnostic::{Diagnostic, Diagnostics, Path, did_you_mean};
 use crate::digest::RecipeDigest;
 use crate::recipe::{BaseImage, Recipe};
@@ -37,25 +38,45 @@ pub struct FeatureInfo {
     pub conflicts: Vec<String>,
 }
 
-/// An installed feature: its description, the digest of its component, and
-/// its compiled options schema.
+/// An installed feature: its description, the digest of its component, its
+/// compiled options schema, and what it may do.
 #[derive(Debug)]
 pub struct Feature {
     pub info: FeatureInfo,
     /// sha256 (hex) of the plugin's component.
     pub digest: String,
     schema: Schema,
+    /// What its bundle declares it touches; nothing until set.
+    pub capabilities: Capabilities,
+    /// The privileges the operator granted it.
+    pub granted: BTreeSet<Privilege>,
 }
 
 impl Feature {
     /// `Err` when the plugin's options schema is not a usable JSON Schema.
+    /// The feature may emit no step until [`Feature::with_capabilities`].
     pub fn new(info: FeatureInfo, digest: String) -> Result<Feature, String> {
         let schema = Schema::compile(info.options_schema.clone())?;
         Ok(Feature {
             info,
             digest,
             schema,
+            capabilities: Capabilities::default(),
+            granted: BTreeSet::new(),
         })
+    }
+
+    /// What the feature may do: its declaration, and the privileges the
+    /// operator granted (only those the declaration implies count).
+    pub fn with_capabilities(
+        mut self,
+        capabilities: Capabilities,
+        granted: BTreeSet<Privilege>,
+    ) -> Feature {
+        let reachable = capabilities.privileges();
+        self.granted = granted.intersection(&reachable).copied().collect();
+        self.capabilities = capabilities;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -364,13 +385,21 @@ fn run_checked(
                 }
                 let mut bad = false;
                 for (n, step) in eval.steps.iter().enumerate() {
-                    for (field, reason) in step.check() {
+                    let problems = step.check();
+                    for (field, reason) in &problems {
                         bad = true;
                         diagnostics.push(Diagnostic::error(
                             "plugin.invalid-step",
                             at.field("name"),
-                            format!("plugin `{}` emitted an invalid step #{n} ({}): `{field}` {reason}", feature.name(), step.kind()),
+                            format!("plugin `{}` emitted an invalid step #{n} ({}): `{field}` {}", feature.name(), step.kind(), crate::rules::printable(reason, 300)),
                         ));
+                    }
+                    if !problems.is_empty() {
+                        continue;
+                    }
+                    for refusal in feature.capabilities.permits(&feature.granted, step) {
+                        bad = true;
+                        diagnostics.push(capability_refused(feature, n, step, &refusal, &at));
                     }
                 }
                 let mut names = BTreeSet::new();
@@ -432,6 +461,15 @@ fn run_checked(
         steps.extend(tag(&source, s));
     }
     steps.extend(tag(SOURCE_RECIPE, system::epilogue(recipe)));
+    diagnostics.extend(write_conflicts(&steps));
+    diagnostics.extend(run_packages(&steps, set));
+    if diagnostics.has_errors() {
+        return Outcome {
+            plan: None,
+            diagnostics,
+            recipe_digest,
+        };
+    }
 
     let mut all_checks: Vec<PlannedCheck> = Vec::new();
     for (source, list) in [
@@ -476,6 +514,135 @@ fn run_checked(
     }
 }
 
+/// A step a plugin may not emit, as a diagnostic that names the plugin, the
+/// step and the capability.
+fn capability_refused(
+    feature: &Feature,
+    n: usize,
+    step: &Step,
+    refusal: &crate::capability::Refusal,
+    at: &Path,
+) -> Diagnostic {
+    let name = feature.name();
+    let (code, fix) = match refusal {
+        crate::capability::Refusal::Undeclared { what, .. } => (
+            "plugin.undeclared-capability",
+            format!(
+                "the plugin's author declares it in the bundle's capabilities (`{what}`), or the recipe drops feature `{name}`"
+            ),
+        ),
+        crate::capability::Refusal::NotGranted(p) => (
+            "plugin.privilege-not-granted",
+            format!(
+                "an operator who trusts `{name}` with this grants it: `openfactory plugin grant {name} {p}`"
+            ),
+        ),
+    };
+    Diagnostic::error(
+        code,
+        at.field("name"),
+        format!("plugin `{name}` step #{n} ({}) {refusal}", step.kind()),
+    )
+    .suggest(fix)
+}
+
+/// What a plan writes, by path: the first writer and the step's number.
+fn written_paths(step: &Step) -> Vec<String> {
+    match step {
+        Step::WriteFile(f) => vec![f.path.clone()],
+        Step::AddAptSource(s) => vec![format!("apt source `{}`", s.name)],
+        Step::SetSysctl { key, .. } => vec![format!("sysctl `{}`", key.replace('/', "."))],
+        _ => Vec::new(),
+    }
+}
+
+/// Two sources that write one path (or set one sysctl, or add one apt
+/// source) are a conflict: the later would silently win.
+fn write_conflicts(steps: &[PlannedStep]) -> Vec<Diagnostic> {
+    let mut first: BTreeMap<String, &str> = BTreeMap::new();
+    let mut reported: BTreeSet<(String, String, String)> = BTreeSet::new();
+    let mut out = Vec::new();
+    let who = |source: &str| {
+        if source == SOURCE_RECIPE {
+            "the recipe".to_owned()
+        } else {
+            format!("plugin `{source}`")
+        }
+    };
+    for planned in steps {
+        for target in written_paths(&planned.step) {
+            match first.get(&target) {
+                None => {
+                    first.insert(target, &planned.source);
+                }
+                Some(&earlier) if earlier != planned.source => {
+                    let key = (target.clone(), earlier.to_owned(), planned.source.clone());
+                    if reported.insert(key) {
+                        out.push(
+                            Diagnostic::error(
+                                "plan.write-conflict",
+                                "features",
+                                format!(
+                                    "{} and {} both write {}; the later would silently replace the earlier",
+                                    who(earlier),
+                                    who(&planned.source),
+                                    crate::rules::printable(&target, 300)
+                                ),
+                            )
+                            .suggest("remove one of the two (a recipe file that a feature also writes is set through the feature's options)"),
+                        );
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// A plugin's `run` step executes a program its bundle says comes from a
+/// package; that package must be in the base system or installed by an
+/// earlier step. (The planner cannot know that the declaration is true: the
+/// catalog build proves it.)
+fn run_packages(steps: &[PlannedStep], set: &dyn FeatureSet) -> Vec<Diagnostic> {
+    let mut installed: BTreeSet<&str> = system::BASE_SYSTEM_PACKAGES.iter().copied().collect();
+    let mut out = Vec::new();
+    for (n, planned) in steps.iter().enumerate() {
+        match &planned.step {
+            Step::InstallPackages { packages } => {
+                installed.extend(packages.iter().map(String::as_str));
+            }
+            Step::Run { argv, .. } if planned.source != SOURCE_RECIPE => {
+                let Some(feature) = set.feature(&planned.source) else {
+                    continue;
+                };
+                let program = argv.first().map(String::as_str).unwrap_or_default();
+                let Some(package) = feature.capabilities.run.get(program) else {
+                    continue; // refused already as undeclared
+                };
+                if !installed.contains(package.as_str()) {
+                    out.push(
+                        Diagnostic::error(
+                            "plugin.program-not-installed",
+                            "features",
+                            format!(
+                                "plugin `{}` runs `{}` (plan step #{n}), which its bundle says package `{package}` ships, but nothing in the plan installs `{package}` before it",
+                                planned.source,
+                                crate::rules::printable(program, 100)
+                            ),
+                        )
+                        .suggest(format!(
+                            "this is a fault in the plugin: it must install `{package}` before running `{program}`"
+                        )),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Only the fields a feature reads, plus `name` and `base_image`.
 fn project(recipe: &Value, reads: &[String]) -> Value {
     let mut out = serde_json::Map::new();
@@ -503,7 +670,11 @@ fn rebase(mut d: Diagnostic, feature: &str, at: &Path) -> Diagnostic {
     if !d.code.starts_with(&format!("{feature}.")) {
         d.code = format!("{feature}.{}", d.code);
     }
-    d.message = crate::rules::truncate(&d.message, 1000);
+    d.code = crate::rules::printable(&d.code, 128);
+    d.path = crate::rules::printable(&d.path, 256);
+    d.message = crate::rules::printable(&d.message, 1000);
+    d.suggestion = d.suggestion.map(|s| crate::rules::printable(&s, 1000));
+    d.plugin = Some(feature.to_owned());
     d
 }
 
@@ -622,6 +793,195 @@ mod tests {
             assert_eq!(keys, ["base_image", "name", "packages"], "{ctx:?}");
             assert_eq!(ctx.options, serde_json::json!({"x": 1}));
         }
+    }
+
+    /// One feature that emits the given steps, with the given capabilities.
+    struct Emitting {
+        feature: Feature,
+        steps: Vec<Step>,
+    }
+
+    impl Emitting {
+        fn new(steps: Vec<Step>, capabilities: Capabilities, granted: &[Privilege]) -> Emitting {
+            let info = FeatureInfo {
+                name: "emitter".into(),
+                version: "1.0.0".into(),
+                summary: "emits what it is told".into(),
+                category: "testing".into(),
+                options_schema: serde_json::json!({"type": "object"}),
+                reads: vec![],
+                requires: vec![],
+                conflicts: vec![],
+            };
+            Emitting {
+                feature: Feature::new(info, "00".repeat(32))
+                    .unwrap()
+                    .with_capabilities(capabilities, granted.iter().copied().collect()),
+                steps,
+            }
+        }
+
+        fn plan(&self, recipe: Value) -> Outcome {
+            plan_value(recipe, self, true)
+        }
+    }
+
+    impl FeatureSet for Emitting {
+        fn features(&self) -> Vec<&Feature> {
+            vec![&self.feature]
+        }
+
+        fn evaluate(&self, _: &str, _: &PlanContext, _: bool) -> Result<Evaluation, RuntimeError> {
+            Ok(Evaluation {
+                steps: self.steps.clone(),
+                ..Default::default()
+            })
+        }
+    }
+
+    fn recipe() -> Value {
+        serde_json::json!({"name": "r", "base_image": "debian-bookworm", "features": [{"name": "emitter"}]})
+    }
+
+    fn codes(outcome: &Outcome) -> Vec<String> {
+        outcome
+            .diagnostics
+            .errors()
+            .map(|d| d.code.clone())
+            .collect()
+    }
+
+    fn write(path: &str) -> Step {
+        Step::WriteFile(crate::step::FileStep {
+            path: path.into(),
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+            content: "x".into(),
+        })
+    }
+
+    #[test]
+    fn a_plugin_that_declares_nothing_plans_nothing() {
+        let set = Emitting::new(vec![write("/etc/motd")], Capabilities::default(), &[]);
+        let outcome = set.plan(recipe());
+        assert!(outcome.plan.is_none());
+        let error = outcome.diagnostics.errors().next().unwrap();
+        assert_eq!(error.code, "plugin.undeclared-capability");
+        assert_eq!(error.path, "features[0].name");
+        assert!(
+            error
+                .message
+                .contains("plugin `emitter` step #0 (write_file)")
+                && error.message.contains("`/etc/motd`")
+                && error.message.contains("(`files`)"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn a_privileged_step_needs_the_operators_grant() {
+        let caps = Capabilities {
+            files: vec!["/etc/sudoers.d/".into()],
+            ..Default::default()
+        };
+        let step = write("/etc/sudoers.d/emitter");
+        let refused = Emitting::new(vec![step.clone()], caps.clone(), &[]).plan(recipe());
+        assert_eq!(codes(&refused), ["plugin.privilege-not-granted"]);
+        let hint = refused
+            .diagnostics
+            .errors()
+            .next()
+            .unwrap()
+            .suggestion
+            .clone();
+        assert!(
+            hint.unwrap()
+                .contains("openfactory plugin grant emitter sudoers")
+        );
+        let granted = Emitting::new(vec![step], caps, &[Privilege::Sudoers]).plan(recipe());
+        assert!(granted.plan.is_some(), "{:?}", granted.diagnostics);
+        // A grant the declaration does not reach gives nothing.
+        let stray = Emitting::new(
+            vec![write("/etc/sudoers.d/x")],
+            Capabilities {
+                files: vec!["/etc/sudoers.d/x".into(), "/etc/motd".into()],
+                ..Default::default()
+            },
+            &[Privilege::Sudoers, Privilege::Interpreter],
+        );
+        assert_eq!(stray.feature.granted, BTreeSet::from([Privilege::Sudoers]));
+    }
+
+    #[test]
+    fn two_writers_of_one_path_are_a_conflict() {
+        let caps = Capabilities {
+            files: vec!["/etc/".into()],
+            ..Default::default()
+        };
+        // The recipe's prelude writes /etc/hosts; a later plugin write would win.
+        let outcome = Emitting::new(vec![write("/etc/hosts")], caps.clone(), &[]).plan(recipe());
+        assert_eq!(codes(&outcome), ["plan.write-conflict"]);
+        let message = &outcome.diagnostics.errors().next().unwrap().message;
+        assert!(
+            message.contains("the recipe and plugin `emitter` both write /etc/hosts"),
+            "{message}"
+        );
+        // A recipe file the plugin also writes: the recipe would win, silently.
+        let mut r = recipe();
+        r["files"] = serde_json::json!([{"path": "/etc/motd", "content": "hi"}]);
+        let outcome = Emitting::new(vec![write("/etc/motd")], caps, &[]).plan(r);
+        assert_eq!(codes(&outcome), ["plan.write-conflict"]);
+    }
+
+    #[test]
+    fn a_program_is_run_only_after_its_package_is_installed() {
+        let caps = Capabilities {
+            packages: vec!["aide".into(), "aide-common".into()],
+            run: BTreeMap::from([("aideinit".into(), "aide-common".into())]),
+            ..Default::default()
+        };
+        let run = Step::Run {
+            argv: vec!["aideinit".into(), "--yes".into()],
+            description: "initialise".into(),
+        };
+        let install = |p: &str| Step::InstallPackages {
+            packages: vec![p.into()],
+        };
+        // The gxp defect: `aide` is installed, `aideinit` ships in `aide-common`.
+        let outcome =
+            Emitting::new(vec![install("aide"), run.clone()], caps.clone(), &[]).plan(recipe());
+        assert_eq!(codes(&outcome), ["plugin.program-not-installed"]);
+        assert!(
+            outcome
+                .diagnostics
+                .errors()
+                .next()
+                .unwrap()
+                .message
+                .contains("package `aide-common`")
+        );
+        // Installed after the run is still too late.
+        let late = Emitting::new(vec![run.clone(), install("aide-common")], caps.clone(), &[]);
+        assert_eq!(
+            codes(&late.plan(recipe())),
+            ["plugin.program-not-installed"]
+        );
+        let fixed = Emitting::new(vec![install("aide-common"), run], caps, &[]).plan(recipe());
+        assert!(fixed.plan.is_some(), "{:?}", fixed.diagnostics);
+    }
+
+    #[test]
+    fn a_plugins_diagnostics_are_marked_bounded_and_escaped() {
+        let d = Diagnostic::error("x", "options.a", format!("\x1b[2Kfake{}", "y".repeat(5000)));
+        let at = Path::root().field("features").index(0);
+        let rebased = rebase(d, "emitter", &at);
+        assert_eq!(rebased.plugin.as_deref(), Some("emitter"));
+        assert_eq!(rebased.code, "emitter.x");
+        assert_eq!(rebased.path, "features[0].options.a");
+        assert!(!rebased.message.chars().any(char::is_control));
+        assert!(rebased.message.chars().count() <= 1001);
     }
 
     #[test]

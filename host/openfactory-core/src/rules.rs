@@ -455,6 +455,32 @@ pub fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// `s` made safe to show on a terminal or a page: every control character
+/// (ESC, CR, LF, tab, C1) and every bidirectional override is written as a
+/// visible escape (`\u{1b}`), so text from a plugin or a caller can neither
+/// move the cursor, rewrite a line, nor hide part of itself; then at most
+/// `max` characters.
+pub fn printable(s: &str, max: usize) -> String {
+    let is_hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if !s.chars().any(is_hidden) {
+        return truncate(s, max);
+    }
+    let escaped: String = s
+        .chars()
+        .map(|c| {
+            if is_hidden(c) {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    truncate(&escaped, max)
+}
+
 pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
@@ -466,6 +492,19 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_text_cannot_move_the_cursor_or_hide_itself() {
+        let hostile = "ok\x1b[2K\rsigned by Debian\u{202e}gnp.exe\nnext";
+        let shown = printable(hostile, 1000);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
+        assert!(!shown.contains('\u{202e}'));
+        assert_eq!(
+            shown,
+            "ok\\u{1b}[2K\\u{d}signed by Debian\\u{202e}gnp.exe\\u{a}next"
+        );
+        assert_eq!(printable("plain", 3), "pla…");
+    }
 
     #[test]
     fn package_names_follow_debian_policy() {

@@ -6,6 +6,49 @@ use crate::recipe::Recipe;
 use crate::step::{CheckKind, FileStep, Step, UserStep};
 use crate::validate::parse_mode;
 
+/// Packages every image has before any step runs: Debian's `minbase`
+/// (Essential and Priority `required`, apt among them) and what the build
+/// adds to every base (the kernel, live-boot, systemd, dbus). A plugin's
+/// `run` of a program from one of these needs no install step first.
+pub const BASE_SYSTEM_PACKAGES: &[&str] = &[
+    "apt",
+    "base-files",
+    "base-passwd",
+    "bash",
+    "bsdutils",
+    "coreutils",
+    "dash",
+    "dbus",
+    "debconf",
+    "debianutils",
+    "diffutils",
+    "dpkg",
+    "findutils",
+    "grep",
+    "gzip",
+    "hostname",
+    "init-system-helpers",
+    "libc-bin",
+    "libpam-modules",
+    "libpam-modules-bin",
+    "libpam-runtime",
+    "linux-image-amd64",
+    "live-boot",
+    "login",
+    "mawk",
+    "mount",
+    "ncurses-base",
+    "ncurses-bin",
+    "passwd",
+    "perl-base",
+    "sed",
+    "systemd",
+    "systemd-sysv",
+    "sysvinit-utils",
+    "tar",
+    "util-linux",
+];
+
 fn file(path: &str, content: String) -> Step {
     Step::WriteFile(FileStep {
         path: path.into(),

@@ -1,0 +1,873 @@
+//! What a plugin may do to an image: the capabilities its bundle declares,
+//! the privileges an operator grants, and the check of every step against
+//! both.
+//!
+//! A step check ([`Step::check`]) says whether a step is well formed; this
+//! module says whether *this plugin* may emit it. A plugin declares, in its
+//! signed bundle manifest, what it touches: packages, paths, units, groups,
+//! sysctls, kernel arguments, package sources and the programs its `run`
+//! steps execute. The planner refuses any step outside the declaration,
+//! naming the plugin, the step and the capability it lacks.
+//!
+//! Some declarations give a plugin power over the whole system that a
+//! reader of its summary would not expect (trusting a package source,
+//! sudoers, PAM, the dynamic loader, a kernel `init=`…): each is a
+//! [`Privilege`], implied by the declaration, and a step that needs one is
+//! refused unless the operator granted it when installing the plugin.
+//!
+//! What this cannot catch: a plugin that declares `/etc/systemd/system/`
+//! may install a unit that runs anything as root at boot; a declared program
+//! may do more than its name suggests. Capabilities make a plugin's reach
+//! visible and bounded to what its author declared and the operator saw;
+//! they do not make a malicious declaration harmless.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::rules;
+use crate::step::Step;
+
+/// What a plugin declares it needs, in its bundle manifest's
+/// `[capabilities]` table. Every list is empty by default: a plugin that
+/// declares nothing may emit no step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capabilities {
+    /// Packages it installs or removes: names, or a prefix ending in `*`
+    /// (`python3-*`).
+    pub packages: Vec<String>,
+    /// Paths it writes: an absolute file path, or a directory prefix ending
+    /// in `/` (`/etc/docker/`).
+    pub files: Vec<String>,
+    /// Units it enables, disables or masks: names, or a prefix ending in `*`.
+    pub units: Vec<String>,
+    /// Groups it creates or adds users to.
+    pub groups: Vec<String>,
+    /// Accounts it creates or changes: names, or `*` for any (a feature that
+    /// adds the recipe's own users to a group).
+    pub users: Vec<String>,
+    /// Kernel parameters it sets: keys, or a prefix ending in `*` (`net.ipv4.*`).
+    pub sysctls: Vec<String>,
+    /// Kernel command-line arguments it adds, by name (the part before `=`).
+    pub kernel_args: Vec<String>,
+    /// Whether it opens ports in the image's firewall.
+    pub ports: bool,
+    /// apt sources it adds, by name.
+    pub package_sources: Vec<String>,
+    /// Programs its `run` steps execute (the command's first word, as the
+    /// plugin writes it), each with the package that ships it. The planner
+    /// checks that the package is in the base system or installed earlier
+    /// in the plan.
+    pub run: BTreeMap<String, String>,
+    /// Privileges that no declaration above implies but steps need
+    /// (world-writable files).
+    pub privileges: BTreeSet<Privilege>,
+}
+
+/// Power over the whole system that needs the operator's explicit grant.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Privilege {
+    /// Add package sources or change what apt trusts or runs (`/etc/apt/`).
+    PackageSources,
+    /// Grant `sudo` rights (`/etc/sudoers.d/`).
+    Sudoers,
+    /// Change how people authenticate (`/etc/pam.d/`, `/etc/security/`).
+    Pam,
+    /// Change what the dynamic loader loads into every program
+    /// (`/etc/ld.so.preload`, `/etc/ld.so.conf.d/`, `/usr/local/lib/`).
+    Loader,
+    /// Put programs ahead of the system's on the search path
+    /// (`/usr/local/bin/`, `/usr/local/sbin/`).
+    SearchPath,
+    /// Write into people's home directories (`/home/`).
+    HomeDirectories,
+    /// Write files anyone may modify.
+    WorldWritable,
+    /// Kernel arguments that change what the kernel starts or turn its
+    /// security off (`init=`, `systemd.unit=`, `apparmor=0`, `lsm=`…).
+    KernelBoot,
+    /// Kernel parameters that make the kernel run a program
+    /// (`kernel.core_pattern`, `kernel.modprobe`, `fs.binfmt_misc.*`…).
+    KernelHooks,
+    /// Disable or mask the image's security services (AppArmor, auditd,
+    /// the firewall, the journal).
+    SecurityServices,
+    /// Add users to groups that are root in all but name (`sudo`, `shadow`,
+    /// `disk`, `docker`…).
+    PrivilegedGroups,
+    /// Run a shell or an interpreter, which can do anything (`sh -c …`).
+    Interpreter,
+}
+
+impl Privilege {
+    pub const ALL: [Privilege; 12] = [
+        Privilege::PackageSources,
+        Privilege::Sudoers,
+        Privilege::Pam,
+        Privilege::Loader,
+        Privilege::SearchPath,
+        Privilege::HomeDirectories,
+        Privilege::WorldWritable,
+        Privilege::KernelBoot,
+        Privilege::KernelHooks,
+        Privilege::SecurityServices,
+        Privilege::PrivilegedGroups,
+        Privilege::Interpreter,
+    ];
+
+    /// The name used in manifests, grants and messages: `package-sources`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Privilege::PackageSources => "package-sources",
+            Privilege::Sudoers => "sudoers",
+            Privilege::Pam => "pam",
+            Privilege::Loader => "loader",
+            Privilege::SearchPath => "search-path",
+            Privilege::HomeDirectories => "home-directories",
+            Privilege::WorldWritable => "world-writable",
+            Privilege::KernelBoot => "kernel-boot",
+            Privilege::KernelHooks => "kernel-hooks",
+            Privilege::SecurityServices => "security-services",
+            Privilege::PrivilegedGroups => "privileged-groups",
+            Privilege::Interpreter => "interpreter",
+        }
+    }
+
+    /// What it lets a plugin do, for the operator deciding to grant it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Privilege::PackageSources => {
+                "add package sources or change what apt trusts and runs (/etc/apt/)"
+            }
+            Privilege::Sudoers => "grant sudo rights (/etc/sudoers.d/)",
+            Privilege::Pam => "change how people authenticate (/etc/pam.d/, /etc/security/)",
+            Privilege::Loader => "change what the dynamic loader loads into every program",
+            Privilege::SearchPath => "put programs ahead of the system's on the search path",
+            Privilege::HomeDirectories => "write into people's home directories",
+            Privilege::WorldWritable => "write files anyone may modify",
+            Privilege::KernelBoot => {
+                "change what the kernel starts at boot or turn its security off"
+            }
+            Privilege::KernelHooks => "make the kernel run a program (core_pattern, modprobe…)",
+            Privilege::SecurityServices => {
+                "disable or mask security services (AppArmor, auditd, the firewall, the journal)"
+            }
+            Privilege::PrivilegedGroups => {
+                "add users to groups that are root in all but name (sudo, shadow, disk, docker…)"
+            }
+            Privilege::Interpreter => "run a shell or an interpreter, which can do anything",
+        }
+    }
+
+    /// Parse a privilege's name; `Err` lists the names.
+    pub fn parse(name: &str) -> Result<Privilege, String> {
+        Privilege::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a privilege; privileges are: {}",
+                    rules::truncate(name, 64),
+                    Privilege::ALL.map(Privilege::name).join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for Privilege {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Directories whose files carry a privilege.
+const PRIVILEGED_PATHS: &[(&str, Privilege)] = &[
+    ("/etc/apt/", Privilege::PackageSources),
+    ("/etc/sudoers", Privilege::Sudoers),
+    ("/etc/sudoers.d/", Privilege::Sudoers),
+    ("/etc/pam.d/", Privilege::Pam),
+    ("/etc/pam.conf", Privilege::Pam),
+    ("/etc/security/", Privilege::Pam),
+    ("/etc/ld.so.preload", Privilege::Loader),
+    ("/etc/ld.so.conf", Privilege::Loader),
+    ("/etc/ld.so.conf.d/", Privilege::Loader),
+    ("/usr/local/lib/", Privilege::Loader),
+    ("/usr/local/bin/", Privilege::SearchPath),
+    ("/usr/local/sbin/", Privilege::SearchPath),
+    ("/home/", Privilege::HomeDirectories),
+];
+
+/// Kernel arguments (by name) that change what the kernel starts, or turn
+/// its security off.
+const BOOT_ARGS: &[&str] = &[
+    "init",
+    "rdinit",
+    "systemd.unit",
+    "systemd.debug_shell",
+    "systemd.debug-shell",
+    "rd.break",
+    "rd.shell",
+    "rd.systemd.unit",
+    "single",
+    "emergency",
+    "rescue",
+    "s",
+    "S",
+    "1",
+    "apparmor",
+    "selinux",
+    "security",
+    "lsm",
+    "audit",
+    "module.sig_enforce",
+    "lockdown",
+    "enforcing",
+];
+
+/// Kernel parameters that make the kernel execute a program.
+const HOOK_SYSCTLS: &[&str] = &[
+    "kernel.core_pattern",
+    "kernel.modprobe",
+    "kernel.hotplug",
+    "kernel.poweroff_cmd",
+    "kernel.usermodehelper.",
+    "fs.binfmt_misc.",
+];
+
+/// Units that keep an image safe; disabling or masking them is a privilege.
+const SECURITY_UNITS: &[&str] = &[
+    "apparmor",
+    "auditd",
+    "nftables",
+    "ufw",
+    "firewalld",
+    "fail2ban",
+    "systemd-journald",
+    "unattended-upgrades",
+];
+
+/// Groups whose members can become root.
+pub const PRIVILEGED_GROUPS: &[&str] = &[
+    "root",
+    "sudo",
+    "wheel",
+    "admin",
+    "adm",
+    "shadow",
+    "disk",
+    "kmem",
+    "staff",
+    "lxd",
+    "docker",
+    "libvirt",
+    "systemd-journal",
+];
+
+/// Shells and interpreters: a `run` of one can do anything.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox", "env", "perl", "python",
+    "python3", "ruby", "node", "nodejs", "lua", "tclsh", "awk", "gawk", "mawk", "find", "xargs",
+    "su", "sudo", "chroot", "nsenter", "script", "setsid", "nohup", "timeout", "nice", "ionice",
+    "stdbuf", "unshare", "flock", "watch", "php", "expect",
+];
+
+fn basename(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
+}
+
+fn is_interpreter(program: &str) -> bool {
+    let name = basename(program);
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    INTERPRETERS.contains(&name) || INTERPRETERS.contains(&stem)
+}
+
+fn kernel_arg_name(arg: &str) -> &str {
+    arg.split_once('=').map_or(arg, |(k, _)| k)
+}
+
+/// Does `declared` (a path, or a prefix ending in `/`) cover `path`?
+fn path_covers(declared: &str, path: &str) -> bool {
+    declared == path || (declared.ends_with('/') && path.starts_with(declared))
+}
+
+/// Does `declared` (a name, or a prefix ending in `*`) cover `name`?
+fn name_covers(declared: &str, name: &str) -> bool {
+    match declared.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => declared == name,
+    }
+}
+
+/// Privileges a write to `path` with `mode` needs.
+fn path_privileges(path: &str, mode: u32, out: &mut BTreeSet<Privilege>) {
+    for &(prefix, privilege) in PRIVILEGED_PATHS {
+        if path_covers(prefix, path) || path == prefix.trim_end_matches('/') {
+            out.insert(privilege);
+        }
+    }
+    if mode & 0o002 != 0 {
+        out.insert(Privilege::WorldWritable);
+    }
+}
+
+fn sysctl_is_hook(key: &str) -> bool {
+    let key = key.replace('/', ".");
+    HOOK_SYSCTLS
+        .iter()
+        .any(|h| key == *h || (h.ends_with('.') && key.starts_with(h)))
+}
+
+fn unit_is_security(unit: &str) -> bool {
+    let stem = unit.rsplit_once('.').map_or(unit, |(s, _)| s);
+    SECURITY_UNITS.contains(&stem)
+}
+
+/// The privileges one step needs, whoever emits it.
+pub fn step_privileges(step: &Step) -> BTreeSet<Privilege> {
+    let mut out = BTreeSet::new();
+    match step {
+        Step::WriteFile(f) => path_privileges(&f.path, f.mode, &mut out),
+        Step::AddAptSource(_) => {
+            out.insert(Privilege::PackageSources);
+        }
+        Step::AddKernelArg { arg } if BOOT_ARGS.contains(&kernel_arg_name(arg)) => {
+            out.insert(Privilege::KernelBoot);
+        }
+        Step::SetSysctl { key, .. } if sysctl_is_hook(key) => {
+            out.insert(Privilege::KernelHooks);
+        }
+        Step::DisableService { unit } | Step::MaskService { unit } if unit_is_security(unit) => {
+            out.insert(Privilege::SecurityServices);
+        }
+        Step::AddUser(u)
+            if u.groups
+                .iter()
+                .any(|g| PRIVILEGED_GROUPS.contains(&g.as_str())) =>
+        {
+            out.insert(Privilege::PrivilegedGroups);
+        }
+        Step::Run { argv, .. } => {
+            if let Some(program) = argv.first() {
+                if is_interpreter(program) {
+                    out.insert(Privilege::Interpreter);
+                }
+                if basename(program) == "pam-auth-update" {
+                    out.insert(Privilege::Pam);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A step outside what a plugin may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its declaration does not cover the step: `what` is the capability
+    /// (`files`), `item` what the step touches (`/etc/hosts`).
+    Undeclared { what: &'static str, item: String },
+    /// The step needs a privilege the operator has not granted.
+    NotGranted(Privilege),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Undeclared { what, item } => write!(
+                f,
+                "touches `{}`, which its bundle's capabilities do not declare (`{what}`)",
+                rules::truncate(item, 200)
+            ),
+            Refusal::NotGranted(p) => write!(
+                f,
+                "needs the privilege `{p}` ({}), which the operator has not granted",
+                p.meaning()
+            ),
+        }
+    }
+}
+
+impl Capabilities {
+    /// Every privilege the declaration implies, with those it names.
+    pub fn privileges(&self) -> BTreeSet<Privilege> {
+        let mut out = self.privileges.clone();
+        for path in &self.files {
+            // A prefix reaches everything below it: `/etc/` implies sudoers.
+            for &(prefix, privilege) in PRIVILEGED_PATHS {
+                if path_covers(prefix, path) || path_covers(path, prefix) {
+                    out.insert(privilege);
+                }
+            }
+        }
+        if !self.package_sources.is_empty() {
+            out.insert(Privilege::PackageSources);
+        }
+        if self
+            .kernel_args
+            .iter()
+            .any(|a| BOOT_ARGS.contains(&a.as_str()))
+        {
+            out.insert(Privilege::KernelBoot);
+        }
+        if self.sysctls.iter().any(|k| {
+            sysctl_is_hook(k.trim_end_matches('*'))
+                || HOOK_SYSCTLS
+                    .iter()
+                    .any(|h| h.starts_with(k.trim_end_matches('*')))
+        }) {
+            out.insert(Privilege::KernelHooks);
+        }
+        if self.units.iter().any(|u| {
+            unit_is_security(u)
+                || SECURITY_UNITS
+                    .iter()
+                    .any(|s| name_covers(u, &format!("{s}.service")))
+        }) {
+            out.insert(Privilege::SecurityServices);
+        }
+        if self
+            .groups
+            .iter()
+            .any(|g| PRIVILEGED_GROUPS.contains(&g.as_str()))
+        {
+            out.insert(Privilege::PrivilegedGroups);
+        }
+        for program in self.run.keys() {
+            if is_interpreter(program) {
+                out.insert(Privilege::Interpreter);
+            }
+            if basename(program) == "pam-auth-update" {
+                out.insert(Privilege::Pam);
+            }
+        }
+        out
+    }
+
+    /// Problems with the declaration itself, as `(field, reason)`.
+    pub fn check(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut rule = |field: String, result: Result<(), String>| {
+            if let Err(reason) = result {
+                problems.push((field, reason));
+            }
+        };
+        let pattern = |s: &str, inner: fn(&str) -> Result<(), String>| match s.strip_suffix('*') {
+            Some("") => Err("is only `*`; name what it touches".to_owned()),
+            Some(prefix) => inner(prefix).or_else(|e| {
+                // A prefix may end where a name may not (`python3-`).
+                if prefix.ends_with(['-', '.', '@']) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }),
+            None => inner(s),
+        };
+        for (i, p) in self.packages.iter().enumerate() {
+            rule(format!("packages[{i}]"), pattern(p, rules::package_name));
+        }
+        for (i, path) in self.files.iter().enumerate() {
+            let file = path.strip_suffix('/').unwrap_or(path);
+            rule(
+                format!("files[{i}]"),
+                if path.ends_with('/') && rules::ALLOWED_PATH_PREFIXES.contains(&path.as_str()) {
+                    Ok(())
+                } else {
+                    rules::image_path(file)
+                },
+            );
+        }
+        for (i, u) in self.units.iter().enumerate() {
+            rule(format!("units[{i}]"), pattern(u, rules::unit_name));
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            rule(format!("groups[{i}]"), rules::account_name(g));
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            if u != "*" {
+                rule(format!("users[{i}]"), rules::account_name(u));
+            }
+        }
+        for (i, k) in self.sysctls.iter().enumerate() {
+            rule(format!("sysctls[{i}]"), pattern(k, rules::sysctl_key));
+        }
+        for (i, a) in self.kernel_args.iter().enumerate() {
+            rule(
+                format!("kernel_args[{i}]"),
+                rules::kernel_arg(a).and_then(|()| {
+                    if a.contains('=') {
+                        Err("names an argument; leave out `=` and its value".into())
+                    } else {
+                        Ok(())
+                    }
+                }),
+            );
+        }
+        for (i, s) in self.package_sources.iter().enumerate() {
+            rule(format!("package_sources[{i}]"), rules::slug(s));
+        }
+        for (program, package) in &self.run {
+            let at = format!("run.{}", rules::truncate(program, 64));
+            rule(
+                at.clone(),
+                rules::command_argv(std::slice::from_ref(program)),
+            );
+            rule(at, rules::package_name(package));
+        }
+        problems
+    }
+
+    /// Whether the declaration covers `step` and every privilege it needs
+    /// is in `granted`. Returns every refusal.
+    pub fn permits(&self, granted: &BTreeSet<Privilege>, step: &Step) -> Vec<Refusal> {
+        let mut out = Vec::new();
+        let mut need = |what: &'static str, item: &str, ok: bool| {
+            if !ok {
+                out.push(Refusal::Undeclared {
+                    what,
+                    item: item.to_owned(),
+                });
+            }
+        };
+        let any = |list: &[String], name: &str| list.iter().any(|d| name_covers(d, name));
+        match step {
+            Step::InstallPackages { packages } | Step::RemovePackages { packages } => {
+                for p in packages {
+                    need("packages", p, any(&self.packages, p));
+                }
+            }
+            Step::WriteFile(f) => need(
+                "files",
+                &f.path,
+                self.files.iter().any(|d| path_covers(d, &f.path)),
+            ),
+            Step::EnableService { unit }
+            | Step::DisableService { unit }
+            | Step::MaskService { unit } => need("units", unit, any(&self.units, unit)),
+            Step::AddGroup { name, .. } => need("groups", name, self.groups.contains(name)),
+            Step::AddUser(u) => {
+                need(
+                    "users",
+                    &u.name,
+                    self.users.iter().any(|d| d == "*" || d == &u.name),
+                );
+                for g in &u.groups {
+                    need("groups", g, self.groups.contains(g));
+                }
+            }
+            Step::SetSysctl { key, .. } => need("sysctls", key, any(&self.sysctls, key)),
+            Step::OpenPort { port, .. } => need("ports", &port.to_string(), self.ports),
+            Step::AddKernelArg { arg } => {
+                let name = kernel_arg_name(arg);
+                need(
+                    "kernel_args",
+                    name,
+                    self.kernel_args.iter().any(|a| a == name),
+                );
+            }
+            Step::AddAptSource(s) => need(
+                "package_sources",
+                &s.name,
+                self.package_sources.contains(&s.name),
+            ),
+            Step::Run { argv, .. } => {
+                let program = argv.first().map(String::as_str).unwrap_or_default();
+                need("run", program, self.run.contains_key(program));
+            }
+        }
+        for privilege in step_privileges(step) {
+            if !granted.contains(&privilege) {
+                out.push(Refusal::NotGranted(privilege));
+            }
+        }
+        out
+    }
+
+    /// The declaration as lines for people: `packages: docker.io, containerd`.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut list = |name: &'static str, items: &[String]| {
+            if !items.is_empty() {
+                out.push((name, items.join(", ")));
+            }
+        };
+        list("packages", &self.packages);
+        list("files", &self.files);
+        list("units", &self.units);
+        list("groups", &self.groups);
+        list("users", &self.users);
+        list("sysctls", &self.sysctls);
+        list("kernel arguments", &self.kernel_args);
+        list("package sources", &self.package_sources);
+        let run: Vec<String> = self
+            .run
+            .iter()
+            .map(|(program, package)| format!("{program} (from {package})"))
+            .collect();
+        list("runs", &run);
+        if self.ports {
+            out.push(("ports", "opens firewall ports".into()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::step::{AptSource, FileStep, UserStep};
+
+    fn file(path: &str, mode: u32) -> Step {
+        Step::WriteFile(FileStep {
+            path: path.into(),
+            mode,
+            owner: "root".into(),
+            group: "root".into(),
+            content: String::new(),
+        })
+    }
+
+    fn run(argv: &[&str]) -> Step {
+        Step::Run {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            description: String::new(),
+        }
+    }
+
+    fn generous() -> Capabilities {
+        Capabilities {
+            packages: vec!["*x".into(), "python3-*".into(), "sudo".into()],
+            files: vec!["/etc/".into(), "/usr/local/".into(), "/home/".into()],
+            units: vec!["*".into()],
+            groups: PRIVILEGED_GROUPS.iter().map(|g| g.to_string()).collect(),
+            users: vec!["*".into()],
+            sysctls: vec!["kernel.*".into()],
+            kernel_args: vec!["init".into(), "quiet".into()],
+            ports: true,
+            package_sources: vec!["evil".into()],
+            run: [
+                ("sh", "dash"),
+                ("pam-auth-update", "libpam-runtime"),
+                ("/usr/bin/python3.11", "python3.11"),
+            ]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+            privileges: BTreeSet::from([Privilege::WorldWritable]),
+        }
+    }
+
+    /// The attacks a hostile plugin tried when steps were only syntax-checked:
+    /// each needs a privilege, so a plugin that declares everything but was
+    /// granted nothing is refused every one of them.
+    #[test]
+    fn every_known_takeover_needs_a_privilege() {
+        let attacks: Vec<(Step, Privilege)> = vec![
+            (file("/etc/sudoers.d/planted", 0o440), Privilege::Sudoers),
+            (
+                file("/etc/apt/apt.conf.d/00hook", 0o644),
+                Privilege::PackageSources,
+            ),
+            (
+                file("/etc/apt/sources.list.d/x.list", 0o644),
+                Privilege::PackageSources,
+            ),
+            (
+                Step::AddAptSource(AptSource {
+                    name: "evil".into(),
+                    uris: vec!["http://x/".into()],
+                    suites: vec!["a".into()],
+                    components: vec!["b".into()],
+                    signed_by: String::new(),
+                }),
+                Privilege::PackageSources,
+            ),
+            (file("/etc/ld.so.preload", 0o644), Privilege::Loader),
+            (file("/etc/pam.d/common-auth", 0o644), Privilege::Pam),
+            (file("/etc/profile.d/x.sh", 0o666), Privilege::WorldWritable),
+            (file("/usr/local/bin/sudo", 0o755), Privilege::SearchPath),
+            (
+                file("/home/alice/.ssh/authorized_keys", 0o600),
+                Privilege::HomeDirectories,
+            ),
+            (
+                Step::AddKernelArg {
+                    arg: "init=/bin/sh".into(),
+                },
+                Privilege::KernelBoot,
+            ),
+            (
+                Step::SetSysctl {
+                    key: "kernel.core_pattern".into(),
+                    value: "|/tmp/x".into(),
+                },
+                Privilege::KernelHooks,
+            ),
+            (
+                Step::MaskService {
+                    unit: "apparmor.service".into(),
+                },
+                Privilege::SecurityServices,
+            ),
+            (
+                Step::AddUser(UserStep {
+                    name: "alice".into(),
+                    groups: vec!["shadow".into()],
+                    shell: None,
+                    system: false,
+                    password_hash: None,
+                }),
+                Privilege::PrivilegedGroups,
+            ),
+            (run(&["sh", "-c", "id"]), Privilege::Interpreter),
+            (
+                run(&["/usr/bin/python3.11", "-c", "x"]),
+                Privilege::Interpreter,
+            ),
+            (run(&["pam-auth-update", "--enable", "x"]), Privilege::Pam),
+        ];
+        let caps = generous();
+        for (step, privilege) in attacks {
+            let refusals = caps.permits(&BTreeSet::new(), &step);
+            assert_eq!(refusals, vec![Refusal::NotGranted(privilege)], "{step:?}");
+            assert!(
+                caps.privileges().contains(&privilege),
+                "the declaration must show {privilege} to the operator"
+            );
+            let granted = BTreeSet::from([privilege]);
+            assert!(caps.permits(&granted, &step).is_empty(), "{step:?}");
+        }
+    }
+
+    #[test]
+    fn a_step_outside_the_declaration_is_refused_by_name() {
+        let caps = Capabilities {
+            packages: vec!["nginx".into()],
+            files: vec!["/etc/nginx/".into()],
+            units: vec!["nginx.service".into()],
+            ..Default::default()
+        };
+        let none = BTreeSet::new();
+        assert!(
+            caps.permits(&none, &file("/etc/nginx/sites/x", 0o644))
+                .is_empty()
+        );
+        assert_eq!(
+            caps.permits(&none, &file("/etc/hosts", 0o644)),
+            vec![Refusal::Undeclared {
+                what: "files",
+                item: "/etc/hosts".into()
+            }]
+        );
+        // `/etc/nginx` (no slash) is a file, not the directory's contents.
+        let exact = Capabilities {
+            files: vec!["/etc/nginx".into()],
+            ..Default::default()
+        };
+        assert!(
+            !exact
+                .permits(&none, &file("/etc/nginx/x", 0o644))
+                .is_empty()
+        );
+        let step = Step::InstallPackages {
+            packages: vec!["nginx".into(), "netcat".into()],
+        };
+        assert_eq!(caps.permits(&none, &step).len(), 1);
+        let message = caps.permits(&none, &run(&["id"]))[0].to_string();
+        assert!(
+            message.contains("`id`") && message.contains("`run`"),
+            "{message}"
+        );
+        assert!(
+            Capabilities::default()
+                .permits(
+                    &none,
+                    &Step::OpenPort {
+                        port: 80,
+                        protocol: crate::recipe::Protocol::Tcp
+                    }
+                )
+                .len()
+                == 1
+        );
+    }
+
+    #[test]
+    fn declarations_show_the_privileges_they_reach() {
+        let broad = Capabilities {
+            files: vec!["/etc/".into()],
+            ..Default::default()
+        };
+        let shown = broad.privileges();
+        for p in [
+            Privilege::PackageSources,
+            Privilege::Sudoers,
+            Privilege::Pam,
+            Privilege::Loader,
+        ] {
+            assert!(shown.contains(&p), "{p}");
+        }
+        let narrow = Capabilities {
+            files: vec!["/etc/nginx/".into(), "/etc/motd".into()],
+            units: vec!["nginx.service".into()],
+            groups: vec!["www-data".into()],
+            sysctls: vec!["net.core.somaxconn".into()],
+            ..Default::default()
+        };
+        assert!(narrow.privileges().is_empty());
+        let masks = Capabilities {
+            units: vec!["apparmor*".into()],
+            sysctls: vec!["kernel.*".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            masks.privileges(),
+            BTreeSet::from([Privilege::KernelHooks, Privilege::SecurityServices])
+        );
+    }
+
+    #[test]
+    fn bad_declarations_name_the_field() {
+        let caps = Capabilities {
+            packages: vec!["*".into(), "Bad Name".into(), "python3-*".into()],
+            files: vec!["etc/x".into(), "/etc/".into(), "/etc/ok/".into()],
+            kernel_args: vec!["init=/bin/sh".into()],
+            run: BTreeMap::from([("aideinit".into(), "aide-common".into())]),
+            ..Default::default()
+        };
+        let fields: Vec<String> = caps.check().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            ["packages[0]", "packages[1]", "files[0]", "kernel_args[0]"]
+        );
+        assert_eq!(Privilege::parse("sudoers"), Ok(Privilege::Sudoers));
+        assert!(
+            Privilege::parse("root")
+                .unwrap_err()
+                .contains("interpreter")
+        );
+    }
+
+    #[test]
+    fn manifests_read_as_toml() {
+        let caps: Capabilities = toml::from_str(
+            r#"
+            packages = ["aide", "aide-common"]
+            files = ["/etc/aide/"]
+            ports = true
+            [run]
+            aideinit = "aide-common"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(caps.run["aideinit"], "aide-common");
+        assert!(toml::from_str::<Capabilities>("packagez = []").is_err());
+    }
+}
