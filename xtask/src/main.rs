@@ -451,6 +451,10 @@ fn plugins(root: &Path) -> Result<()> {
         if assets.is_dir() {
             pack.arg("--assets").arg(&assets);
         }
+        let capabilities = dir.join("capabilities.toml");
+        if capabilities.is_file() {
+            pack.arg("--capabilities").arg(&capabilities);
+        }
         run(&mut pack)?;
     }
     Ok(())
@@ -734,7 +738,7 @@ fn install(root: &Path, home: &Path) -> Result<()> {
         run(Command::new(&cli)
             .arg("--home")
             .arg(home)
-            .args(["plugin", "install", "--replace"])
+            .args(["plugin", "install", "--replace", "--grant", "declared"])
             .arg(&bundle))?;
     }
     Ok(())

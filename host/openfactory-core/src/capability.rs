@@ -272,7 +272,7 @@ pub const PRIVILEGED_GROUPS: &[&str] = &[
 /// Shells and interpreters: a `run` of one can do anything.
 const INTERPRETERS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox", "env", "perl", "python",
-    "python3", "ruby", "node", "nodejs", "lua", "tclsh", "awk", "gawk", "mawk", "find", "xargs",
+    "python3", "ruby", "node", "nodejs", "lua", "tclsh", "awk", "gawk", "mawk", "xargs",
     "su", "sudo", "chroot", "nsenter", "script", "setsid", "nohup", "timeout", "nice", "ionice",
     "stdbuf", "unshare", "flock", "watch", "php", "expect",
 ];
@@ -354,7 +354,11 @@ pub fn step_privileges(step: &Step) -> BTreeSet<Privilege> {
         }
         Step::Run { argv, .. } => {
             if let Some(program) = argv.first() {
-                if is_interpreter(program) {
+                let runs_commands = basename(program) == "find"
+                    && argv
+                        .iter()
+                        .any(|a| matches!(a.as_str(), "-exec" | "-execdir" | "-ok" | "-okdir"));
+                if is_interpreter(program) || runs_commands {
                     out.insert(Privilege::Interpreter);
                 }
                 if basename(program) == "pam-auth-update" {
@@ -654,6 +658,7 @@ mod tests {
             package_sources: vec!["evil".into()],
             run: [
                 ("sh", "dash"),
+                ("find", "findutils"),
                 ("pam-auth-update", "libpam-runtime"),
                 ("/usr/bin/python3.11", "python3.11"),
             ]
@@ -727,6 +732,7 @@ mod tests {
                 Privilege::PrivilegedGroups,
             ),
             (run(&["sh", "-c", "id"]), Privilege::Interpreter),
+            (run(&["find", "/", "-exec", "id", ";"]), Privilege::Interpreter),
             (
                 run(&["/usr/bin/python3.11", "-c", "x"]),
                 Privilege::Interpreter,

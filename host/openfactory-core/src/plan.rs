@@ -22,6 +22,15 @@ use crate::validate;
 /// Where a step or check comes from: `recipe`, `base`, or a feature's name.
 pub const SOURCE_RECIPE: &str = "recipe";
 pub const SOURCE_BASE: &str = "base";
+/// Names no plugin may take: the sources the planner gives its own steps and
+/// checks. A plugin called `recipe` would pass its steps off as the recipe's.
+/// Bundles with these names are refused at pack, install and load.
+pub const RESERVED_NAMES: &[&str] = &[SOURCE_RECIPE, SOURCE_BASE];
+
+/// Whether `name` is one of [`RESERVED_NAMES`].
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_NAMES.contains(&name)
+}
 
 /// What a feature plugin says about itself (WIT `feature-info`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

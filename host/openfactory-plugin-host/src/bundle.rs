@@ -9,16 +9,30 @@
 //!   signature.toml   ed25519 over the manifest (which covers every digest)
 //! ```
 //!
-//! Verification checks the signature against trusted keys, every digest, and
+//! Verification checks the signature against trusted keys (and, for a key
+//! the operator restricted, that it may sign this name), every digest, and
 //! that the bundle holds no file the manifest does not list.
+//!
+//! A plugin's *digest*, what the planner records and a recipe's id covers,
+//! is the bundle digest ([`Manifest::bundle_digest`]): it covers the
+//! component and every asset, so the same component with other assets is
+//! another plugin. The compiled-component cache keys on the component's own
+//! sha256 ([`Manifest::component_digest`]).
+//!
+//! Every file and directory of a packed or installed bundle has one fixed
+//! modification and access time ([`FIXED_TIME`]), so its assets tell a plugin
+//! nothing about when they were made or installed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use openfactory_core::capability::Capabilities;
 
 use crate::signing::{KeyError, SecretKey, TrustStore};
 
@@ -31,6 +45,17 @@ pub const SUPPORTED_WIT: &[&str] = &["openfactory:feature@0.1.0"];
 const SIGNING_CONTEXT: &[u8] = b"openfactory-bundle-v1\n";
 /// Largest component or asset accepted.
 const MAX_FILE: u64 = 64 * 1024 * 1024;
+/// The modification and access time of every file and directory in a packed
+/// or installed bundle, in seconds after the Unix epoch: 1980-01-01T00:00:00Z,
+/// the earliest time every archive format can hold.
+pub const FIXED_TIME_SECS: u64 = 315_532_800;
+/// What [`Manifest::bundle_digest`] hashes first.
+const BUNDLE_DIGEST_CONTEXT: &[u8] = b"openfactory-bundle-digest-v1\n";
+
+/// [`FIXED_TIME_SECS`] as a time.
+pub fn fixed_time() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(FIXED_TIME_SECS)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,14 +69,42 @@ pub struct Manifest {
     pub wit: String,
     /// `sha256:<hex>` of every file, by path relative to the bundle.
     pub files: BTreeMap<String, String>,
+    /// What the plugin's steps may touch; signed with the rest. A bundle
+    /// without the table declares nothing, and its plugin may emit no step.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub capabilities: Capabilities,
+}
+
+fn is_empty(c: &Capabilities) -> bool {
+    *c == Capabilities::default()
 }
 
 impl Manifest {
-    /// The component's sha256 in hex.
+    /// The component's sha256 in hex: what the compiled-component cache keys on.
     pub fn component_digest(&self) -> Option<&str> {
         self.files
             .get(COMPONENT)
             .and_then(|d| d.strip_prefix("sha256:"))
+    }
+
+    /// The bundle digest, in hex: the plugin's digest as the planner records
+    /// it (`Feature::digest`, `PlannedFeature::digest`) and a recipe's id
+    /// covers. It is the sha256 of `openfactory-bundle-digest-v1\n` followed,
+    /// for every entry of `files` in path order, by the path, a NUL byte, the
+    /// entry's `sha256:<hex>` digest and a newline: it covers the component
+    /// and every asset, and nothing else (not the version, not the
+    /// signature). Meaningful once the bundle is verified, which checks every
+    /// file against `files`.
+    pub fn bundle_digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(BUNDLE_DIGEST_CONTEXT);
+        for (path, digest) in &self.files {
+            hasher.update(path.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(digest.as_bytes());
+            hasher.update(b"\n");
+        }
+        hex::encode(hasher.finalize())
     }
 }
 
@@ -88,9 +141,26 @@ pub enum BundleError {
     #[error("bundle `{name}`: {reason}")]
     Invalid { name: String, reason: String },
     #[error(
-        "bundle `{name}` is not signed by a trusted key: {reason} (trust the author's key with `openfactory plugin trust <key.pub>`, or allow unsigned plugins explicitly)"
+        "bundle `{name}` is not signed by a trusted key: {reason} (trust the author's key with `openfactory plugin trust <key.pub> [--names NAME,…]`, or allow unsigned plugins explicitly)"
     )]
     Untrusted { name: String, reason: String },
+    /// `--out` names something that is neither empty nor a bundle.
+    #[error(
+        "{}: {reason}; refusing to replace it (choose another --out, empty it, or pass --force to replace it and everything in it)",
+        path.display()
+    )]
+    OutExists { path: PathBuf, reason: String },
+    /// `--replace` with a bundle from another signer than the installed one.
+    #[error(
+        "plugin `{name}`: the installed version {installed_version} is {installed}; this bundle (version {version}) is {new}. Replacing a plugin with another signer's bundle hands that signer the name `{name}` and what was granted to it: pass --new-signer with --replace if you mean it"
+    )]
+    SignerChanged {
+        name: String,
+        installed_version: String,
+        installed: String,
+        version: String,
+        new: String,
+    },
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -204,14 +274,16 @@ impl Bundle {
                 m.format
             )));
         }
-        openfactory_core::rules::slug(&m.name)
-            .map_err(|r| self.invalid(format!("the name {r}")))?;
+        check_name(&m.name).map_err(|r| self.invalid(r))?;
         if !SUPPORTED_WIT.contains(&m.wit.as_str()) {
             return Err(self.invalid(format!(
                 "targets `{}`; this host supports {}",
                 m.wit,
                 SUPPORTED_WIT.join(", ")
             )));
+        }
+        if let Some((field, reason)) = m.capabilities.check().into_iter().next() {
+            return Err(self.invalid(format!("its manifest's `capabilities.{field}` {reason}")));
         }
         if m.component_digest().is_none() {
             return Err(self.invalid(format!("the manifest lists no `{COMPONENT}` digest")));
@@ -271,6 +343,14 @@ impl Bundle {
         }
     }
 
+    /// The key id `signature.toml` names, without checking the signature;
+    /// `None` for a bundle without a readable one.
+    pub fn signature_key_id(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.join(SIGNATURE)).ok()?;
+        let sig: SignatureFile = toml::from_str(&text).ok()?;
+        Some(sig.key_id)
+    }
+
     fn check_signature(&self, trust: &TrustStore) -> Result<Signer, String> {
         let path = self.dir.join(SIGNATURE);
         let text = match std::fs::read_to_string(&path) {
@@ -292,6 +372,18 @@ impl Bundle {
             .decode(&sig.signature)
             .map_err(|_| "the signature is not base64".to_owned())?;
         if key.verify(&signed_message(&self.manifest_bytes), &bytes) {
+            if let Some(names) = trust.names(&key.id())
+                && !names.contains(&self.manifest.name)
+            {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                return Err(format!(
+                    "it is signed by key {} ({}), which is trusted to sign only bundles named {}, not `{}`",
+                    key.id(),
+                    key.comment,
+                    names.join(", "),
+                    self.manifest.name
+                ));
+            }
             Ok(Signer::Trusted {
                 key_id: key.id(),
                 comment: key.comment.clone(),
@@ -311,31 +403,206 @@ fn signed_message(manifest: &[u8]) -> Vec<u8> {
 
 /// Assemble a bundle in `out` from a component and an optional assets
 /// directory, and sign it when a key is given.
+///
+/// `out` may be missing, an empty directory, or a previous bundle (which is
+/// replaced); anything else is refused with [`BundleError::OutExists`] (see
+/// [`pack_forced`]). The bundle is built in a staging directory beside `out`
+/// and renamed into place only once it is complete, so a failed pack leaves
+/// `out` as it was.
 pub fn pack(
     out: &Path,
     name: &str,
     version: &str,
     component: &Path,
     assets: Option<&Path>,
+    capabilities: &Capabilities,
     key: Option<&SecretKey>,
 ) -> Result<Bundle, BundleError> {
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(io(out))?;
+    pack_impl(
+        out,
+        false,
+        name,
+        version,
+        component,
+        assets,
+        capabilities,
+        key,
+    )
+}
+
+/// [`pack`], replacing whatever `out` is (`plugin pack --force`).
+pub fn pack_forced(
+    out: &Path,
+    name: &str,
+    version: &str,
+    component: &Path,
+    assets: Option<&Path>,
+    capabilities: &Capabilities,
+    key: Option<&SecretKey>,
+) -> Result<Bundle, BundleError> {
+    pack_impl(
+        out,
+        true,
+        name,
+        version,
+        component,
+        assets,
+        capabilities,
+        key,
+    )
+}
+
+/// A plugin's name must be a feature name, and none the planner keeps for
+/// its own steps ([`openfactory_core::plan::RESERVED_NAMES`]).
+pub fn check_name(name: &str) -> Result<(), String> {
+    openfactory_core::rules::slug(name).map_err(|r| format!("the name {r}"))?;
+    if openfactory_core::plan::is_reserved(name) {
+        return Err(format!(
+            "the name `{name}` is reserved for the planner's own steps and checks (reserved: {}); give the plugin another name (its `info()` name)",
+            openfactory_core::plan::RESERVED_NAMES.join(", ")
+        ));
     }
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    std::fs::copy(component, out.join(COMPONENT)).map_err(io(component))?;
+    Ok(())
+}
+
+/// Why `out` may not be replaced by a new bundle, if it may not.
+fn out_refusal(out: &Path) -> Result<Option<String>, BundleError> {
+    let meta = match std::fs::symlink_metadata(out) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(BundleError::Io {
+                path: out.to_owned(),
+                source,
+            });
+        }
+    };
+    if !meta.is_dir() {
+        return Ok(Some("exists and is not a directory".into()));
+    }
+    if std::fs::read_dir(out).map_err(io(out))?.next().is_none() {
+        return Ok(None);
+    }
+    let previous = Bundle::open(out).ok().filter(|b| {
+        list_files(out).is_ok_and(|files| {
+            files.iter().all(|f| {
+                f == MANIFEST || f == SIGNATURE || b.manifest.files.contains_key(f.as_str())
+            })
+        })
+    });
+    Ok(match previous {
+        Some(_) => None,
+        None => Some(
+            "is a directory that is neither empty nor a bundle (a bundle holds manifest.toml, signature.toml and the files its manifest lists)"
+                .into(),
+        ),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pack_impl(
+    out: &Path,
+    force: bool,
+    name: &str,
+    version: &str,
+    component: &Path,
+    assets: Option<&Path>,
+    capabilities: &Capabilities,
+    key: Option<&SecretKey>,
+) -> Result<Bundle, BundleError> {
+    check_name(name).map_err(|reason| BundleError::Invalid {
+        name: name.into(),
+        reason,
+    })?;
+    if !force && let Some(reason) = out_refusal(out)? {
+        return Err(BundleError::OutExists {
+            path: out.to_owned(),
+            reason,
+        });
+    }
+    let file_name = out
+        .file_name()
+        .ok_or_else(|| BundleError::OutExists {
+            path: out.to_owned(),
+            reason: "names no directory of its own".into(),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let pid = std::process::id();
+    let staging = parent.join(format!(".{file_name}.packing-{pid}"));
+    remove_any(&staging)?;
+    let built = build(
+        &staging,
+        name,
+        version,
+        component,
+        assets,
+        capabilities,
+        key,
+    );
+    if let Err(e) = built {
+        let _ = remove_any(&staging);
+        return Err(e);
+    }
+    let old = parent.join(format!(".{file_name}.replaced-{pid}"));
+    let had_old = std::fs::symlink_metadata(out).is_ok();
+    if had_old {
+        remove_any(&old)?;
+        if let Err(source) = std::fs::rename(out, &old) {
+            let _ = remove_any(&staging);
+            return Err(BundleError::Io {
+                path: out.to_owned(),
+                source,
+            });
+        }
+    }
+    if let Err(source) = std::fs::rename(&staging, out) {
+        if had_old {
+            let _ = std::fs::rename(&old, out);
+        }
+        let _ = remove_any(&staging);
+        return Err(BundleError::Io {
+            path: out.to_owned(),
+            source,
+        });
+    }
+    if had_old {
+        remove_any(&old)?;
+    }
+    set_fixed_time(out)?;
+    Bundle::open(out)
+}
+
+/// Write a complete bundle into the new directory `dir`.
+fn build(
+    dir: &Path,
+    name: &str,
+    version: &str,
+    component: &Path,
+    assets: Option<&Path>,
+    capabilities: &Capabilities,
+    key: Option<&SecretKey>,
+) -> Result<(), BundleError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    sha256_file(component)?;
+    std::fs::copy(component, dir.join(COMPONENT)).map_err(io(component))?;
     if let Some(assets) = assets.filter(|a| a.is_dir()) {
         for rel in list_files(assets)? {
-            let target = out.join(ASSETS).join(&rel);
+            let target = dir.join(ASSETS).join(&rel);
             std::fs::create_dir_all(target.parent().expect("has a parent")).map_err(io(&target))?;
             std::fs::copy(assets.join(&rel), &target).map_err(io(&target))?;
         }
     }
     let mut files = BTreeMap::new();
-    for rel in list_files(out)? {
+    for rel in list_files(dir)? {
         files.insert(
             rel.clone(),
-            format!("sha256:{}", sha256_file(&out.join(&rel))?),
+            format!("sha256:{}", sha256_file(&dir.join(&rel))?),
         );
     }
     let manifest = Manifest {
@@ -344,14 +611,62 @@ pub fn pack(
         version: version.into(),
         wit: SUPPORTED_WIT[0].into(),
         files,
+        capabilities: capabilities.clone(),
     };
     let text = toml::to_string(&manifest)
-        .map_err(|e| BundleError::Manifest(out.join(MANIFEST), e.to_string()))?;
-    std::fs::write(out.join(MANIFEST), &text).map_err(io(out))?;
+        .map_err(|e| BundleError::Manifest(dir.join(MANIFEST), e.to_string()))?;
+    std::fs::write(dir.join(MANIFEST), &text).map_err(io(dir))?;
     if let Some(key) = key {
-        sign(out, key)?;
+        sign(dir, key)?;
     }
-    Bundle::open(out)
+    Bundle::open(dir)?;
+    fix_times(dir)
+}
+
+/// Remove a file, link or directory tree; nothing there is fine.
+fn remove_any(path: &Path) -> Result<(), BundleError> {
+    let result = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    };
+    result.map_err(io(path))
+}
+
+/// Give `path` (a file or a directory, never followed if a link) the fixed
+/// access and modification time.
+fn set_fixed_time(path: &Path) -> Result<(), BundleError> {
+    let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+    if meta.is_symlink() {
+        return Ok(());
+    }
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let time = fixed_time();
+    file.set_times(
+        std::fs::FileTimes::new()
+            .set_accessed(time)
+            .set_modified(time),
+    )
+    .map_err(io(path))
+}
+
+/// Give every file and directory below `dir`, and `dir` itself, the fixed
+/// time ([`FIXED_TIME_SECS`]): a bundle's times say nothing about when it was
+/// packed or installed. Links are not followed (bundles refuse them anyway).
+pub fn fix_times(dir: &Path) -> Result<(), BundleError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(io(&path))?;
+        if kind.is_dir() {
+            fix_times(&path)?;
+        } else if kind.is_file() {
+            set_fixed_time(&path)?;
+        }
+    }
+    // Last: writing the entries above changed the directory's own time.
+    set_fixed_time(dir)
 }
 
 /// (Re)sign a bundle's manifest.
@@ -364,7 +679,9 @@ pub fn sign(dir: &Path, key: &SecretKey) -> Result<(), BundleError> {
         signature: B64.encode(signature),
     };
     let path = dir.join(SIGNATURE);
-    std::fs::write(&path, toml::to_string(&file).expect("serialises")).map_err(io(&path))
+    std::fs::write(&path, toml::to_string(&file).expect("serialises")).map_err(io(&path))?;
+    set_fixed_time(&path)?;
+    set_fixed_time(dir)
 }
 
 #[cfg(test)]
@@ -387,7 +704,16 @@ mod tests {
         let key = SecretKey::generate().unwrap();
         let trust = TrustStore::with_keys(vec![key.public("test")]);
         let out = dir.path().join("bundle");
-        let bundle = pack(&out, "demo", "1.0.0", &wasm, Some(&assets), Some(&key)).unwrap();
+        let bundle = pack(
+            &out,
+            "demo",
+            "1.0.0",
+            &wasm,
+            Some(&assets),
+            &Capabilities::default(),
+            Some(&key),
+        )
+        .unwrap();
         assert!(matches!(
             bundle.verify(&trust, false).unwrap(),
             Signer::Trusted { .. }
@@ -435,7 +761,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (wasm, _) = fixture(dir.path());
         let out = dir.path().join("b");
-        pack(&out, "demo", "1", &wasm, None, None).unwrap();
+        pack(
+            &out,
+            "demo",
+            "1",
+            &wasm,
+            None,
+            &Capabilities::default(),
+            None,
+        )
+        .unwrap();
         let text = std::fs::read_to_string(out.join(MANIFEST)).unwrap();
         let evil = text.replace("[files]", "[files]\n\"../../etc/passwd\" = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"");
         std::fs::write(out.join(MANIFEST), evil).unwrap();
@@ -448,5 +783,232 @@ mod tests {
         let evil = text.replace("name = \"demo\"", "name = \"../demo\"");
         std::fs::write(out.join(MANIFEST), evil).unwrap();
         assert!(Bundle::open(&out).is_err());
+    }
+
+    fn caps() -> Capabilities {
+        Capabilities::default()
+    }
+
+    #[test]
+    fn reserved_names_are_refused_at_pack_and_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wasm, _) = fixture(dir.path());
+        for name in openfactory_core::plan::RESERVED_NAMES {
+            let out = dir.path().join(name);
+            let err = pack(&out, name, "1", &wasm, None, &caps(), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is reserved"), "{err}");
+            assert!(!out.exists(), "nothing is written for a refused name");
+        }
+        // A manifest edited to a reserved name does not open (install, load).
+        let out = dir.path().join("b");
+        pack(&out, "demo", "1", &wasm, None, &caps(), None).unwrap();
+        let text = std::fs::read_to_string(out.join(MANIFEST))
+            .unwrap()
+            .replace("name = \"demo\"", "name = \"recipe\"");
+        std::fs::write(out.join(MANIFEST), text).unwrap();
+        let err = Bundle::open(&out).unwrap_err().to_string();
+        assert!(err.contains("`recipe` is reserved"), "{err}");
+    }
+
+    #[test]
+    fn pack_replaces_only_an_empty_directory_or_a_previous_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wasm, assets) = fixture(dir.path());
+        let key = SecretKey::generate().unwrap();
+
+        // A directory holding anything else is refused, and left alone.
+        let out = dir.path().join("home");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("thesis.tex"), "years of work").unwrap();
+        let err = pack(&out, "demo", "1", &wasm, None, &caps(), None).unwrap_err();
+        assert!(matches!(err, BundleError::OutExists { .. }), "{err}");
+        let err = err.to_string();
+        assert!(
+            err.contains("neither empty nor a bundle") && err.contains("--force"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("thesis.tex")).unwrap(),
+            "years of work"
+        );
+        // So is a file.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(
+            pack(&file, "demo", "1", &wasm, None, &caps(), None),
+            Err(BundleError::OutExists { .. })
+        ));
+        // --force replaces it.
+        pack_forced(&out, "demo", "1", &wasm, None, &caps(), None).unwrap();
+        assert!(!out.join("thesis.tex").exists());
+
+        // An empty directory and a previous bundle are fine.
+        let out = dir.path().join("empty");
+        std::fs::create_dir_all(&out).unwrap();
+        pack(&out, "demo", "1", &wasm, Some(&assets), &caps(), Some(&key)).unwrap();
+        let again = pack(&out, "demo", "2", &wasm, None, &caps(), None).unwrap();
+        assert_eq!(again.manifest.version, "2");
+        assert!(!out.join(SIGNATURE).exists() && !out.join(ASSETS).exists());
+
+        // A pack that fails leaves the previous bundle as it was.
+        pack(&out, "demo", "3", &wasm, Some(&assets), &caps(), Some(&key)).unwrap();
+        let before = std::fs::read(out.join(MANIFEST)).unwrap();
+        let missing = dir.path().join("missing.wasm");
+        assert!(pack(&out, "demo", "4", &missing, Some(&assets), &caps(), None).is_err());
+        std::os::unix::fs::symlink("/etc/passwd", assets.join("link")).unwrap();
+        let err = pack(&out, "demo", "4", &wasm, Some(&assets), &caps(), None).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read(out.join(MANIFEST)).unwrap(), before);
+        let trust = TrustStore::with_keys(vec![key.public("k")]);
+        Bundle::open(&out).unwrap().verify(&trust, false).unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        // A component inside --out may be packed over (it is read first).
+        let inside = out.join(COMPONENT);
+        pack(&out, "demo", "5", &inside, None, &caps(), None).unwrap();
+    }
+
+    /// Every file and directory below `dir`, and `dir` itself.
+    fn tree(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![dir.to_owned()];
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                out.extend(tree(&entry.path()));
+            } else {
+                out.push(entry.path());
+            }
+        }
+        out
+    }
+
+    /// Modification times only: reading a file may move its access time
+    /// (`relatime`), which no file time set here can prevent.
+    fn assert_fixed_times(dir: &Path) {
+        for path in tree(dir) {
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(meta.modified().unwrap(), fixed_time(), "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn packed_files_and_directories_have_one_fixed_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wasm, assets) = fixture(dir.path());
+        let key = SecretKey::generate().unwrap();
+        let out = dir.path().join("bundle");
+        pack(&out, "demo", "1", &wasm, Some(&assets), &caps(), Some(&key)).unwrap();
+        assert!(tree(&out).len() >= 6, "{:?}", tree(&out));
+        assert_fixed_times(&out);
+        // Re-signing keeps it so.
+        sign(&out, &key).unwrap();
+        assert_fixed_times(&out);
+        assert_eq!(
+            fixed_time(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(315_532_800)
+        );
+    }
+
+    #[test]
+    fn the_bundle_digest_covers_every_asset_and_the_component() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wasm, assets) = fixture(dir.path());
+        let a = pack(
+            &dir.path().join("a"),
+            "demo",
+            "1",
+            &wasm,
+            Some(&assets),
+            &caps(),
+            None,
+        )
+        .unwrap();
+        std::fs::write(assets.join("sub/banner.txt"), "HELLO").unwrap();
+        let b = pack(
+            &dir.path().join("b"),
+            "demo",
+            "1",
+            &wasm,
+            Some(&assets),
+            &caps(),
+            None,
+        )
+        .unwrap();
+        let c = pack(
+            &dir.path().join("c"),
+            "demo",
+            "2",
+            &wasm,
+            None,
+            &caps(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(a.manifest.component_digest(), b.manifest.component_digest());
+        let digests = [&a, &b, &c].map(|x| x.manifest.bundle_digest());
+        assert_ne!(digests[0], digests[1], "another asset, another plugin");
+        assert_ne!(digests[0], digests[2], "no assets, another plugin");
+        assert_ne!(digests[0], a.manifest.component_digest().unwrap());
+        assert_eq!(digests[0].len(), 64);
+        // The version and the signature are not part of it.
+        let key = SecretKey::generate().unwrap();
+        let again = pack(
+            &dir.path().join("a"),
+            "demo",
+            "9",
+            &wasm,
+            Some(&dir.path().join("none")),
+            &caps(),
+            Some(&key),
+        )
+        .unwrap();
+        assert_eq!(again.manifest.bundle_digest(), c.manifest.bundle_digest());
+    }
+
+    #[test]
+    fn a_key_restricted_to_names_signs_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wasm, _) = fixture(dir.path());
+        let key = SecretKey::generate().unwrap();
+        let public = key.public("Jane Author");
+        let bundle = pack(
+            &dir.path().join("b"),
+            "demo",
+            "1",
+            &wasm,
+            None,
+            &caps(),
+            Some(&key),
+        )
+        .unwrap();
+        let only_docker = TrustStore::with_keys(vec![public.clone()])
+            .restrict(&public.id(), ["docker".to_owned()].into());
+        let err = bundle.verify(&only_docker, false).unwrap_err();
+        assert!(matches!(err, BundleError::Untrusted { .. }));
+        let err = err.to_string();
+        assert!(
+            err.contains("trusted to sign only bundles named docker, not `demo`"),
+            "{err}"
+        );
+        let docker_and_demo = TrustStore::with_keys(vec![public.clone()]).restrict(
+            &public.id(),
+            ["docker".to_owned(), "demo".to_owned()].into(),
+        );
+        assert!(matches!(
+            bundle.verify(&docker_and_demo, false).unwrap(),
+            Signer::Trusted { .. }
+        ));
+        // Unrestricted keys sign any name, as before.
+        assert!(
+            bundle
+                .verify(&TrustStore::with_keys(vec![public]), false)
+                .is_ok()
+        );
     }
 }

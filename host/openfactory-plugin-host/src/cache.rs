@@ -2,9 +2,11 @@
 //!
 //! Compiling a component with Cranelift costs hundreds of milliseconds;
 //! loading a precompiled artifact costs well under one. Artifacts are keyed by
-//! the component's sha256, the wasmtime version and the engine's
-//! compatibility hash, and are only ever produced by this host: a
-//! precompiled artifact is native code, so one is never taken from a bundle.
+//! the component's own sha256 (`Manifest::component_digest`, not the plugin's
+//! digest, which covers the assets too: bundles that differ only in assets
+//! share one artifact), the wasmtime version and the engine's compatibility
+//! hash, and are only ever produced by this host: a precompiled artifact is
+//! native code, so one is never taken from a bundle.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -33,7 +35,8 @@ impl CompiledCache {
         )
     }
 
-    /// Load the component from the cache, or compile it and store the result.
+    /// Load the component from the cache, or compile it and store the
+    /// result. `digest` is the sha256 (hex) of the component file `wasm`.
     pub fn load(
         &self,
         engine: &Engine,

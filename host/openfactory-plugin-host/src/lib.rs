@@ -4,9 +4,15 @@
 //! [`PluginHost`] loads every installed bundle, verifies it, compiles it (or
 //! loads it from the compiled cache), asks it to describe itself, and then
 //! serves the planner as an [`openfactory_core::FeatureSet`].
+//!
+//! A plugin's identity is its name, and its name is its directory: a bundle
+//! whose directory is not its manifest's name, or whose name is reserved
+//! ([`openfactory_core::plan::RESERVED_NAMES`]), is not loaded, and neither
+//! are two bundles that claim one name.
 
 pub mod bundle;
 pub mod cache;
+pub mod grants;
 pub mod registry;
 pub mod runtime;
 pub mod signing;
@@ -82,6 +88,8 @@ impl PluginHost {
             stats: LoadStats::default(),
             limits: config.limits,
         };
+        // Names claimed by more than one bundle: none of their bundles loads.
+        let mut claimed: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for dir in registry::bundle_dirs(&config.plugins_dir)? {
             let label = dir
                 .file_name()
@@ -93,7 +101,12 @@ impl PluginHost {
                         tracing::warn!(plugin = %label, %reason, "loading an unsigned plugin because unsigned plugins are allowed");
                     }
                     host.stats.from_cache += cached as usize;
-                    host.loaded.insert(loaded.feature.name().to_owned(), loaded);
+                    let name = loaded.feature.name().to_owned();
+                    claimed.entry(name.clone()).or_default().push(label);
+                    if host.loaded.contains_key(&name) {
+                        continue;
+                    }
+                    host.loaded.insert(name, loaded);
                 }
                 Err(reason) => {
                     tracing::error!(plugin = %label, %reason, "plugin not loaded");
@@ -102,6 +115,21 @@ impl PluginHost {
                         reason,
                     });
                 }
+            }
+        }
+        for (name, dirs) in claimed.into_iter().filter(|(_, d)| d.len() > 1) {
+            host.loaded.remove(&name);
+            let list: Vec<String> = dirs.iter().map(|d| format!("`{d}`")).collect();
+            for dir in dirs.iter() {
+                let reason = format!(
+                    "the bundles in {} all say they are `{name}`; one name, one bundle: none of them is loaded (remove all but one)",
+                    list.join(", ")
+                );
+                tracing::error!(plugin = %dir, %reason, "plugin not loaded");
+                host.problems.push(LoadProblem {
+                    bundle: dir.clone(),
+                    reason,
+                });
             }
         }
         host.stats.plugins = host.loaded.len();
@@ -139,20 +167,31 @@ fn load_one(
     dir: &std::path::Path,
 ) -> Result<(Loaded, bool), String> {
     let bundle = Bundle::open(dir).map_err(|e| e.to_string())?;
+    let name = bundle.name().to_owned();
+    // A plugin's directory is its name: a copy of a bundle elsewhere must
+    // not stand in for the plugin of that name.
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if dir_name != name {
+        return Err(format!(
+            "the directory `{dir_name}` holds a bundle whose manifest names it `{name}`; a plugin's directory is its name (remove `{dir_name}`, and install the bundle with `openfactory plugin install`)"
+        ));
+    }
     let signer = bundle
         .verify(trust, allow_unsigned)
         .map_err(|e| e.to_string())?;
-    let digest = bundle
+    let component_digest = bundle
         .manifest
         .component_digest()
         .expect("verified bundles have a digest")
         .to_owned();
-    let name = bundle.name().to_owned();
     let (prepared, cached) = runtime::load(
         runtime,
         cache,
         &name,
-        &digest,
+        &component_digest,
         &bundle.component_path(),
         bundle.assets_dir(),
     )
@@ -160,20 +199,16 @@ fn load_one(
     let info = prepared
         .describe()
         .map_err(|e| format!("plugin `{name}`: describe failed: {e}"))?;
-    if info.name != name {
-        return Err(format!(
-            "the bundle is named `{name}` but its component describes itself as `{}`",
-            info.name
-        ));
-    }
-    if info.version != bundle.manifest.version {
-        return Err(format!(
-            "plugin `{name}`: the manifest says version {} but the component says {}",
-            bundle.manifest.version, info.version
-        ));
-    }
-    let feature = Feature::new(info, digest)
-        .map_err(|e| format!("plugin `{name}`: its options schema is invalid: {e}"))?;
+    check_description(&bundle.manifest, &info)?;
+    let plugins_dir = dir.parent().unwrap_or(dir);
+    // The plugin's digest covers its assets too: the same component with
+    // other assets plans other steps, and so is another plugin.
+    let feature = Feature::new(info, bundle.manifest.bundle_digest())
+        .map_err(|e| format!("plugin `{name}`: its options schema is invalid: {e}"))?
+        .with_capabilities(
+            bundle.manifest.capabilities.clone(),
+            grants::load(plugins_dir, &name),
+        );
     Ok((
         Loaded {
             feature,
@@ -183,6 +218,27 @@ fn load_one(
         },
         cached,
     ))
+}
+
+/// A component must describe itself as its manifest says (checked at
+/// install and at every start).
+pub(crate) fn check_description(
+    manifest: &bundle::Manifest,
+    info: &openfactory_core::plan::FeatureInfo,
+) -> Result<(), String> {
+    if info.name != manifest.name {
+        return Err(format!(
+            "the manifest names the plugin `{}` but its component describes itself as `{}`; repack it with `openfactory plugin pack`, which takes the name from the component",
+            manifest.name, info.name
+        ));
+    }
+    if info.version != manifest.version {
+        return Err(format!(
+            "plugin `{}`: the manifest says version {} but the component says {}; repack it with `openfactory plugin pack`, which takes the version from the component",
+            manifest.name, manifest.version, info.version
+        ));
+    }
+    Ok(())
 }
 
 impl FeatureSet for PluginHost {

@@ -42,11 +42,14 @@ use bindings::exports::openfactory::feature::feature as wit;
 use bindings::openfactory::feature::host::{self as host_iface, Level};
 use bindings::openfactory::feature::types as witt;
 
-/// Resource limits for one plugin call.
+/// Resource limits for plugin calls.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Wall-clock time one call may run.
     pub cpu: Duration,
+    /// Wall-clock time all the calls of one evaluation (a feature's
+    /// `validate`, `plan` and `checks` for one recipe) may run together.
+    pub plan: Duration,
     /// Linear memory one instance may grow to.
     pub memory_bytes: usize,
     /// Most steps or checks one call may return.
@@ -57,6 +60,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             cpu: Duration::from_secs(1),
+            plan: Duration::from_millis(1500),
             memory_bytes: 64 << 20,
             max_items: 10_000,
         }
@@ -83,6 +87,10 @@ const MAX_MEMORIES: usize = 1;
 /// never closes what it opens exhausts the host's file descriptors (or, with
 /// timers, its memory) within its CPU budget.
 const MAX_RESOURCES: usize = 1024;
+/// Most bytes one call may hand the host (its result, or one log line): a
+/// plan's steps and checks, files included. wasmtime's default, 128 MiB,
+/// let a 1 MiB guest return a 126 MB plan by listing one buffer many times.
+pub const MAX_TRANSFER_BYTES: usize = 16 << 20;
 
 /// The store limits every plugin instance runs under.
 fn store_limits(limits: &Limits) -> StoreLimits {
@@ -258,7 +266,8 @@ impl host_iface::Host for State {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let message: String = message.chars().take(2000).collect();
+        // The plugin's words reach a terminal or a log file: escaped.
+        let message = openfactory_core::rules::printable(&message, 2000);
         match level {
             Level::Debug => tracing::debug!(plugin = %self.plugin, "{message}"),
             Level::Info => tracing::info!(plugin = %self.plugin, "{message}"),
@@ -372,16 +381,40 @@ impl Prepared {
         };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
-        self.arm(&mut store);
+        store.set_hostcall_fuel(MAX_TRANSFER_BYTES);
+        self.arm(&mut store, self.runtime.limits.cpu);
         let plugin = self.pre.instantiate(&mut store).map_err(|e| self.trap(e))?;
         Ok((store, plugin))
     }
 
-    /// Give the next call a fresh CPU budget.
-    fn arm(&self, store: &mut Store<State>) {
-        let ticks = (self.runtime.limits.cpu.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    /// Give the next call `budget` of wall-clock time.
+    fn arm(&self, store: &mut Store<State>, budget: Duration) {
+        let ticks = (budget.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+    }
+
+    /// Arm the next call of an evaluation that started at `started`: one
+    /// call's budget, or what is left of the evaluation's, whichever is less.
+    fn arm_within(
+        &self,
+        store: &mut Store<State>,
+        started: Instant,
+    ) -> Result<(), RuntimeError> {
+        let limits = self.runtime.limits;
+        let left = limits.plan.saturating_sub(started.elapsed());
+        if left < EPOCH_TICK {
+            return Err(self.over_plan_budget());
+        }
+        self.arm(store, left.min(limits.cpu));
+        Ok(())
+    }
+
+    fn over_plan_budget(&self) -> RuntimeError {
+        RuntimeError(format!(
+            "its calls for one plan ran longer than their budget of {} ms together and were stopped",
+            self.runtime.limits.plan.as_millis()
+        ))
     }
 
     fn trap(&self, error: wasmtime::Error) -> RuntimeError {
@@ -398,6 +431,12 @@ impl Prepared {
             });
         }
         let text = format!("{error:#}");
+        if text.contains("fuel allocated for hostcalls") {
+            return RuntimeError(format!(
+                "it handed the host more than {} MiB in one call",
+                MAX_TRANSFER_BYTES >> 20
+            ));
+        }
         if text.contains("table") && text.contains("grow") {
             return RuntimeError(format!(
                 "it asked for a table larger than its limit of {MAX_TABLE_ELEMENTS} elements"
@@ -444,9 +483,21 @@ impl Prepared {
         })
     }
 
+    /// Run `validate` and, when asked and it found no error, `plan` and
+    /// `checks`, on one fresh instance, within one evaluation budget
+    /// ([`Limits::plan`]) as well as each call's own ([`Limits::cpu`]).
     pub fn evaluate(&self, ctx: &PlanContext, plan: bool) -> Result<Evaluation, RuntimeError> {
         let _turn = self.turn()?;
+        let started = Instant::now();
         let (mut store, plugin) = self.instantiate()?;
+        self.arm_within(&mut store, started)?;
+        let over = |e: RuntimeError| {
+            if started.elapsed() + EPOCH_TICK >= self.runtime.limits.plan {
+                self.over_plan_budget()
+            } else {
+                e
+            }
+        };
         let api = plugin.openfactory_feature_feature();
         let wit_ctx = wit::PlanContext {
             recipe: ctx.recipe.to_string(),
@@ -456,7 +507,7 @@ impl Prepared {
 
         let found = api
             .call_validate(&mut store, &wit_ctx)
-            .map_err(|e| self.trap(e))?;
+            .map_err(|e| over(self.trap(e)))?;
         let too_many = |what: &str, n: usize| {
             RuntimeError(format!("it returned {n} {what}; the limit is {max}"))
         };
@@ -471,10 +522,10 @@ impl Prepared {
             return Ok(evaluation);
         }
 
-        self.arm(&mut store);
+        self.arm_within(&mut store, started)?;
         match api
             .call_plan(&mut store, &wit_ctx)
-            .map_err(|e| self.trap(e))?
+            .map_err(|e| over(self.trap(e)))?
         {
             Ok(steps) if steps.len() > max => return Err(too_many("steps", steps.len())),
             Ok(steps) => evaluation.steps = steps.into_iter().map(step).collect(),
@@ -482,13 +533,23 @@ impl Prepared {
                 evaluation
                     .diagnostics
                     .extend(problems.into_iter().take(max).map(diagnostic));
+                // A refusal is an error even when the plugin called every
+                // problem a warning: otherwise the plan would be valid with
+                // this feature's steps silently missing.
+                if !evaluation.diagnostics.iter().any(Diagnostic::is_error) {
+                    evaluation.diagnostics.push(Diagnostic::error(
+                        "plan-refused",
+                        "",
+                        "the plugin refused to plan this recipe without saying why as an error (it reported only warnings)",
+                    ).suggest("this is a fault in the plugin; read its warnings, and report it to the plugin's author"));
+                }
                 return Ok(evaluation);
             }
         }
-        self.arm(&mut store);
+        self.arm_within(&mut store, started)?;
         let checks = api
             .call_checks(&mut store, &wit_ctx)
-            .map_err(|e| self.trap(e))?;
+            .map_err(|e| over(self.trap(e)))?;
         if checks.len() > max {
             return Err(too_many("checks", checks.len()));
         }

@@ -220,6 +220,7 @@ fn a_plugin_sleeping_in_describe_is_stopped_at_load() {
             &version,
             &fixture.join("plugin.wasm"),
             Some(assets),
+            &bundle::Bundle::open(&fixture).unwrap().manifest.capabilities,
             None,
         )
         .unwrap()
@@ -298,4 +299,169 @@ fn a_flood_of_sleeping_plans_is_bounded_and_the_host_recovers() {
     let (outcome, took) = within(cpu * 2, move || attack(host.as_ref(), "none"));
     assert!(outcome.plan.is_some(), "{:#?}", outcome.diagnostics);
     assert!(took < cpu / 2, "{took:?}");
+}
+
+fn attack_with(host: &dyn FeatureSet, what: &str, spin: u64) -> plan::Outcome {
+    let text = format!(
+        "name = \"h1\"\nbase_image = \"debian-bookworm\"\nfeatures = [{{ name = \"hostile\", options = {{ attack = \"{what}\", spin = {spin} }} }}]\n"
+    );
+    plan::plan_text(&text, Format::Toml, host, true)
+}
+
+#[test]
+fn one_plan_has_one_budget_per_plugin() {
+    let (home, host, _turn) = hostile_host();
+    let limits = host.limits();
+    // Calibrate: how many rounds of busy work a call does per second here.
+    let probe = 100_000_000;
+    let started = Instant::now();
+    let calibration = attack_with(&host, "spin-each", probe);
+    let per_round = started.elapsed().as_secs_f64() / (3 * probe) as f64;
+    assert!(calibration.plan.is_some(), "{:#?}", calibration.diagnostics);
+    // Each of validate, plan and checks stays within its own budget (80 %
+    // of it); the three together exceed the plan's.
+    let rounds = (limits.cpu.as_secs_f64() * 0.8 / per_round) as u64;
+    let (outcome, took) = within(limits.plan * 4, move || {
+        let _home = home;
+        attack_with(&host, "spin-each", rounds)
+    });
+    println!(
+        "three calls of {:.0} ms each were stopped after {took:?} (plan budget {:?}, call budget {:?})",
+        rounds as f64 * per_round * 1000.0,
+        limits.plan,
+        limits.cpu
+    );
+    assert!(outcome.plan.is_none());
+    let message = only(&outcome, "plugin.failed");
+    assert!(message.contains("for one plan"), "{message}");
+    assert!(took < limits.plan + limits.cpu / 2, "took {took:?}");
+}
+
+#[test]
+fn every_takeover_needs_a_grant_nobody_gave() {
+    let (_home, host, _turn) = hostile_host();
+    let outcome = attack(&host, "privileged");
+    assert!(outcome.plan.is_none());
+    let refused: Vec<&str> = outcome
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "plugin.privilege-not-granted")
+        .map(|d| d.message.as_str())
+        .collect();
+    // sudoers, apt hook, trusted source, ld.so.preload, PAM, world-writable,
+    // /usr/local/bin/sudo, init=, core_pattern, AppArmor masked, shadow and
+    // disk groups, `sh -c`: twelve steps, each refused for its privilege.
+    assert_eq!(refused.len(), 12, "{:#?}", outcome.diagnostics);
+    for (n, privilege) in [
+        "sudoers",
+        "package-sources",
+        "package-sources",
+        "loader",
+        "pam",
+        "world-writable",
+        "search-path",
+        "kernel-boot",
+        "kernel-hooks",
+        "security-services",
+        "privileged-groups",
+        "interpreter",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            refused[n].contains(&format!("plugin `hostile` step #{n} "))
+                && refused[n].contains(&format!("`{privilege}`")),
+            "{}",
+            refused[n]
+        );
+    }
+    assert!(
+        outcome.diagnostics.iter().all(|d| d.is_error() == (d.code != "hostile.denied")),
+        "{:#?}",
+        outcome.diagnostics
+    );
+}
+
+#[test]
+fn a_plugin_cannot_overwrite_what_the_recipe_writes() {
+    let (_home, host, _turn) = hostile_host();
+    let outcome = attack(&host, "overwrite");
+    assert!(outcome.plan.is_none());
+    let message = only(&outcome, "plan.write-conflict");
+    assert!(
+        message.contains("the recipe and plugin `hostile` both write /etc/hosts"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_refusal_with_only_warnings_is_an_error() {
+    let (_home, host, _turn) = hostile_host();
+    let outcome = attack(&host, "warn-only");
+    assert!(outcome.plan.is_none(), "a feature that planned nothing must not yield a plan");
+    only(&outcome, "hostile.plan-refused");
+}
+
+#[test]
+fn a_plugins_words_are_marked_and_cannot_drive_a_terminal() {
+    let (_home, host, _turn) = hostile_host();
+    let outcome = attack(&host, "escapes");
+    let plan = outcome.plan.as_ref().expect("the plan itself is allowed");
+    let warning = outcome
+        .diagnostics
+        .iter()
+        .find(|d| d.code == "hostile.escapes")
+        .expect("the plugin's warning");
+    assert_eq!(warning.plugin.as_deref(), Some("hostile"));
+    assert!(!warning.message.chars().any(char::is_control), "{:?}", warning.message);
+    // The plan keeps the plugin's text as data; every human output escapes it.
+    assert!(plan.steps.iter().any(|s| matches!(&s.step, Step::Run { description, .. } if description.contains('\u{1b}'))));
+}
+
+#[test]
+fn one_buffer_returned_many_times_is_bounded() {
+    let (_home, host, _turn) = hostile_host();
+    let message = only(&attack(&host, "alias"), "plugin.failed");
+    assert!(
+        message.contains(&format!(
+            "more than {} MiB in one call",
+            runtime::MAX_TRANSFER_BYTES >> 20
+        )),
+        "{message}"
+    );
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn host_memory_per_evaluation_is_bounded() {
+    let _alone = alone();
+    let home = Home::new();
+    home.install(&common::test_bundles().join("hostile"))
+        .unwrap();
+    let host = home.load();
+    assert!(attack(&host, "none").plan.is_some());
+    // VmHWM is this process's peak: reset it, then run the worst attacks.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = rss_kib("VmRSS:");
+    let mut peak = 0;
+    for what in ["memory", "alias", "privileged"] {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let outcome = attack(&host, what);
+        assert!(outcome.plan.is_none(), "{what}");
+        peak = peak.max(rss_kib("VmHWM:").saturating_sub(before));
+    }
+    println!(
+        "host memory added by one hostile evaluation: at most {} MiB (goal ≤ 80 MiB)",
+        peak / 1024
+    );
+    assert!(peak / 1024 <= 160, "{} MiB", peak / 1024);
 }

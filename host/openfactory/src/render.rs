@@ -1,4 +1,9 @@
 //! Human-readable output. JSON output is the serde form of the same types.
+//!
+//! Every value that a plugin or a caller supplied (step descriptions, argv,
+//! paths, versions, diagnostics, option descriptions) passes through
+//! [`safe`]: a plugin must not be able to clear a line, move the cursor or
+//! hide its own `sh -c` step on an operator's terminal.
 
 use std::fmt::Write as _;
 
@@ -7,12 +12,19 @@ use openfactory_core::plan::{Outcome, Plan};
 use openfactory_core::{Diagnostic, Diagnostics};
 use serde_json::Value;
 
+/// `value` with control characters and bidirectional overrides escaped, and
+/// bounded.
+pub fn safe(value: impl std::fmt::Display) -> String {
+    openfactory_core::rules::printable(&value.to_string(), 4000)
+}
+
 pub fn plan(plan: &Plan, diagnostics: &Diagnostics) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Plan for {} — digest {}",
-        plan.recipe_name, plan.recipe_digest
+        safe(&plan.recipe_name),
+        plan.recipe_digest
     );
     let _ = writeln!(
         out,
@@ -22,7 +34,7 @@ pub fn plan(plan: &Plan, diagnostics: &Diagnostics) -> String {
     let features: Vec<String> = plan
         .features
         .iter()
-        .map(|f| format!("{} {}", f.name, f.version))
+        .map(|f| format!("{} {}", safe(&f.name), safe(&f.version)))
         .collect();
     let _ = writeln!(
         out,
@@ -36,7 +48,13 @@ pub fn plan(plan: &Plan, diagnostics: &Diagnostics) -> String {
     let _ = writeln!(out, "\nSteps ({}):", plan.steps.len());
     let width = plan.steps.iter().map(|s| s.source.len()).max().unwrap_or(6);
     for (i, s) in plan.steps.iter().enumerate() {
-        let _ = writeln!(out, "{:>4}  {:<width$}  {}", i + 1, s.source, s.step);
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<width$}  {}",
+            i + 1,
+            safe(&s.source),
+            safe(&s.step)
+        );
     }
     let _ = writeln!(out, "\nBoot checks ({}):", plan.checks.len());
     let width = plan.checks.iter().map(|c| c.name.len()).max().unwrap_or(10);
@@ -44,7 +62,9 @@ pub fn plan(plan: &Plan, diagnostics: &Diagnostics) -> String {
         let _ = writeln!(
             out,
             "      {:<width$}  {} ({}s)",
-            c.name, c.kind, c.timeout_seconds
+            safe(&c.name),
+            safe(&c.kind),
+            c.timeout_seconds
         );
     }
     diagnostics_block(&mut out, diagnostics.warnings(), "Warnings");
@@ -83,13 +103,23 @@ fn diagnostics_block<'a>(
     let _ = writeln!(out, "\n{title}:");
     for d in items {
         let path = if d.path.is_empty() {
-            "(recipe)"
+            "(recipe)".to_owned()
         } else {
-            &d.path
+            safe(&d.path)
         };
-        let _ = writeln!(out, "  {path}: {} [{}]", d.message, d.code);
+        let by = d
+            .plugin
+            .as_ref()
+            .map(|p| format!(" (from plugin {})", safe(p)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {path}: {} [{}]{by}",
+            safe(&d.message),
+            safe(&d.code)
+        );
         if let Some(s) = &d.suggestion {
-            let _ = writeln!(out, "    hint: {s}");
+            let _ = writeln!(out, "    hint: {}", safe(s));
         }
     }
 }
@@ -145,7 +175,14 @@ pub fn options(schema: &Value) -> String {
             .and_then(Value::as_str)
             .unwrap_or("")
             .replace('\n', " ");
-        let _ = writeln!(out, "  {name} ({kind}{default})\n      {description}");
+        let _ = writeln!(
+            out,
+            "  {} ({}{})\n      {}",
+            safe(name),
+            safe(kind),
+            safe(default),
+            safe(description)
+        );
     }
     out
 }

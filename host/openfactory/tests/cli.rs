@@ -61,6 +61,21 @@ impl Cli {
         cli
     }
 
+    /// A home with the project key trusted and only the first-party `ssh` installed.
+    fn with_ssh() -> Cli {
+        let cli = Cli::new();
+        cli.ok(&[
+            "plugin",
+            "trust",
+            built("OPENFACTORY_PROJECT_KEY", "target/signing/project.pub")
+                .to_str()
+                .unwrap(),
+        ]);
+        let ssh = built("OPENFACTORY_BUNDLES", "target/bundles").join("ssh");
+        cli.ok(&["plugin", "install", ssh.to_str().unwrap()]);
+        cli
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_openfactory"));
         command
@@ -364,4 +379,259 @@ fn an_operator_creates_an_account_and_its_keys_with_the_services_rules() {
         "{}",
         text(&nobody)
     );
+}
+
+/// Standard output and error together.
+fn both(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_plugin_is_its_directory_and_verify_name_checks_the_installed_one() {
+    let cli = Cli::with_ssh();
+    // A directory called `ssh` where the operator happens to stand holds
+    // another (valid, signed) bundle: `verify ssh` is about the installed ssh.
+    let cwd = tempfile::tempdir().unwrap();
+    let hostile = built("OPENFACTORY_TEST_BUNDLES", "target/test-bundles").join("hostile");
+    copy_dir(&hostile, &cwd.path().join("ssh"));
+    let verify = |args: &[&str]| cli.command(args).current_dir(cwd.path()).output().unwrap();
+    let out = verify(&["plugin", "verify", "ssh"]);
+    assert!(out.status.success(), "{}", both(&out));
+    assert!(
+        both(&out).starts_with("ssh 0.1.0: OK (signed by"),
+        "{}",
+        both(&out)
+    );
+    // A path says it is a path.
+    let out = verify(&["plugin", "verify", "./ssh"]);
+    assert!(
+        both(&out).starts_with("hostile 0.1.0: OK"),
+        "{}",
+        both(&out)
+    );
+    let out = verify(&["plugin", "verify", "nothing"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        both(&out).contains("plugin `nothing` is not installed")
+            && both(&out).contains("`./nothing`"),
+        "{}",
+        both(&out)
+    );
+
+    // The installed ssh, copied under another directory, is not loaded, and
+    // `verify` of that directory says why.
+    let plugins = cli.home.path().join("plugins");
+    copy_dir(&plugins.join("ssh"), &plugins.join("zzz"));
+    let list = cli.run(&["plugin", "list"]);
+    assert_eq!(list.status.code(), Some(1));
+    let text = both(&list);
+    assert!(
+        text.contains("zzz")
+            && text.contains("NOT LOADED")
+            && text.contains("a plugin's directory is its name"),
+        "{text}"
+    );
+    let out = cli.run(&["plugin", "verify", "zzz"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        both(&out).contains("FAILED") && both(&out).contains("names it `ssh`"),
+        "{}",
+        both(&out)
+    );
+}
+
+#[test]
+fn another_signers_bundle_replaces_a_plugin_only_with_new_signer_and_keys_may_be_tied_to_names() {
+    let cli = Cli::with_ssh();
+    let author = tempfile::tempdir().unwrap();
+    let key = author.path().join("jane.key");
+    cli.ok(&[
+        "plugin",
+        "keygen",
+        key.to_str().unwrap(),
+        "--comment",
+        "Jane Author",
+    ]);
+    let public = key.with_extension("pub");
+    let theirs = author.path().join("ssh");
+    copy_dir(
+        &built("OPENFACTORY_BUNDLES", "target/bundles").join("ssh"),
+        &theirs,
+    );
+    cli.ok(&[
+        "plugin",
+        "sign",
+        theirs.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let theirs = theirs.to_str().unwrap();
+
+    // Trusted for docker only, the key cannot sign ssh.
+    let trusted = cli.ok(&[
+        "plugin",
+        "trust",
+        public.to_str().unwrap(),
+        "--names",
+        "docker",
+    ]);
+    assert!(
+        trusted.contains("(Jane Author) for bundles named docker only"),
+        "{trusted}"
+    );
+    let out = cli.run(&["plugin", "install", "--replace", "--new-signer", theirs]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        both(&out).contains("trusted to sign only bundles named docker, not `ssh`"),
+        "{}",
+        both(&out)
+    );
+    let bad = cli.run(&[
+        "plugin",
+        "trust",
+        public.to_str().unwrap(),
+        "--names",
+        "recipe",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        both(&bad).contains("--names: `recipe` is reserved"),
+        "{}",
+        both(&bad)
+    );
+
+    // Trusted for any name, it may sign ssh, but replacing the project's
+    // ssh with Jane's needs consent, and the message names both signers.
+    let project = std::fs::read_to_string(built(
+        "OPENFACTORY_PROJECT_KEY",
+        "target/signing/project.pub",
+    ))
+    .unwrap();
+    let project = format!(
+        "signed by {}",
+        project.trim().splitn(3, ' ').nth(2).unwrap()
+    );
+    let trusted = cli.ok(&["plugin", "trust", public.to_str().unwrap()]);
+    assert!(trusted.contains("for any bundle name"), "{trusted}");
+    let out = cli.run(&["plugin", "install", "--replace", theirs]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = both(&out);
+    assert!(
+        text.contains(&format!("the installed version 0.1.0 is {project}"))
+            && text.contains("this bundle (version 0.1.0) is signed by Jane Author")
+            && text.contains("--new-signer"),
+        "{text}"
+    );
+    assert!(
+        cli.ok(&["plugin", "verify", "ssh"]).contains(&project),
+        "still the project's"
+    );
+    // --new-signer alone (without --replace) is refused by the parser.
+    assert!(
+        !cli.run(&["plugin", "install", "--new-signer", theirs])
+            .status
+            .success()
+    );
+    let done = cli.ok(&["plugin", "install", "--replace", "--new-signer", theirs]);
+    assert!(
+        done.contains(&format!(
+            "SIGNER CHANGED: replaced version 0.1.0 ({project}"
+        )) && done.contains("with a bundle signed by Jane Author"),
+        "{done}"
+    );
+    assert!(
+        cli.ok(&["plugin", "verify", "ssh"])
+            .contains("OK (signed by Jane Author")
+    );
+}
+
+#[test]
+fn pack_keeps_what_is_not_a_bundle_and_install_asks_the_component_who_it_is() {
+    let cli = Cli::new();
+    let author = tempfile::tempdir().unwrap();
+    let key = author.path().join("author.key");
+    cli.ok(&[
+        "plugin",
+        "keygen",
+        key.to_str().unwrap(),
+        "--comment",
+        "Author",
+    ]);
+    cli.ok(&[
+        "plugin",
+        "trust",
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
+    let wasm = built("OPENFACTORY_TEST_BUNDLES", "target/test-bundles").join("hostile/plugin.wasm");
+    let out = author.path().join("work");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "keep me").unwrap();
+    let pack = |extra: &[&str]| {
+        let mut args = vec![
+            "plugin",
+            "pack",
+            wasm.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cli.run(&args)
+    };
+    let refused = pack(&[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        both(&refused).contains("neither empty nor a bundle") && both(&refused).contains("--force"),
+        "{}",
+        both(&refused)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    assert!(pack(&["--force"]).status.success());
+    assert!(!out.join("notes.txt").exists());
+    // A previous bundle is replaced without --force.
+    let again = pack(&[]);
+    assert!(again.status.success(), "{}", both(&again));
+
+    // A manifest that says another version than its component, signed by a
+    // trusted key, is refused at install, and nothing is installed.
+    let manifest = out.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("version = \"0.1.0\"", "version = \"0.2.0\"");
+    std::fs::write(&manifest, text).unwrap();
+    cli.ok(&[
+        "plugin",
+        "sign",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let installed = cli.run(&["plugin", "install", out.to_str().unwrap()]);
+    assert_eq!(installed.status.code(), Some(2));
+    assert!(
+        both(&installed).contains("the manifest says version 0.2.0 but the component says 0.1.0"),
+        "{}",
+        both(&installed)
+    );
+    assert!(cli.ok(&["plugin", "list"]).contains("No plugins installed"));
 }

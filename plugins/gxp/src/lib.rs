@@ -297,7 +297,8 @@ impl Feature for Gxp {
 
         if options.aide {
             // Last, so that the baseline includes every file written above.
-            steps.push(step::install(&["aide"]));
+            // `aideinit` ships in aide-common, which aide only recommends.
+            steps.push(step::install(&["aide", "aide-common"]));
             steps.push(step::write_file(
                 "/etc/aide/aide.conf.d/90_openfactory_gxp",
                 &aide_conf(options),

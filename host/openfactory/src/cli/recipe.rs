@@ -16,7 +16,8 @@ use crate::render;
 
 #[derive(Debug, Subcommand)]
 pub enum RecipeCommand {
-    /// Check a recipe and report every problem (exit 1 if there are errors).
+    /// Check a recipe and report every problem, planning it with its features
+    /// as a build would (exit 1 if there are errors).
     Validate {
         /// Recipe file (.toml, or .json); `-` reads TOML from stdin.
         file: PathBuf,
@@ -50,7 +51,9 @@ pub enum RecipeCommand {
 pub fn run(cmd: RecipeCommand, config: &Config) -> anyhow::Result<ExitCode> {
     match cmd {
         RecipeCommand::Validate { file, json } => {
-            let outcome = evaluate(config, &file, false)?;
+            // Validation plans too: a recipe that `recipe plan` (and a build)
+            // would reject is not valid.
+            let outcome = evaluate(config, &file, true)?;
             if json {
                 super::print_json(&json!({
                     "valid": !outcome.diagnostics.has_errors(),
@@ -191,7 +194,8 @@ pub(super) fn evaluate(
     for problem in host.problems() {
         eprintln!(
             "warning: plugin bundle `{}` was not loaded: {}",
-            problem.bundle, problem.reason
+            render::safe(&problem.bundle),
+            render::safe(&problem.reason)
         );
     }
     Ok(plan::plan_text(&text, format, &host, want_plan))
