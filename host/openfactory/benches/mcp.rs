@@ -85,12 +85,19 @@ async fn main() {
     std::fs::write(home.path().join("trusted-keys/project.pub"), key.to_line()).unwrap();
     let trust = TrustStore::with_keys(vec![key]);
     for entry in std::fs::read_dir(&bundles).unwrap().flatten() {
-        registry::install(
+        let (installed, _) = registry::install(
             &home.path().join("plugins"),
             &entry.path(),
             &trust,
             false,
             false,
+        )
+        .unwrap();
+        // The operator grants the first-party privileges (as `--grant declared`).
+        openfactory_plugin_host::grants::save(
+            &home.path().join("plugins"),
+            installed.name(),
+            &installed.manifest.capabilities.privileges(),
         )
         .unwrap();
     }

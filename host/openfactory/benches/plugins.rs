@@ -40,7 +40,14 @@ fn main() {
         .collect();
     dirs.sort();
     for d in &dirs {
-        registry::install(&home.path().join("plugins"), d, &trust, false, false).unwrap();
+        let (installed, _) =
+            registry::install(&home.path().join("plugins"), d, &trust, false, false).unwrap();
+        openfactory_plugin_host::grants::save(
+            &home.path().join("plugins"),
+            installed.name(),
+            &installed.manifest.capabilities.privileges(),
+        )
+        .unwrap();
     }
     let config = |cache: &str| HostConfig {
         plugins_dir: home.path().join("plugins"),

@@ -56,7 +56,13 @@ impl Cli {
                 .collect();
         bundles.sort();
         for b in bundles {
-            cli.ok(&["plugin", "install", b.to_str().unwrap()]);
+            cli.ok(&[
+                "plugin",
+                "install",
+                "--grant",
+                "declared",
+                b.to_str().unwrap(),
+            ]);
         }
         cli
     }
