@@ -272,8 +272,8 @@ pub const PRIVILEGED_GROUPS: &[&str] = &[
 /// Shells and interpreters: a `run` of one can do anything.
 const INTERPRETERS: &[&str] = &[
     "sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox", "env", "perl", "python",
-    "python3", "ruby", "node", "nodejs", "lua", "tclsh", "awk", "gawk", "mawk", "xargs",
-    "su", "sudo", "chroot", "nsenter", "script", "setsid", "nohup", "timeout", "nice", "ionice",
+    "python3", "ruby", "node", "nodejs", "lua", "tclsh", "awk", "gawk", "mawk", "xargs", "su",
+    "sudo", "chroot", "nsenter", "script", "setsid", "nohup", "timeout", "nice", "ionice",
     "stdbuf", "unshare", "flock", "watch", "php", "expect",
 ];
 
@@ -732,7 +732,10 @@ mod tests {
                 Privilege::PrivilegedGroups,
             ),
             (run(&["sh", "-c", "id"]), Privilege::Interpreter),
-            (run(&["find", "/", "-exec", "id", ";"]), Privilege::Interpreter),
+            (
+                run(&["find", "/", "-exec", "id", ";"]),
+                Privilege::Interpreter,
+            ),
             (
                 run(&["/usr/bin/python3.11", "-c", "x"]),
                 Privilege::Interpreter,

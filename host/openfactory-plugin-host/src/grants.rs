@@ -70,10 +70,7 @@ pub fn save(
 /// Parse an operator's `--grant` list: privilege names separated by commas,
 /// or `declared` for every privilege the bundle's capabilities imply (the
 /// operator has read them: install prints them).
-pub fn parse(
-    list: &str,
-    declared: &BTreeSet<Privilege>,
-) -> Result<BTreeSet<Privilege>, String> {
+pub fn parse(list: &str, declared: &BTreeSet<Privilege>) -> Result<BTreeSet<Privilege>, String> {
     let mut out = BTreeSet::new();
     for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         if word == "declared" {
@@ -109,6 +106,10 @@ mod tests {
             parse("sudoers, pam", &BTreeSet::new()).unwrap(),
             BTreeSet::from([Privilege::Sudoers, Privilege::Pam])
         );
-        assert!(parse("root", &declared).unwrap_err().contains("not a privilege"));
+        assert!(
+            parse("root", &declared)
+                .unwrap_err()
+                .contains("not a privilege")
+        );
     }
 }

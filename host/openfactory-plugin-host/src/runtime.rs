@@ -396,11 +396,7 @@ impl Prepared {
 
     /// Arm the next call of an evaluation that started at `started`: one
     /// call's budget, or what is left of the evaluation's, whichever is less.
-    fn arm_within(
-        &self,
-        store: &mut Store<State>,
-        started: Instant,
-    ) -> Result<(), RuntimeError> {
+    fn arm_within(&self, store: &mut Store<State>, started: Instant) -> Result<(), RuntimeError> {
         let limits = self.runtime.limits;
         let left = limits.plan.saturating_sub(started.elapsed());
         if left < EPOCH_TICK {

@@ -220,7 +220,10 @@ fn a_plugin_sleeping_in_describe_is_stopped_at_load() {
             &version,
             &fixture.join("plugin.wasm"),
             Some(assets),
-            &bundle::Bundle::open(&fixture).unwrap().manifest.capabilities,
+            &bundle::Bundle::open(&fixture)
+                .unwrap()
+                .manifest
+                .capabilities,
             None,
         )
         .unwrap()
@@ -377,7 +380,10 @@ fn every_takeover_needs_a_grant_nobody_gave() {
         );
     }
     assert!(
-        outcome.diagnostics.iter().all(|d| d.is_error() == (d.code != "hostile.denied")),
+        outcome
+            .diagnostics
+            .iter()
+            .all(|d| d.is_error() == (d.code != "hostile.denied")),
         "{:#?}",
         outcome.diagnostics
     );
@@ -399,7 +405,10 @@ fn a_plugin_cannot_overwrite_what_the_recipe_writes() {
 fn a_refusal_with_only_warnings_is_an_error() {
     let (_home, host, _turn) = hostile_host();
     let outcome = attack(&host, "warn-only");
-    assert!(outcome.plan.is_none(), "a feature that planned nothing must not yield a plan");
+    assert!(
+        outcome.plan.is_none(),
+        "a feature that planned nothing must not yield a plan"
+    );
     only(&outcome, "hostile.plan-refused");
 }
 
@@ -414,9 +423,15 @@ fn a_plugins_words_are_marked_and_cannot_drive_a_terminal() {
         .find(|d| d.code == "hostile.escapes")
         .expect("the plugin's warning");
     assert_eq!(warning.plugin.as_deref(), Some("hostile"));
-    assert!(!warning.message.chars().any(char::is_control), "{:?}", warning.message);
+    assert!(
+        !warning.message.chars().any(char::is_control),
+        "{:?}",
+        warning.message
+    );
     // The plan keeps the plugin's text as data; every human output escapes it.
-    assert!(plan.steps.iter().any(|s| matches!(&s.step, Step::Run { description, .. } if description.contains('\u{1b}'))));
+    assert!(plan.steps.iter().any(
+        |s| matches!(&s.step, Step::Run { description, .. } if description.contains('\u{1b}'))
+    ));
 }
 
 #[test]
