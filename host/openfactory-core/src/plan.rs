@@ -52,7 +52,7 @@ pub struct FeatureInfo {
 #[derive(Debug)]
 pub struct Feature {
     pub info: FeatureInfo,
-    /// sha256 (hex) of the plugin's component.
+    /// The plugin digest: sha256 (hex) over its bundle's component and assets.
     pub digest: String,
     schema: Schema,
     /// What its bundle declares it touches; nothing until set.

@@ -1,5 +1,5 @@
 //! The installed plugins: each feature's version, signer, WIT contract,
-//! component digest and what it may see; the sandbox every call runs in.
+//! plugin digest, what it may see and touch, and its privileges; the sandbox every call runs in.
 //! Operators also see where bundles live and those that failed to load.
 
 use std::sync::Arc;
