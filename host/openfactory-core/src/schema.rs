@@ -3,9 +3,21 @@
 //! Used for the recipe's structure (its schema is derived from the Rust types)
 //! and for each feature's options (the plugin's own schema). Messages never
 //! echo the offending value, so a hostile 1 MB string does not come back.
+//!
+//! A plugin's schema is evaluated by the host, outside the sandbox, so its work
+//! is bounded here ([`bounds`]): at compile, on the document (a refusal refuses
+//! the bundle), and at each check, on the work for that instance.
 
+mod bounds;
+
+use jsonschema::ValidationError;
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value;
+
+pub use bounds::{
+    MAX_CHECK_STEPS, MAX_EXPANSION, MAX_EXPLAIN_STEPS, MAX_INSTANCE_DEPTH, MAX_PATTERN_SIZE,
+    MAX_PATTERNS, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH,
+};
 
 use crate::diagnostic::{Diagnostic, Path, did_you_mean};
 
@@ -13,6 +25,8 @@ use crate::diagnostic::{Diagnostic, Path, did_you_mean};
 pub struct Schema {
     document: Value,
     validator: jsonschema::Validator,
+    /// What checking costs, for the per-check budget.
+    graph: bounds::Graph,
 }
 
 impl std::fmt::Debug for Schema {
@@ -22,12 +36,27 @@ impl std::fmt::Debug for Schema {
 }
 
 impl Schema {
-    /// Compile a schema document; `Err` carries why it is not a usable schema.
+    /// Compile a schema document; `Err` carries why it is not a usable schema,
+    /// or which of the host's bounds it exceeds (see [`bounds`]), in one
+    /// sentence.
+    ///
+    /// Nothing is ever fetched: every `$ref` must be local (checked first),
+    /// and the validator's retriever is offline besides, whatever features
+    /// the `jsonschema` crate is built with. Patterns run on the linear-time
+    /// `regex` engine (no look-around, no back-references), each at most
+    /// [`MAX_PATTERN_SIZE`] bytes compiled.
     pub fn compile(document: Value) -> Result<Self, String> {
-        let validator = jsonschema::validator_for(&document).map_err(|e| e.to_string())?;
+        let graph = bounds::Graph::of(&document)?;
+        let patterns = jsonschema::PatternOptions::regex().size_limit(MAX_PATTERN_SIZE);
+        let validator = jsonschema::options()
+            .offline()
+            .with_pattern_options(patterns)
+            .build(&document)
+            .map_err(|e| compile_error(&e))?;
         Ok(Schema {
             document,
             validator,
+            graph,
         })
     }
 
@@ -37,63 +66,106 @@ impl Schema {
 
     /// Every violation of `instance`, as errors at `base` + the instance path.
     /// `code` namespaces the diagnostic codes (`recipe`, `options`).
+    ///
+    /// The work is bounded first ([`MAX_CHECK_STEPS`], [`MAX_INSTANCE_DEPTH`]):
+    /// an instance beyond it gets one error and is not validated. The
+    /// validator holds every error in memory at once, so a check that costs
+    /// more than [`MAX_EXPLAIN_STEPS`] reports only its first problem, and
+    /// one whose first problem could itself carry that many errors (under
+    /// `anyOf`/`oneOf`, whose failure keeps every alternative's) only that
+    /// it does not match.
     pub fn check(&self, instance: &Value, base: &Path, code: &str) -> Vec<Diagnostic> {
         let mut out = Vec::new();
-        for error in self.validator.iter_errors(instance) {
-            let pointer = error.instance_path().to_string();
-            let rel = Path::from_json_pointer(&pointer);
-            let path = base.join(&rel).bounded();
-            let value = instance.pointer(&pointer);
-            match error.kind() {
-                ValidationErrorKind::AdditionalProperties { unexpected } => {
-                    let known = self.property_names(&pointer, instance);
-                    for field in unexpected {
-                        let at = path.field(&crate::rules::truncate(field, 64));
-                        let hint = did_you_mean(field, known.iter().map(String::as_str))
-                            .map(|m| format!("did you mean `{m}`?"))
-                            .or_else(|| {
-                                (!known.is_empty())
-                                    .then(|| format!("known fields: {}", known.join(", ")))
-                            });
-                        out.push(
-                            Diagnostic::error(
-                                &format!("{code}.unknown-field"),
-                                at,
-                                format!("unknown field `{}`", crate::rules::truncate(field, 64)),
-                            )
-                            .maybe_suggest(hint),
-                        );
-                    }
+        match self.graph.cost(instance) {
+            Err(exceeded) => out.push(Diagnostic::error(
+                &format!("{code}.{}", exceeded.slug()),
+                base.clone().bounded(),
+                exceeded.message(),
+            )),
+            Ok(cost) if cost.steps <= MAX_EXPLAIN_STEPS => {
+                for error in self.validator.iter_errors(instance) {
+                    self.explain(&error, instance, base, code, &mut out);
                 }
-                ValidationErrorKind::Required { property } => {
-                    let field = property.as_str().unwrap_or("?");
-                    out.push(Diagnostic::error(
-                        &format!("{code}.missing-field"),
-                        path.field(field),
-                        format!("missing required field `{field}`"),
-                    ));
-                }
-                ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
-                    let allowed = self.allowed_values(&pointer, instance);
-                    let message = if allowed.is_empty() {
-                        "does not match any of the accepted forms (see the schema)".to_owned()
-                    } else {
-                        format!("must be one of {}", allowed.join(", "))
-                    };
-                    out.push(Diagnostic::error(
-                        &format!("{code}.not-allowed"),
-                        path,
-                        message,
-                    ));
-                }
-                kind => out.push(Diagnostic::error(
-                    &format!("{code}.{}", slug(kind)),
-                    path,
-                    message(kind, value),
-                )),
             }
+            Ok(cost) if cost.chosen <= MAX_EXPLAIN_STEPS => {
+                if let Err(error) = self.validator.validate(instance) {
+                    self.explain(&error, instance, base, code, &mut out);
+                }
+            }
+            Ok(_) if self.validator.is_valid(instance) => {}
+            Ok(_) => out.push(Diagnostic::error(
+                &format!("{code}.invalid"),
+                base.clone().bounded(),
+                format!(
+                    "does not match its schema, and is too large for the problem to be \
+                     located (more than {MAX_EXPLAIN_STEPS} steps to explain); check a smaller part"
+                ),
+            )),
         }
         out
+    }
+
+    /// The diagnostics for one validation error.
+    fn explain(
+        &self,
+        error: &ValidationError<'_>,
+        instance: &Value,
+        base: &Path,
+        code: &str,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let pointer = error.instance_path().to_string();
+        let rel = Path::from_json_pointer(&pointer);
+        let path = base.join(&rel).bounded();
+        let value = instance.pointer(&pointer);
+        match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let known = self.property_names(&pointer, instance);
+                for field in unexpected {
+                    let at = path.field(&crate::rules::truncate(field, 64));
+                    let hint = did_you_mean(field, known.iter().map(String::as_str))
+                        .map(|m| format!("did you mean `{m}`?"))
+                        .or_else(|| {
+                            (!known.is_empty())
+                                .then(|| format!("known fields: {}", known.join(", ")))
+                        });
+                    out.push(
+                        Diagnostic::error(
+                            &format!("{code}.unknown-field"),
+                            at,
+                            format!("unknown field `{}`", crate::rules::truncate(field, 64)),
+                        )
+                        .maybe_suggest(hint),
+                    );
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let field = property.as_str().unwrap_or("?");
+                out.push(Diagnostic::error(
+                    &format!("{code}.missing-field"),
+                    path.field(field),
+                    format!("missing required field `{field}`"),
+                ));
+            }
+            ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::AnyOf { .. } => {
+                let allowed = self.allowed_values(&pointer, instance);
+                let message = if allowed.is_empty() {
+                    "does not match any of the accepted forms (see the schema)".to_owned()
+                } else {
+                    format!("must be one of {}", allowed.join(", "))
+                };
+                out.push(Diagnostic::error(
+                    &format!("{code}.not-allowed"),
+                    path,
+                    message,
+                ));
+            }
+            kind => out.push(Diagnostic::error(
+                &format!("{code}.{}", slug(kind)),
+                path,
+                message(kind, value),
+            )),
+        }
     }
 
     /// The schema node that governs the instance at `pointer`, resolved.
@@ -185,6 +257,20 @@ impl Schema {
             }
         }
         node
+    }
+}
+
+/// The validator's refusal of a schema, with a hint where its own message
+/// does not say why (a pattern beyond the `regex` engine or its size limit).
+fn compile_error(error: &ValidationError<'_>) -> String {
+    let text = error.to_string();
+    if text.ends_with("is not a \"regex\"") {
+        format!(
+            "{text}: patterns must be regular expressions without look-around or \
+             back-references, at most {MAX_PATTERN_SIZE} bytes once compiled"
+        )
+    } else {
+        text
     }
 }
 
