@@ -10,8 +10,11 @@ use std::net::IpAddr;
 use openfactory_plugin_sdk::prelude::*;
 
 const DEFAULT_TEXTFILE_DIRECTORY: &str = "/var/lib/prometheus/node-exporter";
-/// Prefixes under which the build may create the textfile directory.
-const WRITABLE_PREFIXES: [&str; 4] = ["/var/lib/", "/srv/", "/opt/", "/usr/local/"];
+/// Prefixes under which the build may create the textfile directory. Not
+/// /usr/local/: a README there could land in /usr/local/bin or lib, which the
+/// planner treats as privileged (search path, loader), and the plugin's
+/// capabilities declare only these prefixes.
+const WRITABLE_PREFIXES: [&str; 3] = ["/var/lib/", "/srv/", "/opt/"];
 
 /// Options of the `monitoring` feature.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -25,7 +28,7 @@ pub struct Options {
     pub listen_address: String,
     /// Export the state of systemd units (node exporter's systemd collector, read over D-Bus; installs `dbus`).
     pub systemd_collector: bool,
-    /// Directory whose `*.prom` files the node exporter's textfile collector exports. Absolute path; a directory other than Debian's default must be under /var/lib/, /srv/, /opt/ or /usr/local/.
+    /// Directory whose `*.prom` files the node exporter's textfile collector exports. Absolute path; a directory other than Debian's default must be under /var/lib/, /srv/ or /opt/, without a trailing `/`.
     #[schemars(regex(pattern = r"^/[A-Za-z0-9._/-]*$"))]
     pub textfile_directory: String,
     /// Also install a Prometheus server that scrapes the local node exporter and itself.
@@ -92,6 +95,7 @@ fn is_duration(s: &str, units: &[char]) -> bool {
 
 fn textfile_directory_ok(dir: &str) -> bool {
     let clean = dir.starts_with('/')
+        && !dir.ends_with('/')
         && !dir.contains("//")
         && dir.split('/').all(|part| part != ".." && part != ".")
         && dir
@@ -170,7 +174,7 @@ impl Feature for Monitoring {
                     "options.textfile_directory",
                     format!("`{}` is not an absolute directory path the build can create", o.textfile_directory),
                 )
-                .suggest(format!("use `{DEFAULT_TEXTFILE_DIRECTORY}` or a path under /var/lib/, /srv/, /opt/ or /usr/local/ without `..`")),
+                .suggest(format!("use `{DEFAULT_TEXTFILE_DIRECTORY}` or a path under /var/lib/, /srv/ or /opt/ without `..` or a trailing `/`")),
             );
         }
         if !is_duration(&o.retention, &['d', 'h', 'w', 'y']) {

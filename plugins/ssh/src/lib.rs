@@ -9,6 +9,8 @@ use openfactory_plugin_sdk::prelude::*;
 
 const DROP_IN: &str = "/etc/ssh/sshd_config.d/50-openfactory.conf";
 const HOST_KEYS_UNIT: &str = "openfactory-ssh-host-keys.service";
+/// Host key types Debian's openssh-server may have generated (`dsa` only before bookworm).
+const HOST_KEY_TYPES: [&str; 4] = ["rsa", "ecdsa", "ed25519", "dsa"];
 
 /// Options of the `ssh` feature.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -164,9 +166,17 @@ impl Feature for Ssh {
             step::write_file(DROP_IN, &sshd_config(ctx)),
         ];
         if o.regenerate_host_keys {
+            // `rm` on named files rather than `find -delete`: `find` can run
+            // anything (`-exec`), so it needs the `interpreter` privilege, and
+            // argv is not globbed; `-f` because bookworm and trixie make no DSA key.
+            let mut argv = vec!["rm".to_owned(), "-f".to_owned()];
+            for kind in HOST_KEY_TYPES {
+                argv.push(format!("/etc/ssh/ssh_host_{kind}_key"));
+                argv.push(format!("/etc/ssh/ssh_host_{kind}_key.pub"));
+            }
             steps.push(step::run(
                 "remove the SSH host keys generated at build time; each machine generates its own on first boot",
-                &["find", "/etc/ssh", "-maxdepth", "1", "-type", "f", "-name", "ssh_host_*", "-delete"],
+                &argv,
             ));
             steps.push(step::write_file(
                 &format!("/etc/systemd/system/{HOST_KEYS_UNIT}"),

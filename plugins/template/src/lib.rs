@@ -39,7 +39,7 @@ impl Feature for Motd {
             "Message of the day and login banner",
             "system",
         )
-        .reads(&["hostname"])
+        .reads(&["hostname", "features"])
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {
@@ -61,6 +61,26 @@ impl Feature for Motd {
                     .suggest("remove terminal escape codes; plain text and newlines only"),
                 );
             }
+        }
+        // hardening writes /etc/issue too (unless its login_banner is ""), and
+        // two features writing one file is a plan error: say which option to use.
+        let hardening_banner = ctx
+            .recipe
+            .features
+            .iter()
+            .find(|f| f.name == "hardening")
+            .is_some_and(|f| f.options.get("login_banner").and_then(|b| b.as_str()) != Some(""));
+        if !ctx.options.banner.is_empty() && hardening_banner {
+            problems.push(
+                diag::error(
+                    "motd.banner-conflict",
+                    "options.banner",
+                    "the `hardening` feature writes the console banner (/etc/issue) too",
+                )
+                .suggest(
+                    "set the banner in hardening's `login_banner` and leave this `banner` empty",
+                ),
+            );
         }
         problems
     }
