@@ -52,23 +52,28 @@ pub const MAX_EXPANSION: u64 = 100_000;
 pub const MAX_PATTERNS: usize = 128;
 
 /// Compiled size limit of one regular expression, in bytes (the `regex`
-/// engine's `size_limit`). Patterns run on the linear-time `regex` engine,
-/// whose worst case (a pattern whose lazy DFA thrashes) is proportional to
-/// the pattern's size times the string's length: at 32 KiB it measured about
-/// 2 µs per byte, which [`STEPS_PER_MATCHED_BYTE`] charges for.
+/// engine's `size_limit`). Patterns run on the linear-time `regex` engine
+/// (fancy-regex's backtracking would make a match's cost unbounded), whose
+/// worst case (a pattern whose lazy DFA thrashes, such as
+/// `^(a|b)*a(a|b){100}$`, near this limit) grows with the pattern's size
+/// times the string's length: about 3 µs per byte, measured, which
+/// [`STEPS_PER_MATCHED_BYTE`] charges for. Ordinary patterns (`^[\w.-]{1,64}$`)
+/// are far below it.
 pub const MAX_PATTERN_SIZE: usize = 32 * 1024;
 
 /// Most steps one check may take, a step being one application of one
-/// schema node to one value (about 20 ns of the validator's time, measured):
-/// about 0.2–0.5 s of validation at worst. A recipe of the full 2 MiB takes a
-/// few million steps against the recipe schema; a feature's options a few
-/// hundred.
+/// schema node to one value: 20–70 ns of the validator's time, measured, so
+/// about 0.3 s of validation at worst (a recursion that doubles at each
+/// level, or a hostile pattern, at the budget). The largest recipe (2 MiB of
+/// one-letter package names) takes about 1,000,000 steps against the recipe
+/// schema; a feature's options a few hundred.
 pub const MAX_CHECK_STEPS: u64 = 5_000_000;
 
 /// Checks that cost more than this many steps report only their first
 /// problem: the validator collects every error before it returns them, and a
 /// schema that fails at millions of nodes would otherwise hold millions of
-/// errors in memory (about 200 bytes each).
+/// errors in memory (a few hundred bytes each). At this bound, 50,000 errors
+/// took 0.1 s to collect and report.
 pub const MAX_EXPLAIN_STEPS: u64 = 100_000;
 
 /// Deepest instance nesting at which a schema still applies. The validator
@@ -77,10 +82,10 @@ pub const MAX_EXPLAIN_STEPS: u64 = 100_000;
 pub const MAX_INSTANCE_DEPTH: usize = 64;
 
 /// Steps charged per byte of a string that a node matches against a regular
-/// expression or a format: 64 steps ≈ 1.3 µs, the measured worst case of a
-/// pattern within [`MAX_PATTERN_SIZE`], so a string of a few hundred KB under
-/// a hostile pattern uses the whole budget, while a name under a pattern
-/// costs a few hundred steps.
+/// expression or a format, for the worst case of a pattern within
+/// [`MAX_PATTERN_SIZE`] (about 3 µs per byte): a 78 KB string under a hostile
+/// pattern uses the whole budget (measured 0.2–0.3 s), while a name under a
+/// pattern costs a few hundred steps.
 const STEPS_PER_MATCHED_BYTE: u64 = 64;
 
 /// A schema reduced to what costs work: which nodes apply where.
@@ -128,8 +133,7 @@ struct Node {
     items: Vec<usize>,
     /// `items`, `additionalItems`, `contains`, `unevaluatedItems`.
     any_item: Vec<usize>,
-    /// Every edge, for walks over the whole graph (`contentSchema` included:
-    /// compiled, never applied).
+    /// Every edge above, for the expansion's walk.
     edges: Vec<usize>,
 }
 
@@ -569,14 +573,14 @@ impl<'a> Builder<'a> {
             .chain(node.property_names.iter())
             .chain(node.items.iter())
             .chain(node.any_item.iter())
-            .chain(node.edges.iter())
             .copied()
             .collect();
         Ok(node)
     }
 
-    /// Record one keyword of a schema object in `node`. `node.edges` holds
-    /// the inert edges until [`Builder::node`] completes it.
+    /// Record one keyword of a schema object in `node`. Subschemas that are
+    /// never applied (`$defs`, `contentSchema`) join the graph without an
+    /// edge, so that their references are checked too, without counting.
     fn keyword(
         &mut self,
         node: &mut Node,
@@ -639,7 +643,12 @@ impl<'a> Builder<'a> {
                 node.unevaluated = true;
                 node.any_item.push(self.id(value, at.into()));
             }
-            "contentSchema" => node.edges.push(self.id(value, at.into())),
+            "$defs" | "definitions" => {
+                self.named(value, at);
+            }
+            "contentSchema" => {
+                self.id(value, at.into());
+            }
             "pattern" => {
                 node.matches_strings = true;
                 self.patterns += 1;
@@ -1028,6 +1037,9 @@ mod tests {
         // The meta-schema is not fetched either.
         let err = refusal(json!({"$schema": "https://example.com/meta", "type": "string"}));
         assert!(err.contains("Unknown meta-schema"), "{err}");
+        // Also where nothing refers to it.
+        let err = refusal(json!({"$defs": {"unused": {"$ref": "https://example.com/x"}}}));
+        assert!(err.contains("is not local"), "{err}");
         let err = refusal(json!({"$ref": "#/$defs/missing"}));
         assert!(err.contains("points to nothing"), "{err}");
         let err = refusal(json!({"$ref": "#node", "$defs": {"n": {"$anchor": "node"}}}));
@@ -1433,6 +1445,9 @@ mod tests {
         });
         assert!(recipe.to_string().len() <= crate::validate::MAX_RECIPE_BYTES);
         let diags = measure(&format!("2 MiB recipe, {count} packages"), schema, &recipe);
-        assert!(diags.iter().all(|d| !d.code.starts_with("options.too")), "{diags:?}");
+        assert!(
+            diags.iter().all(|d| !d.code.starts_with("options.too")),
+            "{diags:?}"
+        );
     }
 }
