@@ -153,10 +153,13 @@ impl Store {
     ) -> Result<BuildRecord, StoreError> {
         self.touch_owner(owner).await?;
         let features = serde_json::to_string(build.features).expect("serialisable");
-        sqlx::query(
+        // The record as inserted (RETURNING), not as re-read: a worker woken
+        // by the insert may already have claimed it.
+        let sql = format!(
             "INSERT INTO builds (id, owner_id, recipe_digest, recipe_name, recipe_json, plan_json, features_json, status, retry_of, created_at, arch, disk_bytes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11) RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
         .bind(build.id)
         .bind(owner.as_str())
         .bind(build.recipe_digest)
@@ -168,12 +171,11 @@ impl Store {
         .bind(now())
         .bind(build.needs.arch)
         .bind(i64::try_from(build.needs.disk_bytes).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
+        let created = record(&row)?;
         self.jobs_changed().await;
-        self.build(owner, build.id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("a build vanished after insert".into()))
+        Ok(created)
     }
 
     /// The owner's builds, newest first.

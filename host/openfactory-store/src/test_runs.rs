@@ -136,10 +136,13 @@ impl Store {
         run: &NewTestRun<'_>,
     ) -> Result<TestRunRecord, StoreError> {
         self.touch_owner(owner).await?;
-        sqlx::query(
+        // The record as inserted (RETURNING), not as re-read: a worker woken
+        // by the insert may already have claimed it.
+        let sql = format!(
             "INSERT INTO test_runs (id, owner_id, build_id, status, message, checks_json, memory_mb, vcpus, timeout_seconds, created_at, arch, disk_bytes)
-             VALUES ($1, $2, $3, 'queued', 'waiting for a test VM slot', $4, $5, $6, $7, $8, $9, $10)",
-        )
+             VALUES ($1, $2, $3, 'queued', 'waiting for a test VM slot', $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
         .bind(run.id)
         .bind(owner.as_str())
         .bind(run.build_id)
@@ -150,12 +153,11 @@ impl Store {
         .bind(now())
         .bind(run.needs.arch)
         .bind(i64::try_from(run.needs.disk_bytes).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
+        let created = record(&row)?;
         self.jobs_changed().await;
-        self.test_run(owner, run.id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("a test run vanished after insert".into()))
+        Ok(created)
     }
 
     /// One of the owner's runs; `None` when it is not theirs or not there.

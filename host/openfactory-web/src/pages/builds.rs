@@ -127,7 +127,7 @@ pub async fn index(
                     Some(("/catalog", "Browse the catalog"))))
             }
             Ok(list) => div.card {
-                div.table-wrap {
+                div.table-wrap role="region" aria-label="Your builds" tabindex="0" {
                     table.data {
                         caption.sr-only { "Your builds" }
                         thead { tr {

@@ -287,7 +287,7 @@ fn feature(
                 @if !props.is_empty() {
                     details.mt-s {
                         summary.small { "All " (props.len()) " options" }
-                        div.table-wrap {
+                        div.table-wrap role="region" aria-label="Options" tabindex="0" {
                             table.data {
                                 thead { tr { th scope="col" { "Option" } th scope="col" { "Type" } th scope="col" { "Default" } th scope="col" { "What it does" } } }
                                 tbody {
@@ -362,7 +362,7 @@ fn contents(r: &Recipe) -> Markup {
         }
         @if !r.users.is_empty() {
             h3 { "Users" }
-            div.table-wrap { table.data {
+            div.table-wrap role="region" aria-label="Users" tabindex="0" { table.data {
                 thead { tr { th scope="col" { "User" } th scope="col" { "sudo" } th scope="col" { "Groups" } th scope="col" { "SSH keys" } } }
                 tbody { @for u in &r.users {
                     tr { td { code { (u.name) } } td { (yes_no(u.sudo)) } td.small { (u.groups.join(", ")) } td { (u.ssh_authorized_keys.len()) } }

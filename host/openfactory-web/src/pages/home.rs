@@ -109,7 +109,7 @@ async fn dashboard(web: &Web, viewer: &Viewer, owner: &OwnerId) -> Response {
             section.card aria-labelledby="recent-builds" {
                 div.card-head { h2 #recent-builds { "Recent builds" } a.small href="/builds" { "All builds" } }
                 @match &recent {
-                    Some(r) if !r.builds.is_empty() => div.table-wrap { table.data {
+                    Some(r) if !r.builds.is_empty() => div.table-wrap role="region" aria-label="Recent builds" tabindex="0" { table.data {
                         caption.sr-only { "Recent builds" }
                         thead { tr { th scope="col" { "Build" } th scope="col" { "Recipe" } th scope="col" { "Status" } th scope="col" { "Started" } } }
                         tbody { @for b in &r.builds { tr {

@@ -48,7 +48,7 @@ pub async fn page(State(web): State<Arc<Web>>, viewer: Viewer) -> Response {
                 h2 #installed-title { "Installed features" }
                 span.small.muted { (plugins.len()) " loaded" }
             }
-            div.table-wrap { table.data {
+            div.table-wrap role="region" aria-label="Installed features" tabindex="0" { table.data {
                 caption.sr-only { "Installed features" }
                 thead { tr {
                     th scope="col" { "Feature" } th scope="col" { "Version" } th scope="col" { "Signed by" }

@@ -154,7 +154,7 @@ pub async fn page(
                     @match &keys {
                         Err(_) => div.flash.bad { "The keys could not be read; try again in a moment." }
                         Ok(keys) if keys.is_empty() => p.muted.mt { "No keys yet." }
-                        Ok(keys) => div.table-wrap.mt { table.data {
+                        Ok(keys) => div.table-wrap.mt role="region" aria-label="API keys" tabindex="0" { table.data {
                             caption.sr-only { "Your API keys" }
                             thead { tr {
                                 th scope="col" { "Name" } th scope="col" { "Key" } th scope="col" { "Created" }
@@ -173,7 +173,7 @@ pub async fn page(
             @match &connections {
                 Err(_) => div.flash.bad { "The connected clients could not be read; try again in a moment." }
                 Ok(list) if list.is_empty() => p.muted { "No connected clients yet." }
-                Ok(list) => div.table-wrap.mt { table.data #connections {
+                Ok(list) => div.table-wrap.mt role="region" aria-label="Connected clients" tabindex="0" { table.data #connections {
                     caption.sr-only { "Your connected clients" }
                     thead { tr {
                         th scope="col" { "Client" } th scope="col" { "Connected" } th scope="col" { "Last used" }

@@ -36,7 +36,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
                     "Open a completed build and press Run tests, or ask your assistant to run_tests on a build.",
                     Some(("/builds?status=completed", "Your completed builds"))))
             }
-            Ok(list) => div.card { div.table-wrap { table.data {
+            Ok(list) => div.card { div.table-wrap role="region" aria-label="Your test runs" tabindex="0" { table.data {
                 caption.sr-only { "Your test runs" }
                 thead { tr {
                     th scope="col" { "Run" } th scope="col" { "Build" } th scope="col" { "Status" }

@@ -61,7 +61,7 @@ pub async fn index(State(web): State<Arc<Web>>, user: SignedIn) -> Response {
                     "Open a completed build and create a VM from it: it boots the build's ISO, and its screen opens here.",
                     Some(("/builds?status=completed", "Your completed builds"))))
             }
-            Ok(list) => div.card { div.table-wrap { table.data {
+            Ok(list) => div.card { div.table-wrap role="region" aria-label="Your VMs" tabindex="0" { table.data {
                 caption.sr-only { "Your VMs" }
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "State" } th scope="col" { "Build" }
