@@ -176,8 +176,14 @@ fn main() -> Result<()> {
     }
 }
 
+/// The workspace: from `cargo run`'s `CARGO_MANIFEST_DIR` at run time (a
+/// build cache shared between clones may hold an xtask compiled in another
+/// clone), else where this binary was compiled.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("xtask lives in the workspace")
         .to_owned()

@@ -42,8 +42,12 @@ pub struct Capabilities {
     /// Paths it writes: an absolute file path, or a directory prefix ending
     /// in `/` (`/etc/docker/`).
     pub files: Vec<String>,
-    /// Units it enables, disables or masks: names, or a prefix ending in `*`.
+    /// Units it enables: names, or a prefix ending in `*`.
     pub units: Vec<String>,
+    /// Units it disables or masks (names or prefixes, as `units`): declared
+    /// apart, because stopping a security unit is a privilege and starting
+    /// one is not.
+    pub disables: Vec<String>,
     /// Groups it creates or adds users to.
     pub groups: Vec<String>,
     /// Accounts it creates or changes: names, or `*` for any (a feature that
@@ -316,6 +320,63 @@ fn path_privileges(path: &str, mode: u32, out: &mut BTreeSet<Privilege>) {
     }
 }
 
+/// The image paths a `run` step names in its arguments (`/etc/x`, or the
+/// value of `--opt=/etc/x`). Each counts as a path the step writes: the
+/// planner cannot know what a program does with a path, so it assumes the
+/// worst (`sed -i … /etc/sudoers` needs what writing sudoers needs). A path
+/// inside a program's own script (sed's `w /etc/x`) is not seen: a program
+/// that takes a script is declared, and shown to the operator, as such.
+fn run_paths(argv: &[String]) -> Vec<&str> {
+    let scripts = sed_scripts(argv);
+    argv.iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(i, _)| !scripts.contains(i))
+        .filter_map(|(_, a)| {
+            let value = match a.split_once('=') {
+                Some((option, value)) if option.starts_with('-') => value,
+                _ => a.as_str(),
+            };
+            value.starts_with('/').then_some(value)
+        })
+        .collect()
+}
+
+/// For `sed`, the positions of its script arguments (`-e SCRIPT`, or the
+/// first operand when there is no `-e`): a script's `/regex/` is no path.
+fn sed_scripts(argv: &[String]) -> Vec<usize> {
+    if argv.first().map(|p| basename(p)) != Some("sed") {
+        return Vec::new();
+    }
+    let mut scripts = Vec::new();
+    let mut has_expression = false;
+    let mut operands = Vec::new();
+    let mut i = 1;
+    while i < argv.len() {
+        match argv[i].as_str() {
+            "-e" | "--expression" => {
+                has_expression = true;
+                scripts.push(i + 1);
+                i += 1;
+            }
+            // Options that take a value that is not a script.
+            "-f" | "--file" | "-l" | "--line-length" => i += 1,
+            a if a.starts_with("--expression=") => {
+                // `--expression=/re/d`: the whole argument is the script.
+                has_expression = true;
+                scripts.push(i);
+            }
+            a if a.starts_with('-') && a.len() > 1 => {}
+            _ => operands.push(i),
+        }
+        i += 1;
+    }
+    if !has_expression {
+        scripts.extend(operands.first());
+    }
+    scripts
+}
+
 fn sysctl_is_hook(key: &str) -> bool {
     let key = key.replace('/', ".");
     HOOK_SYSCTLS
@@ -364,6 +425,9 @@ pub fn step_privileges(step: &Step) -> BTreeSet<Privilege> {
                 if basename(program) == "pam-auth-update" {
                     out.insert(Privilege::Pam);
                 }
+            }
+            for path in run_paths(argv) {
+                path_privileges(path, 0o644, &mut out);
             }
         }
         _ => {}
@@ -428,7 +492,7 @@ impl Capabilities {
         }) {
             out.insert(Privilege::KernelHooks);
         }
-        if self.units.iter().any(|u| {
+        if self.disables.iter().any(|u| {
             unit_is_security(u)
                 || SECURITY_UNITS
                     .iter()
@@ -488,8 +552,10 @@ impl Capabilities {
                 },
             );
         }
-        for (i, u) in self.units.iter().enumerate() {
-            rule(format!("units[{i}]"), pattern(u, rules::unit_name));
+        for (field, units) in [("units", &self.units), ("disables", &self.disables)] {
+            for (i, u) in units.iter().enumerate() {
+                rule(format!("{field}[{i}]"), pattern(u, rules::unit_name));
+            }
         }
         for (i, g) in self.groups.iter().enumerate() {
             rule(format!("groups[{i}]"), rules::account_name(g));
@@ -552,9 +618,10 @@ impl Capabilities {
                 &f.path,
                 self.files.iter().any(|d| path_covers(d, &f.path)),
             ),
-            Step::EnableService { unit }
-            | Step::DisableService { unit }
-            | Step::MaskService { unit } => need("units", unit, any(&self.units, unit)),
+            Step::EnableService { unit } => need("units", unit, any(&self.units, unit)),
+            Step::DisableService { unit } | Step::MaskService { unit } => {
+                need("disables", unit, any(&self.disables, unit))
+            }
             Step::AddGroup { name, .. } => need("groups", name, self.groups.contains(name)),
             Step::AddUser(u) => {
                 need(
@@ -584,6 +651,13 @@ impl Capabilities {
             Step::Run { argv, .. } => {
                 let program = argv.first().map(String::as_str).unwrap_or_default();
                 need("run", program, self.run.contains_key(program));
+                for path in run_paths(argv) {
+                    need(
+                        "files",
+                        path,
+                        self.files.iter().any(|d| path_covers(d, path)),
+                    );
+                }
             }
         }
         for privilege in step_privileges(step) {
@@ -605,6 +679,7 @@ impl Capabilities {
         list("packages", &self.packages);
         list("files", &self.files);
         list("units", &self.units);
+        list("units disabled or masked", &self.disables);
         list("groups", &self.groups);
         list("users", &self.users);
         list("sysctls", &self.sysctls);
@@ -650,6 +725,7 @@ mod tests {
             packages: vec!["*x".into(), "python3-*".into(), "sudo".into()],
             files: vec!["/etc/".into(), "/usr/local/".into(), "/home/".into()],
             units: vec!["*".into()],
+            disables: vec!["*".into()],
             groups: PRIVILEGED_GROUPS.iter().map(|g| g.to_string()).collect(),
             users: vec!["*".into()],
             sysctls: vec!["kernel.*".into()],
@@ -659,6 +735,8 @@ mod tests {
             run: [
                 ("sh", "dash"),
                 ("find", "findutils"),
+                ("sed", "sed"),
+                ("cp", "coreutils"),
                 ("pam-auth-update", "libpam-runtime"),
                 ("/usr/bin/python3.11", "python3.11"),
             ]
@@ -733,7 +811,7 @@ mod tests {
             ),
             (run(&["sh", "-c", "id"]), Privilege::Interpreter),
             (
-                run(&["find", "/", "-exec", "id", ";"]),
+                run(&["find", ".", "-exec", "id", ";"]),
                 Privilege::Interpreter,
             ),
             (
@@ -741,6 +819,20 @@ mod tests {
                 Privilege::Interpreter,
             ),
             (run(&["pam-auth-update", "--enable", "x"]), Privilege::Pam),
+            // A program given a path writes it, as far as the planner knows.
+            (
+                run(&[
+                    "sed",
+                    "-i",
+                    "$a mallory ALL=(ALL) NOPASSWD: ALL",
+                    "/etc/sudoers",
+                ]),
+                Privilege::Sudoers,
+            ),
+            (
+                run(&["cp", "--target-directory=/etc/pam.d", "x"]),
+                Privilege::Pam,
+            ),
         ];
         let caps = generous();
         for (step, privilege) in attacks {
@@ -789,6 +881,48 @@ mod tests {
             packages: vec!["nginx".into(), "netcat".into()],
         };
         assert_eq!(caps.permits(&none, &step).len(), 1);
+        // The paths a `run` names are paths it writes: declared, or refused.
+        let sed = Capabilities {
+            files: vec!["/etc/login.defs".into()],
+            run: BTreeMap::from([("sed".to_string(), "sed".to_string())]),
+            ..Default::default()
+        };
+        assert!(
+            sed.permits(&none, &run(&["sed", "-i", "s/a/b/", "/etc/login.defs"]))
+                .is_empty()
+        );
+        // A script's `/regex/` address is not a path; the file operands are.
+        for argv in [
+            &[
+                "sed",
+                "-i",
+                "-E",
+                "-e",
+                "/^#?UMASK/d",
+                "-e",
+                "$a UMASK 027",
+                "/etc/login.defs",
+            ][..],
+            &["sed", "-i", "/^#?UMASK/d", "/etc/login.defs"],
+            &["sed", "-i", "--expression=/^x/d", "/etc/login.defs"],
+        ] {
+            assert!(sed.permits(&none, &run(argv)).is_empty(), "{argv:?}");
+        }
+        assert_eq!(
+            sed.permits(
+                &none,
+                &run(&["sed", "-i", "-e", "/x/d", "/etc/login.defs", "/etc/shadow"])
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            sed.permits(&none, &run(&["sed", "-i", "s/a/b/", "/etc/hosts"])),
+            vec![Refusal::Undeclared {
+                what: "files",
+                item: "/etc/hosts".into()
+            }]
+        );
         let message = caps.permits(&none, &run(&["id"]))[0].to_string();
         assert!(
             message.contains("`id`") && message.contains("`run`"),
@@ -831,8 +965,14 @@ mod tests {
             ..Default::default()
         };
         assert!(narrow.privileges().is_empty());
+        // Starting a security unit is no privilege; stopping one is.
+        let starts = Capabilities {
+            units: vec!["apparmor*".into(), "nftables.service".into()],
+            ..Default::default()
+        };
+        assert!(starts.privileges().is_empty());
         let masks = Capabilities {
-            units: vec!["apparmor*".into()],
+            disables: vec!["apparmor*".into()],
             sysctls: vec!["kernel.*".into()],
             ..Default::default()
         };

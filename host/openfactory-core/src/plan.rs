@@ -14,6 +14,7 @@ use crate::capability::{Capabilities, Privilege};
 use crate::diagnostic::{Diagnostic, Diagnostics, Path, did_you_mean};
 use crate::digest::RecipeDigest;
 use crate::recipe::{BaseImage, Recipe};
+use crate::rules;
 use crate::schema::Schema;
 use crate::step::{CheckKind, Step};
 use crate::system;
@@ -47,6 +48,69 @@ pub struct FeatureInfo {
     pub conflicts: Vec<String>,
 }
 
+/// Bounds on what a plugin says about itself: every field is shown to
+/// operators and clients, so each is one short line of visible text.
+pub const MAX_SUMMARY_CHARS: usize = 200;
+pub const MAX_LABEL_CHARS: usize = 64;
+pub const MAX_NAMED_FIELDS: usize = 32;
+
+impl FeatureInfo {
+    /// Refuse a description that could not be shown honestly: over-long
+    /// text, control or bidi characters, or names that are not names. The
+    /// message names the field and the limit (the plugin's author fixes it).
+    pub fn check(&self) -> Result<(), String> {
+        fn line(field: &str, value: &str, max: usize) -> Result<(), String> {
+            if value.trim().is_empty() {
+                return Err(format!(
+                    "its {field} is empty; say in a few words what it is"
+                ));
+            }
+            if value.chars().count() > max {
+                return Err(format!(
+                    "its {field} is {} characters long; the limit is {max}",
+                    value.chars().count()
+                ));
+            }
+            if rules::printable(value, max) != value {
+                return Err(format!(
+                    "its {field} `{}` contains control or direction-changing characters; use plain text",
+                    rules::printable(value, 80)
+                ));
+            }
+            Ok(())
+        }
+        fn names(field: &str, values: &[String]) -> Result<(), String> {
+            if values.len() > MAX_NAMED_FIELDS {
+                return Err(format!(
+                    "it lists {} {field}; the limit is {MAX_NAMED_FIELDS}",
+                    values.len()
+                ));
+            }
+            for v in values {
+                let ok = !v.is_empty()
+                    && v.len() <= MAX_LABEL_CHARS
+                    && v.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    });
+                if !ok {
+                    return Err(format!(
+                        "its {field} entry `{}` is not a name (lower-case letters, digits, `-` and `_`, at most {MAX_LABEL_CHARS})",
+                        rules::printable(v, 80)
+                    ));
+                }
+            }
+            Ok(())
+        }
+        line("summary", &self.summary, MAX_SUMMARY_CHARS)?;
+        line("version", &self.version, MAX_LABEL_CHARS)?;
+        line("category", &self.category, MAX_LABEL_CHARS)?;
+        names("category", std::slice::from_ref(&self.category))?;
+        names("reads", &self.reads)?;
+        names("requires", &self.requires)?;
+        names("conflicts", &self.conflicts)
+    }
+}
+
 /// An installed feature: its description, the digest of its component, its
 /// compiled options schema, and what it may do.
 #[derive(Debug)]
@@ -65,7 +129,9 @@ impl Feature {
     /// `Err` when the plugin's options schema is not a usable JSON Schema.
     /// The feature may emit no step until [`Feature::with_capabilities`].
     pub fn new(info: FeatureInfo, digest: String) -> Result<Feature, String> {
-        let schema = Schema::compile(info.options_schema.clone())?;
+        info.check()?;
+        let schema = Schema::compile(info.options_schema.clone())
+            .map_err(|e| format!("its options schema is invalid: {e}"))?;
         Ok(Feature {
             info,
             digest,
@@ -758,6 +824,38 @@ mod tests {
                 seen: Mutex::new(Vec::new()),
             }
         }
+    }
+
+    #[test]
+    fn a_description_that_cannot_be_shown_honestly_is_refused() {
+        let good = Recording::new().feature.info;
+        let with = |f: &dyn Fn(&mut FeatureInfo)| {
+            let mut info = good.clone();
+            f(&mut info);
+            Feature::new(info, "00".repeat(32)).map(|_| ()).unwrap_err()
+        };
+        let long = with(&|i| i.summary = "x".repeat(MAX_SUMMARY_CHARS + 1));
+        assert!(
+            long.contains("summary") && long.contains("limit is 200"),
+            "{long}"
+        );
+        let hidden = with(&|i| i.summary = "fine\x1b[2K\rsigned by: project".into());
+        assert!(
+            hidden.contains("summary") && hidden.contains("\\u{1b}"),
+            "{hidden}"
+        );
+        let bidi = with(&|i| i.version = "1.0\u{202e}0".into());
+        assert!(bidi.contains("version"), "{bidi}");
+        let category = with(&|i| i.category = "Not A Name".into());
+        assert!(category.contains("category"), "{category}");
+        let reads = with(&|i| i.reads = (0..40).map(|n| format!("f{n}")).collect());
+        assert!(
+            reads.contains("reads") && reads.contains("limit is 32"),
+            "{reads}"
+        );
+        let empty = with(&|i| i.summary = "  ".into());
+        assert!(empty.contains("summary is empty"), "{empty}");
+        assert!(Feature::new(good, "00".repeat(32)).is_ok());
     }
 
     impl FeatureSet for Recording {

@@ -3,8 +3,9 @@
 //! A bundle declares what it needs ([`openfactory_core::capability`]); the
 //! privileges among those are effective only once an operator grants them.
 //! Grants live beside the installed bundles, one file per plugin name
-//! (`.grants/NAME.toml`), outside any bundle: replacing a bundle keeps them,
-//! and a newer version that asks for more gets only what was granted before.
+//! (`.grants/NAME.toml`), outside any bundle: replacing a bundle by the same
+//! signer keeps them (a newer version that asks for more gets only what was
+//! granted before); a bundle from another signer starts with none.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -68,10 +69,13 @@ pub fn save(
 }
 
 /// Parse an operator's `--grant` list: privilege names separated by commas,
-/// or `declared` for every privilege the bundle's capabilities imply (the
-/// operator has read them: install prints them).
+/// `declared` for every privilege the bundle's capabilities imply (the
+/// operator has read them: install prints them), or `none`.
 pub fn parse(list: &str, declared: &BTreeSet<Privilege>) -> Result<BTreeSet<Privilege>, String> {
     let mut out = BTreeSet::new();
+    if list.trim() == "none" {
+        return Ok(out);
+    }
     for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         if word == "declared" {
             out.extend(declared.iter().copied());
@@ -102,6 +106,7 @@ mod tests {
     fn a_grant_list_names_privileges_or_what_was_declared() {
         let declared = BTreeSet::from([Privilege::Pam]);
         assert_eq!(parse("declared", &declared).unwrap(), declared);
+        assert!(parse(" none ", &declared).unwrap().is_empty());
         assert_eq!(
             parse("sudoers, pam", &BTreeSet::new()).unwrap(),
             BTreeSet::from([Privilege::Sudoers, Privilege::Pam])

@@ -204,7 +204,7 @@ fn load_one(
     // The plugin's digest covers its assets too: the same component with
     // other assets plans other steps, and so is another plugin.
     let feature = Feature::new(info, bundle.manifest.bundle_digest())
-        .map_err(|e| format!("plugin `{name}`: its options schema is invalid: {e}"))?
+        .map_err(|e| format!("plugin `{name}`: {e}"))?
         .with_capabilities(
             bundle.manifest.capabilities.clone(),
             grants::load(plugins_dir, &name),

@@ -49,7 +49,8 @@ pub struct InstallOptions<'a> {
     pub replace: bool,
     /// With `replace`: accept a bundle from another signer than the
     /// installed one's (`--new-signer`). Without it that is refused with
-    /// [`BundleError::SignerChanged`].
+    /// [`BundleError::SignerChanged`]. The privileges granted to the
+    /// replaced bundle are revoked: a grant trusts one signer's code.
     pub new_signer: bool,
     /// The compiled-component cache the install-time check fills, so that
     /// the next start is warm; `None` compiles without caching.
@@ -208,6 +209,10 @@ pub fn install_with(
         std::fs::rename(&staging, &target).map_err(io(&target))?;
     }
     crate::bundle::fix_times(&target)?;
+    if replaced.as_ref().is_some_and(|r| r.signer_changed) {
+        // A grant was given to one signer's code; another's starts with none.
+        crate::grants::save(plugins_dir, &name, &Default::default())?;
+    }
     Ok(Installed {
         bundle: Bundle::open(&target)?,
         signer,

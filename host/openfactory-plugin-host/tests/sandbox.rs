@@ -200,42 +200,44 @@ fn a_plugin_sleeping_in_plan_is_stopped() {
     assert!(took < cpu + cpu / 2, "took {took:?} to stop");
 }
 
-#[test]
-fn a_plugin_sleeping_in_describe_is_stopped_at_load() {
-    let _turn = share();
-    // The fixture sleeps in `describe` when its bundle carries this asset:
-    // repack it (unsigned) with the file added.
-    let home = Home::new();
+/// The fixture misbehaves in `describe` when its bundle carries a marker
+/// asset: a home with the fixture packed (unsigned) with `marker` added,
+/// after a first load without it so that the component is compiled and
+/// cached (what is measured is the misbehaviour, not compilation).
+fn hostile_with_marker(home: &Home, marker: &str) -> openfactory_plugin_host::HostConfig {
     let fixture = common::test_bundles().join("hostile");
     let assets = home.dir.path().join("assets");
     std::fs::create_dir_all(&assets).unwrap();
     for entry in std::fs::read_dir(fixture.join("assets")).unwrap().flatten() {
         std::fs::copy(entry.path(), assets.join(entry.file_name())).unwrap();
     }
-    let version = bundle::Bundle::open(&fixture).unwrap().manifest.version;
+    let manifest = bundle::Bundle::open(&fixture).unwrap().manifest;
     let pack = |assets: &std::path::Path| {
         bundle::pack(
             &home.plugins().join("hostile"),
             "hostile",
-            &version,
+            &manifest.version,
             &fixture.join("plugin.wasm"),
             Some(assets),
-            &bundle::Bundle::open(&fixture)
-                .unwrap()
-                .manifest
-                .capabilities,
+            &manifest.capabilities,
             None,
         )
         .unwrap()
     };
     let mut config = home.config();
     config.allow_unsigned = true;
-    // Load it once as it is, to compile the component into the cache: the
-    // time measured below is the time to stop `describe`, not to compile.
     pack(&assets);
     assert!(PluginHost::load(&config).unwrap().problems().is_empty());
-    std::fs::write(assets.join("sleep-in-describe"), "").unwrap();
+    std::fs::write(assets.join(marker), "").unwrap();
     pack(&assets);
+    config
+}
+
+#[test]
+fn a_plugin_sleeping_in_describe_is_stopped_at_load() {
+    let _turn = share();
+    let home = Home::new();
+    let config = hostile_with_marker(&home, "sleep-in-describe");
     let cpu = config.limits.cpu;
     let (host, took) = within(cpu * 5, move || PluginHost::load(&config).unwrap());
     println!("a plugin sleeping in describe was stopped after {took:?}");
@@ -248,6 +250,28 @@ fn a_plugin_sleeping_in_describe_is_stopped_at_load() {
         problems[0].reason
     );
     assert!(took < cpu + cpu / 2, "took {took:?} to stop");
+}
+
+#[test]
+fn a_description_with_terminal_escapes_is_refused_at_load() {
+    let _turn = share();
+    let home = Home::new();
+    let config = hostile_with_marker(&home, "escapes-in-describe");
+    let host = PluginHost::load(&config).unwrap();
+    assert!(host.plugin("hostile").is_none());
+    let problems = host.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let reason = &problems[0].reason;
+    // Named, refused, and quoted escaped: the operator's terminal never
+    // receives the raw escape.
+    assert!(
+        reason.contains("summary") && reason.contains("\\u{1b}"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains('\x1b') && !reason.contains('\r'),
+        "{reason:?}"
+    );
 }
 
 #[test]

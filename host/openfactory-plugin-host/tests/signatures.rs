@@ -6,9 +6,10 @@ mod common;
 use std::path::Path;
 
 use common::Home;
+use openfactory_core::capability::Privilege;
 use openfactory_plugin_host::registry::InstallOptions;
 use openfactory_plugin_host::{
-    BundleError, SecretKey, Signer, TrustStore, bundle, registry, signing,
+    BundleError, SecretKey, Signer, TrustStore, bundle, grants, registry, signing,
 };
 
 fn copy(from: &Path, to: &Path) {
@@ -224,7 +225,9 @@ fn replacing_a_plugin_with_another_signers_bundle_needs_consent() {
         "{err}"
     );
 
-    // The same signer replaces without a word.
+    // The same signer replaces without a word, and what was granted stays.
+    let granted = std::collections::BTreeSet::from([Privilege::Sudoers]);
+    grants::save(&home.plugins(), "ssh", &granted).unwrap();
     let same = registry::install_with(
         &home.plugins(),
         &common::bundles().join("ssh"),
@@ -232,6 +235,7 @@ fn replacing_a_plugin_with_another_signers_bundle_needs_consent() {
     )
     .unwrap();
     assert!(!same.replaced.unwrap().signer_changed);
+    assert_eq!(grants::load(&home.plugins(), "ssh"), granted);
 
     // With consent, it is replaced and the change is reported.
     let consent = InstallOptions {
@@ -247,6 +251,8 @@ fn replacing_a_plugin_with_another_signers_bundle_needs_consent() {
         replaced.signer
     );
     assert!(matches!(done.signer, Signer::Trusted { ref comment, .. } if comment == "Mallory"));
+    // A grant trusted the project's code, not Mallory's.
+    assert!(grants::load(&home.plugins(), "ssh").is_empty());
 }
 
 #[test]

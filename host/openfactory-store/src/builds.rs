@@ -160,19 +160,19 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $9, $10, $11) RETURNING {COLUMNS}"
         );
         let row = sqlx::query(&sql)
-        .bind(build.id)
-        .bind(owner.as_str())
-        .bind(build.recipe_digest)
-        .bind(build.recipe_name)
-        .bind(build.recipe_json)
-        .bind(build.plan_json)
-        .bind(&features)
-        .bind(build.retry_of)
-        .bind(now())
-        .bind(build.needs.arch)
-        .bind(i64::try_from(build.needs.disk_bytes).unwrap_or(i64::MAX))
-        .fetch_one(&self.pool)
-        .await?;
+            .bind(build.id)
+            .bind(owner.as_str())
+            .bind(build.recipe_digest)
+            .bind(build.recipe_name)
+            .bind(build.recipe_json)
+            .bind(build.plan_json)
+            .bind(&features)
+            .bind(build.retry_of)
+            .bind(now())
+            .bind(build.needs.arch)
+            .bind(i64::try_from(build.needs.disk_bytes).unwrap_or(i64::MAX))
+            .fetch_one(&self.pool)
+            .await?;
         let created = record(&row)?;
         self.jobs_changed().await;
         Ok(created)

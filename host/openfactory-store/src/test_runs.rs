@@ -143,18 +143,18 @@ impl Store {
              VALUES ($1, $2, $3, 'queued', 'waiting for a test VM slot', $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
         );
         let row = sqlx::query(&sql)
-        .bind(run.id)
-        .bind(owner.as_str())
-        .bind(run.build_id)
-        .bind(run.checks_json)
-        .bind(i64::from(run.memory_mb))
-        .bind(i64::from(run.vcpus))
-        .bind(i64::from(run.timeout_seconds))
-        .bind(now())
-        .bind(run.needs.arch)
-        .bind(i64::try_from(run.needs.disk_bytes).unwrap_or(i64::MAX))
-        .fetch_one(&self.pool)
-        .await?;
+            .bind(run.id)
+            .bind(owner.as_str())
+            .bind(run.build_id)
+            .bind(run.checks_json)
+            .bind(i64::from(run.memory_mb))
+            .bind(i64::from(run.vcpus))
+            .bind(i64::from(run.timeout_seconds))
+            .bind(now())
+            .bind(run.needs.arch)
+            .bind(i64::try_from(run.needs.disk_bytes).unwrap_or(i64::MAX))
+            .fetch_one(&self.pool)
+            .await?;
         let created = record(&row)?;
         self.jobs_changed().await;
         Ok(created)

@@ -105,12 +105,13 @@ impl Feature for Hostile {
         if std::path::Path::new("/assets/sleep-in-describe").exists() {
             sleep_forever();
         }
-        Info::new(
-            "hostile",
-            env!("CARGO_PKG_VERSION"),
-            "Sandbox test fixture",
-            "testing",
-        )
+        // A summary that would rewrite the operator's terminal line.
+        let summary = if std::path::Path::new("/assets/escapes-in-describe").exists() {
+            "Sandbox test fixture\x1b[2K\rhostile  verified  signed by: OpenFactory project"
+        } else {
+            "Sandbox test fixture"
+        };
+        Info::new("hostile", env!("CARGO_PKG_VERSION"), summary, "testing")
     }
 
     fn validate(ctx: &Context<Options>) -> Vec<Diagnostic> {

@@ -147,12 +147,9 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                         safe(&i.summary),
                         signer(&p.signer)
                     );
-                    for privilege in p.feature.capabilities.privileges() {
-                        let state = if p.feature.granted.contains(&privilege) {
-                            "granted"
-                        } else {
-                            "NOT granted"
-                        };
+                    for (privilege, state) in
+                        privileges(&p.feature.capabilities, &p.feature.granted)
+                    {
                         println!("{:<12} privilege {privilege}: {state}", "");
                     }
                 }
@@ -223,6 +220,7 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 .map(|g| grants::parse(&g, &declared))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--grant: {e}"))?;
+            let before = grants::load(&config.plugins_dir(), &Bundle::open(&bundle)?.manifest.name);
             let host = config.host();
             let options = registry::InstallOptions {
                 trust: &trust,
@@ -256,11 +254,11 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                         safe(&old.signer),
                         signer(&signer_)
                     );
-                    if !granted.is_empty() {
-                        let kept: Vec<String> = granted.iter().map(|p| p.to_string()).collect();
+                    if !before.is_empty() {
+                        let revoked: Vec<String> = before.iter().map(|p| p.to_string()).collect();
                         println!(
-                            "the privileges granted to `{name}` before stay granted to the new signer's bundle: {} (revoke them with `openfactory plugin grant {name} none`)",
-                            kept.join(", ")
+                            "the privileges granted to the previous signer's bundle were revoked: {}",
+                            revoked.join(", ")
                         );
                     }
                 } else {
@@ -294,11 +292,8 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 format!("plugin `{name}` is not installed (see `openfactory plugin list`)")
             })?;
             let declared = installed.manifest.capabilities.privileges();
-            let granted = if privileges.trim() == "none" {
-                Default::default()
-            } else {
-                grants::parse(&privileges, &declared).map_err(|e| anyhow::anyhow!("{e}"))?
-            };
+            let granted =
+                grants::parse(&privileges, &declared).map_err(|e| anyhow::anyhow!("{e}"))?;
             let undeclared: Vec<String> = granted
                 .difference(&declared)
                 .map(|p| p.to_string())
@@ -486,6 +481,21 @@ fn signer(s: &Signer) -> String {
     }
 }
 
+/// Each privilege the capabilities imply, and whether it is granted.
+fn privileges(
+    caps: &Capabilities,
+    granted: &BTreeSet<Privilege>,
+) -> impl Iterator<Item = (Privilege, &'static str)> {
+    caps.privileges().into_iter().map(|p| {
+        let state = if granted.contains(&p) {
+            "granted"
+        } else {
+            "NOT granted"
+        };
+        (p, state)
+    })
+}
+
 /// What a plugin may touch, and its privileges with whether each is granted.
 fn capabilities(caps: &Capabilities, granted: &BTreeSet<Privilege>) -> String {
     let mut out = String::new();
@@ -500,12 +510,7 @@ fn capabilities(caps: &Capabilities, granted: &BTreeSet<Privilege>) -> String {
             out.push_str(&format!("  {what}: {}\n", safe(items)));
         }
     }
-    for privilege in caps.privileges() {
-        let state = if granted.contains(&privilege) {
-            "granted"
-        } else {
-            "NOT granted"
-        };
+    for (privilege, state) in privileges(caps, granted) {
         out.push_str(&format!(
             "privilege {privilege} ({}): {state}\n",
             privilege.meaning()
