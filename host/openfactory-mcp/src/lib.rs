@@ -8,16 +8,21 @@
 //! which puts them behind its Host check, rate limits and API keys); and
 //! stdio, which [`serve_stdio`] serves.
 
+pub mod complete;
 pub mod http;
 pub mod jsonrpc;
+pub mod prompts;
+pub mod resources;
 pub mod sse;
 pub mod tools;
+pub mod watch;
 pub mod wording;
 
 use std::sync::Arc;
 
 pub use http::{
-    ACCOUNT_PATH, MAX_MESSAGE, RESOURCE_PATHS, refused, requires_account, resource_path, router,
+    ACCOUNT_PATH, MAX_MESSAGE, RESOURCE_PATHS, rate_limited, refused, requires_account,
+    resource_path, router,
 };
 use openfactory_service::{App, OwnerPolicy};
 use openfactory_store::OwnerId;

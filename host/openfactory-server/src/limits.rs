@@ -109,14 +109,20 @@ pub async fn check(
     match limits.limiter.check(&who) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
+            let message = format!(
+                "rate limit: at most {} requests a minute from {what}; wait {wait} s and try again",
+                limits.limiter.per_minute()
+            );
+            // An MCP endpoint answers in JSON-RPC, to the request's id.
+            if openfactory_mcp::resource_path(request.uri().path()).is_some() {
+                let body = axum::body::to_bytes(request.into_body(), crate::MAX_BODY)
+                    .await
+                    .unwrap_or_default();
+                return openfactory_mcp::rate_limited(&body, &message, wait);
+            }
             let mut response = (
                 StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(json!({
-                    "error": format!(
-                        "rate limit: at most {} requests a minute from {what}; wait {wait} s and try again",
-                        limits.limiter.per_minute()
-                    )
-                })),
+                axum::Json(json!({ "error": message })),
             )
                 .into_response();
             response.headers_mut().insert(

@@ -168,6 +168,7 @@ impl OpenFactoryServer {
             let owner = self.caller(&ctx).await?;
             let (app, owner, id) = (&*self.app, &owner, &args.build_id);
             let record = wait_with_progress(
+                self,
                 &ctx,
                 Duration::from_secs(args.wait_seconds as u64),
                 move || async move { builds::find(app, owner, id).await.map_err(tool_error) },

@@ -7,8 +7,16 @@ use std::sync::Arc;
 use openfactory_store::OwnerId;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Json;
-use rmcp::model::{Implementation, InitializeResult, ServerCapabilities};
+#[allow(deprecated)] // resources/subscribe and logging: 2025-11-25 clients use them.
+use rmcp::model::{
+    CompleteRequestParams, CompleteResult, ErrorData, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
+};
 use rmcp::service::RequestContext;
+use rmcp::service::SubscriptionContext;
 use rmcp::{RoleServer, ServerHandler, tool_handler};
 use tracing::Instrument;
 
@@ -18,6 +26,7 @@ use openfactory_service::owner::OwnerPolicy;
 pub mod args;
 mod builds;
 mod recipes;
+mod surface;
 mod test_runs;
 #[cfg(test)]
 mod tests;
@@ -32,6 +41,11 @@ pub struct OpenFactoryServer {
     policy: Arc<OwnerPolicy>,
     owner: Option<OwnerId>,
     tool_router: ToolRouter<OpenFactoryServer>,
+    /// What `logging/setLevel` asked for in this session.
+    #[allow(deprecated)]
+    log_level: Arc<std::sync::Mutex<Option<rmcp::model::LoggingLevel>>>,
+    /// This session's `resources/subscribe` watches; they end with it.
+    subscriptions: Arc<crate::watch::Subscriptions>,
 }
 
 pub(crate) type ToolResult<T> = Result<Json<T>, String>;
@@ -48,6 +62,8 @@ impl OpenFactoryServer {
             policy,
             owner,
             tool_router: Self::router(),
+            log_level: Arc::default(),
+            subscriptions: Arc::default(),
         }
     }
 
@@ -97,6 +113,7 @@ impl OpenFactoryServer {
     }
 }
 
+#[allow(deprecated)] // logging/setLevel and resources/subscribe: 2025-11-25 clients use them.
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for OpenFactoryServer {
     fn get_info(&self) -> InitializeResult {
@@ -104,6 +121,10 @@ impl ServerHandler for OpenFactoryServer {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
+                .enable_prompts()
+                .enable_completions()
+                .enable_logging()
                 .build(),
         )
             .with_server_info(Implementation::new("openfactory", env!("CARGO_PKG_VERSION")))
@@ -111,54 +132,94 @@ impl ServerHandler for OpenFactoryServer {
                 "OpenFactory builds bootable Debian images from recipes. Browse with list_recipe_categories and \
                  list_recipes, inspect with get_recipe and list_features, check with validate_recipe and plan_recipe, \
                  customise a template with create_recipe_from_template, then build with create_build and follow it with \
-                 get_build_status (wait_seconds) until get_iso_download_url gives the ISO.",
+                 get_build_status (wait_seconds) until get_iso_download_url gives the ISO. Builds, test runs, recipes \
+                 and VMs are also resources (build://{build_id}, build://{build_id}/log, test-run://{run_id}, \
+                 recipe://{recipe_id}, vm://{vm_name}); subscribe to one to be told when it changes.",
             )
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(self.prompts_list())
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        self.prompt(request).await.map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        self.completion(request, &ctx).await
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.set_log_level(request.level);
+        Ok(())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        self.resources_list(&ctx).await
     }
 
     async fn list_resource_templates(
         &self,
-        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _request: Option<PaginatedRequestParams>,
         _ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ListResourceTemplatesResult, rmcp::ErrorData> {
-        let mut log = rmcp::model::ResourceTemplate::new("build://{build_id}/log", "build-log");
-        log.title = Some("Build log".into());
-        log.description = Some("The full log of one of your builds.".into());
-        log.mime_type = Some("text/plain".into());
-        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
-            vec![log],
-        ))
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(self.resource_templates())
     }
 
     async fn read_resource(
         &self,
-        request: rmcp::model::ReadResourceRequestParams,
+        request: ReadResourceRequestParams,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
-        let not_found = |message: String| rmcp::ErrorData::resource_not_found(message, None);
-        let Some(id) = request
-            .uri
-            .strip_prefix("build://")
-            .and_then(|rest| rest.strip_suffix("/log"))
-        else {
-            return Err(not_found(format!(
-                "unknown resource `{}`; the server has build://{{build_id}}/log",
-                openfactory_core::rules::truncate(&request.uri, 100)
-            )));
-        };
-        let id = openfactory_service::BuildId::parse("build_id", id)
-            .map_err(|e| not_found(tool_error(e)))?;
-        let owner = self.caller(&ctx).await.map_err(not_found)?;
-        let log = openfactory_service::builds::log(&self.app, &owner, &id, Some(5000))
-            .await
-            .map_err(|e| not_found(tool_error(e)))?;
-        let mut text = log.lines.join("\n");
-        text.push('\n');
-        Ok(
-            rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
-                text,
-                request.uri.clone(),
-            )])
-            .into(),
-        )
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.resource(request, &ctx).await.map(Into::into)
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscribe_to(&request.uri, &ctx).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.unsubscribe_from(&request.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(Self::subscription_filter(requested))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        self.listen_to(context).await
     }
 }

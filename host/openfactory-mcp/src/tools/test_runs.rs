@@ -181,6 +181,7 @@ impl OpenFactoryServer {
             let junit = args.format == Some(ReportFormat::Junit);
             let (app, owner, id) = (&*self.app, &owner, &args.run_id);
             let run = wait_with_progress(
+                self,
                 &ctx,
                 Duration::from_secs(args.wait_seconds as u64),
                 move || async move { test_runs::find(app, owner, id).await.map_err(tool_error) },

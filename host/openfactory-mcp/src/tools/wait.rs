@@ -32,8 +32,11 @@ impl Progress {
 
 /// Fetch with `fetch` until what it gives is no longer active or `wait` has passed; the last
 /// answer. When the caller gave a progress token (and `wait` is not zero), a progress
-/// notification goes out first and then each time the progress changes.
+/// notification goes out first and then each time the progress changes; and when the
+/// client asked for log messages (`logging/setLevel`, or the request's log level), an
+/// info message too.
 pub(crate) async fn wait_with_progress<R, Fut>(
+    server: &super::OpenFactoryServer,
     ctx: &RequestContext<RoleServer>,
     wait: Duration,
     fetch: impl FnMut() -> Fut,
@@ -47,6 +50,12 @@ where
         let token = token.clone();
         let peer = ctx.peer.clone();
         async move {
+            server
+                .log_info(
+                    ctx,
+                    serde_json::json!({ "message": now.message, "percent": now.percent }),
+                )
+                .await;
             let Some(token) = token else { return };
             // A client that went away misses a notification; the answer still goes out.
             let _ = peer

@@ -1,0 +1,151 @@
+"""The MCP surface around the tools, through the official Python SDK on both HTTP transports: prompts for what
+people ask (their arguments checked and completed), completions owner-scoped, builds, test runs, recipes and VMs
+as resources (a missing one names its URI in `data`), subscriptions that tell a client when a build changes, and
+log messages for build progress when a client asks for them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
+from mcp.types import PromptReference, ResourceTemplateReference
+
+import ofmcp
+from ofmcp import ok
+
+pytestmark = pytest.mark.anyio
+
+PROMPTS = {"build_server", "build_template", "test_latest_build", "show_test_results", "create_vm_from_latest_build"}
+TEMPLATES = {"build://{build_id}", "build://{build_id}/log", "test-run://{run_id}", "recipe://{recipe_id}", "vm://{vm_name}"}
+
+
+@asynccontextmanager
+async def listening(server, ip: str):
+    """A Streamable HTTP session that keeps every notification it receives (in `.seen`)."""
+    seen: list = []
+
+    async def handler(message) -> None:
+        if not isinstance(message, Exception):
+            seen.append(message)
+
+    async with ofmcp.http_client(ip) as client:
+        async with streamable_http_client(f"{server.base}/api/mcp", http_client=client) as (read, write):
+            async with ClientSession(read, write, read_timeout_seconds=ofmcp.REQUEST_TIMEOUT, message_handler=handler) as s:
+                await s.initialize()
+                s.seen = seen
+                yield s
+
+
+def notified(seen: list, method: str) -> list:
+    out = []
+    for m in seen:
+        root = getattr(m, "root", m)
+        if getattr(root, "method", None) == method:
+            out.append(root)
+    return out
+
+
+async def eventually(check, budget: float = 15.0):
+    deadline = asyncio.get_running_loop().time() + budget
+    while not (found := check()):
+        if asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["sse", "http"])
+async def test_prompts_say_what_to_call_and_name_a_bad_argument(connect, kind):
+    async with connect(kind, ip="127.0.0.141") as s:
+        listed = {p.name: p for p in (await s.list_prompts()).prompts}
+        assert set(listed) == PROMPTS, sorted(listed)
+        template = listed["build_template"]
+        assert [(a.name, a.required) for a in template.arguments] == [("template", True), ("packages", False)]
+
+        # The reference document's own example, as one prompt.
+        got = await s.get_prompt("build_template", {"template": "gxp-medtech", "packages": "vim, htop"})
+        text = got.messages[0].content.text
+        assert got.messages[0].role == "user"
+        assert "`gxp-medtech` template with these extra packages: vim, htop" in text, text
+        assert "create_recipe_from_template" in text and "create_build" in text and "get_iso_download_url" in text, text
+
+        for name, args, said in (
+            ("build_template", {"template": "gxp-medtec"}, "argument `template`: unknown template `gxp-medtec`; did you mean `gxp-medtech`?"),
+            ("build_server", {"features": "ssh, dockr"}, "unknown feature `dockr`; did you mean `docker`?"),
+            ("build_server", {}, "argument `features`: required"),
+            ("no_such_prompt", {}, "unknown prompt `no_such_prompt`"),
+        ):
+            with pytest.raises(McpError) as e:
+                await s.get_prompt(name, args)
+            assert said in e.value.error.message, (name, e.value.error.message)
+
+
+async def test_completions_fill_names_and_only_the_callers_ids(connect):
+    async with connect("http", ip="127.0.0.142") as s:
+        done = await s.complete(PromptReference(type="ref/prompt", name="build_template"), {"name": "template", "value": "gxp"})
+        assert done.completion.values == ["gxp-medtech"], done
+        done = await s.complete(PromptReference(type="ref/prompt", name="build_server"), {"name": "features", "value": "ssh, dock"})
+        assert done.completion.values == ["ssh, docker"], done
+        done = await s.complete(PromptReference(type="ref/prompt", name="build_server"), {"name": "base_image", "value": ""})
+        assert done.completion.values == ["debian-bookworm", "debian-trixie"], done
+        # An argument of free text, or one nobody has, completes to nothing (and is no error).
+        for ref, name in ((PromptReference(type="ref/prompt", name="build_template"), "packages"),
+                          (PromptReference(type="ref/prompt", name="nope"), "x")):
+            assert (await s.complete(ref, {"name": name, "value": "v"})).completion.values == []
+
+        recipe = (await ok(s, "create_recipe_from_template", {"template_id": "debian-minimal-server", "name": "completed-mine"}))["id"]
+        recipe_ref = ResourceTemplateReference(type="ref/resource", uri="recipe://{recipe_id}")
+        done = await s.complete(recipe_ref, {"name": "recipe_id", "value": "completed-"})
+        assert done.completion.values == [recipe], done
+    # Another address is another owner: its completions do not know the recipe.
+    async with connect("http", ip="127.0.0.143") as other:
+        done = await other.complete(recipe_ref, {"name": "recipe_id", "value": "completed-"})
+        assert done.completion.values == [], done
+
+
+async def test_resources_are_listed_read_and_a_missing_one_names_its_uri(connect):
+    async with connect("sse", ip="127.0.0.144") as s:
+        templates = {t.uriTemplate for t in (await s.list_resource_templates()).resourceTemplates}
+        assert templates == TEMPLATES, sorted(templates)
+        listed = {str(r.uri) for r in (await s.list_resources()).resources}
+        assert "recipe://gxp-medtech" in listed, sorted(listed)[:10]
+        read = await s.read_resource("recipe://gxp-medtech")
+        body = json.loads(read.contents[0].text)
+        assert read.contents[0].mimeType == "application/json" and body["id"] == "gxp-medtech", body
+        assert len(body["recipe_digest"]) == 64, body
+        for uri in ("build://0123456789ab", "test-run://0123456789ab", "vm://nobody", "recipe://nothing-here",
+                    "test://static-text", "build://../../etc/passwd"):
+            with pytest.raises(McpError) as e:
+                await s.read_resource(uri)
+            assert e.value.error.code == -32002 and e.value.error.data == {"uri": uri}, (uri, e.value.error)
+
+
+@pytest.mark.deadline(300)
+async def test_a_subscriber_is_told_when_its_build_changes_and_progress_is_logged(server):
+    async with listening(server, "127.0.0.145") as s:
+        created = await ok(s, "create_build", {"recipe": {"name": "watched", "base_image": "debian-bookworm"}})
+        uri = f"build://{created['build_id']}"
+        await s.subscribe_resource(uri)
+        await s.set_logging_level("info")
+        # A wait on the build logs its progress, once the client asked for log messages.
+        await ok(s, "get_build_status", {"build_id": created["build_id"], "wait_seconds": 1})
+        logged = await eventually(lambda: [m for m in notified(s.seen, "notifications/message") if m.params.logger == "openfactory"])
+        assert logged and "percent" in logged[0].params.data, s.seen
+        # Cancelling changes the build: the subscriber is told, with the build's URI.
+        await ok(s, "cancel_build", {"build_id": created["build_id"]})
+        updates = await eventually(lambda: [m for m in notified(s.seen, "notifications/resources/updated") if str(m.params.uri) == uri])
+        assert updates, f"no notifications/resources/updated for {uri}: {s.seen}"
+        final = json.loads((await s.read_resource(uri)).contents[0].text)
+        assert final["status"] in ("cancelled", "running"), final
+        await s.unsubscribe_resource(uri)
+
+    # Another owner cannot subscribe to it.
+    async with listening(server, "127.0.0.146") as other:
+        with pytest.raises(McpError) as e:
+            await other.subscribe_resource(uri)
+        assert e.value.error.data == {"uri": uri} and "watched" not in e.value.error.message, e.value.error
