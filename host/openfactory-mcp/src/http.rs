@@ -121,11 +121,16 @@ pub fn router(
     } else {
         config.with_allowed_hosts(allowed_hosts)
     };
+    // One store of recent events for both endpoints: a client that
+    // reconnects with `Last-Event-ID` gets what it missed.
+    let events = Arc::new(crate::events::RecentEvents::default());
     let streamable = |config| {
         let (app, owners) = (app.clone(), owners.clone());
         StreamableHttpService::new(
             move || Ok(OpenFactoryServer::new(app.clone(), owners.clone(), None)),
-            LocalSessionManager::default().into(),
+            LocalSessionManager::default()
+                .with_event_store(events.clone())
+                .into(),
             config,
         )
     };

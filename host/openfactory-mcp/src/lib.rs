@@ -9,6 +9,7 @@
 //! stdio, which [`serve_stdio`] serves.
 
 pub mod complete;
+pub mod events;
 pub mod http;
 pub mod jsonrpc;
 pub mod prompts;
