@@ -81,7 +81,7 @@ async def test_no_tool_and_no_route_reaches_another_owners_things(server):
         "vm://{vm_name}": "vm://a-vm",
     }
     async with ofmcp.unwrapped(ofmcp.http_session("http", server.base, ip="127.0.0.101", headers=a_auth)) as a:
-        templates = {t.uriTemplate: t for t in (await a.list_resource_templates()).resourceTemplates}
+        templates = {t.uri_template: t for t in (await a.list_resource_templates()).resource_templates}
         assert set(templates) == set(resources), sorted(set(templates) ^ set(resources))
         for uri in resources.values():
             assert (await a.read_resource(uri)).contents, uri

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import McpError
+from mcp.shared.exceptions import MCPError as McpError
 from mcp.types import PromptReference, ResourceTemplateReference
 
 import ofmcp
@@ -110,13 +110,13 @@ async def test_completions_fill_names_and_only_the_callers_ids(connect):
 
 async def test_resources_are_listed_read_and_a_missing_one_names_its_uri(connect):
     async with connect("sse", ip="127.0.0.144") as s:
-        templates = {t.uriTemplate for t in (await s.list_resource_templates()).resourceTemplates}
+        templates = {t.uri_template for t in (await s.list_resource_templates()).resource_templates}
         assert templates == TEMPLATES, sorted(templates)
         listed = {str(r.uri) for r in (await s.list_resources()).resources}
         assert "recipe://gxp-medtech" in listed, sorted(listed)[:10]
         read = await s.read_resource("recipe://gxp-medtech")
         body = json.loads(read.contents[0].text)
-        assert read.contents[0].mimeType == "application/json" and body["id"] == "gxp-medtech", body
+        assert read.contents[0].mime_type == "application/json" and body["id"] == "gxp-medtech", body
         assert len(body["recipe_digest"]) == 64, body
         for uri in ("build://0123456789ab", "test-run://0123456789ab", "vm://nobody", "recipe://nothing-here",
                     "test://static-text", "build://../../etc/passwd"):
