@@ -116,7 +116,10 @@ impl EventStore for RecentEvents {
         Ok(id)
     }
 
-    async fn replay_events_after(&self, last_event_id: &str) -> Result<EventStream, EventStoreError> {
+    async fn replay_events_after(
+        &self,
+        last_event_id: &str,
+    ) -> Result<EventStream, EventStoreError> {
         let events = {
             let mut recent = self.recent.lock().expect("events lock");
             recent.evict(Instant::now());

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openfactory_service::{App, builds, test_runs, vms};
+use openfactory_service::{App, builds, recipes, test_runs, vms};
 use openfactory_store::OwnerId;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,7 @@ pub const POLL: Duration = Duration::from_secs(1);
 pub const MAX_PER_SESSION: usize = 32;
 
 /// What a resource is now, as a word that changes when it changes; `None`
-/// when it is not (or no longer) the owner's. Recipes do not change.
+/// when it is not (or no longer) the owner's (a recipe's is its digest).
 pub async fn version(app: &App, owner: &OwnerId, resource: &Resource) -> Option<String> {
     match resource {
         Resource::Build(id) | Resource::BuildLog(id) => builds::find(app, owner, id)
@@ -36,7 +36,10 @@ pub async fn version(app: &App, owner: &OwnerId, resource: &Resource) -> Option<
             .await
             .ok()
             .map(|v| format!("{:?}|{:?}", v.state, v.stopped_unexpectedly_at)),
-        Resource::Recipe(_) => Some(String::new()),
+        Resource::Recipe(id) => recipes::get(app, Some(owner), id)
+            .await
+            .ok()
+            .map(|r| r.recipe_digest.unwrap_or_default()),
     }
 }
 
