@@ -9,11 +9,12 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Json;
 #[allow(deprecated)] // resources/subscribe and logging: 2025-11-25 clients use them.
 use rmcp::model::{
-    CompleteRequestParams, CompleteResult, ErrorData, GetPromptRequestParams, GetPromptResponse,
-    Implementation, InitializeResult, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    ServerCapabilities, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter,
-    UnsubscribeRequestParams,
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CompleteRequestParams,
+    CompleteResult, ErrorData, GetPromptRequestParams, GetPromptResponse, GetTaskParams,
+    GetTaskResult, Implementation, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, SetLevelRequestParams,
+    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::service::SubscriptionContext;
@@ -27,6 +28,7 @@ pub mod args;
 mod builds;
 mod recipes;
 mod surface;
+mod tasks;
 mod test_runs;
 #[cfg(test)]
 mod tests;
@@ -125,6 +127,7 @@ impl ServerHandler for OpenFactoryServer {
                 .enable_prompts()
                 .enable_completions()
                 .enable_logging()
+                .enable_tasks()
                 .build(),
         )
             .with_server_info(Implementation::new("openfactory", env!("CARGO_PKG_VERSION")))
@@ -136,6 +139,52 @@ impl ServerHandler for OpenFactoryServer {
                  and VMs are also resources (build://{build_id}, build://{build_id}/log, test-run://{run_id}, \
                  recipe://{recipe_id}, vm://{vm_name}); subscribe to one to be told when it changes.",
             )
+    }
+
+    /// A tool call; one that starts long work, from a client that declared
+    /// the tasks extension, answers with a task backed by its record.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let wants_task = ctx
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
+        let tool = request.name.to_string();
+        let answer = self
+            .tool_router
+            .call(rmcp::handler::server::tool::ToolCallContext::new(
+                self, request, ctx,
+            ))
+            .await?;
+        match answer {
+            CallToolResponse::Complete(result) if wants_task => {
+                Ok(match tasks::created(&tool, &result) {
+                    Some(task) => CallToolResponse::Task(task),
+                    None => CallToolResponse::Complete(result),
+                })
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.task(&request.task_id, &ctx)
+            .await
+            .map(GetTaskResult::new)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.cancel_task_of(&request.task_id, &ctx).await
     }
 
     async fn list_prompts(
