@@ -149,3 +149,62 @@ async def test_a_subscriber_is_told_when_its_build_changes_and_progress_is_logge
         with pytest.raises(McpError) as e:
             await other.subscribe_resource(uri)
         assert e.value.error.data == {"uri": uri} and "watched" not in e.value.error.message, e.value.error
+
+
+# ------------------------------------------------------------------ tasks (2026-07-28, SEP-2663), on the wire
+
+TASKS = "io.modelcontextprotocol/tasks"
+
+
+async def modern(http, method: str, params: dict, name: str | None = None, tasks: bool = True) -> dict:
+    """One stateless 2026-07-28 request (no session): its JSON-RPC answer."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "openfactory-tests", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS: {}}} if tasks else {}}
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+    if name is not None:
+        headers["Mcp-Name"] = name
+    r = await http.post("/api/mcp", json={"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}},
+                        headers=headers)
+    assert r.status_code in (200, 400), r.text
+    for line in r.text.splitlines() if r.headers["content-type"].startswith("text/event-stream") else [r.text]:
+        body = line.removeprefix("data: ")
+        if body.startswith("{"):
+            return json.loads(body)
+    raise AssertionError(r.text)
+
+
+@pytest.mark.deadline(300)
+async def test_a_build_asked_for_as_a_task_is_its_record_and_cancels(server):
+    recipe = {"recipe": {"name": "tasked", "base_image": "debian-bookworm"}}
+    async with ofmcp.http_client("127.0.0.147") as http:
+        http.base_url = server.base
+        # A client that declares the tasks extension gets a task named after the build record.
+        created = (await modern(http, "tools/call", {"name": "create_build", "arguments": recipe}, name="create_build"))["result"]
+        assert created["resultType"] == "task" and created["status"] == "working", created
+        task_id = created["taskId"]
+        assert task_id.startswith("build:") and created["pollIntervalMs"] > 0, created
+        build_id = task_id.removeprefix("build:")
+        got = (await modern(http, "tasks/get", {"taskId": task_id}, name=task_id))["result"]
+        assert got["taskId"] == task_id and got["status"] in ("working", "completed"), got
+        # Cancelling the task cancels the build; the task then says so (or, if it finished first, completed).
+        assert (await modern(http, "tasks/cancel", {"taskId": task_id}, name=task_id))["result"] == {"resultType": "complete"}
+        deadline = asyncio.get_running_loop().time() + 60
+        while (got := (await modern(http, "tasks/get", {"taskId": task_id}, name=task_id))["result"])["status"] == "working":
+            assert asyncio.get_running_loop().time() < deadline, got
+            await asyncio.sleep(1)
+        assert got["status"] in ("cancelled", "completed"), got
+        # A client that does not declare the extension keeps the immediate answer.
+        plain = (await modern(http, "tools/call", {"name": "create_build", "arguments": recipe}, name="create_build", tasks=False))["result"]
+        assert plain.get("resultType") != "task" and plain["structuredContent"]["build_id"], plain
+        await modern(http, "tools/call", {"name": "cancel_build", "arguments": {"build_id": plain["structuredContent"]["build_id"]}}, name="cancel_build")
+        # A task id that is nobody's, or not a task id at all, is invalid params.
+        for bad in ("build:000000000000", "vm:web", "nonsense"):
+            error = (await modern(http, "tasks/get", {"taskId": bad}, name=bad))["error"]
+            assert error["code"] == -32602 and "taskId" in error["message"], error
+    # Another owner cannot see or cancel it.
+    async with ofmcp.http_client("127.0.0.148") as http:
+        http.base_url = server.base
+        for method in ("tasks/get", "tasks/cancel"):
+            error = (await modern(http, method, {"taskId": task_id}, name=task_id))["error"]
+            assert error["code"] == -32602 and "tasked" not in error["message"] and build_id in error["message"], error

@@ -136,9 +136,4 @@ impl Subscriptions {
             token.cancel();
         }
     }
-
-    /// How many resources are watched.
-    pub fn len(&self) -> usize {
-        self.each.lock().expect("subscriptions lock").len()
-    }
 }
