@@ -418,31 +418,9 @@ pub fn pack(
     capabilities: &Capabilities,
     key: Option<&SecretKey>,
 ) -> Result<Bundle, BundleError> {
-    pack_impl(
+    pack_with(
         out,
         false,
-        name,
-        version,
-        component,
-        assets,
-        capabilities,
-        key,
-    )
-}
-
-/// [`pack`], replacing whatever `out` is (`plugin pack --force`).
-pub fn pack_forced(
-    out: &Path,
-    name: &str,
-    version: &str,
-    component: &Path,
-    assets: Option<&Path>,
-    capabilities: &Capabilities,
-    key: Option<&SecretKey>,
-) -> Result<Bundle, BundleError> {
-    pack_impl(
-        out,
-        true,
         name,
         version,
         component,
@@ -499,8 +477,10 @@ fn out_refusal(out: &Path) -> Result<Option<String>, BundleError> {
     })
 }
 
+/// [`pack`]; with `force`, whatever `out` is gets replaced (`plugin pack --force`),
+/// still only once the new bundle is complete.
 #[allow(clippy::too_many_arguments)]
-fn pack_impl(
+pub fn pack_with(
     out: &Path,
     force: bool,
     name: &str,

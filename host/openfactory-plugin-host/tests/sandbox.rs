@@ -337,7 +337,12 @@ fn attack_with(host: &dyn FeatureSet, what: &str, spin: u64) -> plan::Outcome {
 
 #[test]
 fn one_plan_has_one_budget_per_plugin() {
-    let (home, host, _turn) = hostile_host();
+    // Alone: the calibration below must hold while the attack runs.
+    let _alone = alone();
+    let home = Home::new();
+    home.install(&common::test_bundles().join("hostile"))
+        .unwrap();
+    let host = home.load();
     let limits = host.limits();
     // Calibrate: how many rounds of busy work a call does per second here.
     let probe = 100_000_000;

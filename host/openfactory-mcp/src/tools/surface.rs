@@ -50,7 +50,24 @@ fn json<T: Serialize>(uri: &str, value: &T) -> Result<ReadResourceResult, ErrorD
     ]))
 }
 
+/// A service error where the protocol (not a tool) answers: an internal error
+/// with the service's words.
+pub(crate) fn internal(e: openfactory_service::Error) -> ErrorData {
+    ErrorData::internal_error(tool_error(e), None)
+}
+
 impl OpenFactoryServer {
+    /// The caller of a protocol request (not a tool call): its refusal is an
+    /// invalid request.
+    pub(crate) async fn protocol_caller(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<openfactory_store::OwnerId, ErrorData> {
+        self.caller(ctx)
+            .await
+            .map_err(|e| ErrorData::invalid_request(e, None))
+    }
+
     /// The level the client asked for: this request's (2026-07-28), else the
     /// session's (`logging/setLevel`); `None`: no log messages.
     pub(crate) fn log_level(&self, ctx: &RequestContext<RoleServer>) -> Option<LoggingLevel> {
@@ -159,51 +176,46 @@ impl OpenFactoryServer {
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Vec<String>, ErrorData> {
         let app = &*self.app;
-        let owner = || async {
-            self.caller(ctx)
-                .await
-                .map_err(|e| ErrorData::invalid_request(e, None))
-        };
         Ok(match names {
             Names::Text => Vec::new(),
             Names::Template => self.template_ids().await,
             Names::Features => self.offer(Vec::new()).features,
             Names::Base => self.offer(Vec::new()).bases,
             Names::Recipe => {
-                let owner = owner().await?;
+                let owner = self.protocol_caller(ctx).await?;
                 recipes::list(app, Some(&owner), None, None)
                     .await
-                    .map_err(|e| ErrorData::internal_error(tool_error(e), None))?
+                    .map_err(internal)?
                     .recipes
                     .into_iter()
                     .map(|r| r.id)
                     .collect()
             }
             Names::Build => {
-                let owner = owner().await?;
+                let owner = self.protocol_caller(ctx).await?;
                 builds::list(app, &owner, None, Some(100))
                     .await
-                    .map_err(|e| ErrorData::internal_error(tool_error(e), None))?
+                    .map_err(internal)?
                     .builds
                     .into_iter()
                     .map(|b| b.build_id)
                     .collect()
             }
             Names::TestRun => {
-                let owner = owner().await?;
+                let owner = self.protocol_caller(ctx).await?;
                 test_runs::list(app, &owner, None, Some(100))
                     .await
-                    .map_err(|e| ErrorData::internal_error(tool_error(e), None))?
+                    .map_err(internal)?
                     .runs
                     .into_iter()
                     .map(|r| r.run_id)
                     .collect()
             }
             Names::Vm => {
-                let owner = owner().await?;
+                let owner = self.protocol_caller(ctx).await?;
                 vms::list(app, &owner, None)
                     .await
-                    .map_err(|e| ErrorData::internal_error(tool_error(e), None))?
+                    .map_err(internal)?
                     .vms
                     .into_iter()
                     .map(|v| v.name)
@@ -223,15 +235,11 @@ impl OpenFactoryServer {
         ctx: &RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let app = &*self.app;
-        let owner = self
-            .caller(ctx)
-            .await
-            .map_err(|e| ErrorData::invalid_request(e, None))?;
-        let failed = |e| ErrorData::internal_error(tool_error(e), None);
+        let owner = self.protocol_caller(ctx).await?;
         let mut out = Vec::new();
         for b in builds::list(app, &owner, None, Some(LISTED))
             .await
-            .map_err(failed)?
+            .map_err(internal)?
             .builds
         {
             out.push(
@@ -253,7 +261,7 @@ impl OpenFactoryServer {
         }
         for r in test_runs::list(app, &owner, None, Some(LISTED))
             .await
-            .map_err(failed)?
+            .map_err(internal)?
             .runs
         {
             out.push(
@@ -265,7 +273,7 @@ impl OpenFactoryServer {
                 .with_mime_type("application/json"),
             );
         }
-        for v in vms::list(app, &owner, None).await.map_err(failed)?.vms {
+        for v in vms::list(app, &owner, None).await.map_err(internal)?.vms {
             out.push(
                 rmcp::model::Resource::new(format!("vm://{}", v.name), format!("vm {}", v.name))
                     .with_title(format!("VM {} ({:?})", v.name, v.state).to_lowercase())
@@ -274,7 +282,7 @@ impl OpenFactoryServer {
         }
         for r in recipes::list(app, Some(&owner), None, None)
             .await
-            .map_err(failed)?
+            .map_err(internal)?
             .recipes
         {
             out.push(
@@ -297,10 +305,7 @@ impl OpenFactoryServer {
     ) -> Result<ReadResourceResult, ErrorData> {
         let uri = request.uri.as_str();
         let resource = Resource::parse(uri)?;
-        let owner = self
-            .caller(ctx)
-            .await
-            .map_err(|e| ErrorData::invalid_request(e, None))?;
+        let owner = self.protocol_caller(ctx).await?;
         let app = &*self.app;
         let missing = |e| resources::not_found(uri, tool_error(e));
         match &resource {
@@ -338,10 +343,7 @@ impl OpenFactoryServer {
         ctx: &RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let resource = Resource::parse(uri)?;
-        let owner = self
-            .caller(ctx)
-            .await
-            .map_err(|e| ErrorData::invalid_request(e, None))?;
+        let owner = self.protocol_caller(ctx).await?;
         if watch::version(&self.app, &owner, &resource).await.is_none() {
             return Err(resources::not_found(
                 uri,
@@ -380,10 +382,7 @@ impl OpenFactoryServer {
         subscription: rmcp::service::SubscriptionContext,
     ) -> Result<(), ErrorData> {
         let ctx = subscription.request_context().clone();
-        let owner = self
-            .caller(&ctx)
-            .await
-            .map_err(|e| ErrorData::invalid_request(e, None))?;
+        let owner = self.protocol_caller(&ctx).await?;
         let resources: Vec<Resource> = subscription
             .accepted()
             .resource_subscriptions

@@ -7,7 +7,7 @@
 //! stops the run. Clients that do not declare it keep the immediate answer.
 
 use openfactory_service::{BuildId, RunId, builds, test_runs};
-use openfactory_store::{BuildStatus, OwnerId, TestRunStatus};
+use openfactory_store::{BuildStatus, TestRunStatus};
 use rmcp::model::{
     CallToolResult, ContentBlock as Content, CreateTaskResult, DetailedTask, ErrorData, Task,
     TaskPayload, TaskStatus,
@@ -80,6 +80,12 @@ pub fn created(tool: &str, answer: &CallToolResult) -> Option<CreateTaskResult> 
     Some(CreateTaskResult::new(task))
 }
 
+/// A task id the caller cannot have: another owner's is answered as a
+/// missing one.
+fn unknown_task(e: openfactory_service::Error) -> ErrorData {
+    ErrorData::invalid_params(format!("taskId: {}", tool_error(e)), None)
+}
+
 fn structured<T: serde::Serialize>(
     value: &T,
     error: Option<String>,
@@ -105,15 +111,6 @@ fn structured<T: serde::Serialize>(
 }
 
 impl OpenFactoryServer {
-    async fn task_owner(
-        &self,
-        ctx: &rmcp::service::RequestContext<rmcp::RoleServer>,
-    ) -> Result<OwnerId, ErrorData> {
-        self.caller(ctx)
-            .await
-            .map_err(|e| ErrorData::invalid_request(e, None))
-    }
-
     /// `tasks/get`: the record's state as a task; another owner's, or none,
     /// is an invalid task id (nothing is revealed).
     pub(crate) async fn task(
@@ -122,19 +119,18 @@ impl OpenFactoryServer {
         ctx: &rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<DetailedTask, ErrorData> {
         let task = TaskRef::parse(task_id)?;
-        let owner = self.task_owner(ctx).await?;
-        let unknown = |e: openfactory_service::Error| {
-            ErrorData::invalid_params(format!("taskId: {}", tool_error(e)), None)
-        };
+        let owner = self.protocol_caller(ctx).await?;
         let app = &*self.app;
         let (created, updated, message, payload) = match &task {
             TaskRef::Build(id) => {
-                let b = builds::find(app, &owner, id).await.map_err(unknown)?;
+                let b = builds::find(app, &owner, id).await.map_err(unknown_task)?;
                 let payload = match b.status {
                     BuildStatus::Queued | BuildStatus::Running => TaskPayload::Working,
                     BuildStatus::Cancelled => TaskPayload::Cancelled,
                     BuildStatus::Completed | BuildStatus::Failed => {
-                        let details = builds::details(app, &owner, id).await.map_err(unknown)?;
+                        let details = builds::details(app, &owner, id)
+                            .await
+                            .map_err(unknown_task)?;
                         let error = (b.status == BuildStatus::Failed).then(|| {
                             format!("the build failed: {}", b.error.clone().unwrap_or_default())
                         });
@@ -151,7 +147,9 @@ impl OpenFactoryServer {
                 (b.created_at, updated, b.message, payload)
             }
             TaskRef::TestRun(id) => {
-                let r = test_runs::find(app, &owner, id).await.map_err(unknown)?;
+                let r = test_runs::find(app, &owner, id)
+                    .await
+                    .map_err(unknown_task)?;
                 let payload = match r.status {
                     TestRunStatus::Queued | TestRunStatus::Running => TaskPayload::Working,
                     TestRunStatus::Stopped => TaskPayload::Cancelled,
@@ -190,27 +188,26 @@ impl OpenFactoryServer {
         ctx: &rmcp::service::RequestContext<rmcp::RoleServer>,
     ) -> Result<(), ErrorData> {
         let task = TaskRef::parse(task_id)?;
-        let owner = self.task_owner(ctx).await?;
-        let unknown = |e: openfactory_service::Error| {
-            ErrorData::invalid_params(format!("taskId: {}", tool_error(e)), None)
-        };
+        let owner = self.protocol_caller(ctx).await?;
         match &task {
             TaskRef::Build(id) => {
-                let b = builds::find(&self.app, &owner, id).await.map_err(unknown)?;
+                let b = builds::find(&self.app, &owner, id)
+                    .await
+                    .map_err(unknown_task)?;
                 if b.status.is_active() {
                     builds::cancel(&self.app, &owner, id)
                         .await
-                        .map_err(unknown)?;
+                        .map_err(unknown_task)?;
                 }
             }
             TaskRef::TestRun(id) => {
                 let r = test_runs::find(&self.app, &owner, id)
                     .await
-                    .map_err(unknown)?;
+                    .map_err(unknown_task)?;
                 if r.status.is_active() {
                     test_runs::stop(&self.app, &owner, id)
                         .await
-                        .map_err(unknown)?;
+                        .map_err(unknown_task)?;
                 }
             }
         }

@@ -436,13 +436,9 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             let info = prepared
                 .describe()
                 .map_err(|e| anyhow::anyhow!("{}: describe failed: {e}", component.display()))?;
-            let pack = if force {
-                bundle::pack_forced
-            } else {
-                bundle::pack
-            };
-            let packed = pack(
+            let packed = bundle::pack_with(
                 &out,
+                force,
                 &info.name,
                 &info.version,
                 &component,
