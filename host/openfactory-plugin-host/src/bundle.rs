@@ -406,7 +406,7 @@ fn signed_message(manifest: &[u8]) -> Vec<u8> {
 ///
 /// `out` may be missing, an empty directory, or a previous bundle (which is
 /// replaced); anything else is refused with [`BundleError::OutExists`] (see
-/// [`pack_forced`]). The bundle is built in a staging directory beside `out`
+/// [`pack_with`] with `force`). The bundle is built in a staging directory beside `out`
 /// and renamed into place only once it is complete, so a failed pack leaves
 /// `out` as it was.
 pub fn pack(
@@ -821,7 +821,7 @@ mod tests {
             Err(BundleError::OutExists { .. })
         ));
         // --force replaces it.
-        pack_forced(&out, "demo", "1", &wasm, None, &caps(), None).unwrap();
+        pack_with(&out, true, "demo", "1", &wasm, None, &caps(), None).unwrap();
         assert!(!out.join("thesis.tex").exists());
 
         // An empty directory and a previous bundle are fine.
