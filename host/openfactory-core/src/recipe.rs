@@ -73,6 +73,75 @@ pub struct Recipe {
     /// `false` gives an image without them, whose tests cannot run.
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub guest_agent: bool,
+    /// Checks of the booted image beyond those its features declare: what the
+    /// recipe promises (`{ name = "postgres-tls", command_succeeds = [...] }`,
+    /// `{ name = "dicom", port_open = 4242 }`). Test runs run them with the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub checks: Vec<Check>,
+}
+
+/// One of a recipe's own checks: a name and exactly one kind, as run_tests'
+/// `tests` takes them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// Lowercase letters, digits and `-`; plans and results name it `recipe/NAME`.
+    pub name: String,
+    /// What it proves, in a sentence.
+    #[serde(default)]
+    pub description: String,
+    /// How long it may retry until it passes, in seconds (default 120, at most 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    /// A systemd unit that must be active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_active: Option<String>,
+    /// A command (argv) that must exit 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_succeeds: Option<Vec<String>>,
+    /// A TCP port something must listen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_open: Option<u16>,
+    /// An absolute path that must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_exists: Option<String>,
+    /// A Debian package that must be installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_installed: Option<String>,
+    /// A URL that a GET inside the guest must answer with 2xx or 3xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<String>,
+}
+
+/// Longest a recipe's check may retry.
+pub const MAX_CHECK_SECONDS: u32 = 600;
+
+impl Check {
+    /// The kinds this check names, as `(field, kind)`; a valid check has exactly one.
+    pub fn kinds(&self) -> Vec<(&'static str, crate::step::CheckKind)> {
+        use crate::step::CheckKind;
+        let mut out = Vec::new();
+        if let Some(unit) = &self.unit_active {
+            out.push(("unit_active", CheckKind::UnitActive { unit: unit.clone() }));
+        }
+        if let Some(argv) = &self.command_succeeds {
+            out.push(("command_succeeds", CheckKind::CommandSucceeds { argv: argv.clone() }));
+        }
+        if let Some(port) = self.port_open {
+            out.push(("port_open", CheckKind::PortOpen { port, protocol: Protocol::Tcp }));
+        }
+        if let Some(path) = &self.file_exists {
+            out.push(("file_exists", CheckKind::FileExists { path: path.clone() }));
+        }
+        if let Some(package) = &self.package_installed {
+            out.push(("package_installed", CheckKind::PackageInstalled { package: package.clone() }));
+        }
+        if let Some(url) = &self.http_get {
+            out.push(("http_get", CheckKind::HttpGet { url: url.clone() }));
+        }
+        out
+    }
 }
 
 pub(crate) fn default_true() -> bool {

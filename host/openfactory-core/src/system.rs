@@ -255,7 +255,43 @@ pub fn recipe_checks(recipe: &Recipe) -> Vec<(String, String, CheckKind)> {
             },
         ));
     }
+    // The recipe's own checks (validated: each has exactly one kind).
+    for check in &recipe.checks {
+        if let [(field, kind)] = check.kinds().as_slice() {
+            let description = if check.description.is_empty() {
+                format!("{}: {}", field.replace('_', " "), check_target(kind))
+            } else {
+                check.description.clone()
+            };
+            checks.push((check.name.clone(), description, kind.clone()));
+        }
+    }
     checks
+}
+
+/// How long each of the recipe's checks may retry: its own timeout, or 120 s.
+pub fn check_timeout(recipe: &Recipe, name: &str) -> u32 {
+    recipe
+        .checks
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.timeout_seconds)
+        .unwrap_or(DEFAULT_CHECK_SECONDS)
+}
+
+/// How long a check may retry unless it says otherwise.
+pub const DEFAULT_CHECK_SECONDS: u32 = 120;
+
+/// What a check looks at, for a description.
+fn check_target(kind: &CheckKind) -> String {
+    match kind {
+        CheckKind::UnitActive { unit } => unit.clone(),
+        CheckKind::CommandSucceeds { argv } => argv.join(" "),
+        CheckKind::PortOpen { port, .. } => port.to_string(),
+        CheckKind::FileExists { path } => path.clone(),
+        CheckKind::PackageInstalled { package } => package.clone(),
+        CheckKind::HttpGet { url } => url.clone(),
+    }
 }
 
 /// `getty@ttyS0` → `getty-ttys0`: check names use `a-z0-9-`.

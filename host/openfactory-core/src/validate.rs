@@ -174,6 +174,42 @@ pub fn recipe_schema() -> &'static Schema {
     })
 }
 
+/// A name for a recipe object that has none: its base image and its
+/// features, joined with `-` and made a valid slug (`debian-bookworm-docker-ssh`);
+/// `None` when the recipe has a `name` (even an invalid one: that is the
+/// caller's to fix) or is not an object. At most 64 characters, cut at a `-`.
+pub fn suggested_name(value: &Value) -> Option<String> {
+    let map = value.as_object()?;
+    if !matches!(map.get("name"), None | Some(Value::Null)) {
+        return None;
+    }
+    let base = map.get("base_image").and_then(Value::as_str);
+    let features = map
+        .get("features")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().or_else(|| f.get("name")?.as_str()));
+    let mut name = String::new();
+    for word in base.into_iter().chain(features) {
+        let word: String = word
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+            .collect();
+        for part in word.split('-').filter(|p| !p.is_empty()) {
+            if name.len() + 1 + part.len() > 64 {
+                break;
+            }
+            if !name.is_empty() {
+                name.push('-');
+            }
+            name.push_str(part);
+        }
+    }
+    Some(if name.is_empty() { "build".into() } else { name })
+}
+
 /// `features = ["ssh", {name = "docker"}]` → every entry an object.
 fn normalize_features(value: &mut Value) {
     if let Some(Value::Array(features)) = value.get_mut("features") {
@@ -362,6 +398,9 @@ fn check_rules(recipe: &Recipe, skip: &BTreeSet<String>, out: &mut Diagnostics) 
     if live("users") {
         check_users(recipe, out);
     }
+    if live("checks") {
+        check_checks(recipe, out);
+    }
     if live("files") {
         let mut paths = BTreeMap::new();
         for (i, f) in recipe.files.iter().enumerate() {
@@ -466,6 +505,73 @@ fn check_rules(recipe: &Recipe, skip: &BTreeSet<String>, out: &mut Diagnostics) 
             Diagnostic::warning("recipe.password-authentication", "security.password_authentication", "password logins are enabled but no user has a password_hash, so nobody can log in with a password")
                 .suggest("give a user a password_hash, or turn password_authentication off and use ssh_authorized_keys"),
         );
+    }
+}
+
+/// The recipe's own checks: a unique name each, exactly one kind, a kind
+/// that obeys the rules steps do, a bounded timeout.
+fn check_checks(recipe: &Recipe, out: &mut Diagnostics) {
+    let list = Path::root().field("checks");
+    let derived: Vec<String> = {
+        let mut without = recipe.clone();
+        without.checks.clear();
+        crate::system::recipe_checks(&without)
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect()
+    };
+    let mut seen = BTreeSet::new();
+    for (i, check) in recipe.checks.iter().enumerate() {
+        let at = list.index(i);
+        let name = at.field("name");
+        if let Err(reason) = rules::slug(&check.name) {
+            out.push(Diagnostic::error("recipe.check-name", name.clone(), format!("`{name}` {reason}")));
+        } else if derived.contains(&check.name) {
+            out.push(
+                Diagnostic::error("recipe.check-name", name.clone(), format!("`{name}`: `recipe/{}` is already a check the recipe's fields give", check.name))
+                    .suggest("choose another name"),
+            );
+        } else if !seen.insert(check.name.as_str()) {
+            out.push(Diagnostic::error("recipe.check-name", name.clone(), format!("`{name}`: another check is named `{}`", check.name)));
+        }
+        let kinds = check.kinds();
+        match kinds.as_slice() {
+            [(field, kind)] => {
+                for (sub, reason) in kind.check() {
+                    let path = at.field(field);
+                    out.push(Diagnostic::error(
+                        "recipe.check",
+                        path.clone(),
+                        format!("`{path}`: its {sub} {reason}"),
+                    ));
+                }
+            }
+            [] => out.push(
+                Diagnostic::error("recipe.check", at.clone(), format!("`{at}` says nothing to check"))
+                    .suggest("give one of unit_active, command_succeeds, port_open, file_exists, package_installed, http_get"),
+            ),
+            many => out.push(
+                Diagnostic::error(
+                    "recipe.check",
+                    at.clone(),
+                    format!(
+                        "`{at}` has {}: one kind per check",
+                        many.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(" and ")
+                    ),
+                )
+                .suggest("split it into several checks"),
+            ),
+        }
+        if let Some(t) = check.timeout_seconds
+            && !(1..=crate::recipe::MAX_CHECK_SECONDS).contains(&t)
+        {
+            let path = at.field("timeout_seconds");
+            out.push(Diagnostic::error(
+                "recipe.check-timeout",
+                path.clone(),
+                format!("`{path}` is {t}; give 1 to {} seconds", crate::recipe::MAX_CHECK_SECONDS),
+            ));
+        }
     }
 }
 
@@ -603,6 +709,83 @@ fn base_image_error(given: &str) -> Diagnostic {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_recipes_own_checks_are_checked_and_planned() {
+        let text = r#"
+name = "db"
+base_image = "debian-bookworm"
+services = ["postgresql.service"]
+checks = [
+  { name = "tls", description = "PostgreSQL takes TLS", command_succeeds = ["psql", "sslmode=require"], timeout_seconds = 300 },
+  { name = "port", port_open = 5432 },
+]
+"#;
+        let checked = check_text(text, Format::Toml);
+        assert!(!checked.diagnostics.has_errors(), "{:?}", checked.diagnostics);
+        let recipe = checked.recipe.unwrap();
+        let planned = crate::system::recipe_checks(&recipe);
+        assert!(planned.iter().any(|(n, d, _)| n == "tls" && d == "PostgreSQL takes TLS"));
+        assert!(planned.iter().any(|(n, d, _)| n == "port" && d == "port open: 5432"));
+        assert_eq!(crate::system::check_timeout(&recipe, "tls"), 300);
+        assert_eq!(crate::system::check_timeout(&recipe, "port"), 120);
+
+        let bad = r#"
+name = "db"
+base_image = "debian-bookworm"
+services = ["postgresql.service"]
+checks = [
+  { name = "Bad Name", port_open = 1 },
+  { name = "service-postgresql", port_open = 2 },
+  { name = "nothing" },
+  { name = "two", port_open = 3, unit_active = "x.service" },
+  { name = "argv", command_succeeds = [] },
+  { name = "slow", port_open = 4, timeout_seconds = 9000 },
+  { name = "slow", port_open = 5 },
+]
+"#;
+        let checked = check_text(bad, Format::Toml);
+        let paths: Vec<String> = checked.diagnostics.errors().map(|d| d.path.to_string()).collect();
+        for want in [
+            "checks[0].name",
+            "checks[1].name",
+            "checks[2]",
+            "checks[3]",
+            "checks[4].command_succeeds",
+            "checks[5].timeout_seconds",
+            "checks[6].name",
+        ] {
+            assert!(paths.iter().any(|p| p == want), "no error at {want}: {paths:?}");
+        }
+        let unknown = "name = \"db\"\nbase_image = \"debian-bookworm\"\nchecks = [{ name = \"c\", port_open = 6, colour = \"red\" }]\n";
+        let checked = check_text(unknown, Format::Toml);
+        let paths: Vec<String> = checked.diagnostics.errors().map(|d| d.path.to_string()).collect();
+        assert!(paths.iter().any(|p| p.starts_with("checks[0]")), "{paths:?}");
+    }
+
+    #[test]
+    fn a_recipe_without_a_name_is_named_after_its_base_and_features() {
+        use serde_json::json;
+        let named = |v: Value| suggested_name(&v);
+        assert_eq!(
+            named(json!({"base_image": "debian-bookworm", "features": ["ssh", {"name": "docker"}]})),
+            Some("debian-bookworm-ssh-docker".into())
+        );
+        // Whatever the fields hold, the suggestion is a valid name.
+        for v in [
+            json!({}),
+            json!({"base_image": "Debian 12!", "features": [{"name": "__"}, 7, null]}),
+            json!({"base_image": "x".repeat(200), "features": ["a".repeat(70), "ssh"]}),
+            json!({"name": null, "base_image": "-debian-"}),
+        ] {
+            let name = named(v.clone()).expect("no name given");
+            assert!(rules::slug(&name).is_ok(), "{v} gave `{name}`");
+        }
+        // A recipe with a name keeps it, valid or not.
+        assert_eq!(named(json!({"name": "web", "base_image": "debian-bookworm"})), None);
+        assert_eq!(named(json!({"name": "", "base_image": "debian-bookworm"})), None);
+        assert_eq!(named(json!("debian-docker-monitoring")), None);
+    }
+
     use super::*;
 
     fn codes(checked: &Checked) -> Vec<(String, String)> {

@@ -16,6 +16,13 @@ pub enum Names {
     Recipe,
     /// Installed feature names, comma-separated.
     Features,
+    /// One installed feature.
+    Feature,
+    /// An option of the feature that the argument `feature` names (from the
+    /// completion's context).
+    FeatureOption,
+    /// A build status, as list_builds filters on.
+    BuildStatus,
     /// A base image.
     Base,
     /// One of the caller's builds.

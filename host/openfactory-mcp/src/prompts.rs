@@ -21,6 +21,16 @@ pub struct Offer {
     pub features: Vec<String>,
     /// Base image names.
     pub bases: Vec<String>,
+    /// Each installed feature's option names.
+    pub options: BTreeMap<String, Vec<String>>,
+}
+
+/// Build statuses, by name (what list_builds filters on).
+pub fn build_statuses() -> Vec<String> {
+    openfactory_store::BuildStatus::ALL
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect()
 }
 
 /// One argument of a prompt.
@@ -85,6 +95,25 @@ const VM_NAME: Argument = Argument {
     names: Names::Text,
 };
 
+const FEATURE: Argument = Argument {
+    name: "feature",
+    description: "One feature (list_features has them all)",
+    required: true,
+    names: Names::Feature,
+};
+const OPTION: Argument = Argument {
+    name: "option",
+    description: "One of the feature's options (default: all of them)",
+    required: false,
+    names: Names::FeatureOption,
+};
+const STATUS: Argument = Argument {
+    name: "status",
+    description: "Only builds with this status: queued, running, completed, failed or cancelled (default: all)",
+    required: false,
+    names: Names::BuildStatus,
+};
+
 /// Every prompt the server offers.
 pub const PROMPTS: &[Definition] = &[
     Definition {
@@ -116,6 +145,18 @@ pub const PROMPTS: &[Definition] = &[
         title: "Create a VM from a build",
         description: "Boot a VM from a completed build and open its screen.",
         arguments: &[BUILD, VM_NAME],
+    },
+    Definition {
+        name: "configure_feature",
+        title: "Configure a feature",
+        description: "Explain a feature's options (or one of them) and show how a recipe sets them.",
+        arguments: &[FEATURE, OPTION],
+    },
+    Definition {
+        name: "review_builds",
+        title: "Review my builds",
+        description: "List your builds (with a status, or all), and explain each failure.",
+        arguments: &[STATUS],
     },
 ];
 
@@ -211,7 +252,7 @@ pub fn get(
             }
             continue;
         }
-        check(argument, value, offer)?;
+        check(argument, value, offer, &values)?;
         values.insert(argument.name, rules::printable(value, 400));
     }
     let text = text(prompt.name, &values);
@@ -221,8 +262,14 @@ pub fn get(
     )
 }
 
-/// An argument's value against what the server offers.
-fn check(argument: &Argument, value: &str, offer: &Offer) -> Result<(), PromptError> {
+/// An argument's value against what the server offers (and the arguments
+/// before it: an option belongs to the feature named earlier).
+fn check(
+    argument: &Argument,
+    value: &str,
+    offer: &Offer,
+    earlier: &BTreeMap<&'static str, String>,
+) -> Result<(), PromptError> {
     let unknown = |what: &str, bad: &str, known: &[String]| PromptError::Argument {
         argument: argument.name,
         reason: format!(
@@ -241,6 +288,31 @@ fn check(argument: &Argument, value: &str, offer: &Offer) -> Result<(), PromptEr
         }
         Names::Base if !offer.bases.iter().any(|b| b == value) => {
             Err(unknown("base image", value, &offer.bases))
+        }
+        Names::Feature if !offer.features.iter().any(|f| f == value) => {
+            Err(unknown("feature", value, &offer.features))
+        }
+        Names::FeatureOption => {
+            let feature = earlier.get("feature").map(String::as_str).unwrap_or_default();
+            let options = offer.options.get(feature).cloned().unwrap_or_default();
+            if options.iter().any(|o| o == value) {
+                Ok(())
+            } else if options.is_empty() {
+                Err(PromptError::Argument {
+                    argument: argument.name,
+                    reason: format!("feature `{feature}` has no options"),
+                })
+            } else {
+                Err(unknown(&format!("option of {feature}"), value, &options))
+            }
+        }
+        Names::BuildStatus => {
+            let statuses = build_statuses();
+            if statuses.iter().any(|s| s == value) {
+                Ok(())
+            } else {
+                Err(unknown("status", value, &statuses))
+            }
         }
         Names::Features => match words(value)
             .into_iter()
@@ -337,6 +409,31 @@ fn text(prompt: &str, values: &BTreeMap<&'static str, String>) -> String {
                 if name.is_empty() { "" } else { " and the name" }
             )
         }
+        "configure_feature" => {
+            let feature = value("feature").unwrap_or_default();
+            let (which, them) = match value("option") {
+                Some(option) => (format!("the option `{option}`"), "it"),
+                None => ("each option".to_owned(), "them"),
+            };
+            format!(
+                "Explain the `{feature}` feature's options.\n\
+                 1. Call list_features and find `{feature}`: its summary, what it requires and conflicts with, and its options_schema.\n\
+                 2. For {which}: its type, default and allowed values, and what it changes in the image.\n\
+                 3. Show a recipe `features` entry that sets {them} ({{\"name\": \"{feature}\", \"options\": {{…}}}}) and check a recipe with it using validate_recipe."
+            )
+        }
+        "review_builds" => {
+            let (which, filter) = match value("status") {
+                Some(status) => (format!("{status} builds"), format!(" with status_filter `{status}`")),
+                None => ("builds".to_owned(), String::new()),
+            };
+            format!(
+                "Review my {which}.\n\
+                 1. Call list_builds{filter} and limit 20.\n\
+                 2. For each failed build, call get_build_status and tell me its error and failed step; for a running one, its stage and percentage.\n\
+                 3. Sum up how many builds there are per status, and what to fix first."
+            )
+        }
         _ => unreachable!("every prompt has a text"),
     }
 }
@@ -350,6 +447,10 @@ mod tests {
             templates: vec!["gxp-medtech".into(), "debian-minimal-server".into()],
             features: vec!["ssh".into(), "docker".into(), "monitoring".into()],
             bases: vec!["debian-bookworm".into(), "debian-trixie".into()],
+            options: BTreeMap::from([
+                ("docker".into(), vec!["compose".into(), "users".into()]),
+                ("ssh".into(), vec![]),
+            ]),
         }
     }
 
@@ -378,6 +479,7 @@ mod tests {
             ("features", "ssh"),
             ("template", "gxp-medtech"),
             ("packages", "vim"),
+            ("feature", "docker"),
         ]);
         for prompt in PROMPTS {
             let given: BTreeMap<String, String> = full
@@ -474,6 +576,28 @@ mod tests {
             get("nope", &args(&[]), &offer),
             Err(PromptError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn an_option_is_checked_against_the_feature_named_before_it() {
+        let offer = offer();
+        let got = |pairs: &[(&str, &str)]| get("configure_feature", &args(pairs), &offer);
+        let text = text_of(&got(&[("feature", "docker"), ("option", "compose")]).unwrap());
+        assert!(text.contains("the option `compose`"), "{text}");
+        let err = got(&[("feature", "docker"), ("option", "compse")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "argument `option`: unknown option of docker `compse`; did you mean `compose`?"
+        );
+        let err = got(&[("feature", "ssh"), ("option", "port")]).unwrap_err();
+        assert_eq!(err.to_string(), "argument `option`: feature `ssh` has no options");
+        let err = got(&[("feature", "dokker")]).unwrap_err();
+        assert!(err.to_string().starts_with("argument `feature`: unknown feature"), "{err}");
+
+        let text = text_of(&get("review_builds", &args(&[("status", "failed")]), &offer).unwrap());
+        assert!(text.contains("list_builds with status_filter `failed`"), "{text}");
+        let err = get("review_builds", &args(&[("status", "faild")]), &offer).unwrap_err();
+        assert!(err.to_string().contains("did you mean `failed`?"), "{err}");
     }
 
     #[test]

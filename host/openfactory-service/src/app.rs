@@ -4,12 +4,13 @@
 //! that another caller (the CLI, without plugins or a VM backend) needs
 //! takes only the capabilities it uses, not the whole [`App`].
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use openfactory_core::FeatureSet;
 use openfactory_core::catalog::Catalog;
-use openfactory_core::plan::Outcome;
+use openfactory_core::proof;
 use openfactory_plugin_host::PluginHost;
 use openfactory_store::Store;
 use openfactory_vm::Backend;
@@ -68,6 +69,9 @@ impl App {
 pub struct Planner {
     pub catalog: Catalog,
     pub plugins: Arc<PluginHost>,
+    /// Each template's recipe digest with these plugins: neither changes
+    /// while the process runs, so it is computed once, when first asked.
+    template_digests: tokio::sync::OnceCell<BTreeMap<String, String>>,
 }
 
 impl Planner {
@@ -75,14 +79,46 @@ impl Planner {
         Planner {
             catalog,
             plugins: Arc::new(plugins),
+            template_digests: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// What the catalog's proofs say of template `id` as the installed
+    /// plugins plan it now ([`openfactory_core::proof`]).
+    pub async fn proof_status(&self, id: &str) -> proof::Status {
+        let digests = self
+            .template_digests
+            .get_or_init(|| async {
+                let templates: Vec<_> = self
+                    .catalog
+                    .templates
+                    .iter()
+                    .map(|t| (t.id.clone(), t.recipe.clone()))
+                    .collect();
+                self.run(move |set| {
+                    templates
+                        .into_iter()
+                        .filter_map(|(id, recipe)| {
+                            let digest = openfactory_core::plan::validate(&recipe, set).recipe_digest?;
+                            Some((id, digest.to_string()))
+                        })
+                        .collect()
+                })
+                .await
+                .unwrap_or_default()
+            })
+            .await;
+        match digests.get(id) {
+            Some(digest) => self.catalog.proofs.status(id, digest),
+            None => proof::Status::Unproven,
         }
     }
 
     /// Run the planner off the async runtime: plugins are CPU-bound.
-    pub async fn run(
+    pub async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn FeatureSet) -> Outcome + Send + 'static,
-    ) -> Result<Outcome> {
+        f: impl FnOnce(&dyn FeatureSet) -> T + Send + 'static,
+    ) -> Result<T> {
         let plugins = self.plugins.clone();
         tokio::task::spawn_blocking(move || f(plugins.as_ref()))
             .await

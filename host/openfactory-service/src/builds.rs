@@ -224,7 +224,14 @@ pub async fn create(
             serde_json::to_value(details.recipe)
                 .map_err(|e| internal("recipe unserialisable", e))?
         }
-        Value::Object(_) => recipe,
+        // A recipe without a name is named after its base and features.
+        Value::Object(_) => {
+            let mut recipe = recipe;
+            if let Some(name) = openfactory_core::validate::suggested_name(&recipe) {
+                recipe["name"] = Value::String(name);
+            }
+            recipe
+        }
         other => {
             return Err(Error::invalid(
                 "recipe",

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use openfactory_core::catalog::Template;
 use openfactory_core::plan::{self, Plan};
 use openfactory_core::recipe::FeatureRef;
-use openfactory_core::validate;
+use openfactory_core::{proof, validate};
 use openfactory_core::{Diagnostic, Diagnostics, FeatureSet, Recipe, rules};
 use openfactory_store::OwnerId;
 use schemars::JsonSchema;
@@ -55,6 +55,41 @@ pub struct RecipeSummary {
     pub base_image: String,
     pub features: Vec<String>,
     pub tags: Vec<String>,
+    /// For templates: what the catalog's last run (build, boot, checks) says of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<ProofOut>,
+}
+
+/// What the catalog's last run says of a template (`cargo xtask catalog`
+/// builds every template, boots it and runs its checks, on every change).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProofOut {
+    /// `proven`: this template, with the installed plugins, was built, booted and passed every check;
+    /// `failed`: its last catalog run failed; `unproven`: it or a plugin changed since, or it never ran.
+    pub status: proof::Status,
+    /// When the catalog last ran it (RFC 3339); absent if never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proven_at: Option<String>,
+    /// Checks passed of checks run, in that run (`14/14`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<String>,
+    /// What failed first in that run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
+}
+
+impl ProofOut {
+    /// Template `id`'s proof, as the installed plugins plan it now.
+    pub async fn of(app: &App, id: &str) -> ProofOut {
+        let status = app.planner.proof_status(id).await;
+        let last = app.planner.catalog.proofs.templates.get(id);
+        ProofOut {
+            status,
+            proven_at: last.map(|p| p.proven_at.clone()),
+            checks: last.map(|p| format!("{}/{}", p.checks_passed, p.checks_total)),
+            first_failure: last.and_then(|p| p.first_failure.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -69,6 +104,9 @@ pub struct RecipeDetails {
     pub recipe: Recipe,
     /// Content-addressed id of the recipe with the installed plugins (sha256).
     pub recipe_digest: Option<String>,
+    /// For templates: what the catalog's last run (build, boot, checks) says of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<ProofOut>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -186,6 +224,7 @@ fn summary(t: &Template, source: &str) -> RecipeSummary {
         base_image: t.recipe.base_image.clone(),
         features: t.recipe.features.iter().map(|f| f.name.clone()).collect(),
         tags: t.recipe.tags.clone(),
+        proof: None,
     }
 }
 
@@ -272,6 +311,9 @@ pub async fn list(
             .filter(|t| t.matches(category, search))
             .map(|t| summary(t, CUSTOM)),
     );
+    for r in recipes.iter_mut().filter(|r| r.source == TEMPLATE) {
+        r.proof = Some(ProofOut::of(app, &r.id).await);
+    }
     Ok(RecipeList {
         total: recipes.len(),
         recipes,
@@ -294,6 +336,7 @@ fn template_details(t: &Template) -> RecipeDetails {
         template_id: None,
         recipe: t.recipe.clone(),
         recipe_digest: None,
+        proof: None,
     }
 }
 
@@ -310,6 +353,7 @@ pub(crate) async fn find(app: &App, owner: &OwnerId, id: &RecipeId) -> Result<Re
             template_id: s.template_id,
             recipe: s.recipe,
             recipe_digest: Some(s.recipe_digest),
+            proof: None,
         }),
         None => Err(not_found(id)),
     }
@@ -334,6 +378,9 @@ pub async fn get(app: &App, owner: Option<&OwnerId>, id: &RecipeId) -> Result<Re
             .run(move |set| plan::validate(&recipe, set))
             .await?;
         details.recipe_digest = outcome.recipe_digest.map(|i| i.to_string());
+    }
+    if details.source == TEMPLATE {
+        details.proof = Some(ProofOut::of(app, &details.id).await);
     }
     Ok(details)
 }

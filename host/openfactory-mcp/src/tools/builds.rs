@@ -68,7 +68,7 @@ tool_args! {
 impl OpenFactoryServer {
     #[tool(
         title = "Create a build",
-        description = "Build a bootable Debian ISO from a recipe: a full recipe object, or a template / recipe id. The recipe is validated first (an invalid one gives every error and queues nothing). Returns at once with the build id; the build then runs its stages (bootstrap, apply, image, finish): follow it with get_build_status.",
+        description = "Build a bootable Debian ISO from a recipe: a full recipe object, or a template / recipe id. The recipe is validated first (an invalid one gives every error and queues nothing). A recipe object without a `name` is named after its base image and features (a client that can ask its user is asked, with that as the default). Returns at once with the build id; the build then runs its stages (bootstrap, apply, image, finish): follow it with get_build_status.",
         annotations(
             read_only_hint = false,
             destructive_hint = false,
@@ -272,7 +272,7 @@ impl OpenFactoryServer {
 
     #[tool(
         title = "Delete a build",
-        description = "Delete one of your finished builds: its ISO, log, manifest and SBOM, to free your disk quota. Refused while it is queued or running (cancel_build first) or while your VMs boot it (delete_vm first). Its test runs' results stay.",
+        description = "Delete one of your finished builds: its ISO, log, manifest and SBOM, to free your disk quota. Refused while it is queued or running (cancel_build first) or while your VMs boot it (delete_vm first). Its test runs' results stay. A client that can ask its user is asked to confirm first.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,

@@ -25,6 +25,7 @@ use openfactory_service::app::App;
 use openfactory_service::owner::OwnerPolicy;
 
 pub mod args;
+mod ask;
 mod builds;
 mod recipes;
 mod surface;
@@ -141,13 +142,19 @@ impl ServerHandler for OpenFactoryServer {
             )
     }
 
-    /// A tool call; one that starts long work, from a client that declared
-    /// the tasks extension, answers with a task backed by its record.
+    /// A tool call: first any question it needs answered ([`ask`]); then,
+    /// for one that starts long work from a client that declared the tasks
+    /// extension, a task backed by its record.
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if let Some(question) = ask::Question::for_call(&request.name, request.arguments.as_ref())
+            && let Some(answer) = self.ask(&question, &mut request, &ctx).await
+        {
+            return Ok(answer);
+        }
         let wants_task = ctx
             .client_capabilities()
             .is_some_and(|c| c.supports_tasks());

@@ -79,7 +79,7 @@ impl OpenFactoryServer {
 
     #[tool(
         title = "List recipes",
-        description = "Browse recipe templates and your own recipes. Filter by `category` and/or `search` words (matched in name, description, tags, packages and features). Returns ids to use with get_recipe, plan_recipe and create_recipe_from_template.",
+        description = "Browse recipe templates and your own recipes. Filter by `category` and/or `search` words (matched in name, description, tags, packages and features). Returns ids to use with get_recipe, plan_recipe and create_recipe_from_template. Each template says what the catalog's last run (build, boot, checks) proved: `proof.status` proven, failed or unproven, when, and checks passed.",
         annotations(
             read_only_hint = true,
             destructive_hint = false,
@@ -111,7 +111,7 @@ impl OpenFactoryServer {
 
     #[tool(
         title = "Get a recipe",
-        description = "Full details of a template or of one of your recipes: base image, features with their options, packages, services, users, files, networking and security, and its content hash.",
+        description = "Full details of a template or of one of your recipes: base image, features with their options, packages, services, users, files, networking and security, its content hash, and for a template what the catalog's last run (build, boot, checks) proved.",
         annotations(
             read_only_hint = true,
             destructive_hint = false,

@@ -11,7 +11,8 @@ use openfactory_core::recipe::BaseImage;
 use openfactory_service::{builds, recipes, test_runs, vms};
 use rmcp::RoleServer;
 use rmcp::model::{
-    CompleteRequestParams, CompleteResult, CompletionInfo, ErrorData, GetPromptRequestParams,
+    CompleteRequestParams, CompleteResult, CompletionContext, CompletionInfo, ErrorData,
+    GetPromptRequestParams,
     GetPromptResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
     LoggingLevel, LoggingMessageNotificationParam, ReadResourceRequestParams, ReadResourceResult,
     Reference, ResourceContents, SubscriptionFilter,
@@ -97,14 +98,15 @@ impl OpenFactoryServer {
     }
 
     fn offer(&self, templates: Vec<String>) -> Offer {
+        let features = recipes::features(&self.app).features;
         Offer {
             templates,
-            features: recipes::features(&self.app)
-                .features
-                .into_iter()
-                .map(|f| f.name)
-                .collect(),
+            features: features.iter().map(|f| f.name.clone()).collect(),
             bases: BaseImage::ALL.iter().map(|b| b.name().to_owned()).collect(),
+            options: features
+                .into_iter()
+                .map(|f| (f.name, option_names(&f.options_schema)))
+                .collect(),
         }
     }
 
@@ -161,7 +163,9 @@ impl OpenFactoryServer {
         let Some(names) = names else {
             return Ok(CompleteResult::new(CompletionInfo::default()));
         };
-        let candidates = self.candidates(names, ctx).await?;
+        let candidates = self
+            .candidates(names, request.context.as_ref(), ctx)
+            .await?;
         Ok(CompleteResult::new(complete::complete(
             names,
             &request.argument.value,
@@ -169,17 +173,24 @@ impl OpenFactoryServer {
         )))
     }
 
-    /// Everything an argument of kind `names` may name, for this caller.
+    /// Everything an argument of kind `names` may name, for this caller
+    /// (and the arguments the client already chose, in `context`).
     async fn candidates(
         &self,
         names: Names,
+        context: Option<&CompletionContext>,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Vec<String>, ErrorData> {
         let app = &*self.app;
+        let earlier = |name: &str| context.and_then(|c| c.get_argument(name)).cloned();
         Ok(match names {
             Names::Text => Vec::new(),
             Names::Template => self.template_ids().await,
-            Names::Features => self.offer(Vec::new()).features,
+            Names::Features | Names::Feature => self.offer(Vec::new()).features,
+            Names::FeatureOption => earlier("feature")
+                .and_then(|feature| self.offer(Vec::new()).options.remove(&feature))
+                .unwrap_or_default(),
+            Names::BuildStatus => prompts::build_statuses(),
             Names::Base => self.offer(Vec::new()).bases,
             Names::Recipe => {
                 let owner = self.protocol_caller(ctx).await?;
@@ -404,4 +415,13 @@ impl OpenFactoryServer {
         .await;
         Ok(())
     }
+}
+
+/// The option names an options schema declares, in its order.
+fn option_names(schema: &serde_json::Value) -> Vec<String> {
+    schema
+        .get("properties")
+        .and_then(serde_json::Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }

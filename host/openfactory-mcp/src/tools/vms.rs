@@ -170,7 +170,7 @@ impl OpenFactoryServer {
 
     #[tool(
         title = "Delete a VM",
-        description = "Delete one of your VMs: stopped at once if running, then every file and port it held is released.",
+        description = "Delete one of your VMs: stopped at once if running, then every file and port it held is released. A client that can ask its user is asked to confirm first.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,

@@ -10,7 +10,8 @@ use axum::response::Response;
 use maud::{Markup, html};
 use openfactory_core::Recipe;
 use openfactory_core::plan::Plan;
-use openfactory_service::recipes::{self, FeatureOut, RecipeSummary};
+use openfactory_core::proof;
+use openfactory_service::recipes::{self, FeatureOut, ProofOut, RecipeSummary};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -34,9 +35,29 @@ fn tile(r: &RecipeSummary) -> Markup {
             p { (first_sentence(&r.description)) }
             div.meta {
                 @if r.source == recipes::CUSTOM { span.chip { "yours" } }
+                @if let Some(p) = &r.proof { (proof_badge(p)) }
                 span.chip.grey { (r.base_image) }
                 @for f in &r.features { span.chip { (f) } }
             }
+        }
+    }
+}
+
+/// What the catalog's last run says of a template: proven (when, with how
+/// many checks), failed (what failed first), or not proven yet.
+fn proof_badge(p: &ProofOut) -> Markup {
+    let day = p.proven_at.as_deref().map(|t| t.get(..10).unwrap_or(t));
+    html! {
+        @match p.status {
+            proof::Status::Proven => span.badge."s-proven" title={ "Built, booted and checked by the catalog run of " (p.proven_at.as_deref().unwrap_or_default()) } {
+                "proven " (day.unwrap_or_default()) @if let Some(c) = &p.checks { " · " (c) " checks" }
+            },
+            proof::Status::Failed => span.badge."s-failed" title=(p.first_failure.as_deref().unwrap_or("its last catalog run failed")) {
+                "failed its catalog run" @if let Some(c) = &p.checks { " · " (c) " checks" }
+            },
+            proof::Status::Unproven => span.badge."s-unproven" title="Changed since its last catalog run, or never run: not yet built and booted as it is now" {
+                "not yet proven"
+            },
         }
     }
 }
@@ -175,6 +196,7 @@ pub async fn show(State(web): State<Arc<Web>>, viewer: Viewer, Path(id): Path<St
                 h1 { (r.name) }
                 div.actions.tags {
                     @if details.source == recipes::CUSTOM { span.chip { "your recipe" } }
+                    @if let Some(p) = &details.proof { (proof_badge(p)) }
                     span.chip.grey { (r.base_image) }
                     @for t in &r.tags { span.chip.grey { "#" (t) } }
                 }
