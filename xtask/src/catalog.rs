@@ -98,7 +98,11 @@ pub fn catalog(root: &Path, args: &[String]) -> Result<()> {
         "catalog: recipes/proofs.toml: {} proven at their current digest; failed: [{}]; changed since their run: [{}]; never run: [{}]",
         by_status(proof::Status::Proven).len(),
         by_status(proof::Status::Failed).join(", "),
-        all.iter().filter(|t| moved(t)).map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "),
+        all.iter()
+            .filter(|t| moved(t))
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         all.iter()
             .filter(|t| !proofs.templates.contains_key(&t.id))
             .map(|t| t.id.as_str())
@@ -122,7 +126,11 @@ pub fn catalog(root: &Path, args: &[String]) -> Result<()> {
     println!(
         "catalog: {} template(s) to build, boot and check: {}",
         targets.len(),
-        targets.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", ")
+        targets
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     let started = Instant::now();
@@ -179,11 +187,23 @@ pub fn catalog(root: &Path, args: &[String]) -> Result<()> {
 
 /// Every template with its digest as the installed plugins plan it.
 fn templates(cli: &Path, home: &Path) -> Result<Vec<Target>> {
-    let listed = json(Command::new(cli).arg("--home").arg(home).args(["recipe", "list", "--json"]))?;
+    let listed = json(
+        Command::new(cli)
+            .arg("--home")
+            .arg(home)
+            .args(["recipe", "list", "--json"]),
+    )?;
     let mut out = Vec::new();
     for r in listed.as_array().context("recipe list: not a list")? {
-        let id = r["id"].as_str().context("recipe list: an entry without `id`")?;
-        let planned = json(Command::new(cli).arg("--home").arg(home).args(["recipe", "plan", id, "--json"]))?;
+        let id = r["id"]
+            .as_str()
+            .context("recipe list: an entry without `id`")?;
+        let planned = json(
+            Command::new(cli)
+                .arg("--home")
+                .arg(home)
+                .args(["recipe", "plan", id, "--json"]),
+        )?;
         let digest = planned["plan"]["recipe_digest"]
             .as_str()
             .with_context(|| format!("`{id}` does not plan: {}", planned["errors"]))?;
@@ -258,7 +278,9 @@ fn prove(cli: &Path, home: &Path, built: Built) -> Row {
                 .arg(&iso)
                 .output();
             match out {
-                Err(e) => proof.first_failure = Some(format!("test: openfactory did not start: {e}")),
+                Err(e) => {
+                    proof.first_failure = Some(format!("test: openfactory did not start: {e}"))
+                }
                 Ok(out) => {
                     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
                     let checks = report["checks"].as_array().cloned().unwrap_or_default();

@@ -359,10 +359,7 @@ fn mcp_clients(root: &Path) -> Result<()> {
         .iter()
         .map(|(_, _, spec)| spec.to_string())
         .collect();
-    eprintln!(
-        "xtask: installing {} for the MCP suite",
-        specs.join(" ")
-    );
+    eprintln!("xtask: installing {} for the MCP suite", specs.join(" "));
     npm_install(&prefix, &specs)
 }
 

@@ -120,10 +120,18 @@ mod tests {
     #[test]
     fn a_proof_holds_only_for_the_digest_it_was_made_for() {
         let mut proofs = Proofs::default();
-        proofs.templates.insert("a".into(), proof("d1", Outcome::Passed));
-        proofs.templates.insert("b".into(), proof("d2", Outcome::Failed));
+        proofs
+            .templates
+            .insert("a".into(), proof("d1", Outcome::Passed));
+        proofs
+            .templates
+            .insert("b".into(), proof("d2", Outcome::Failed));
         assert_eq!(proofs.status("a", "d1"), Status::Proven);
-        assert_eq!(proofs.status("a", "d9"), Status::Unproven, "a changed template");
+        assert_eq!(
+            proofs.status("a", "d9"),
+            Status::Unproven,
+            "a changed template"
+        );
         assert_eq!(proofs.status("b", "d2"), Status::Failed);
         assert_eq!(proofs.status("c", "d1"), Status::Unproven, "never run");
     }
@@ -131,11 +139,17 @@ mod tests {
     #[test]
     fn the_file_round_trips_and_refuses_what_it_does_not_know() {
         let mut proofs = Proofs::default();
-        proofs.templates.insert("gxp-medtech".into(), proof("d1", Outcome::Failed));
+        proofs
+            .templates
+            .insert("gxp-medtech".into(), proof("d1", Outcome::Failed));
         let text = proofs.to_toml();
-        assert!(text.starts_with("# Written by `cargo xtask catalog`"), "{text}");
+        assert!(
+            text.starts_with("# Written by `cargo xtask catalog`"),
+            "{text}"
+        );
         assert_eq!(Proofs::parse(&text).unwrap(), proofs);
-        let err = Proofs::parse("[templates.x]\nrecipe_digest = \"d\"\nsurprise = 1\n").unwrap_err();
+        let err =
+            Proofs::parse("[templates.x]\nrecipe_digest = \"d\"\nsurprise = 1\n").unwrap_err();
         assert!(err.starts_with("proofs.toml: "), "{err}");
     }
 }

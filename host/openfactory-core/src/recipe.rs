@@ -126,16 +126,30 @@ impl Check {
             out.push(("unit_active", CheckKind::UnitActive { unit: unit.clone() }));
         }
         if let Some(argv) = &self.command_succeeds {
-            out.push(("command_succeeds", CheckKind::CommandSucceeds { argv: argv.clone() }));
+            out.push((
+                "command_succeeds",
+                CheckKind::CommandSucceeds { argv: argv.clone() },
+            ));
         }
         if let Some(port) = self.port_open {
-            out.push(("port_open", CheckKind::PortOpen { port, protocol: Protocol::Tcp }));
+            out.push((
+                "port_open",
+                CheckKind::PortOpen {
+                    port,
+                    protocol: Protocol::Tcp,
+                },
+            ));
         }
         if let Some(path) = &self.file_exists {
             out.push(("file_exists", CheckKind::FileExists { path: path.clone() }));
         }
         if let Some(package) = &self.package_installed {
-            out.push(("package_installed", CheckKind::PackageInstalled { package: package.clone() }));
+            out.push((
+                "package_installed",
+                CheckKind::PackageInstalled {
+                    package: package.clone(),
+                },
+            ));
         }
         if let Some(url) = &self.http_get {
             out.push(("http_get", CheckKind::HttpGet { url: url.clone() }));

@@ -195,7 +195,13 @@ pub fn suggested_name(value: &Value) -> Option<String> {
         let word: String = word
             .to_lowercase()
             .chars()
-            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         for part in word.split('-').filter(|p| !p.is_empty()) {
             if name.len() + 1 + part.len() > 64 {
@@ -207,7 +213,11 @@ pub fn suggested_name(value: &Value) -> Option<String> {
             name.push_str(part);
         }
     }
-    Some(if name.is_empty() { "build".into() } else { name })
+    Some(if name.is_empty() {
+        "build".into()
+    } else {
+        name
+    })
 }
 
 /// `features = ["ssh", {name = "docker"}]` → every entry an object.
@@ -525,14 +535,29 @@ fn check_checks(recipe: &Recipe, out: &mut Diagnostics) {
         let at = list.index(i);
         let name = at.field("name");
         if let Err(reason) = rules::slug(&check.name) {
-            out.push(Diagnostic::error("recipe.check-name", name.clone(), format!("`{name}` {reason}")));
+            out.push(Diagnostic::error(
+                "recipe.check-name",
+                name.clone(),
+                format!("`{name}` {reason}"),
+            ));
         } else if derived.contains(&check.name) {
             out.push(
-                Diagnostic::error("recipe.check-name", name.clone(), format!("`{name}`: `recipe/{}` is already a check the recipe's fields give", check.name))
-                    .suggest("choose another name"),
+                Diagnostic::error(
+                    "recipe.check-name",
+                    name.clone(),
+                    format!(
+                        "`{name}`: `recipe/{}` is already a check the recipe's fields give",
+                        check.name
+                    ),
+                )
+                .suggest("choose another name"),
             );
         } else if !seen.insert(check.name.as_str()) {
-            out.push(Diagnostic::error("recipe.check-name", name.clone(), format!("`{name}`: another check is named `{}`", check.name)));
+            out.push(Diagnostic::error(
+                "recipe.check-name",
+                name.clone(),
+                format!("`{name}`: another check is named `{}`", check.name),
+            ));
         }
         let kinds = check.kinds();
         match kinds.as_slice() {
@@ -569,7 +594,10 @@ fn check_checks(recipe: &Recipe, out: &mut Diagnostics) {
             out.push(Diagnostic::error(
                 "recipe.check-timeout",
                 path.clone(),
-                format!("`{path}` is {t}; give 1 to {} seconds", crate::recipe::MAX_CHECK_SECONDS),
+                format!(
+                    "`{path}` is {t}; give 1 to {} seconds",
+                    crate::recipe::MAX_CHECK_SECONDS
+                ),
             ));
         }
     }
@@ -721,11 +749,23 @@ checks = [
 ]
 "#;
         let checked = check_text(text, Format::Toml);
-        assert!(!checked.diagnostics.has_errors(), "{:?}", checked.diagnostics);
+        assert!(
+            !checked.diagnostics.has_errors(),
+            "{:?}",
+            checked.diagnostics
+        );
         let recipe = checked.recipe.unwrap();
         let planned = crate::system::recipe_checks(&recipe);
-        assert!(planned.iter().any(|(n, d, _)| n == "tls" && d == "PostgreSQL takes TLS"));
-        assert!(planned.iter().any(|(n, d, _)| n == "port" && d == "port open: 5432"));
+        assert!(
+            planned
+                .iter()
+                .any(|(n, d, _)| n == "tls" && d == "PostgreSQL takes TLS")
+        );
+        assert!(
+            planned
+                .iter()
+                .any(|(n, d, _)| n == "port" && d == "port open: 5432")
+        );
         assert_eq!(crate::system::check_timeout(&recipe, "tls"), 300);
         assert_eq!(crate::system::check_timeout(&recipe, "port"), 120);
 
@@ -744,7 +784,11 @@ checks = [
 ]
 "#;
         let checked = check_text(bad, Format::Toml);
-        let paths: Vec<String> = checked.diagnostics.errors().map(|d| d.path.to_string()).collect();
+        let paths: Vec<String> = checked
+            .diagnostics
+            .errors()
+            .map(|d| d.path.to_string())
+            .collect();
         for want in [
             "checks[0].name",
             "checks[1].name",
@@ -754,12 +798,22 @@ checks = [
             "checks[5].timeout_seconds",
             "checks[6].name",
         ] {
-            assert!(paths.iter().any(|p| p == want), "no error at {want}: {paths:?}");
+            assert!(
+                paths.iter().any(|p| p == want),
+                "no error at {want}: {paths:?}"
+            );
         }
         let unknown = "name = \"db\"\nbase_image = \"debian-bookworm\"\nchecks = [{ name = \"c\", port_open = 6, colour = \"red\" }]\n";
         let checked = check_text(unknown, Format::Toml);
-        let paths: Vec<String> = checked.diagnostics.errors().map(|d| d.path.to_string()).collect();
-        assert!(paths.iter().any(|p| p.starts_with("checks[0]")), "{paths:?}");
+        let paths: Vec<String> = checked
+            .diagnostics
+            .errors()
+            .map(|d| d.path.to_string())
+            .collect();
+        assert!(
+            paths.iter().any(|p| p.starts_with("checks[0]")),
+            "{paths:?}"
+        );
     }
 
     #[test]
@@ -767,7 +821,9 @@ checks = [
         use serde_json::json;
         let named = |v: Value| suggested_name(&v);
         assert_eq!(
-            named(json!({"base_image": "debian-bookworm", "features": ["ssh", {"name": "docker"}]})),
+            named(
+                json!({"base_image": "debian-bookworm", "features": ["ssh", {"name": "docker"}]})
+            ),
             Some("debian-bookworm-ssh-docker".into())
         );
         // Whatever the fields hold, the suggestion is a valid name.
@@ -781,8 +837,14 @@ checks = [
             assert!(rules::slug(&name).is_ok(), "{v} gave `{name}`");
         }
         // A recipe with a name keeps it, valid or not.
-        assert_eq!(named(json!({"name": "web", "base_image": "debian-bookworm"})), None);
-        assert_eq!(named(json!({"name": "", "base_image": "debian-bookworm"})), None);
+        assert_eq!(
+            named(json!({"name": "web", "base_image": "debian-bookworm"})),
+            None
+        );
+        assert_eq!(
+            named(json!({"name": "", "base_image": "debian-bookworm"})),
+            None
+        );
         assert_eq!(named(json!("debian-docker-monitoring")), None);
     }
 

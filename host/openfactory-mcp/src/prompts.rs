@@ -293,7 +293,10 @@ fn check(
             Err(unknown("feature", value, &offer.features))
         }
         Names::FeatureOption => {
-            let feature = earlier.get("feature").map(String::as_str).unwrap_or_default();
+            let feature = earlier
+                .get("feature")
+                .map(String::as_str)
+                .unwrap_or_default();
             let options = offer.options.get(feature).cloned().unwrap_or_default();
             if options.iter().any(|o| o == value) {
                 Ok(())
@@ -424,7 +427,10 @@ fn text(prompt: &str, values: &BTreeMap<&'static str, String>) -> String {
         }
         "review_builds" => {
             let (which, filter) = match value("status") {
-                Some(status) => (format!("{status} builds"), format!(" with status_filter `{status}`")),
+                Some(status) => (
+                    format!("{status} builds"),
+                    format!(" with status_filter `{status}`"),
+                ),
                 None => ("builds".to_owned(), String::new()),
             };
             format!(
@@ -590,12 +596,22 @@ mod tests {
             "argument `option`: unknown option of docker `compse`; did you mean `compose`?"
         );
         let err = got(&[("feature", "ssh"), ("option", "port")]).unwrap_err();
-        assert_eq!(err.to_string(), "argument `option`: feature `ssh` has no options");
+        assert_eq!(
+            err.to_string(),
+            "argument `option`: feature `ssh` has no options"
+        );
         let err = got(&[("feature", "dokker")]).unwrap_err();
-        assert!(err.to_string().starts_with("argument `feature`: unknown feature"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("argument `feature`: unknown feature"),
+            "{err}"
+        );
 
         let text = text_of(&get("review_builds", &args(&[("status", "failed")]), &offer).unwrap());
-        assert!(text.contains("list_builds with status_filter `failed`"), "{text}");
+        assert!(
+            text.contains("list_builds with status_filter `failed`"),
+            "{text}"
+        );
         let err = get("review_builds", &args(&[("status", "faild")]), &offer).unwrap_err();
         assert!(err.to_string().contains("did you mean `failed`?"), "{err}");
     }

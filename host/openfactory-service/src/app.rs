@@ -99,7 +99,8 @@ impl Planner {
                     templates
                         .into_iter()
                         .filter_map(|(id, recipe)| {
-                            let digest = openfactory_core::plan::validate(&recipe, set).recipe_digest?;
+                            let digest =
+                                openfactory_core::plan::validate(&recipe, set).recipe_digest?;
                             Some((id, digest.to_string()))
                         })
                         .collect()

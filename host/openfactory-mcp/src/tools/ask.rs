@@ -293,49 +293,103 @@ mod tests {
     fn only_nameless_recipes_and_deletions_raise_a_question() {
         let ask = |tool: &str, v: Value| Question::for_call(tool, Some(&args(v)));
         assert_eq!(
-            ask("create_build", json!({"recipe": {"base_image": "debian-bookworm", "features": ["ssh"]}})),
-            Some(Question::BuildName { suggested: "debian-bookworm-ssh".into() })
+            ask(
+                "create_build",
+                json!({"recipe": {"base_image": "debian-bookworm", "features": ["ssh"]}})
+            ),
+            Some(Question::BuildName {
+                suggested: "debian-bookworm-ssh".into()
+            })
         );
-        assert_eq!(ask("create_build", json!({"recipe": {"name": "web", "base_image": "debian-bookworm"}})), None);
-        assert_eq!(ask("create_build", json!({"recipe": "debian-docker-monitoring"})), None);
-        assert!(matches!(ask("delete_build", json!({"build_id": "0123456789ab"})), Some(Question::Confirm { .. })));
-        assert!(matches!(ask("delete_vm", json!({"vm_name": "web-1"})), Some(Question::Confirm { .. })));
+        assert_eq!(
+            ask(
+                "create_build",
+                json!({"recipe": {"name": "web", "base_image": "debian-bookworm"}})
+            ),
+            None
+        );
+        assert_eq!(
+            ask(
+                "create_build",
+                json!({"recipe": "debian-docker-monitoring"})
+            ),
+            None
+        );
+        assert!(matches!(
+            ask("delete_build", json!({"build_id": "0123456789ab"})),
+            Some(Question::Confirm { .. })
+        ));
+        assert!(matches!(
+            ask("delete_vm", json!({"vm_name": "web-1"})),
+            Some(Question::Confirm { .. })
+        ));
         // Malformed arguments: the tool's own checks answer them.
         assert_eq!(ask("delete_build", json!({"build_id": "../../etc"})), None);
         assert_eq!(ask("delete_vm", json!({"vm_name": 7})), None);
-        assert_eq!(ask("cancel_build", json!({"build_id": "0123456789ab"})), None);
+        assert_eq!(
+            ask("cancel_build", json!({"build_id": "0123456789ab"})),
+            None
+        );
         assert_eq!(Question::for_call("create_build", None), None);
     }
 
     #[test]
     fn a_name_answer_names_the_recipe_or_says_why_not() {
-        let q = Question::BuildName { suggested: "debian-bookworm-ssh".into() };
+        let q = Question::BuildName {
+            suggested: "debian-bookworm-ssh".into(),
+        };
         let mut a = args(json!({"recipe": {"base_image": "debian-bookworm"}}));
-        assert_eq!(q.settle(&answer(json!({"action": "accept", "content": {"name": "my-box"}})), &mut a), Settled::Proceed);
+        assert_eq!(
+            q.settle(
+                &answer(json!({"action": "accept", "content": {"name": "my-box"}})),
+                &mut a
+            ),
+            Settled::Proceed
+        );
         assert_eq!(a["recipe"]["name"], "my-box");
 
         let mut a = args(json!({"recipe": {"base_image": "debian-bookworm"}}));
-        assert_eq!(q.settle(&answer(json!({"action": "decline"})), &mut a), Settled::Proceed);
+        assert_eq!(
+            q.settle(&answer(json!({"action": "decline"})), &mut a),
+            Settled::Proceed
+        );
         assert_eq!(a["recipe"]["name"], "debian-bookworm-ssh");
 
         let mut a = args(json!({"recipe": {"base_image": "debian-bookworm"}}));
-        let Settled::Refused(why) = q.settle(&answer(json!({"action": "accept", "content": {"name": "My Box\u{1b}[2J"}})), &mut a) else {
+        let Settled::Refused(why) = q.settle(
+            &answer(json!({"action": "accept", "content": {"name": "My Box\u{1b}[2J"}})),
+            &mut a,
+        ) else {
             panic!("a bad name is refused")
         };
-        assert!(why.starts_with("name: `My Box") && why.contains("nothing was queued"), "{why}");
+        assert!(
+            why.starts_with("name: `My Box") && why.contains("nothing was queued"),
+            "{why}"
+        );
         assert!(!why.contains('\u{1b}'), "{why}");
         assert!(a["recipe"].get("name").is_none(), "nothing half-done");
-        assert!(matches!(q.settle(&answer(json!({"action": "cancel"})), &mut a), Settled::Refused(_)));
+        assert!(matches!(
+            q.settle(&answer(json!({"action": "cancel"})), &mut a),
+            Settled::Refused(_)
+        ));
         assert_eq!(q.unanswered(&mut a, "timed out"), Settled::Proceed);
         assert_eq!(a["recipe"]["name"], "debian-bookworm-ssh");
     }
 
     #[test]
     fn a_deletion_runs_only_when_confirmed() {
-        let q = Question::Confirm { action: "Delete build 0123456789ab?".into() };
+        let q = Question::Confirm {
+            action: "Delete build 0123456789ab?".into(),
+        };
         let mut a = args(json!({"build_id": "0123456789ab"}));
         let settle = |v: Value, a: &mut JsonObject| q.settle(&answer(v), a);
-        assert_eq!(settle(json!({"action": "accept", "content": {"confirm": true}}), &mut a), Settled::Proceed);
+        assert_eq!(
+            settle(
+                json!({"action": "accept", "content": {"confirm": true}}),
+                &mut a
+            ),
+            Settled::Proceed
+        );
         for no in [
             json!({"action": "accept", "content": {"confirm": false}}),
             json!({"action": "accept", "content": {"confirm": "yes"}}),
@@ -343,14 +397,25 @@ mod tests {
             json!({"action": "decline"}),
             json!({"action": "cancel"}),
         ] {
-            assert!(matches!(settle(no.clone(), &mut a), Settled::Refused(_)), "{no}");
+            assert!(
+                matches!(settle(no.clone(), &mut a), Settled::Refused(_)),
+                "{no}"
+            );
         }
-        assert!(matches!(q.unanswered(&mut a, "timed out"), Settled::Refused(_)));
+        assert!(matches!(
+            q.unanswered(&mut a, "timed out"),
+            Settled::Refused(_)
+        ));
     }
 
     #[test]
     fn hostile_answers_get_a_plain_error() {
-        for bad in [json!("yes"), json!({"action": "maybe"}), json!({"action": 1}), json!(null)] {
+        for bad in [
+            json!("yes"),
+            json!({"action": "maybe"}),
+            json!({"action": 1}),
+            json!(null),
+        ] {
             let err = answer_from(&bad).unwrap_err();
             assert!(err.starts_with("inputResponses: "), "{err}");
         }
@@ -359,8 +424,20 @@ mod tests {
     #[test]
     fn the_forms_are_what_the_spec_allows() {
         for (q, field, default) in [
-            (Question::BuildName { suggested: "debian-bookworm".into() }, "name", json!("debian-bookworm")),
-            (Question::Confirm { action: "Delete?".into() }, "confirm", json!(false)),
+            (
+                Question::BuildName {
+                    suggested: "debian-bookworm".into(),
+                },
+                "name",
+                json!("debian-bookworm"),
+            ),
+            (
+                Question::Confirm {
+                    action: "Delete?".into(),
+                },
+                "confirm",
+                json!(false),
+            ),
         ] {
             let form = serde_json::to_value(q.elicitation()).unwrap();
             assert_eq!(form["mode"], "form");

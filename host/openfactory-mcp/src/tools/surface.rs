@@ -12,10 +12,9 @@ use openfactory_service::{builds, recipes, test_runs, vms};
 use rmcp::RoleServer;
 use rmcp::model::{
     CompleteRequestParams, CompleteResult, CompletionContext, CompletionInfo, ErrorData,
-    GetPromptRequestParams,
-    GetPromptResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    LoggingLevel, LoggingMessageNotificationParam, ReadResourceRequestParams, ReadResourceResult,
-    Reference, ResourceContents, SubscriptionFilter,
+    GetPromptRequestParams, GetPromptResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, LoggingLevel, LoggingMessageNotificationParam, ReadResourceRequestParams,
+    ReadResourceResult, Reference, ResourceContents, SubscriptionFilter,
 };
 use rmcp::service::RequestContext;
 use serde::Serialize;
