@@ -1,4 +1,4 @@
-//! `cargo xtask catalog [--changed] [TEMPLATE…]`: every template in
+//! `cargo xtask catalog [--unproven] [TEMPLATE…]`: every template in
 //! `recipes/` built with the first-party plugins, booted in a throwaway VM
 //! (QEMU, TCG) and its declared checks run, through the CLI a user has
 //! (`openfactory build`, `openfactory test`). Prints a table (template, build
@@ -7,11 +7,12 @@
 //! digests included), which the server shows in the catalog. Exits non-zero
 //! if a template fails to build or a check fails.
 //!
-//! `--changed` runs only the templates whose digest moved since their
-//! recorded run: a template, or a plugin it uses, that changed since. That is
-//! what CI runs on every change, so a proven template that a change breaks
-//! fails CI. (A template never run is listed, not run: `cargo xtask catalog`
-//! proves it and records it.)
+//! `--unproven` runs only the templates not proven at their current digest:
+//! one that changed since its recorded run (the template, or a plugin it
+//! uses), one never run, and one whose recorded run failed. That is what CI
+//! runs on every change, so a change that breaks a proven template, a new
+//! template that does not build, and a template left failing all fail CI;
+//! a template proven at its current digest is not booted again.
 //!
 //! The next template builds while the previous one boots (a boot under TCG
 //! keeps one core busy; the build takes the other), one ISO ahead at most.
@@ -48,12 +49,12 @@ struct Row {
 }
 
 pub fn catalog(root: &Path, args: &[String]) -> Result<()> {
-    let mut changed_only = false;
+    let mut unproven_only = false;
     let mut chosen = Vec::new();
     for arg in args {
         match arg.as_str() {
-            "--changed" => changed_only = true,
-            a if a.starts_with('-') => bail!("catalog: unknown option {a} (options: --changed)"),
+            "--unproven" => unproven_only = true,
+            a if a.starts_with('-') => bail!("catalog: unknown option {a} (options: --unproven)"),
             a => chosen.push(a.to_owned()),
         }
     }
@@ -112,14 +113,14 @@ pub fn catalog(root: &Path, args: &[String]) -> Result<()> {
     let targets: Vec<Target> = all
         .iter()
         .filter(|t| chosen.is_empty() || chosen.contains(&t.id))
-        .filter(|t| !changed_only || moved(t))
+        .filter(|t| !unproven_only || proofs.status(&t.id, &t.digest) != proof::Status::Proven)
         .map(|t| Target {
             id: t.id.clone(),
             digest: t.digest.clone(),
         })
         .collect();
     if targets.is_empty() {
-        println!("catalog: no template changed since its recorded run; nothing to build");
+        println!("catalog: every template chosen is proven at its current digest; nothing to build");
         std::fs::write(&proofs_file, proofs.to_toml())?;
         return Ok(());
     }
@@ -283,6 +284,9 @@ fn prove(cli: &Path, home: &Path, built: Built) -> Row {
                 }
                 Ok(out) => {
                     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    // The whole report (every check's stdout and stderr) stays for whoever reads a failure.
+                    let kept = iso.with_extension("test.json");
+                    let _ = std::fs::write(&kept, &out.stdout);
                     let checks = report["checks"].as_array().cloned().unwrap_or_default();
                     proof.checks_total = checks.len() as u32;
                     proof.checks_passed =
@@ -291,10 +295,15 @@ fn prove(cli: &Path, home: &Path, built: Built) -> Row {
                     proof.first_failure = match (report["status"].as_str(), first) {
                         (Some("passed"), None) if !checks.is_empty() => None,
                         (_, Some(c)) => Some(format!(
-                            "{}: {} ({})",
+                            "{}: {} ({}){}",
                             c["name"].as_str().unwrap_or("a check"),
                             c["status"].as_str().unwrap_or("?"),
-                            c["message"].as_str().unwrap_or_default()
+                            c["message"].as_str().unwrap_or_default(),
+                            c["stderr"]
+                                .as_str()
+                                .filter(|e| !e.trim().is_empty())
+                                .map(|e| format!("; stderr: {}", last_line(e.as_bytes())))
+                                .unwrap_or_default()
                         )),
                         (Some("passed"), None) => Some("the run declared no checks".into()),
                         (status, None) => Some(format!(

@@ -91,8 +91,8 @@ fn main() -> Result<()> {
             // Every template built, booted and checked: those whose digest
             // (plugins included) has no passing proof in recipes/proofs.toml.
             let catalog = parts.time(
-                "catalog: templates changed since their proof (cargo xtask catalog --changed)",
-                || catalog::catalog(&root, &["--changed".to_owned()]),
+                "catalog: templates not proven at their current digest (cargo xtask catalog --unproven)",
+                || catalog::catalog(&root, &["--unproven".to_owned()]),
             );
             // The MCP end-to-end suite drives the real binary with the official
             // Python SDK. The store-level files run on both databases; the
@@ -177,7 +177,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | postgres [--data DIR] [--port N] | garage | catalog [--changed] [TEMPLATE…] | bench | bench-scale | bench-build | bench-tests>"
+                "usage: cargo xtask <plugins | install [--home DIR] | run -- ARGS | test | postgres [--data DIR] [--port N] | garage | catalog [--unproven] [TEMPLATE…] | bench | bench-scale | bench-build | bench-tests>"
             );
             bail!("unknown task")
         }

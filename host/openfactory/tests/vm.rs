@@ -100,6 +100,31 @@ fn hypervisor_pids(id: &str) -> Vec<i32> {
         .collect()
 }
 
+/// A VM id no earlier run used: a run that died half-way (or another clone's
+/// run on the same machine) cannot be in this one's way.
+fn fresh_id() -> String {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("the OS has randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes what a test made when it ends, passed or panicked: the suite's
+/// own `delete` is what is under test, so this works below the backend.
+struct Sweep<F: Fn()>(F);
+
+impl<F: Fn()> Drop for Sweep<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+fn kill_hypervisor(id: &str) {
+    for pid in hypervisor_pids(id) {
+        // SAFETY: kill with a pid whose command line names our VM.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -238,8 +263,10 @@ async fn the_qemu_backend_passes_the_suite() {
     let root = dir.path().join("vms");
     let backend = QemuBackend::new(&root, AccelSetting::Auto);
     let forward = (20000..21000).find(|p| port_free(*p)).unwrap();
+    let id = fresh_id();
+    let _sweep = Sweep(|| kill_hypervisor(&id));
     let spec = spec(
-        "0a1b2c3d",
+        &id,
         iso,
         vec![PortForward {
             host: forward,
@@ -265,11 +292,12 @@ async fn the_qemu_backend_passes_the_suite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_libvirt_backend_passes_the_suite() {
     use openfactory_vm::{LibvirtBackend, LibvirtConfig};
+    const POOL_PATH: &str = "/var/lib/libvirt/images/openfactory-test";
 
     let dir = tempfile::tempdir().unwrap();
     let config = LibvirtConfig {
         pool: "openfactory-test".into(),
-        pool_path: "/var/lib/libvirt/images/openfactory-test".into(),
+        pool_path: POOL_PATH.into(),
         ..LibvirtConfig::default()
     };
     let backend = LibvirtBackend::new(&dir.path().join("vms"), AccelSetting::Auto, config);
@@ -305,7 +333,29 @@ async fn the_libvirt_backend_passes_the_suite() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    lifecycle(&backend, spec("1a2b3c4d", iso, vec![]), |id| {
+    let remove = |domain: &str| {
+        virsh(&["destroy", domain]);
+        virsh(&["undefine", domain, "--remove-all-storage"]);
+    };
+    // Domains an earlier run left behind with their disks in the test pool go first.
+    for domain in virsh(&["list", "--all", "--name"]).lines() {
+        let domain = domain.trim();
+        if domain.starts_with("openfactory-vm-")
+            && virsh(&["dumpxml", domain]).contains(POOL_PATH)
+        {
+            remove(domain);
+        }
+    }
+    let id = fresh_id();
+    let _sweep = Sweep(|| {
+        remove(&format!("openfactory-vm-{id}"));
+        for line in virsh(&["vol-list", "openfactory-test"]).lines() {
+            if let Some(volume) = line.split_whitespace().next().filter(|v| v.contains(&id)) {
+                virsh(&["vol-delete", volume, "--pool", "openfactory-test"]);
+            }
+        }
+    });
+    lifecycle(&backend, spec(&id, iso, vec![]), |id| {
         let mut left: Vec<String> = virsh(&["vol-list", "openfactory-test"])
             .lines()
             .filter(|l| l.contains(id))
