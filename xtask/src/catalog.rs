@@ -120,7 +120,9 @@ pub fn catalog(root: &Path, args: &[String]) -> Result<()> {
         })
         .collect();
     if targets.is_empty() {
-        println!("catalog: every template chosen is proven at its current digest; nothing to build");
+        println!(
+            "catalog: every template chosen is proven at its current digest; nothing to build"
+        );
         std::fs::write(&proofs_file, proofs.to_toml())?;
         return Ok(());
     }
@@ -299,11 +301,7 @@ fn prove(cli: &Path, home: &Path, built: Built) -> Row {
                             c["name"].as_str().unwrap_or("a check"),
                             c["status"].as_str().unwrap_or("?"),
                             c["message"].as_str().unwrap_or_default(),
-                            c["stderr"]
-                                .as_str()
-                                .filter(|e| !e.trim().is_empty())
-                                .map(|e| format!("; stderr: {}", last_line(e.as_bytes())))
-                                .unwrap_or_default()
+                            evidence(c)
                         )),
                         (Some("passed"), None) => Some("the run declared no checks".into()),
                         (status, None) => Some(format!(
@@ -360,6 +358,24 @@ fn json(cmd: &mut Command) -> Result<Value> {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// What a failed check printed, in a line: the end of its stderr, or of its stdout when
+/// stderr is empty (the base check `no-failed-units` names the failed units there).
+fn evidence(check: &Value) -> String {
+    ["stderr", "stdout"]
+        .iter()
+        .find_map(|stream| {
+            let text = check[*stream].as_str()?;
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+            (!tail.is_empty()).then(|| format!("; {stream}: {tail}"))
+        })
+        .unwrap_or_default()
 }
 
 fn last_line(bytes: &[u8]) -> String {

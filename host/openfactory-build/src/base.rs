@@ -149,10 +149,20 @@ impl Bootstrapper for Mmdebstrap {
         debs: &Path,
         runner: &Runner,
     ) -> Result<(), CommandError> {
-        // In a mount namespace of its own: whatever mmdebstrap or its hooks
-        // mount (the package cache bind) goes away with it, even if it fails.
+        // In mount and PID namespaces of its own: whatever mmdebstrap or its
+        // hooks mount (the package cache bind) goes away with it, even if it
+        // fails, and killing it (a cancelled build) kills apt and dpkg too.
         let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "mmdebstrap"]);
+        cmd.args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--propagation",
+            "private",
+            "--",
+            "mmdebstrap",
+        ]);
         cmd.args([
             "--mode=root",
             "--variant=minbase",

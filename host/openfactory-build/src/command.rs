@@ -1,8 +1,16 @@
 //! Running one external tool: its output goes to the build log line by line,
-//! a cancelled build kills it, and a failure carries the last lines it printed.
+//! a cancelled build kills it with everything it started, and a failure
+//! carries the last lines it printed.
+//!
+//! Each command leads a process group of its own, and cancelling kills the
+//! group: mmdebstrap's apt and dpkg, grub-mkrescue's xorriso go with it. (The
+//! commands that enter the image, and the bootstrap, also run in a PID
+//! namespace of their own, which the kernel empties when its first process
+//! dies, so not even a process that left the group survives.)
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -110,6 +118,7 @@ impl Runner<'_> {
             .stderr(Stdio::piped());
         // If the host dies, its tools die with it instead of running on in a
         // half-built root (unshare's --kill-child takes the namespace along).
+        command.process_group(0);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(command, || {
@@ -173,6 +182,9 @@ impl Runner<'_> {
                 }
             }
             if self.cancel.is_cancelled() {
+                // The group the command leads (its id is the command's pid): all of it.
+                // SAFETY: killpg only sends a signal.
+                unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(CommandError::Cancelled);
@@ -288,5 +300,64 @@ mod tests {
         killer.join().unwrap();
         assert!(matches!(err, CommandError::Cancelled), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Processes whose command line holds `marker`.
+    fn processes_with(marker: &str) -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(marker))
+            .collect()
+    }
+
+    #[test]
+    fn cancelling_kills_what_the_command_started_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(&dir);
+        let cancel = CancelFlag::new();
+        let runner = Runner {
+            log: &log,
+            cancel: &cancel,
+        };
+        // A shell that starts children (as mmdebstrap starts apt, and apt dpkg), each
+        // marked with a duration no other process uses.
+        let marker = format!("{}.{}", 300 + std::process::id() % 100, std::process::id());
+        let script = format!("sleep {marker} & sleep {marker} & (sleep {marker}; true) & wait");
+        let flag = cancel.clone();
+        let probe = marker.clone();
+        let killer = thread::spawn(move || {
+            // Cancel once the children run.
+            for _ in 0..100 {
+                if processes_with(&format!("sleep {probe}")).len() >= 3 {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            flag.cancel();
+        });
+        let err = runner
+            .run(Command::new("sh").args(["-c", &script]), None)
+            .unwrap_err();
+        killer.join().unwrap();
+        assert!(matches!(err, CommandError::Cancelled), "{err:?}");
+        // SIGKILL is delivered at once; give the kernel a moment to reap.
+        let mut left = processes_with(&format!("sleep {marker}"));
+        for _ in 0..40 {
+            if left.is_empty() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+            left = processes_with(&format!("sleep {marker}"));
+        }
+        assert!(left.is_empty(), "still running after cancel: {left:?}");
     }
 }

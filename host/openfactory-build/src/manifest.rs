@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use packageurl::PackageUrl;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -63,23 +64,26 @@ pub fn read(root: &Path) -> std::io::Result<Vec<Package>> {
     Ok(parse_dpkg(&String::from_utf8_lossy(&output.stdout)))
 }
 
-/// A package URL (purl) for a Debian package.
-pub fn purl(package: &Package, distro: &str) -> String {
-    let encode = |s: &str| {
-        s.replace('%', "%25")
-            .replace(':', "%3A")
-            .replace('+', "%2B")
-    };
-    format!(
-        "pkg:deb/debian/{}@{}?arch={}&distro={distro}",
-        package.name,
-        encode(&package.version),
-        package.architecture
-    )
+/// A package URL (purl) for a Debian package, as the purl spec's `deb` type
+/// has it: `pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=CODENAME` (the epoch
+/// stays in the version; the crate encodes what needs it, `+` in a name).
+pub fn purl(package: &Package, suite: &str) -> String {
+    let built = PackageUrl::new("deb", package.name.as_str()).and_then(|mut purl| {
+        purl.with_namespace("debian")?
+            .with_version(package.version.as_str())?
+            .add_qualifier("arch", package.architecture.as_str())?
+            .add_qualifier("distro", suite)?;
+        Ok(purl.to_string())
+    });
+    // The type, namespace and qualifier keys are constants the spec allows, and dpkg's
+    // names and versions are non-empty: nothing here can be refused.
+    built.unwrap_or_else(|e| unreachable!("a Debian package's purl: {e}"))
 }
 
-/// SPDX ids allow letters, digits, `.` and `-`.
-fn spdx_id(name: &str, arch: &str) -> String {
+/// SPDX ids allow letters, digits, `.` and `-`: other characters become `-`,
+/// and an id that two packages would share gets a number (`-2`, `-3`…) in the
+/// order the packages are listed, so every id is unique and stable.
+fn spdx_ids(packages: &[Package]) -> Vec<String> {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -91,7 +95,24 @@ fn spdx_id(name: &str, arch: &str) -> String {
             })
             .collect()
     };
-    format!("SPDXRef-Package-{}-{}", clean(name), clean(arch))
+    let mut seen = std::collections::HashSet::new();
+    packages
+        .iter()
+        .map(|p| {
+            let base = format!(
+                "SPDXRef-Package-{}-{}",
+                clean(&p.name),
+                clean(&p.architecture)
+            );
+            let mut id = base.clone();
+            let mut n = 1;
+            while !seen.insert(id.clone()) {
+                n += 1;
+                id = format!("{base}-{n}");
+            }
+            id
+        })
+        .collect()
 }
 
 /// Everything the SBOM says about the image itself.
@@ -109,7 +130,6 @@ pub struct SbomSubject<'a> {
 /// An SPDX 2.3 document (JSON): the ISO as the described package, which
 /// contains every Debian package with its purl.
 pub fn spdx(subject: &SbomSubject, packages: &[Package]) -> Value {
-    let distro = format!("debian-{}", subject.suite);
     let image_id = "SPDXRef-Image";
     let mut spdx_packages = vec![json!({
         "SPDXID": image_id,
@@ -117,7 +137,7 @@ pub fn spdx(subject: &SbomSubject, packages: &[Package]) -> Value {
         "versionInfo": subject.recipe_digest,
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
-        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "primaryPackagePurpose": "OPERATING_SYSTEM",
         "checksums": [{"algorithm": "SHA256", "checksumValue": subject.iso_sha256}],
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
@@ -129,8 +149,7 @@ pub fn spdx(subject: &SbomSubject, packages: &[Package]) -> Value {
         "relationshipType": "DESCRIBES",
         "relatedSpdxElement": image_id,
     })];
-    for package in packages {
-        let id = spdx_id(&package.name, &package.architecture);
+    for (package, id) in packages.iter().zip(spdx_ids(packages)) {
         spdx_packages.push(json!({
             "SPDXID": id,
             "name": package.name,
@@ -145,7 +164,7 @@ pub fn spdx(subject: &SbomSubject, packages: &[Package]) -> Value {
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
-                "referenceLocator": purl(package, &distro),
+                "referenceLocator": purl(package, subject.suite),
             }],
         }));
         relationships.push(json!({
@@ -185,10 +204,8 @@ mod tests {
         assert_eq!(packages[1].source, "zlib");
     }
 
-    #[test]
-    fn the_sbom_is_spdx_with_purls() {
-        let packages = parse_dpkg("zlib1g\t1:1.2.13.dfsg-1\tamd64\tinstalled\tzlib\n");
-        let doc = spdx(
+    fn sbom(dpkg: &str) -> Value {
+        spdx(
             &SbomSubject {
                 build_id: "b1",
                 recipe_name: "web",
@@ -198,14 +215,74 @@ mod tests {
                 created: "2026-11-25T00:00:00Z",
                 tool_version: "0.1.0",
             },
-            &packages,
+            &parse_dpkg(dpkg),
+        )
+    }
+
+    /// What a real image holds that trips hand-made purls and ids: an epoch,
+    /// `+` in names and versions, and names that only differ in `+` and `-`.
+    const AWKWARD: &str = "zlib1g\t1:1.2.13.dfsg-1\tamd64\tinstalled\tzlib\n\
+                           libstdc++6\t12.2.0-14+deb12u1\tamd64\tinstalled\tgcc-12\n\
+                           libfoo+\t1.0\tamd64\tinstalled\tfoo\n\
+                           libfoo-\t1.0\tamd64\tinstalled\tfoo\n\
+                           libfoo-\t1.0\ti386\tinstalled\tfoo\n";
+
+    #[test]
+    fn purls_follow_the_spec() {
+        let doc = sbom(AWKWARD);
+        let purls: Vec<&str> = doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|p| p["externalRefs"][0]["referenceLocator"].as_str().unwrap())
+            .collect();
+        assert!(
+            purls.contains(&"pkg:deb/debian/zlib1g@1:1.2.13.dfsg-1?arch=amd64&distro=bookworm"),
+            "{purls:?}"
         );
-        assert_eq!(doc["spdxVersion"], "SPDX-2.3");
-        assert_eq!(doc["packages"].as_array().unwrap().len(), 2);
-        assert_eq!(
-            doc["packages"][1]["externalRefs"][0]["referenceLocator"],
-            "pkg:deb/debian/zlib1g@1%3A1.2.13.dfsg-1?arch=amd64&distro=debian-bookworm"
+        assert!(
+            purls.contains(
+                &"pkg:deb/debian/libstdc%2B%2B6@12.2.0-14%2Bdeb12u1?arch=amd64&distro=bookworm"
+            ),
+            "{purls:?}"
         );
-        assert_eq!(doc["relationships"][1]["relationshipType"], "CONTAINS");
+        // Each one reads back as what it was made from.
+        for purl in purls {
+            let parsed: PackageUrl = purl.parse().unwrap();
+            assert_eq!(parsed.ty(), "deb");
+            assert_eq!(parsed.namespace(), Some("debian"));
+            assert!(
+                AWKWARD.contains(&format!(
+                    "{}\t{}\t",
+                    parsed.name(),
+                    parsed.version().unwrap()
+                )),
+                "{purl}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_sbom_is_valid_spdx_2_3_with_unique_ids() {
+        let doc = sbom(AWKWARD);
+        let schema: Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/spdx-2.3.schema.json"))
+                .unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let packages = doc["packages"].as_array().unwrap();
+        assert_eq!(packages.len(), 6);
+        let ids: std::collections::HashSet<&str> = packages
+            .iter()
+            .map(|p| p["SPDXID"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), packages.len(), "{ids:?}");
+        // Every CONTAINS names a package that is there.
+        for r in doc["relationships"].as_array().unwrap().iter().skip(1) {
+            assert_eq!(r["relationshipType"], "CONTAINS");
+            assert!(ids.contains(r["relatedSpdxElement"].as_str().unwrap()));
+        }
     }
 }

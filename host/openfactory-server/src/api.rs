@@ -32,8 +32,24 @@ pub fn router(app: Arc<App>, owners: Arc<OwnerPolicy>) -> Router {
         .route("/api/auth/me", get(me))
         .route("/api/mcp-keys", post(create_key).get(list_keys))
         .route("/api/mcp-keys/{key_id}", delete(revoke_key))
-        .with_state(app)
+        .with_state(app.clone())
         .layer(axum::Extension(owners))
+        .layer(axum::middleware::from_fn_with_state(app, verified))
+}
+
+/// A request with a valid session token says so on its response, for the
+/// rate limits (`limits::Verified`). Checking the token is an HMAC, no lookup.
+async fn verified(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let valid = auth::session_account(&app.signer, request.headers()).is_ok();
+    let mut response = next.run(request).await;
+    if valid {
+        response.extensions_mut().insert(crate::limits::Verified);
+    }
+    response
 }
 
 /// A service error in this API's words: its message, and where to look.
@@ -159,9 +175,9 @@ async fn login(State(app): State<Arc<App>>, bytes: Bytes) -> ApiResult {
         Ok(session) => Ok(axum::Json(session).into_response()),
         Err(SignInError::Wrong) => Err(Error::unauthorized("wrong email or password").into()),
         // Not a service error: a rate, like the rate limits.
-        Err(SignInError::Throttled) => Err(ApiError(
+        Err(SignInError::Throttled(wait)) => Err(ApiError(
             StatusCode::TOO_MANY_REQUESTS,
-            "too many failed sign-ins for this email; wait 15 minutes and try again".into(),
+            format!("too many sign-ins for this email; wait {wait} s and try again"),
         )),
         Err(SignInError::Other(e)) => Err(e.into()),
     }

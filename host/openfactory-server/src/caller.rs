@@ -96,7 +96,9 @@ pub async fn resolve(State(callers): State<Callers>, mut request: Request, next:
     };
     let ends = app.auth.streams_of(&caller.credential);
     request.extensions_mut().insert(caller);
-    let (parts, body) = next.run(request).await.into_parts();
+    let (mut parts, body) = next.run(request).await.into_parts();
+    // The credential has its own rate-limit budget from now on.
+    parts.extensions.insert(crate::limits::Verified);
     // A body of known length is already whole: only streams stay open.
     if body.size_hint().exact().is_some() {
         return Response::from_parts(parts, body);

@@ -6,10 +6,10 @@
 //!
 //! 1. `headers`: the security headers, on every response whatever made it;
 //! 2. `trace`: a span per request;
-//! 3. `host`: the Host/Origin check (not for `/healthz` and `/metrics`);
+//! 3. `host`: the Host/Origin check (not for `/healthz`);
 //! 4. the body limit;
-//! 5. `limits`: the per-caller rate limits (not for `/healthz`, `/metrics`
-//!    and static files);
+//! 5. `limits`: the per-caller rate limits (not for `/healthz` and static
+//!    files);
 //! 6. on the MCP routes, `caller`: a credential (an API key, an OAuth access
 //!    token) becomes its account, or 401 with the OAuth challenge.
 //!
@@ -48,12 +48,14 @@ pub use host::HostPolicy;
 /// Largest request body: an MCP message (a 2 MiB recipe and its framing).
 pub const MAX_BODY: usize = openfactory_mcp::MAX_MESSAGE;
 
-/// Everything the server serves, behind every layer.
+/// Everything the server serves, behind every layer. With `metrics_token`,
+/// `/metrics` answers only callers that send it as a bearer token.
 pub fn router(
     app: Arc<App>,
     owners: Arc<OwnerPolicy>,
     hosts: HostPolicy,
     web: WebSettings,
+    metrics_token: Option<&str>,
     shutdown: CancellationToken,
 ) -> Router {
     // rmcp checks Host on Streamable HTTP too; its list must not disagree.
@@ -79,6 +81,7 @@ pub fn router(
         .merge(mcp)
         .merge(api::router(app.clone(), owners.clone()))
         .merge(oauth::router(app.clone()))
+        .merge(status::metrics_router(app.clone(), metrics_token))
         .merge(openfactory_web::router(app.clone(), owners.clone(), web))
         .layer(middleware::from_fn_with_state(
             limits::Limits::new(owners),
@@ -88,7 +91,7 @@ pub fn router(
         .layer(middleware::from_fn_with_state(hosts, host::check));
 
     Router::new()
-        .merge(status::router(app))
+        .merge(status::healthz_router(app))
         .merge(workers)
         .merge(checked)
         .layer(middleware::from_fn(trace::request))
@@ -103,9 +106,10 @@ pub async fn serve(
     owners: Arc<OwnerPolicy>,
     hosts: HostPolicy,
     web: WebSettings,
+    metrics_token: Option<&str>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = router(app, owners, hosts, web, shutdown.clone());
+    let router = router(app, owners, hosts, web, metrics_token, shutdown.clone());
     use axum::serve::ListenerExt;
     // Small request/response exchanges: do not let Nagle and delayed ACKs add 40 ms.
     let listener = listener.tap_io(|stream| {

@@ -1,137 +1,195 @@
-//! Request rate limits per caller (an API key, or a client address): a fixed
-//! one-minute window each, kept in memory. Static files are not counted.
+//! Request rate limits, kept in memory ([`Throttle`]: a burst, then a steady
+//! rate). Static files are not counted.
+//!
+//! Who a request counts against:
+//!
+//! - A credential this server verified in the last [`VERIFIED_FOR`] (an
+//!   API key, an OAuth access token, a session token): its own budget, so
+//!   callers behind one address (a company's NAT) do not share one.
+//! - Anything else, including a credential not verified yet: its client
+//!   address (an IPv6 address by its /64, which one machine usually holds
+//!   whole). Made-up credentials therefore share their sender's budget.
+//!
+//! A credential not verified yet also spends one of its address's
+//! [`UNVERIFIED_BURST`] checks (then one every [`UNVERIFIED_PERIOD`]) before
+//! it goes any further: a flood of random keys gets 429 without costing a
+//! database lookup each, while a real client's key is checked once and then
+//! remembered. Whatever verified a credential says so on its response
+//! ([`Verified`]).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use openfactory_service::owner::OwnerPolicy;
+use openfactory_service::throttle::{self, Throttle};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
-const WINDOW: Duration = Duration::from_secs(60);
-/// Windows kept before old ones are swept.
-const SWEEP_AT: usize = 10_000;
+/// How long a verified credential keeps its own budget without being seen again.
+pub const VERIFIED_FOR: Duration = Duration::from_secs(10 * 60);
+/// Credentials an address may present unverified at once…
+pub const UNVERIFIED_BURST: u32 = 10;
+/// …and then one more every this long.
+pub const UNVERIFIED_PERIOD: Duration = Duration::from_secs(6);
+/// Verified credentials remembered before the expired ones are dropped.
+const VERIFIED_SWEEP_AT: usize = 4096;
 
-pub struct RateLimiter {
-    per_minute: u32,
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
-}
+/// Put on a response by whatever verified the request's credential.
+#[derive(Clone, Copy, Debug)]
+pub struct Verified;
 
-impl RateLimiter {
-    /// `per_minute` 0 means no limit.
-    pub fn new(per_minute: u32) -> Self {
-        RateLimiter {
-            per_minute,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn per_minute(&self) -> u32 {
-        self.per_minute
-    }
-
-    /// Count a request by `who`; when over the limit, the seconds until the
-    /// window turns.
-    pub fn check(&self, who: &str) -> Result<(), u64> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut windows = self.windows.lock().expect("limiter lock");
-        if windows.len() >= SWEEP_AT {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-        }
-        let (start, count) = windows.entry(who.to_owned()).or_insert((now, 0));
-        if now.duration_since(*start) >= WINDOW {
-            *start = now;
-            *count = 0;
-        }
-        if *count >= self.per_minute {
-            let left = WINDOW.saturating_sub(now.duration_since(*start));
-            return Err(left.as_secs().max(1));
-        }
-        *count += 1;
-        Ok(())
-    }
+/// What a request's budget is kept under.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Budget {
+    Address(IpAddr),
+    Credential([u8; 32]),
 }
 
 /// Paths of static files, which the rate limit does not count.
 const STATIC_PREFIXES: [&str; 3] = ["/assets/", "/console/assets/", "/console/novnc/"];
 
-/// The middleware's state: how callers are told apart, and their windows.
+/// The middleware's state: how callers are told apart, and their budgets.
 #[derive(Clone)]
-pub struct Limits {
+pub struct Limits(Option<Arc<Budgets>>);
+
+struct Budgets {
     owners: Arc<OwnerPolicy>,
-    limiter: Arc<RateLimiter>,
+    per_minute: u32,
+    requests: Throttle<Budget>,
+    unverified: Throttle<IpAddr>,
+    verified: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
 impl Limits {
-    /// `owners.requests_per_minute` per caller.
+    /// `owners.requests_per_minute` per caller; 0 turns every limit here off.
     pub fn new(owners: Arc<OwnerPolicy>) -> Self {
-        let limiter = Arc::new(RateLimiter::new(owners.requests_per_minute));
-        Limits { owners, limiter }
+        let Some(per_minute) = NonZeroU32::new(owners.requests_per_minute) else {
+            return Limits(None);
+        };
+        Limits(Some(Arc::new(Budgets {
+            owners,
+            per_minute: per_minute.get(),
+            requests: Throttle::per_minute(per_minute),
+            unverified: Throttle::new(
+                NonZeroU32::new(UNVERIFIED_BURST).expect("above zero"),
+                UNVERIFIED_PERIOD,
+            ),
+            verified: Mutex::new(HashMap::new()),
+        })))
     }
 }
 
-/// The middleware: count the request against its caller's limit, the
-/// credential it carries (whatever it is: a bad key is counted too), or its
-/// address; 429 with `Retry-After` over it.
+/// The address a budget is kept for: an IPv4 address, or an IPv6 /64.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & (!0u128 << 64))),
+        },
+    }
+}
+
+fn credential(headers: &HeaderMap) -> Option<[u8; 32]> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|value| Sha256::digest(value.as_bytes()).into())
+}
+
+impl Budgets {
+    fn is_verified(&self, credential: &[u8; 32]) -> bool {
+        let verified = self.verified.lock().expect("limits lock");
+        verified
+            .get(credential)
+            .is_some_and(|seen| seen.elapsed() < VERIFIED_FOR)
+    }
+
+    fn remember(&self, credential: [u8; 32]) {
+        let mut verified = self.verified.lock().expect("limits lock");
+        if verified.len() >= VERIFIED_SWEEP_AT {
+            verified.retain(|_, seen| seen.elapsed() < VERIFIED_FOR);
+        }
+        verified.insert(credential, Instant::now());
+    }
+}
+
+/// The middleware: count the request against its budget; 429 with
+/// `Retry-After` over it, or when its address sent too many credentials
+/// that were not verified.
 pub async fn check(
-    State(limits): State<Limits>,
+    State(Limits(budgets)): State<Limits>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
     // Static files (stylesheets, scripts, noVNC) cost nothing and come with every page.
     let path = request.uri().path();
-    if STATIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
+    let Some(budgets) = budgets.filter(|_| !STATIC_PREFIXES.iter().any(|p| path.starts_with(p)))
+    else {
         return next.run(request).await;
-    }
-    let headers = request.headers();
-    let (who, what) = match headers.get(header::AUTHORIZATION) {
-        Some(value) => (
-            format!(
-                "auth:{}",
-                openfactory_service::auth::key_hash(&String::from_utf8_lossy(value.as_bytes()))
-            ),
-            "this credential",
-        ),
-        None => (
-            format!("ip:{}", limits.owners.client_ip(peer.ip(), headers)),
-            "this address",
-        ),
     };
-    match limits.limiter.check(&who) {
-        Ok(()) => next.run(request).await,
-        Err(wait) => {
+    let headers = request.headers();
+    let address = network(budgets.owners.client_ip(peer.ip(), headers));
+    let credential = credential(headers);
+    let verified = credential.filter(|c| budgets.is_verified(c));
+    let (budget, what) = match verified {
+        Some(c) => (Budget::Credential(c), "this credential"),
+        None => (Budget::Address(address), "this address"),
+    };
+    if let Err(wait) = budgets.requests.check(&budget) {
+        let message = format!(
+            "rate limit: at most {} requests a minute from {what}; wait {} s and try again",
+            budgets.per_minute,
+            throttle::seconds(wait)
+        );
+        return refuse(request, message, throttle::seconds(wait)).await;
+    }
+    if credential.is_some() && verified.is_none() {
+        if let Err(wait) = budgets.unverified.check(&address) {
             let message = format!(
-                "rate limit: at most {} requests a minute from {what}; wait {wait} s and try again",
-                limits.limiter.per_minute()
+                "rate limit: too many credentials this server could not verify came from this address \
+                 (at most {UNVERIFIED_BURST}, then one every {} s); check the Authorization header, \
+                 wait {} s and try again",
+                UNVERIFIED_PERIOD.as_secs(),
+                throttle::seconds(wait)
             );
-            // An MCP endpoint answers in JSON-RPC, to the request's id.
-            if openfactory_mcp::resource_path(request.uri().path()).is_some() {
-                let body = axum::body::to_bytes(request.into_body(), crate::MAX_BODY)
-                    .await
-                    .unwrap_or_default();
-                return openfactory_mcp::rate_limited(&body, &message, wait);
-            }
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(json!({ "error": message })),
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                wait.to_string().parse().expect("a number"),
-            );
-            response
+            return refuse(request, message, throttle::seconds(wait)).await;
         }
     }
+    let response = next.run(request).await;
+    if let (Some(c), None) = (credential, verified)
+        && response.extensions().get::<Verified>().is_some()
+    {
+        budgets.remember(c);
+    }
+    response
+}
+
+/// 429 with `Retry-After`; an MCP endpoint answers in JSON-RPC, to the request's id.
+async fn refuse(request: Request, message: String, wait: u64) -> Response {
+    if openfactory_mcp::resource_path(request.uri().path()).is_some() {
+        let body = axum::body::to_bytes(request.into_body(), crate::MAX_BODY)
+            .await
+            .unwrap_or_default();
+        return openfactory_mcp::rate_limited(&body, &message, wait);
+    }
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({ "error": message })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        wait.to_string().parse().expect("a number"),
+    );
+    response
 }
 
 #[cfg(test)]
@@ -139,17 +197,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn callers_are_limited_apart() {
-        let limiter = RateLimiter::new(3);
-        for _ in 0..3 {
-            assert!(limiter.check("a").is_ok());
-        }
-        let wait = limiter.check("a").unwrap_err();
-        assert!((1..=60).contains(&wait));
-        assert!(limiter.check("b").is_ok());
-        let unlimited = RateLimiter::new(0);
-        for _ in 0..1000 {
-            assert!(unlimited.check("a").is_ok());
-        }
+    fn ipv6_addresses_share_a_budget_per_64_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(network(a), network(b));
+        assert_eq!(network(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_ne!(network(a), network(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(network(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(network(v4), v4);
     }
 }

@@ -45,6 +45,15 @@ async fn fixture_anonymous(
     requests_per_minute: u32,
     anonymous: openfactory_service::Anonymous,
 ) -> Fixture {
+    fixture_all(hosts, requests_per_minute, anonymous, None).await
+}
+
+async fn fixture_all(
+    hosts: HostPolicy,
+    requests_per_minute: u32,
+    anonymous: openfactory_service::Anonymous,
+    metrics_token: Option<&str>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let plugins = PluginHost::load(&HostConfig {
         plugins_dir: dir.path().join("plugins"),
@@ -98,6 +107,7 @@ async fn fixture_anonymous(
         owners,
         hosts,
         openfactory_web::WebSettings::default(),
+        metrics_token,
         CancellationToken::new(),
     );
     Fixture {
@@ -360,6 +370,91 @@ async fn a_rate_limited_request_carries_the_security_headers_too() {
     assert_eq!(f.get("/assets/web.css").await.status(), StatusCode::OK);
 }
 
+/// A Streamable HTTP ping with `authorization`, from `ip`.
+fn ping(authorization: &str, ip: [u8; 4]) -> Request<Body> {
+    let mut r = request(
+        "POST",
+        "/api/mcp",
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("authorization", authorization),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    );
+    r.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+    r
+}
+
+#[tokio::test]
+async fn made_up_keys_spend_their_addresss_budget_and_a_verified_key_keeps_its_own() {
+    let f = fixture_with(HostPolicy::default(), 600).await;
+    let (_, _, key) = f.account().await;
+    let real = format!("Bearer {}", key.key);
+    // The real key is verified once (one of the address's unverified checks)…
+    let first = f.send(ping(&real, [127, 0, 0, 1])).await;
+    assert_ne!(first.status(), StatusCode::UNAUTHORIZED);
+    assert_ne!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+    // …then 200 made-up keys from the same address: the budget's rest is
+    // answered 401 (each one looked up), the others 429 without a lookup.
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let made_up = format!("Bearer of_mcp_{i:040x}");
+        let status = f.send(ping(&made_up, [127, 0, 0, 1])).await.status();
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    let budget = crate::limits::UNVERIFIED_BURST as usize - 1;
+    assert_eq!(statuses.get(&401), Some(&budget), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&(200 - budget)), "{statuses:?}");
+    let refused = f.send(ping("Bearer of_mcp_nope", [127, 0, 0, 1])).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    let said = text(refused).await;
+    assert!(said.contains("could not verify"), "{said}");
+    // The verified key has its own budget, so the flood does not shut it out…
+    let again = f.send(ping(&real, [127, 0, 0, 1])).await;
+    assert_ne!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    // …and another address still has all of its budget.
+    let other = f.send(ping("Bearer of_mcp_wrong", [127, 0, 0, 2])).await;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn metrics_ask_for_their_token_when_there_is_one() {
+    let f = fixture_all(
+        HostPolicy::default(),
+        0,
+        openfactory_service::Anonymous::Ip,
+        Some("scrape-secret"),
+    )
+    .await;
+    let open = fixture().await;
+    assert_eq!(open.get("/metrics").await.status(), StatusCode::OK);
+    for sent in [
+        None,
+        Some("Bearer wrong"),
+        Some("scrape-secret"),
+        Some("Bearer scrape-secre"),
+    ] {
+        let headers: Vec<(&str, &str)> = sent.map(|v| ("authorization", v)).into_iter().collect();
+        let response = f.send(request("GET", "/metrics", &headers, "")).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{sent:?}");
+        assert!(text(response).await.contains("--metrics-token"));
+    }
+    let response = f
+        .send(request(
+            "GET",
+            "/metrics",
+            &[("authorization", "Bearer scrape-secret")],
+            "",
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(text(response).await.contains("# EOF"));
+}
+
 #[tokio::test]
 async fn an_sse_stream_streams_through_every_layer() {
     let f = fixture().await;
@@ -432,12 +527,15 @@ async fn the_host_check_refuses_other_hosts_and_origins() {
             .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
     }
-    for path in ["/healthz", "/metrics"] {
-        let response = f
-            .send(request("GET", path, &[("host", "10.0.0.7:8080")], ""))
-            .await;
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-    }
+    // /metrics is too (it shows counts); only the health probe is not.
+    let response = f
+        .send(request("GET", "/metrics", &[("host", "10.0.0.7:8080")], ""))
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = f
+        .send(request("GET", "/healthz", &[("host", "10.0.0.7:8080")], ""))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
 
     let any = fixture_with(
         HostPolicy {

@@ -32,7 +32,7 @@ pub struct App {
     pub vms: Vms,
     pub settings: Settings,
     pub metrics: Metrics,
-    /// Open streams per credential (closed when it is revoked), failed sign-ins.
+    /// Open streams per credential (closed when it is revoked), sign-in budgets per email.
     pub auth: Auth,
     /// The OAuth authorization server hosted MCP clients sign in with.
     pub oauth: openfactory_oauth::OAuth,

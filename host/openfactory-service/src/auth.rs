@@ -1,7 +1,8 @@
 //! Accounts, sessions and MCP API keys.
 //!
 //! - People register and sign in over `/api/auth/*` (argon2id password
-//!   hashes) and get a signed session token (HMAC, 12 hours); or, in the
+//!   hashes; each email may try [`SIGN_IN_BURST`] sign-ins at once, then one
+//!   every [`SIGN_IN_PERIOD`]) and get a signed session token (HMAC, 12 hours); or, in the
 //!   web console, a web session (a random cookie secret, its SHA-256 in the
 //!   store, 7 days).
 //! - With it they manage keys at `/api/mcp-keys`: `of_mcp_` + 40 hex digits,
@@ -21,8 +22,9 @@
 //! or a VM backend.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -38,6 +40,7 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::links::LinkSigner;
 use crate::next::Action;
+use crate::throttle::{self, Throttle};
 
 pub const KEY_PREFIX: &str = "of_mcp_";
 /// Characters of a key kept to tell keys apart.
@@ -47,9 +50,10 @@ pub const SESSION_SECONDS: i64 = 12 * 3600;
 pub const WEB_SESSION_SECONDS: i64 = 7 * 24 * 3600;
 const MIN_PASSWORD: usize = 10;
 const MAX_PASSWORD: usize = 1024;
-/// Failed sign-ins per email within the window before refusing for a while.
-const MAX_FAILURES: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Sign-ins one email may try at once; then one more every [`SIGN_IN_PERIOD`]
+/// (so a password is guessed at most 20 times an hour, after the first 10).
+pub const SIGN_IN_BURST: u32 = 10;
+pub const SIGN_IN_PERIOD: Duration = Duration::from_secs(3 * 60);
 
 /// What a signed-in MCP caller presented: an API key, or an OAuth access
 /// token of a grant (a connected client).
@@ -115,11 +119,22 @@ impl KeyError {
 }
 
 /// State the auth layer keeps in memory: which streams each credential
-/// holds open, and recent failed sign-ins.
-#[derive(Default)]
+/// holds open, and each email's sign-in budget.
 pub struct Auth {
     connections: Mutex<HashMap<Credential, CancellationToken>>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    sign_ins: Throttle<String>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            connections: Mutex::default(),
+            sign_ins: Throttle::new(
+                NonZeroU32::new(SIGN_IN_BURST).expect("above zero"),
+                SIGN_IN_PERIOD,
+            ),
+        }
+    }
 }
 
 impl Auth {
@@ -145,26 +160,9 @@ impl Auth {
         }
     }
 
-    fn throttled(&self, email: &str) -> bool {
-        let failures = self.failures.lock().expect("auth lock");
-        failures
-            .get(email)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn failed(&self, email: &str) {
-        let mut failures = self.failures.lock().expect("auth lock");
-        let entry = failures
-            .entry(email.to_owned())
-            .or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-
-    fn succeeded(&self, email: &str) {
-        self.failures.lock().expect("auth lock").remove(email);
+    /// Spend one of `email`'s sign-in attempts; `Err`: how long until it has one.
+    fn attempt(&self, email: &str) -> std::result::Result<(), Duration> {
+        self.sign_ins.check(&email.to_owned())
     }
 }
 
@@ -413,7 +411,8 @@ pub async fn account(store: &Store, account_id: &str) -> Result<Account> {
 
 pub enum SignInError {
     Wrong,
-    Throttled,
+    /// Too many sign-ins for this email: try again in this many seconds.
+    Throttled(u64),
     Other(Error),
 }
 
@@ -423,8 +422,8 @@ pub async fn login(
     password: &str,
 ) -> std::result::Result<Session, SignInError> {
     let email = email.trim().to_ascii_lowercase();
-    if app.auth.throttled(&email) {
-        return Err(SignInError::Throttled);
+    if let Err(wait) = app.auth.attempt(&email) {
+        return Err(SignInError::Throttled(throttle::seconds(wait)));
     }
     let account = app
         .store
@@ -439,14 +438,8 @@ pub async fn login(
         .await
         .unwrap_or(false);
     match account {
-        Some(account) if matches => {
-            app.auth.succeeded(&email);
-            Ok(session(&app.signer, account))
-        }
-        _ => {
-            app.auth.failed(&email);
-            Err(SignInError::Wrong)
-        }
+        Some(account) if matches => Ok(session(&app.signer, account)),
+        _ => Err(SignInError::Wrong),
     }
 }
 
@@ -701,15 +694,16 @@ mod tests {
     }
 
     #[test]
-    fn sign_in_failures_throttle_per_email() {
+    fn sign_ins_are_throttled_per_email() {
         let auth = Auth::default();
-        for _ in 0..MAX_FAILURES {
-            assert!(!auth.throttled("a@b.c"));
-            auth.failed("a@b.c");
+        for _ in 0..SIGN_IN_BURST {
+            assert!(auth.attempt("a@b.c").is_ok());
         }
-        assert!(auth.throttled("a@b.c"));
-        assert!(!auth.throttled("other@b.c"));
-        auth.succeeded("a@b.c");
-        assert!(!auth.throttled("a@b.c"));
+        let wait = auth.attempt("a@b.c").unwrap_err();
+        assert!(
+            wait <= SIGN_IN_PERIOD && wait > SIGN_IN_PERIOD / 2,
+            "{wait:?}"
+        );
+        assert!(auth.attempt("other@b.c").is_ok());
     }
 }

@@ -25,6 +25,7 @@ pub mod owner;
 pub mod recipes;
 pub mod schema;
 pub mod test_runs;
+pub mod throttle;
 pub mod vms;
 pub mod workers;
 

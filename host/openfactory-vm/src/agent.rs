@@ -67,7 +67,9 @@ impl Agent {
             reader: BufReader::new(read),
             writer,
         };
-        let id = u64::from(std::process::id()) << 20 | u64::from(rand_u32() & 0xFFFFF);
+        // A random id (within JSON's exact integers): a reply to an earlier
+        // connection's sync, still in the channel, never matches it.
+        let id = sync_id();
         // 0xFF resets the agent's parser, in case a partial request is pending.
         agent.writer.write_all(&[0xFF]).await?;
         agent
@@ -126,12 +128,8 @@ impl Agent {
     }
 }
 
-fn rand_u32() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    nanos ^ std::process::id().rotate_left(16)
+fn sync_id() -> u64 {
+    getrandom::u64().expect("the OS has randomness") & ((1 << 53) - 1)
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! A small QMP client: the greeting, `qmp_capabilities`, then one command at
 //! a time over the VM's unix socket. Events that arrive in between are skipped.
+//! The timeout bounds each whole call (connecting, a command and every event
+//! read before its answer), so a QEMU that streams events and never answers
+//! still times out.
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,28 +39,27 @@ pub struct Qmp {
 impl Qmp {
     /// Connect and negotiate capabilities.
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Qmp, QmpError> {
-        let stream = tokio::time::timeout(timeout, UnixStream::connect(socket))
-            .await
-            .map_err(|_| QmpError::Timeout(timeout))??;
-        let (read, writer) = stream.into_split();
-        let mut qmp = Qmp {
-            reader: BufReader::new(read),
-            writer,
-            timeout,
-        };
-        let greeting = qmp.read_message().await?;
-        if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!("no greeting: {greeting}")));
-        }
-        qmp.execute("qmp_capabilities", None).await?;
-        Ok(qmp)
+        tokio::time::timeout(timeout, async {
+            let (read, writer) = UnixStream::connect(socket).await?.into_split();
+            let mut qmp = Qmp {
+                reader: BufReader::new(read),
+                writer,
+                timeout,
+            };
+            let greeting = qmp.read_message().await?;
+            if greeting.get("QMP").is_none() {
+                return Err(QmpError::Protocol(format!("no greeting: {greeting}")));
+            }
+            qmp.call("qmp_capabilities", None).await?;
+            Ok(qmp)
+        })
+        .await
+        .map_err(|_| QmpError::Timeout(timeout))?
     }
 
     async fn read_message(&mut self) -> Result<Value, QmpError> {
         let mut line = String::new();
-        let n = tokio::time::timeout(self.timeout, self.reader.read_line(&mut line))
-            .await
-            .map_err(|_| QmpError::Timeout(self.timeout))??;
+        let n = self.reader.read_line(&mut line).await?;
         if n == 0 {
             return Err(QmpError::Closed);
         }
@@ -71,6 +73,13 @@ impl Qmp {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, QmpError> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.call(command, arguments))
+            .await
+            .map_err(|_| QmpError::Timeout(timeout))?
+    }
+
+    async fn call(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
         let mut request = json!({ "execute": command });
         if let Some(arguments) = arguments {
             request["arguments"] = arguments;
@@ -141,5 +150,45 @@ mod tests {
         assert_eq!(status["status"], "running");
         let err = qmp.execute("bogus", None).await.unwrap_err();
         assert!(err.to_string().contains("CommandNotFound"), "{err}");
+    }
+
+    /// A QEMU that greets, then sends events without end and answers nothing.
+    async fn chatty_qemu(listener: UnixListener) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (_read, mut write) = stream.into_split();
+        write
+            .write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+            .await
+            .unwrap();
+        loop {
+            if write
+                .write_all(b"{\"event\": \"RTC_CHANGE\", \"data\": {}}\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_events_does_not_keep_a_call_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(chatty_qemu(listener));
+        let started = std::time::Instant::now();
+        // Events arrive every 5 ms, well within the timeout each; the call still ends.
+        let err = Qmp::connect(&path, Duration::from_millis(300))
+            .await
+            .err()
+            .expect("no answer to qmp_capabilities");
+        assert!(matches!(err, QmpError::Timeout(_)), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -49,7 +49,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<Web>> for Posted<T> {
         let token: Token = serde_urlencoded::from_bytes(&bytes).unwrap_or(Token {
             csrf: String::new(),
         });
-        if !viewer.csrf_ok(&token.csrf) {
+        if !viewer.csrf_ok(&web.app.signer, &token.csrf) {
             tracing::warn!(path = %parts.uri.path(), "refused a form without a valid CSRF token");
             return Err(layout::error_page(
                 &viewer,

@@ -24,8 +24,8 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openfactory_service::auth::{self, WEB_SESSION_SECONDS};
+use openfactory_service::links::LinkSigner;
 use openfactory_store::{Account, OwnerId};
-use sha2::{Digest, Sha256};
 
 use crate::Web;
 
@@ -168,6 +168,8 @@ pub struct Viewer {
     pub session: Option<String>,
     /// The CSRF token to put in every form.
     pub csrf: String,
+    /// What the token is the signer's tag of: the `csrf` cookie and the session.
+    csrf_data: String,
     pub flash: Option<Flash>,
     /// The path (and query) asked for, for `?next=` after signing in.
     pub path: String,
@@ -185,10 +187,10 @@ impl Viewer {
     }
 }
 
-fn csrf_token(web: &Web, csrf_cookie: &str, session: Option<&str>) -> String {
-    web.app
-        .signer
-        .tag("csrf", &format!("{csrf_cookie}\n{}", session.unwrap_or("")))
+/// What a visitor's CSRF token is the tag of: a form posted with it must come
+/// from this browser (its `csrf` cookie) in this web session.
+fn csrf_data(csrf_cookie: &str, session: Option<&str>) -> String {
+    format!("{csrf_cookie}\n{}", session.unwrap_or(""))
 }
 
 impl FromRequestParts<Arc<Web>> for Viewer {
@@ -225,8 +227,10 @@ impl FromRequestParts<Arc<Web>> for Viewer {
                 }
             }
         }
+        let csrf_data = csrf_data(&found.csrf, session.as_deref());
         Ok(Viewer {
-            csrf: csrf_token(web, &found.csrf, session.as_deref()),
+            csrf: web.app.signer.tag("csrf", &csrf_data),
+            csrf_data,
             account,
             session,
             flash: found.flash,
@@ -242,10 +246,10 @@ impl FromRequestParts<Arc<Web>> for Viewer {
 
 impl Viewer {
     /// Whether a posted form's token is this visitor's.
-    pub fn csrf_ok(&self, token: &str) -> bool {
-        // Compare digests, not the strings: how long the comparison takes
-        // then says nothing about how much of the token was right.
-        Sha256::digest(token.as_bytes()) == Sha256::digest(self.csrf.as_bytes())
+    /// The signer checks the tag in constant time: how long the check takes
+    /// says nothing about how much of the token was right.
+    pub fn csrf_ok(&self, signer: &LinkSigner, token: &str) -> bool {
+        signer.check_tag("csrf", &self.csrf_data, token)
     }
 }
 
@@ -329,6 +333,34 @@ mod tests {
     fn secure_cookies_are_host_prefixed() {
         assert_eq!(names(true).session, "__Host-of_session");
         assert_eq!(names(false).csrf, "of_csrf");
+    }
+
+    #[test]
+    fn a_csrf_token_is_good_for_its_browser_and_session_only() {
+        let signer = LinkSigner::new([7; 32]);
+        let viewer = |cookie: &str, session: Option<&str>| Viewer {
+            account: None,
+            session: session.map(str::to_owned),
+            csrf: signer.tag("csrf", &csrf_data(cookie, session)),
+            csrf_data: csrf_data(cookie, session),
+            flash: None,
+            path: "/".into(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+        };
+        let mine = viewer("cookie-a", Some("session-1"));
+        assert!(mine.csrf_ok(&signer, &mine.csrf));
+        // Another browser's token, this browser's token from before it signed in, a
+        // token with its last character changed, and none at all are refused.
+        let other = viewer("cookie-b", Some("session-1"));
+        let before = viewer("cookie-a", None);
+        let mut altered = mine.csrf.clone();
+        let last = altered.pop().unwrap();
+        altered.push(if last == 'A' { 'B' } else { 'A' });
+        for token in [&other.csrf, &before.csrf, &altered, &String::new()] {
+            assert!(!mine.csrf_ok(&signer, token), "{token}");
+        }
+        // And a different key refuses the right token.
+        assert!(!mine.csrf_ok(&LinkSigner::new([8; 32]), &mine.csrf));
     }
 
     #[test]

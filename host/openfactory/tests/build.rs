@@ -178,4 +178,17 @@ fn the_same_recipe_on_the_same_base_gives_the_same_iso() {
     .unwrap();
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     assert_eq!(sbom["packages"].as_array().unwrap().len(), names.len() + 1);
+    // The real image's SBOM against SPDX 2.3's own JSON schema.
+    let schema: Value =
+        serde_json::from_str(include_str!("../../../tests/fixtures/spdx-2.3.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&sbom)
+        .take(10)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the SBOM is not valid SPDX 2.3: {errors:?}"
+    );
 }

@@ -340,8 +340,7 @@ async fn the_libvirt_backend_passes_the_suite() {
     // Domains an earlier run left behind with their disks in the test pool go first.
     for domain in virsh(&["list", "--all", "--name"]).lines() {
         let domain = domain.trim();
-        if domain.starts_with("openfactory-vm-")
-            && virsh(&["dumpxml", domain]).contains(POOL_PATH)
+        if domain.starts_with("openfactory-vm-") && virsh(&["dumpxml", domain]).contains(POOL_PATH)
         {
             remove(domain);
         }

@@ -6,10 +6,32 @@
 //! drop-in listing the registries to search. Rootless users get their
 //! subordinate UID/GID ranges from `useradd`, which allocates them on Debian
 //! (SUB_UID_* in /etc/login.defs); the boot checks verify they are there.
+//!
+//! The image boots live, so `/` (and with it /var/lib/containers and every
+//! home directory) is an overlayfs. Podman's overlay driver refuses to stack on
+//! overlayfs without a FUSE implementation ("'overlay' is not supported over
+//! overlayfs, a mount_program is required", measured on a catalog boot), so
+//! the feature installs fuse-overlayfs and writes a storage.conf that names it,
+//! for root's and rootless users' storage alike.
 
 use openfactory_plugin_sdk::prelude::*;
 
 const REGISTRIES_DROP_IN: &str = "/etc/containers/registries.conf.d/50-openfactory.conf";
+
+/// Replaces the packaged /usr/share/containers/storage.conf (containers/storage reads one
+/// file, not a merge, on bookworm's podman 4.3 as on trixie's 5.4).
+const STORAGE_CONF: &str = "/etc/containers/storage.conf";
+
+const STORAGE: &str = "# Managed by OpenFactory (feature `podman`).\n\
+# The live root is an overlayfs, on which the kernel's overlay cannot stack:\n\
+# container layers are mounted through fuse-overlayfs instead.\n\
+[storage]\n\
+driver = \"overlay\"\n\
+runroot = \"/run/containers/storage\"\n\
+graphroot = \"/var/lib/containers/storage\"\n\
+\n\
+[storage.options.overlay]\n\
+mount_program = \"/usr/bin/fuse-overlayfs\"\n";
 
 /// A registry host with an optional port, as registries.conf expects it.
 const REGISTRY_PATTERN: &str = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$";
@@ -149,7 +171,14 @@ impl Feature for Podman {
         let o = &ctx.options;
         // netavark + aardvark-dns: the network stack (containers-common only depends on a virtual
         // one); ca-certificates: TLS to registries.
-        let mut packages = vec!["podman", "netavark", "aardvark-dns", "ca-certificates"];
+        // fuse-overlayfs: container storage on the live overlayfs root (see the module docs).
+        let mut packages = vec![
+            "podman",
+            "netavark",
+            "aardvark-dns",
+            "ca-certificates",
+            "fuse-overlayfs",
+        ];
         if o.docker_compat {
             packages.push("podman-docker");
         }
@@ -167,6 +196,7 @@ impl Feature for Podman {
         let mut steps = vec![
             step::install(&packages),
             step::write_file(REGISTRIES_DROP_IN, &registries_conf(&unique(&o.registries))),
+            step::write_file(STORAGE_CONF, STORAGE),
         ];
         if o.docker_compat {
             steps.push(step::write_file(

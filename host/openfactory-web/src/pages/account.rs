@@ -137,9 +137,9 @@ pub async fn signin(State(web): State<Arc<Web>>, posted: Posted<Credentials>) ->
             StatusCode::UNAUTHORIZED,
             "Wrong email or password.".to_owned(),
         ),
-        Err(SignInError::Throttled) => (
+        Err(SignInError::Throttled(wait)) => (
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed sign-ins for this email: wait 15 minutes and try again.".to_owned(),
+            format!("Too many sign-ins for this email: wait {wait} seconds and try again."),
         ),
         Err(SignInError::Other(e)) => (e.kind.http_status(), layout::say(&e)),
     };

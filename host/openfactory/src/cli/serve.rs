@@ -39,9 +39,21 @@ pub struct ServeArgs {
     /// Base URL clients reach this server at, for download links (default: http://<listen>).
     #[arg(long, env = "OPENFACTORY_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
-    /// Requests one caller (an API key, or a client address) may make a minute; 0: no limit.
+    /// Requests one caller (a verified credential, or a client address) may make a minute,
+    /// all at once if it wants; 0: no limits (neither this nor the budget for credentials
+    /// that fail to verify: 10 per address, then one every 6 s).
     #[arg(long, env = "OPENFACTORY_REQUESTS_PER_MINUTE", default_value_t = 600)]
     pub requests_per_minute: u32,
+    /// A secret /metrics asks for (`Authorization: Bearer TOKEN`, as Prometheus's
+    /// `authorization.credentials`). Without it /metrics is open to anyone who passes the
+    /// Host check (add the scrape address with --allowed-host).
+    #[arg(
+        long,
+        env = "OPENFACTORY_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
     /// MCP callers without a credential: `ip` works as their address's IP session (everyone
     /// behind one address shares it); `off` answers 401 and sends OAuth clients to sign in.
     /// Use `off` wherever hosted clients (Claude.ai), proxies or NATs put many people behind
@@ -416,7 +428,16 @@ pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
             tracing::info!("shutting down: closing streams and finishing requests");
             signal.cancel();
         });
-        openfactory_server::serve(app.clone(), listener, owners, hosts, web, shutdown).await?;
+        openfactory_server::serve(
+            app.clone(),
+            listener,
+            owners,
+            hosts,
+            web,
+            args.metrics_token.as_deref(),
+            shutdown,
+        )
+        .await?;
         workers.stop().await;
         app.store.close().await;
         Ok(ExitCode::SUCCESS)
