@@ -167,8 +167,17 @@ impl Path {
         Path(String::new())
     }
 
+    /// A plain name (letters, digits, `_ - / : @`) as `.name`; any other key, the
+    /// empty one included, quoted as `["a key"]`, so a path always says where.
     pub fn field(&self, name: &str) -> Self {
-        if self.0.is_empty() {
+        let plain = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-/:@".contains(c));
+        if !plain {
+            let quoted = serde_json::to_string(name).expect("a string serialises");
+            Path(format!("{}[{quoted}]", self.0))
+        } else if self.0.is_empty() {
             Path(name.to_owned())
         } else {
             Path(format!("{}.{name}", self.0))
@@ -268,6 +277,12 @@ mod tests {
             "features[2].options.port"
         );
         assert_eq!(Path::from_json_pointer("").as_str(), "");
+        // Keys that are not plain names are quoted; the empty key too.
+        assert_eq!(Path::root().field("").as_str(), "[\"\"]");
+        assert_eq!(
+            Path::root().field("options").field("a.b c").as_str(),
+            "options[\"a.b c\"]"
+        );
         assert_eq!(Path::from_json_pointer("/a~1b").as_str(), "a/b");
     }
 
