@@ -4,14 +4,13 @@
 //! squashfs (the bottom layer of every ISO made from it).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use openfactory_core::Plan;
 
-use crate::command::{CommandError, Runner};
+use crate::command::{self, CommandError, Runner};
 
 /// Bump when what a base contains changes for the same spec.
 const BASE_FORMAT: u32 = 1;
@@ -152,17 +151,7 @@ impl Bootstrapper for Mmdebstrap {
         // In mount and PID namespaces of its own: whatever mmdebstrap or its
         // hooks mount (the package cache bind) goes away with it, even if it
         // fails, and killing it (a cancelled build) kills apt and dpkg too.
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-            "--",
-            "mmdebstrap",
-        ]);
+        let mut cmd = command::isolated("mmdebstrap", false);
         cmd.args([
             "--mode=root",
             "--variant=minbase",

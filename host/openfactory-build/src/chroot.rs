@@ -20,7 +20,7 @@ use std::process::Command;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, DirBuilder, OpenOptions, Permissions, PermissionsExt};
 
-use crate::command::{CommandError, Runner};
+use crate::command::{self, CommandError, Runner};
 
 /// The script `unshare` runs: `$1` is the root, `$2` the package cache (may be
 /// empty), the rest the command. Paths are arguments, never spliced in.
@@ -148,22 +148,8 @@ impl ImageRoot {
 
     /// The `Command` that runs `argv` inside the image.
     pub fn command(&self, argv: &[String]) -> Command {
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--mount",
-            "--uts",
-            "--ipc",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            ENTER,
-            "openfactory-enter",
-        ]);
+        let mut cmd = command::isolated("sh", true);
+        cmd.args(["-c", ENTER, "openfactory-enter"]);
         cmd.arg(&self.path);
         cmd.arg(self.debs.as_deref().unwrap_or(Path::new("")));
         cmd.args(argv);

@@ -74,6 +74,27 @@ impl CommandError {
     }
 }
 
+/// `program` in fresh mount and PID namespaces (and UTS and IPC ones with
+/// `uts_ipc`): what it mounts goes away with it, and when it dies, or is
+/// killed on cancel, the kernel kills every process it started.
+pub fn isolated(program: &str, uts_ipc: bool) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--mount");
+    if uts_ipc {
+        cmd.args(["--uts", "--ipc"]);
+    }
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "--",
+        program,
+    ]);
+    cmd
+}
+
 /// What a finished command printed (stdout only when asked to capture it).
 #[derive(Debug, Default)]
 pub struct Output {
