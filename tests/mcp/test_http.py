@@ -167,6 +167,40 @@ async def test_malformed_json_on_a_live_sse_session(server):
         assert reply["result"]["capabilities"].get("tools") is not None, reply
 
 
+DESERIALIZER_WORDS = ("invalid type", "missing field", "unknown variant", "expected value", "EOF while parsing",
+                      "trailing characters", "fail to deserialize", "at line 1 column 2")
+
+
+async def test_streamable_http_refusals_are_json_rpc_errors_in_the_servers_words(server):
+    """A bad message on Streamable HTTP is refused before rmcp reads it (its field named, never a deserializer's
+    words), and rmcp's own plain-text refusals (a wrong Content-Type or Accept, an unknown session) come as JSON."""
+    accept = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    cases = [
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "ping"', accept, 400, -32700, "not JSON"),
+        (b"\xff\xfe{}", accept, 400, -32700, "UTF-8"),
+        (b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}', accept, 400, -32600, "`id`"),
+        (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', accept, 400, -32600, "batch"),
+        (b'{"jsonrpc": "2.0", "id": 4, "method": "initialize", "params": {}}', accept, 400, -32600, "`params.protocolVersion`"),
+        (json.dumps(INITIALIZE).encode(), {**accept, "Content-Type": "text/plain"}, 415, -32600, "Content-Type"),
+        (json.dumps(INITIALIZE).encode(), {**accept, "Accept": "text/html"}, 406, -32600, "accept"),
+        (b'{"jsonrpc": "2.0", "id": 5, "method": "tools/list"}', {**accept, "Mcp-Session-Id": "no-such-session"}, 404, -32600, "ession"),
+    ]
+    async with http_client() as c:
+        for body, headers, status, code, says in cases:
+            r = await c.post(f"{server.base}/api/mcp", content=body, headers=headers)
+            assert r.status_code == status, f"{body[:60]!r}: HTTP {r.status_code} {r.text[:300]}"
+            assert r.headers["content-type"].startswith("application/json"), (body[:60], r.headers)
+            error = r.json()
+            assert error["jsonrpc"] == "2.0" and error["error"]["code"] == code, (body[:60], error)
+            message = error["error"]["message"]
+            assert says in message, (body[:60], message)
+            assert not [w for w in DESERIALIZER_WORDS if w in message], (body[:60], message)
+        # 5 MiB: more than a message may be.
+        r = await c.post(f"{server.base}/api/mcp", content=b"[" * (5 << 20), headers=accept)
+        assert r.status_code == 413, f"HTTP {r.status_code} {r.text[:300]}"
+        assert "too large" in r.json()["error"]["message"], r.text[:300]
+
+
 async def test_unknown_session_id_is_404(server):
     async with http_client() as c:
         async with raw_sse(c, server.base) as sse:

@@ -141,9 +141,67 @@ pub fn router(
         .route(sse::ACCOUNT_SSE_PATH, get(open_sse))
         .route(sse::ACCOUNT_MESSAGES_PATH, post(post_message))
         .with_state(shared)
-        .route_service(STREAMABLE_PATH, streamable(config.clone()))
-        .route_service(ACCOUNT_PATH, streamable(config))
+        .merge(
+            Router::new()
+                .route_service(STREAMABLE_PATH, streamable(config.clone()))
+                .route_service(ACCOUNT_PATH, streamable(config))
+                .layer(axum::middleware::from_fn(in_json_rpc)),
+        )
         .layer(DefaultBodyLimit::max(MAX_MESSAGE))
+}
+
+/// Streamable HTTP in this server's words: a posted message is read and
+/// checked here first ([`crate::jsonrpc::parse`]: a bad one gets its field
+/// named, never rmcp's deserializer message), and a refusal rmcp words in
+/// plain text (a wrong `Accept` or `Content-Type`, an unknown session) is
+/// answered as a JSON-RPC error, so that a client always gets JSON.
+async fn in_json_rpc(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut id = serde_json::Value::Null;
+    let request = if parts.method == http::Method::POST {
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_MESSAGE).await else {
+            return in_json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                crate::jsonrpc::error(
+                    id,
+                    crate::jsonrpc::INVALID_REQUEST,
+                    &format!(
+                        "message too large or cut off: a message is at most {} MiB; send smaller ones",
+                        MAX_MESSAGE >> 20
+                    ),
+                ),
+            );
+        };
+        if let Err(error) = crate::jsonrpc::parse(&bytes) {
+            return in_json(StatusCode::BAD_REQUEST, error);
+        }
+        id = crate::jsonrpc::request_id(&bytes);
+        axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))
+    } else {
+        axum::extract::Request::from_parts(parts, body)
+    };
+    let response = next.run(request).await;
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
+    if !(response.status().is_client_error() && plain) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let error = crate::jsonrpc::error(id, crate::jsonrpc::INVALID_REQUEST, text.trim());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(error.to_string()))
+}
+
+fn in_json(status: StatusCode, error: serde_json::Value) -> Response {
+    (status, axum::Json(error)).into_response()
 }
 
 /// Who is calling: the account of the credential the server checked, else
