@@ -13,6 +13,12 @@ use crate::StoreError;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
+// How long a statement waits for a lock another connection holds before it
+// fails (the caller is told the database is unavailable; nothing is half
+// written, each change being one transaction): 5 s on both engines.
+const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+const LOCK_TIMEOUT_SQL: &str = "SET lock_timeout = 5000";
+
 /// A database engine the store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -72,8 +78,7 @@ impl Engine {
                     .max_connections(if memory { 1 } else { 8 })
                     .after_connect(move |conn, _| {
                         Box::pin(async move {
-                            conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-                                .await?;
+                            conn.execute(SQLITE_PRAGMAS).await?;
                             if !memory {
                                 conn.execute("PRAGMA journal_mode = WAL;").await?;
                             }
@@ -88,6 +93,15 @@ impl Engine {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    // A table another session keeps locked is an error after
+                    // a while, as on SQLite (its busy timeout), never a
+                    // request that waits for ever.
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(LOCK_TIMEOUT_SQL).await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await?;
                 // Fail at start, with the server's words, rather than on the
@@ -130,5 +144,12 @@ mod tests {
             err.contains("`mysql`") && err.contains("postgres://"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn both_engines_wait_as_long_for_a_lock() {
+        let wait = "5000";
+        assert!(SQLITE_PRAGMAS.contains(&format!("busy_timeout = {wait};")));
+        assert!(LOCK_TIMEOUT_SQL.ends_with(&format!("= {wait}")));
     }
 }
