@@ -181,6 +181,7 @@ async def test_streamable_http_refusals_are_json_rpc_errors_in_the_servers_words
         (b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}', accept, 400, -32600, "`id`"),
         (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', accept, 400, -32600, "batch"),
         (b'{"jsonrpc": "2.0", "id": 4, "method": "initialize", "params": {}}', accept, 400, -32600, "`params.protocolVersion`"),
+        (b'{"jsonrpc": "2.0", "id": 6, "method": "logging/setLevel", "params": {"level": "loud"}}', accept, 400, -32602, "`logging/setLevel`"),
         (json.dumps(INITIALIZE).encode(), {**accept, "Content-Type": "text/plain"}, 415, -32600, "Content-Type"),
         (json.dumps(INITIALIZE).encode(), {**accept, "Accept": "text/html"}, 406, -32600, "accept"),
         (b'{"jsonrpc": "2.0", "id": 5, "method": "tools/list"}', {**accept, "Mcp-Session-Id": "no-such-session"}, 404, -32600, "ession"),
@@ -195,6 +196,11 @@ async def test_streamable_http_refusals_are_json_rpc_errors_in_the_servers_words
             message = error["error"]["message"]
             assert says in message, (body[:60], message)
             assert not [w for w in DESERIALIZER_WORDS if w in message], (body[:60], message)
+        # A message that repeats a key is read as the check read it (the last one wins), not refused by rmcp.
+        repeated = b'{"jsonrpc": "2.0", "id": "first", ' + json.dumps(INITIALIZE).encode()[1:]
+        r = await c.post(f"{server.base}/api/mcp", content=repeated, headers=accept)
+        assert r.status_code == 200 and '"protocolVersion"' in r.text, f"HTTP {r.status_code} {r.text[:300]}"
+        assert '"first"' not in r.text, r.text[:300]
         # 5 MiB: more than a message may be.
         r = await c.post(f"{server.base}/api/mcp", content=b"[" * (5 << 20), headers=accept)
         assert r.status_code == 413, f"HTTP {r.status_code} {r.text[:300]}"

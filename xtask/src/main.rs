@@ -503,6 +503,7 @@ const MCP_STORE_FILES: &[&str] = &[
     "test_isolation.py",
     "test_oauth.py",
     "test_protocol.py",
+    "test_db_faults.py",
 ];
 
 /// The virtualenv with the official MCP Python SDK (under target/), and the

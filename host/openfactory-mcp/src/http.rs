@@ -172,11 +172,15 @@ async fn in_json_rpc(request: axum::extract::Request, next: axum::middleware::Ne
                 ),
             );
         };
-        if let Err(error) = crate::jsonrpc::parse(&bytes) {
-            return in_json(StatusCode::BAD_REQUEST, error);
-        }
+        let message = match crate::jsonrpc::parse(&bytes) {
+            Ok(message) => message,
+            Err(error) => return in_json(StatusCode::BAD_REQUEST, error),
+        };
         id = crate::jsonrpc::request_id(&bytes);
-        axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))
+        // rmcp reads the message that was checked, not the bytes: JSON that
+        // repeats a key means what it meant to the check (the last one).
+        let checked = serde_json::to_vec(&message).expect("a parsed message serializes");
+        axum::extract::Request::from_parts(parts, axum::body::Body::from(checked))
     } else {
         axum::extract::Request::from_parts(parts, body)
     };
@@ -294,9 +298,7 @@ async fn open_sse(State(shared): State<Shared>, parts: Parts) -> Response {
         Ok(owner) => owner,
         Err(why) => return unidentified(why),
     };
-    if let Err(e) = openfactory_service::owner::touch(&shared.app, &owner).await {
-        return (e.kind.http_status(), format!("{}\n", e.message)).into_response();
-    }
+    openfactory_service::owner::touch(&shared.app, &owner).await;
     let messages = if requires_account(parts.uri.path()) {
         sse::ACCOUNT_MESSAGES_PATH
     } else {

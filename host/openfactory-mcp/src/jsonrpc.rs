@@ -7,11 +7,12 @@
 //! wrong `jsonrpc`, an `id` that is an object, `params` that are not an
 //! object, a known method's missing parameter) are each named by field.
 
-use rmcp::model::ClientJsonRpcMessage;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage};
 use serde_json::{Map, Value, json};
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_PARAMS: i64 = -32602;
 /// Too many requests (a server error, in the range JSON-RPC leaves to
 /// implementations; 429 is its HTTP status).
 pub const RATE_LIMITED: i64 = -32029;
@@ -52,8 +53,49 @@ pub fn parse(bytes: &[u8]) -> Result<ClientJsonRpcMessage, Value> {
         ),
         Kind::Answer => "`result` is not an answer to any request this server sends (ping, sampling, roots, elicitation)".to_owned(),
     };
-    serde_json::from_value(value).map_err(|_| invalid(otherwise))
+    let message = serde_json::from_value(value).map_err(|_| invalid(otherwise.clone()))?;
+    // rmcp reads a standard method whose params do not fit as a custom
+    // request, which would be answered "method not found": say what it is.
+    if let JsonRpcMessage::Request(request) = &message
+        && let ClientRequest::CustomRequest(custom) = &request.request
+        && STANDARD_METHODS.contains(&custom.method.as_str())
+    {
+        return Err(error(
+            id,
+            INVALID_PARAMS,
+            &format!("invalid params: {otherwise}"),
+        ));
+    }
+    Ok(message)
 }
+
+/// The requests MCP defines (a request with another method is a custom one).
+const STANDARD_METHODS: &[&str] = {
+    use rmcp::model::*;
+    &[
+        PingRequestMethod::VALUE,
+        InitializeResultMethod::VALUE,
+        DiscoverRequestMethod::VALUE,
+        CompleteRequestMethod::VALUE,
+        SetLevelRequestMethod::VALUE,
+        GetPromptRequestMethod::VALUE,
+        ListPromptsRequestMethod::VALUE,
+        ListResourcesRequestMethod::VALUE,
+        ListResourceTemplatesRequestMethod::VALUE,
+        ReadResourceRequestMethod::VALUE,
+        SubscriptionsListenRequestMethod::VALUE,
+        SubscribeRequestMethod::VALUE,
+        UnsubscribeRequestMethod::VALUE,
+        CallToolRequestMethod::VALUE,
+        ListToolsRequestMethod::VALUE,
+        GetTaskMethod::VALUE,
+        UpdateTaskMethod::VALUE,
+        CancelTaskMethod::VALUE,
+        ListSkillsRequestMethod::VALUE,
+        GetSkillRequestMethod::VALUE,
+        ReadResourceDirectoryRequestMethod::VALUE,
+    ]
+};
 
 /// The message as a JSON value, or why it is not one.
 fn json_value(bytes: &[u8]) -> Result<Value, String> {
@@ -286,6 +328,8 @@ mod tests {
             (br#"{"jsonrpc":"2.0","result":{}}"#, INVALID_REQUEST, "`id` is missing"),
             (br#"{"jsonrpc":"2.0","id":1,"error":{"code":"x"}}"#, INVALID_REQUEST, "`error.code`"),
             (br#"{"jsonrpc":"2.0","id":1}"#, INVALID_REQUEST, "`method` is missing"),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"loud"}}"#, INVALID_PARAMS, "the `params` of `logging/setLevel` are not what MCP"),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{}}"#, INVALID_PARAMS, "the `params` of `completion/complete`"),
         ];
         for (body, code, says) in cases {
             let (got, message) = refused(body);

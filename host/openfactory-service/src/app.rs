@@ -37,6 +37,8 @@ pub struct App {
     /// The OAuth authorization server hosted MCP clients sign in with.
     pub oauth: openfactory_oauth::OAuth,
     pub wake: Wake,
+    /// When each owner was last noted as seen (`owner::touch`).
+    pub seen: crate::owner::Seen,
 }
 
 impl App {
@@ -61,6 +63,7 @@ impl App {
             metrics: Metrics::new(),
             auth: Auth::default(),
             wake: Wake::default(),
+            seen: Default::default(),
         })
     }
 }

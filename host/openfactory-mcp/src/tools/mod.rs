@@ -92,9 +92,7 @@ impl OpenFactoryServer {
                 )?
             }
         };
-        openfactory_service::owner::touch(&self.app, &owner)
-            .await
-            .map_err(tool_error)?;
+        openfactory_service::owner::touch(&self.app, &owner).await;
         Ok(owner)
     }
 
