@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -326,6 +327,66 @@ async def test_cancelling_a_running_build_stops_it_and_cleans_up(connect, server
     assert str(server.home / "work") not in mounts
     work = server.home / "work"
     assert not work.exists() or not any(work.iterdir()), list(work.iterdir())
+
+
+def processes_of(*places: Path, besides: int) -> dict[int, str]:
+    """Live processes working in any of `places` (other than `besides`, the server): by their command line,
+    working directory or root (a chroot), so that one a cancel left behind is found even after it was
+    reparented away from the server."""
+    found: dict[int, str] = {}
+    marks = [str(p) for p in places]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), besides):
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            where = [cmdline, os.readlink(entry / "cwd"), os.readlink(entry / "root")]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if any(mark in w for w in where for mark in marks):
+            found[int(entry.name)] = cmdline[:200]
+    return found
+
+
+@pytest.mark.deadline(600)
+async def test_cancelling_a_cold_bootstrap_removes_every_process_of_the_build(of_bin, tmp_path):
+    """The bootstrap (mmdebstrap, and the apt and dpkg it starts) runs in a PID namespace of its own: cancel
+    takes the whole tree down, not only its first process."""
+    home = ofmcp.make_home(of_bin, tmp_path / "home")
+    cache = tmp_path / "cold-cache"  # nothing bootstrapped yet: the build starts with mmdebstrap
+    srv = ofmcp.Server.start(of_bin, home, tmp_path, extra_args=("--cache", str(cache)))
+    try:
+        async with ofmcp.unwrapped(ofmcp.http_session("http", srv.base)) as s:
+            recipe = {"name": "cold-cancel", "base_image": "debian-bookworm", "packages": ["curl"]}
+            build_id = (await ok(s, "create_build", {"recipe": recipe}))["build_id"]
+            await wait_for_running_stage(s, build_id, "bootstrap", budget=120)
+            # Wait until the bootstrap is deep in its tree: apt or dpkg at work under mmdebstrap.
+            deadline = time.monotonic() + 240
+            while True:
+                tree = processes_of(cache, home, besides=srv.proc.pid)
+                deep = {pid: c for pid, c in tree.items() if re.match(r"(\S*/)?(apt-get|apt|dpkg|dpkg-deb)\s|/usr/lib/apt/methods/", c)}
+                if deep:
+                    break
+                status = await ok(s, "get_build_status", {"build_id": build_id})
+                assert status["status"] == "running", status
+                assert time.monotonic() < deadline, f"no apt or dpkg under the bootstrap within 240 s: {tree}"
+                await asyncio.sleep(0.2)
+            cancelled_at = time.monotonic()
+            await ok(s, "cancel_build", {"build_id": build_id})
+            final = await wait_for_build(s, build_id, budget=120)
+            assert final["status"] == "cancelled", final
+            # Nothing of the build is left: no process (however deep), no mount.
+            while (left := processes_of(cache, home, besides=srv.proc.pid)) and time.monotonic() < cancelled_at + 15:
+                await asyncio.sleep(0.2)
+            gone_in = time.monotonic() - cancelled_at
+            assert not left, f"processes of the cancelled build still run: {left}"
+            mounts = Path("/proc/self/mounts").read_text()
+            assert str(home) not in mounts and str(cache) not in mounts, [m for m in mounts.splitlines() if str(tmp_path) in m]
+        print(f"\ncancel during a cold bootstrap: {len(tree)} processes of the build ({len(deep)} apt/dpkg), all gone {gone_in:.1f} s after cancel")
+    finally:
+        assert srv.stop() is not None
 
 
 @pytest.mark.deadline(900)
