@@ -234,6 +234,40 @@ async def test_vms_outlive_a_host_restart_and_crashes_are_reaped(of_bin, tmp_pat
             if backend == "libvirt":
                 assert f"openfactory-vm-{vm_id}" not in virsh("list", "--all", "--name")
                 assert vm_id not in virsh("vol-list", "openfactory-mcp-test")
+
+            # kill -9 during a test run: its VM booting, the host dies without a word.
+            run_id = (await ok(s, "run_tests", {"build_id": build_id}))["run_id"]
+            deadline = time.monotonic() + 300
+            while True:
+                state = await ok(s, "get_test_results", {"run_id": run_id, "wait_seconds": 2})
+                if state["status"] == "running" and state["stage"] == "boot" and vm_ids(home):
+                    break
+                assert state["status"] in ("queued", "running") and time.monotonic() < deadline, state
+            [first] = vm_ids(home)
+            assert hypervisors(first), f"the run's VM {first} has no hypervisor"
+        srv.kill()  # SIGKILL: no chance to clean up
+
+        # The restarted host puts the run back in the queue, saying why, and removes the VM of the interrupted
+        # attempt (its hypervisor, its record, on libvirt its domain and volume) before it runs again.
+        srv = ofmcp.Server.start(of_bin, home, tmp_path, extra_args=args)
+        async with ofmcp.unwrapped(ofmcp.http_session("http", srv.base)) as s:
+            state = await ok(s, "get_test_results", {"run_id": run_id})
+            assert state["status"] in ("queued", "running"), state
+            assert "restarted" in (state["requeued_because"] or "") and "attempt 1 of 3" in state["requeued_because"], state
+            assert hypervisors(first) == [], f"the interrupted attempt's VM {first} still runs"
+            assert first not in vm_ids(home), vm_ids(home)
+            if backend == "libvirt":
+                assert f"openfactory-vm-{first}" not in virsh("list", "--all", "--name")
+                assert first not in virsh("vol-list", "openfactory-mcp-test")
+            # Stopping it ends it within seconds, with nothing left.
+            await ok(s, "stop_test_run", {"run_id": run_id})
+            deadline = time.monotonic() + 120
+            while (state := await ok(s, "get_test_results", {"run_id": run_id, "wait_seconds": 2}))["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline, state
+            assert state["status"] == "stopped", state
+            assert state["attempt"] in (1, 2), state
+        assert vm_ids(home) == [], vm_ids(home)
+        print(f"\nkill -9 during a test run ({backend}): requeued with {state['requeued_because']!r}; the VM of attempt 1 removed")
     finally:
         srv.stop()
         remove_vms(home)
