@@ -105,12 +105,17 @@ pub enum Privilege {
     /// Add users to groups that are root in all but name (`sudo`, `shadow`,
     /// `disk`, `docker`…).
     PrivilegedGroups,
-    /// Run a shell or an interpreter, which can do anything (`sh -c …`).
+    /// Run a shell or an interpreter, which can do anything (`sh -c …`),
+    /// or a program with a script that runs commands (sed's `e`, `find
+    /// -exec`).
     Interpreter,
+    /// Set setuid or setgid bits (`chmod u+s`, `install -m 4755`): a program
+    /// that runs as its owner, root's when root owns it.
+    Setuid,
 }
 
 impl Privilege {
-    pub const ALL: [Privilege; 12] = [
+    pub const ALL: [Privilege; 13] = [
         Privilege::PackageSources,
         Privilege::Sudoers,
         Privilege::Pam,
@@ -123,6 +128,7 @@ impl Privilege {
         Privilege::SecurityServices,
         Privilege::PrivilegedGroups,
         Privilege::Interpreter,
+        Privilege::Setuid,
     ];
 
     /// The name used in manifests, grants and messages: `package-sources`.
@@ -140,6 +146,7 @@ impl Privilege {
             Privilege::SecurityServices => "security-services",
             Privilege::PrivilegedGroups => "privileged-groups",
             Privilege::Interpreter => "interpreter",
+            Privilege::Setuid => "setuid",
         }
     }
 
@@ -166,6 +173,9 @@ impl Privilege {
                 "add users to groups that are root in all but name (sudo, shadow, disk, docker…)"
             }
             Privilege::Interpreter => "run a shell or an interpreter, which can do anything",
+            Privilege::Setuid => {
+                "set setuid or setgid bits, so that a program runs as its owner (root's, if root owns it)"
+            }
         }
     }
 
@@ -342,6 +352,130 @@ fn run_paths(argv: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// Programs that add users to groups (`usermod -aG sudo bob`).
+const USER_TOOLS: &[&str] = &["usermod", "useradd", "gpasswd", "adduser", "groupmems"];
+
+/// Whether an argument of a user tool names a privileged group (alone, in a
+/// comma-separated list, or as an option's value: `--groups=adm,sudo`).
+fn names_privileged_group(args: &[String]) -> bool {
+    args.iter()
+        .flat_map(|a| a.split([',', '=']))
+        .any(|g| PRIVILEGED_GROUPS.contains(&g))
+}
+
+/// Whether an argument of `chmod` or `install` is a mode with setuid or
+/// setgid bits: octal (`4755`, `-m2755`, `--mode=6755`) or symbolic (`u+s`,
+/// `g=rxs`).
+fn sets_special_bits(arg: &str) -> bool {
+    let mode = arg
+        .strip_prefix("--mode=")
+        .or_else(|| arg.strip_prefix("-m").filter(|m| !m.is_empty()))
+        .unwrap_or(arg);
+    if !mode.is_empty() && mode.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return u32::from_str_radix(mode, 8).is_ok_and(|m| m & 0o6000 != 0);
+    }
+    mode.bytes().all(|b| b"ugoa+-=rwxXst,".contains(&b))
+        && mode.split(',').any(|clause| {
+            clause
+                .find(['+', '='])
+                .is_some_and(|at| clause[at..].contains('s'))
+        })
+}
+
+/// Whether a `sed` command line can only edit text: every script is one
+/// command that deletes, prints, adds text or substitutes (without the `e`
+/// flag, which runs the pattern space as a command, or `w`, which writes a
+/// file), or sed runs with `--sandbox`. Anything else (a script file, `e`,
+/// `w`, several commands, blocks) may run commands or write anywhere.
+fn sed_is_tame(argv: &[String]) -> bool {
+    if argv.iter().any(|a| a == "--sandbox") {
+        return true;
+    }
+    if argv
+        .iter()
+        .any(|a| matches!(a.as_str(), "-f" | "--file") || a.starts_with("--file="))
+    {
+        return false;
+    }
+    sed_scripts(argv).into_iter().all(|i| {
+        let script = argv
+            .get(i)
+            .map_or("", |a| a.strip_prefix("--expression=").unwrap_or(a));
+        sed_command_is_tame(script)
+    })
+}
+
+/// One sed command: `[address[,address]][!]` then `d`, `p`, `=`, `a`/`i`/`c`
+/// TEXT, or `s/RE/REPLACEMENT/FLAGS` with flags among `g`, `i`, `I`, `p`,
+/// `m`, `M` and digits.
+fn sed_command_is_tame(script: &str) -> bool {
+    if script.contains('\n') {
+        return false;
+    }
+    let mut rest = script.trim_start();
+    for n in 0..2 {
+        rest = match sed_address(rest) {
+            Some(after) => after,
+            None if n == 0 => rest,
+            None => return false,
+        };
+        match rest.strip_prefix(',') {
+            Some(after) if n == 0 => rest = after,
+            _ => break,
+        }
+    }
+    let rest = rest.strip_prefix('!').unwrap_or(rest).trim_start();
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some('d' | 'p' | '=') => chars.as_str().trim().is_empty(),
+        Some('a' | 'i' | 'c') => true,
+        Some('s') => {
+            let Some(delimiter) = chars.next().filter(|d| *d != '\\' && *d != '\n') else {
+                return false;
+            };
+            let body = chars.as_str();
+            let Some(after_re) = sed_until(body, delimiter) else {
+                return false;
+            };
+            let Some(flags) = sed_until(after_re, delimiter) else {
+                return false;
+            };
+            flags
+                .chars()
+                .all(|f| matches!(f, 'g' | 'i' | 'I' | 'p' | 'm' | 'M') || f.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
+/// A sed address at the start of `s` (`/RE/`, `$`, a line number), and what
+/// follows it.
+fn sed_address(s: &str) -> Option<&str> {
+    if let Some(after) = s.strip_prefix('$') {
+        return Some(after);
+    }
+    if let Some(re) = s.strip_prefix('/') {
+        let after = sed_until(re, '/')?;
+        return Some(after.strip_prefix(['I', 'M']).unwrap_or(after));
+    }
+    let digits = s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    (digits > 0).then(|| &s[digits..])
+}
+
+/// What follows the first `delimiter` in `s` that no backslash escapes.
+fn sed_until(s: &str, delimiter: char) -> Option<&str> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            c if c == delimiter => return Some(&s[i + c.len_utf8()..]),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// For `sed`, the positions of its script arguments (`-e SCRIPT`, or the
 /// first operand when there is no `-e`): a script's `/regex/` is no path.
 fn sed_scripts(argv: &[String]) -> Vec<usize> {
@@ -415,15 +549,27 @@ pub fn step_privileges(step: &Step) -> BTreeSet<Privilege> {
         }
         Step::Run { argv, .. } => {
             if let Some(program) = argv.first() {
-                let runs_commands = basename(program) == "find"
-                    && argv
+                let name = basename(program);
+                let runs_commands = match name {
+                    "find" => argv
                         .iter()
-                        .any(|a| matches!(a.as_str(), "-exec" | "-execdir" | "-ok" | "-okdir"));
+                        .any(|a| matches!(a.as_str(), "-exec" | "-execdir" | "-ok" | "-okdir")),
+                    "sed" => !sed_is_tame(argv),
+                    _ => false,
+                };
                 if is_interpreter(program) || runs_commands {
                     out.insert(Privilege::Interpreter);
                 }
-                if basename(program) == "pam-auth-update" {
+                if name == "pam-auth-update" {
                     out.insert(Privilege::Pam);
+                }
+                if matches!(name, "chmod" | "install")
+                    && argv[1..].iter().any(|a| sets_special_bits(a))
+                {
+                    out.insert(Privilege::Setuid);
+                }
+                if USER_TOOLS.contains(&name) && names_privileged_group(&argv[1..]) {
+                    out.insert(Privilege::PrivilegedGroups);
                 }
             }
             for path in run_paths(argv) {
@@ -718,6 +864,96 @@ mod tests {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             description: String::new(),
         }
+    }
+
+    #[test]
+    fn sed_that_can_run_commands_or_write_files_is_an_interpreter() {
+        let interpreter =
+            |argv: &[&str]| step_privileges(&run(argv)).contains(&Privilege::Interpreter);
+        // What the first-party plugins run: text edits only.
+        for tame in [
+            &[
+                "sed",
+                "-i",
+                "-E",
+                "-e",
+                "s/^#?[[:space:]]*num_logs[[:space:]]*=.*/num_logs = 5/",
+                "/etc/audit/auditd.conf",
+            ][..],
+            &[
+                "sed",
+                "-i",
+                "-E",
+                "-e",
+                "/^#?PASS_MAX_DAYS([[:space:]]|$)/d",
+                "-e",
+                "$a PASS_MAX_DAYS\t90",
+                "/etc/login.defs",
+            ],
+            &["sed", "-i", "s|a\\|b|c|g2", "/etc/x"],
+            &["sed", "-i", "1,/^end/!d", "/etc/x"],
+            &["sed", "-n", "--expression=/re/Ip", "/etc/x"],
+            &["sed", "--sandbox", "-e", "1e id", "/etc/x"],
+        ] {
+            assert!(!interpreter(tame), "{tame:?}");
+        }
+        for wild in [
+            &["sed", "-i", "-e", "1e id", "/etc/x"][..],
+            &["sed", "-i", "s/x/id/e", "/etc/x"],
+            &["sed", "-i", "s/x/y/w /etc/sudoers.d/x", "/etc/x"],
+            &["sed", "-i", "1w /etc/sudoers.d/x", "/etc/x"],
+            &["sed", "-i", "s/a/b/;1e id", "/etc/x"],
+            &["sed", "-i", "s/a/b/\n1e id", "/etc/x"],
+            &["sed", "-i", "{e id\n}", "/etc/x"],
+            &["sed", "-f", "/tmp/script", "/etc/x"],
+            &["sed", "--file=/tmp/script", "/etc/x"],
+            &["sed", "-i", "s/[/]/x/e", "/etc/x"],
+            &["sed", "-i", "s/unterminated", "/etc/x"],
+        ] {
+            assert!(interpreter(wild), "{wild:?}");
+        }
+    }
+
+    #[test]
+    fn setuid_bits_through_chmod_or_install_need_the_setuid_privilege() {
+        let setuid = |argv: &[&str]| step_privileges(&run(argv)).contains(&Privilege::Setuid);
+        for argv in [
+            &["chmod", "4755", "/opt/x"][..],
+            &["chmod", "02755", "/opt/x"],
+            &["chmod", "u+s", "/opt/x"],
+            &["chmod", "go-w,g=rxs", "/opt/x"],
+            &["chmod", "-R", "+s", "/opt/x"],
+            &["install", "-m", "6755", "/tmp/a", "/opt/x"],
+            &["install", "-m4755", "/tmp/a", "/opt/x"],
+            &["install", "--mode=u+rwxs", "/tmp/a", "/opt/x"],
+        ] {
+            assert!(setuid(argv), "{argv:?}");
+        }
+        for argv in [
+            &["chmod", "0755", "/opt/x"][..],
+            &["chmod", "u-s", "/opt/x"],
+            &["chmod", "a+rx", "/opt/sbin"],
+            &["install", "-m", "0644", "/tmp/a", "/opt/x"],
+            &["install", "-d", "/opt/s"],
+        ] {
+            assert!(!setuid(argv), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn adding_users_to_privileged_groups_through_user_tools_needs_the_privilege() {
+        let privileged =
+            |argv: &[&str]| step_privileges(&run(argv)).contains(&Privilege::PrivilegedGroups);
+        for argv in [
+            &["usermod", "-aG", "sudo", "bob"][..],
+            &["usermod", "--groups=adm,disk", "bob"],
+            &["gpasswd", "-a", "bob", "shadow"],
+            &["adduser", "bob", "docker"],
+            &["useradd", "-G", "users,sudo", "eve"],
+        ] {
+            assert!(privileged(argv), "{argv:?}");
+        }
+        assert!(!privileged(&["usermod", "-aG", "users,audio", "bob"]));
     }
 
     fn generous() -> Capabilities {

@@ -189,8 +189,18 @@ pub struct FeatureCheck {
 
 /// Running a plugin failed (not: the plugin reported problems).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct RuntimeError(pub String);
+pub enum RuntimeError {
+    /// The plugin trapped, ran out of a budget, or answered nonsense.
+    #[error("{0}")]
+    Failed(String),
+    /// The host is running as many plugin evaluations as it allows: nothing
+    /// is wrong with the plugin or the recipe; trying again shortly works.
+    #[error("{0}")]
+    Busy(String),
+}
+
+/// The code of the diagnostic a planner too busy to evaluate a plugin gives.
+pub const PLANNER_BUSY: &str = "planner.busy";
 
 /// The installed features and a way to run them.
 pub trait FeatureSet {
@@ -450,6 +460,10 @@ fn run_checked(
             options: Value::Object(recipe.features[i].options.clone().into_iter().collect()),
         };
         match set.evaluate(feature.name(), &ctx, plan_now) {
+            Err(RuntimeError::Busy(why)) => diagnostics.push(
+                Diagnostic::error(PLANNER_BUSY, at.field("name"), why)
+                    .suggest("the server is planning many recipes at once; nothing is wrong with the recipe: try again in a few seconds"),
+            ),
             Err(e) => diagnostics.push(
                 Diagnostic::error("plugin.failed", at.field("name"), format!("plugin `{}` failed: {e}", feature.name()))
                     .suggest("this is a fault in the plugin, not in the recipe; report it to the plugin's author or remove the feature"),

@@ -259,7 +259,7 @@ impl FeatureSet for PluginHost {
         let loaded = self
             .loaded
             .get(feature)
-            .ok_or_else(|| RuntimeError(format!("feature `{feature}` is not loaded")))?;
+            .ok_or_else(|| RuntimeError::Failed(format!("feature `{feature}` is not loaded")))?;
         loaded.prepared.evaluate(ctx, plan)
     }
 }

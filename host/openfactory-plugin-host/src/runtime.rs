@@ -139,7 +139,7 @@ impl Gate {
         while *running >= self.capacity {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(RuntimeError(format!(
+                return Err(RuntimeError::Busy(format!(
                     "the planner is busy: {} plugin evaluations are running; retry in a moment",
                     *running
                 )));
@@ -365,7 +365,7 @@ impl Prepared {
             .allow_blocking_current_thread(true);
         if let Some(assets) = &self.assets {
             wasi.preopened_dir(assets, "/assets", FsPerms::ReadOnly)
-                .map_err(|e| RuntimeError(format!("cannot open its assets: {e}")))?;
+                .map_err(|e| RuntimeError::Failed(format!("cannot open its assets: {e}")))?;
         }
         let limits = self.runtime.limits;
         let state = State {
@@ -407,7 +407,7 @@ impl Prepared {
     }
 
     fn over_plan_budget(&self) -> RuntimeError {
-        RuntimeError(format!(
+        RuntimeError::Failed(format!(
             "its calls for one plan ran longer than their budget of {} ms together and were stopped",
             self.runtime.limits.plan.as_millis()
         ))
@@ -416,7 +416,7 @@ impl Prepared {
     fn trap(&self, error: wasmtime::Error) -> RuntimeError {
         let limits = self.runtime.limits;
         if let Some(trap) = error.downcast_ref::<Trap>() {
-            return RuntimeError(match trap {
+            return RuntimeError::Failed(match trap {
                 Trap::Interrupt => format!(
                     "it ran longer than its CPU budget of {} ms and was stopped",
                     limits.cpu.as_millis()
@@ -428,25 +428,25 @@ impl Prepared {
         }
         let text = format!("{error:#}");
         if text.contains("fuel allocated for hostcalls") {
-            return RuntimeError(format!(
+            return RuntimeError::Failed(format!(
                 "it handed the host more than {} MiB in one call",
                 MAX_TRANSFER_BYTES >> 20
             ));
         }
         if text.contains("table") && text.contains("grow") {
-            return RuntimeError(format!(
+            return RuntimeError::Failed(format!(
                 "it asked for a table larger than its limit of {MAX_TABLE_ELEMENTS} elements"
             ));
         }
         if text.contains("memory")
             && (text.contains("grow") || text.contains("limit") || text.contains("exceed"))
         {
-            return RuntimeError(format!(
+            return RuntimeError::Failed(format!(
                 "it asked for more than its memory limit of {} MiB",
                 limits.memory_bytes >> 20
             ));
         }
-        RuntimeError(format!(
+        RuntimeError::Failed(format!(
             "it failed: {}",
             text.chars().take(500).collect::<String>()
         ))
@@ -466,7 +466,7 @@ impl Prepared {
             .call_describe(&mut store)
             .map_err(|e| self.trap(e))?;
         let options_schema = serde_json::from_str(&info.options_schema)
-            .map_err(|e| RuntimeError(format!("its options schema is not JSON: {e}")))?;
+            .map_err(|e| RuntimeError::Failed(format!("its options schema is not JSON: {e}")))?;
         Ok(FeatureInfo {
             name: info.name,
             version: info.version,
@@ -505,7 +505,7 @@ impl Prepared {
             .call_validate(&mut store, &wit_ctx)
             .map_err(|e| over(self.trap(e)))?;
         let too_many = |what: &str, n: usize| {
-            RuntimeError(format!("it returned {n} {what}; the limit is {max}"))
+            RuntimeError::Failed(format!("it returned {n} {what}; the limit is {max}"))
         };
         if found.len() > max {
             return Err(too_many("diagnostics", found.len()));
@@ -653,13 +653,13 @@ pub fn load(
     assets: Option<PathBuf>,
 ) -> Result<(Prepared, bool), RuntimeError> {
     let (component, cached) = cache.load(runtime.engine(), digest, wasm).map_err(|e| {
-        RuntimeError(format!(
+        RuntimeError::Failed(format!(
             "its component does not compile: {}",
             format!("{e:#}").chars().take(500).collect::<String>()
         ))
     })?;
     let prepared = runtime.prepare(name, &component, assets).map_err(|e| {
-        RuntimeError(format!(
+        RuntimeError::Failed(format!(
             "its component does not match the `openfactory:feature` world this host provides: {}",
             format!("{e:#}").chars().take(500).collect::<String>()
         ))

@@ -306,13 +306,23 @@ fn a_flood_of_sleeping_plans_is_bounded_and_the_host_recovers() {
     let (mut stopped, mut busy) = (0, 0);
     for (outcome, _) in &outcomes {
         assert!(outcome.plan.is_none());
-        let message = only(outcome, "plugin.failed");
-        if message.contains("CPU budget") {
-            stopped += 1;
-        } else if message.contains("busy") {
-            busy += 1;
-        } else {
-            panic!("{message}");
+        let all: Vec<_> = outcome.diagnostics.iter().collect();
+        let [d] = &all[..] else {
+            panic!("one diagnostic each: {:#?}", outcome.diagnostics);
+        };
+        match d.code.as_str() {
+            // The sleeper's own fault.
+            "plugin.failed" if d.message.contains("CPU budget") => stopped += 1,
+            // Nobody's fault, and said so: try again.
+            openfactory_core::plan::PLANNER_BUSY
+                if d.message.contains("busy")
+                    && d.suggestion
+                        .as_deref()
+                        .is_some_and(|s| s.contains("try again")) =>
+            {
+                busy += 1
+            }
+            _ => panic!("{d:#?}"),
         }
     }
     println!(
@@ -382,8 +392,9 @@ fn every_takeover_needs_a_grant_nobody_gave() {
         .collect();
     // sudoers, apt hook, trusted source, ld.so.preload, PAM, world-writable,
     // /usr/local/bin/sudo, init=, core_pattern, AppArmor masked, shadow and
-    // disk groups, `sh -c`: twelve steps, each refused for its privilege.
-    assert_eq!(refused.len(), 12, "{:#?}", outcome.diagnostics);
+    // disk groups, `sh -c`, sed's `e` command, `chmod u+s`, `usermod -aG
+    // sudo`: fifteen steps, each refused for its privilege.
+    assert_eq!(refused.len(), 15, "{:#?}", outcome.diagnostics);
     for (n, privilege) in [
         "sudoers",
         "package-sources",
@@ -397,6 +408,9 @@ fn every_takeover_needs_a_grant_nobody_gave() {
         "security-services",
         "privileged-groups",
         "interpreter",
+        "interpreter",
+        "setuid",
+        "privileged-groups",
     ]
     .iter()
     .enumerate()
@@ -507,5 +521,9 @@ fn host_memory_per_evaluation_is_bounded() {
         "host memory added by one hostile evaluation: at most {} MiB (goal ≤ 80 MiB)",
         peak / 1024
     );
-    assert!(peak / 1024 <= 160, "{} MiB", peak / 1024);
+    assert!(
+        peak / 1024 <= 80,
+        "{} MiB added (goal ≤ 80 MiB)",
+        peak / 1024
+    );
 }

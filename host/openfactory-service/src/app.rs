@@ -118,6 +118,26 @@ impl Planner {
         }
     }
 
+    /// Validate and plan `recipe` (a recipe as JSON) with the installed
+    /// features. A planner too busy to evaluate a plugin now is
+    /// `Unavailable` (try again shortly), never an invalid recipe.
+    pub async fn plan(&self, recipe: serde_json::Value) -> Result<openfactory_core::plan::Outcome> {
+        let outcome = self
+            .run(move |set| openfactory_core::plan::plan_value(recipe, set, true))
+            .await?;
+        if let Some(busy) = outcome
+            .diagnostics
+            .iter()
+            .find(|d| d.code == openfactory_core::plan::PLANNER_BUSY)
+        {
+            return Err(Error::unavailable(format!(
+                "{}; nothing was queued",
+                busy.message
+            )));
+        }
+        Ok(outcome)
+    }
+
     /// Run the planner off the async runtime: plugins are CPU-bound.
     pub async fn run<T: Send + 'static>(
         &self,

@@ -264,10 +264,7 @@ pub async fn create(
     }
     let recipe_json =
         serde_json::to_string(&value).map_err(|e| internal("recipe unserialisable", e))?;
-    let outcome = app
-        .planner
-        .run(move |set| plan::plan_value(value, set, true))
-        .await?;
+    let outcome = app.planner.plan(value).await?;
     let (errors, warnings) = recipes::split(outcome.diagnostics);
     let Some(plan) = outcome.plan.filter(|_| errors.is_empty()) else {
         return Err(Error::invalid(

@@ -395,10 +395,7 @@ pub(crate) fn split(d: Diagnostics) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
 }
 
 pub async fn validate(app: &App, recipe: Value) -> Result<Validation> {
-    let outcome = app
-        .planner
-        .run(move |set| plan::plan_value(recipe, set, true))
-        .await?;
+    let outcome = app.planner.plan(recipe).await?;
     let plan_summary = outcome.plan.as_ref().map(PlanSummary::of);
     let (errors, warnings) = split(outcome.diagnostics);
     let valid = errors.is_empty();
@@ -443,10 +440,7 @@ pub async fn plan_recipe(
 
 /// The plan of a recipe object (every error, or the steps and checks).
 pub async fn plan_value(app: &App, recipe: Value) -> Result<PlanOut> {
-    let outcome = app
-        .planner
-        .run(move |set| plan::plan_value(recipe, set, true))
-        .await?;
+    let outcome = app.planner.plan(recipe).await?;
     let (errors, warnings) = split(outcome.diagnostics);
     Ok(PlanOut {
         valid: errors.is_empty(),

@@ -244,6 +244,9 @@ fn takeovers() -> Vec<Step> {
         step::mask("apparmor.service"),
         step::user("hostile", &["shadow", "disk"]),
         step::run("look around", &["sh", "-c", "id"]),
+        step::run("edit a file", &["sed", "-i", "-e", "1e id", "/opt/hostile/notes"]),
+        step::run("tidy modes", &["chmod", "u+s", "/opt/hostile/tool"]),
+        step::run("join a group", &["usermod", "-aG", "sudo", "hostile"]),
     ]
 }
 
