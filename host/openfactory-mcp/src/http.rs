@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
@@ -159,18 +158,11 @@ async fn in_json_rpc(request: axum::extract::Request, next: axum::middleware::Ne
     let (parts, body) = request.into_parts();
     let mut id = serde_json::Value::Null;
     let request = if parts.method == http::Method::POST {
+        if let Some(bad) = unreadable_session_id(&parts.headers) {
+            return in_json(StatusCode::BAD_REQUEST, bad);
+        }
         let Ok(bytes) = axum::body::to_bytes(body, MAX_MESSAGE).await else {
-            return in_json(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                crate::jsonrpc::error(
-                    id,
-                    crate::jsonrpc::INVALID_REQUEST,
-                    &format!(
-                        "message too large or cut off: a message is at most {} MiB; send smaller ones",
-                        MAX_MESSAGE >> 20
-                    ),
-                ),
-            );
+            return too_large();
         };
         let message = match crate::jsonrpc::parse(&bytes) {
             Ok(message) => message,
@@ -189,13 +181,23 @@ async fn in_json_rpc(request: axum::extract::Request, next: axum::middleware::Ne
         .headers()
         .get(header::CONTENT_TYPE)
         .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
-    if !(response.status().is_client_error() && plain) {
+    if !response.status().is_client_error() {
         return response;
     }
+    if !plain {
+        return with_id(response, id).await;
+    }
     let (mut parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = axum::body::to_bytes(body, 1 << 16)
+        .await
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
-    let error = crate::jsonrpc::error(id, crate::jsonrpc::INVALID_REQUEST, text.trim());
+    let text = match text.trim() {
+        "" => format!("refused: HTTP {}", parts.status),
+        // rmcp may quote what the client sent (a header's value): a bounded echo.
+        text => openfactory_core::rules::truncate(text, 300),
+    };
+    let error = crate::jsonrpc::error(id, crate::jsonrpc::INVALID_REQUEST, &text);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,
@@ -206,6 +208,69 @@ async fn in_json_rpc(request: axum::extract::Request, next: axum::middleware::Ne
 
 fn in_json(status: StatusCode, error: serde_json::Value) -> Response {
     (status, axum::Json(error)).into_response()
+}
+
+/// A refusal of an MCP request before any of it was read (by the server's
+/// Host check): a JSON-RPC error, as MCP clients read one.
+pub fn refusal(status: StatusCode, message: &str) -> Response {
+    in_json(
+        status,
+        crate::jsonrpc::error(
+            serde_json::Value::Null,
+            crate::jsonrpc::INVALID_REQUEST,
+            message,
+        ),
+    )
+}
+
+/// A body over [`MAX_MESSAGE`]: a JSON-RPC error, and the connection closed
+/// (the rest of the body is not read, so the connection cannot be reused).
+fn too_large() -> Response {
+    let mut response = in_json(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        crate::jsonrpc::error(
+            serde_json::Value::Null,
+            crate::jsonrpc::INVALID_REQUEST,
+            &format!(
+                "message too large or cut off: a message is at most {} MiB; send smaller ones",
+                MAX_MESSAGE >> 20
+            ),
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// An `Mcp-Session-Id` that no session can have (not visible ASCII), named.
+fn unreadable_session_id(headers: &HeaderMap) -> Option<serde_json::Value> {
+    let id = headers.get("mcp-session-id")?;
+    let readable = !id.is_empty() && id.as_bytes().iter().all(|b| (0x21..=0x7e).contains(b));
+    (!readable).then(|| {
+        crate::jsonrpc::error(
+            serde_json::Value::Null,
+            crate::jsonrpc::INVALID_REQUEST,
+            "header `Mcp-Session-Id` must be visible ASCII (the id this server gave at initialize); send it back as given, or leave it out to start a session",
+        )
+    })
+}
+
+/// rmcp's own JSON refusals may leave out `id`, which JSON-RPC requires
+/// (null when unknown): add the request's.
+async fn with_id(response: Response, id: serde_json::Value) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 16).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let mut error = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(error)) if error.contains_key("error") => error,
+        _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    error.entry("id").or_insert(id);
+    let body = serde_json::Value::Object(error).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Who is calling: the account of the credential the server checked, else
@@ -311,8 +376,11 @@ async fn post_message(
     State(shared): State<Shared>,
     parts: Parts,
     query: Query<sse::MessageQuery>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_MESSAGE).await else {
+        return too_large();
+    };
     let owner = match caller(
         &shared.owners,
         parts.uri.path(),

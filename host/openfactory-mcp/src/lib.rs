@@ -21,7 +21,7 @@ pub mod watch;
 pub mod wording;
 
 pub use http::{
-    ACCOUNT_PATH, MAX_MESSAGE, RESOURCE_PATHS, rate_limited, refused, requires_account,
+    ACCOUNT_PATH, MAX_MESSAGE, RESOURCE_PATHS, rate_limited, refusal, refused, requires_account,
     resource_path, router,
 };
 pub use stdio::serve_stdio;

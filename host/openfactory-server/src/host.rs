@@ -60,17 +60,34 @@ pub async fn check(
     next: Next,
 ) -> Response {
     let headers = request.headers();
+    // An MCP client reads JSON-RPC; everyone else, a line of text.
+    let refuse = |status: StatusCode, message: &str| {
+        if openfactory_mcp::resource_path(request.uri().path()).is_some() {
+            openfactory_mcp::refusal(status, message)
+        } else {
+            (status, format!("{message}\n")).into_response()
+        }
+    };
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        // Which one a proxy and this server each believe is anyone's guess (RFC 9112 §3.2: 400).
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "a request has one Host header; send exactly one",
+        );
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     if !policy.allows(host) {
-        tracing::warn!(host, "refused a request for a host that is not allowed");
-        return (
+        tracing::warn!(
+            host = openfactory_core::rules::truncate(host, 100),
+            "refused a request for a host that is not allowed"
+        );
+        return refuse(
             StatusCode::FORBIDDEN,
-            "this server does not answer for that Host; operators add it with --allowed-host\n",
-        )
-            .into_response();
+            "this server does not answer for that Host; operators add it with --allowed-host",
+        );
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
         let authority = origin
@@ -78,11 +95,10 @@ pub async fn check(
             .map(|(_, rest)| rest)
             .unwrap_or(origin);
         if origin != "null" && !policy.allows(authority) {
-            return (
+            return refuse(
                 StatusCode::FORBIDDEN,
-                "cross-origin requests from that Origin are not allowed\n",
-            )
-                .into_response();
+                "cross-origin requests from that Origin are not allowed",
+            );
         }
     }
     next.run(request).await

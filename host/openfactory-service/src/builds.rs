@@ -7,7 +7,7 @@ use std::path::Path;
 
 use openfactory_build::pipeline::{ISO_FILE, LOG_FILE, PACKAGES_FILE, SBOM_FILE};
 use openfactory_build::progress::Stage;
-use openfactory_core::plan::{self, Plan};
+use openfactory_core::plan::Plan;
 use openfactory_core::rules;
 use openfactory_store::{BuildRecord, BuildStatus, CancelOutcome, Needs, NewBuild, OwnerId};
 use schemars::JsonSchema;

@@ -471,12 +471,27 @@ pub fn features(app: &App) -> Features {
     }
 }
 
+/// Errors as a list for a message: as many as fit in about 700 characters
+/// (each cut at 300), then how many more there are. A message stays
+/// readable however broken the recipe; validating it gives every one.
 pub(crate) fn render(diagnostics: &[Diagnostic]) -> String {
-    diagnostics
-        .iter()
-        .map(|d| format!("- {d}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    const ROOM: usize = 700;
+    let mut out = String::new();
+    for (shown, d) in diagnostics.iter().enumerate() {
+        let line = format!("- {}", rules::truncate(&d.to_string(), 300));
+        if shown > 0 && out.len() + line.len() > ROOM {
+            out.push_str(&format!(
+                "\n- …and {} more (validating the recipe lists every one)",
+                diagnostics.len() - shown
+            ));
+            break;
+        }
+        if shown > 0 {
+            out.push('\n');
+        }
+        out.push_str(&line);
+    }
+    out
 }
 
 pub async fn create_from_template(

@@ -117,6 +117,24 @@ impl OpenFactoryServer {
 #[allow(deprecated)] // logging/setLevel and resources/subscribe: 2025-11-25 clients use them.
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for OpenFactoryServer {
+    /// A method MCP does not define and this server does not add: said so,
+    /// with what to call instead (rmcp's default says only the method).
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        let method = openfactory_core::rules::truncate(&request.method, 100);
+        Err(ErrorData::new(
+            rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+            format!(
+                "method not found: `{method}` is not a method of MCP or of this server; \
+                 call tools/list for the tools, and tools/call to use one"
+            ),
+            None,
+        ))
+    }
+
     fn get_info(&self) -> InitializeResult {
         InitializeResult::new(
             ServerCapabilities::builder()
