@@ -209,6 +209,49 @@ impl ArtifactStore {
         }
     }
 
+    /// Remove what uploads left unfinished when their process died (on the
+    /// local store, the staging files a multipart write keeps beside its
+    /// target, `<name>#<n>`; no artifact name has a `#`), and say which.
+    /// Readers never saw them; for a control plane's start, when no upload
+    /// of its own runs. On S3 an unfinished multipart upload is never an
+    /// object (the bucket's lifecycle rule reclaims its parts).
+    pub fn remove_unfinished_uploads(&self) -> Result<Vec<PathBuf>> {
+        let Backend::Local { root } = &self.backend else {
+            return Ok(Vec::new());
+        };
+        let mut removed = Vec::new();
+        let builds = match std::fs::read_dir(root) {
+            Ok(builds) => builds,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("the artifact directory {}", root.display()),
+                    e,
+                ));
+            }
+        };
+        for build in builds
+            .flatten()
+            .filter(|b| b.file_type().is_ok_and(|t| t.is_dir()))
+        {
+            for file in std::fs::read_dir(build.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if file.file_name().to_string_lossy().contains('#')
+                    && file.file_type().is_ok_and(|t| t.is_file())
+                {
+                    let path = file.path();
+                    std::fs::remove_file(&path)
+                        .map_err(|e| Error::io(format!("{}", path.display()), e))?;
+                    removed.push(path);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The directory where a build may write its outputs directly: on the
     /// local store `<builds_dir>/<build_id>` (not created here); `None` on S3,
     /// where a build writes elsewhere and stores with

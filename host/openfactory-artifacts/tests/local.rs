@@ -415,3 +415,27 @@ async fn delete_build_removes_that_build_only() {
     store.delete_build("b1").await.unwrap();
     store.delete_build("never-built").await.unwrap();
 }
+
+#[tokio::test]
+async fn an_upload_cut_off_by_a_dead_process_is_removed_at_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    store
+        .put_stream("b1", "image.iso", chunks(&data(3 * 1024, 7), 1024), None)
+        .await
+        .unwrap();
+    // What a multipart write leaves beside its target when its process is killed.
+    std::fs::write(tmp.path().join("builds/b1/log.txt#1"), b"half").unwrap();
+    std::fs::create_dir_all(tmp.path().join("builds/b2")).unwrap();
+    std::fs::write(tmp.path().join("builds/b2/image.iso#7"), b"half").unwrap();
+    let mut removed: Vec<String> = store
+        .remove_unfinished_uploads()
+        .unwrap()
+        .iter()
+        .map(|p| p.strip_prefix(tmp.path()).unwrap().display().to_string())
+        .collect();
+    removed.sort();
+    assert_eq!(removed, ["builds/b1/log.txt#1", "builds/b2/image.iso#7"]);
+    assert_eq!(files(&tmp.path().join("builds")), ["b1/image.iso"]);
+    assert!(store.remove_unfinished_uploads().unwrap().is_empty());
+}

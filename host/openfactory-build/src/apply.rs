@@ -124,7 +124,13 @@ impl<'a> Applier<'a> {
             self.runner.log.progress(
                 Stage::Apply,
                 i as f64 / total as f64,
-                &format!("step {}/{}: {source}: {step}", i + 1, plan.steps.len()),
+                // A step's words come from a plugin: shown, never obeyed by a terminal.
+                &format!(
+                    "step {}/{}: {source}: {}",
+                    i + 1,
+                    plan.steps.len(),
+                    openfactory_core::rules::printable(&step.to_string(), 300)
+                ),
             );
             if self.runner.cancel.is_cancelled() {
                 return Err(BuildError::Cancelled);

@@ -242,7 +242,12 @@ fn check_describe(bundle: &Bundle, options: &InstallOptions<'_>) -> Result<(), S
     let info = prepared
         .describe()
         .map_err(|e| format!("describe failed: {e}"))?;
-    crate::check_description(&bundle.manifest, &info)
+    crate::check_description(&bundle.manifest, &info)?;
+    // What every start checks, checked before the bundle is in place: its
+    // description's text and its options schema's bounds.
+    openfactory_core::plan::Feature::new(info, bundle.manifest.bundle_digest())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A signer in words, for messages: whom the key belongs to when trusted.

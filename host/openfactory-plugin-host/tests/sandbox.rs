@@ -275,6 +275,49 @@ fn a_description_with_terminal_escapes_is_refused_at_load() {
 }
 
 #[test]
+fn a_description_with_terminal_escapes_is_refused_at_install() {
+    let _turn = share();
+    let home = Home::new();
+    let fixture = common::test_bundles().join("hostile");
+    let manifest = bundle::Bundle::open(&fixture).unwrap().manifest;
+    let assets = home.dir.path().join("staged-assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    for entry in std::fs::read_dir(fixture.join("assets")).unwrap().flatten() {
+        std::fs::copy(entry.path(), assets.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(assets.join("escapes-in-describe"), "").unwrap();
+    let staged = home.dir.path().join("staged");
+    bundle::pack(
+        &staged,
+        "hostile",
+        &manifest.version,
+        &fixture.join("plugin.wasm"),
+        Some(&assets),
+        &manifest.capabilities,
+        None,
+    )
+    .unwrap();
+    let trust = home.trust();
+    let options = openfactory_plugin_host::registry::InstallOptions {
+        allow_unsigned: true,
+        cache_dir: Some(home.cache()),
+        ..openfactory_plugin_host::registry::InstallOptions::new(&trust)
+    };
+    // Refused before it is in place (not installed, then failing at every start).
+    let error = openfactory_plugin_host::registry::install_with(&home.plugins(), &staged, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("summary") && !error.contains('\x1b'),
+        "{error:?}"
+    );
+    assert!(
+        !home.plugins().join("hostile").exists(),
+        "nothing was installed"
+    );
+}
+
+#[test]
 fn a_flood_of_sleeping_plans_is_bounded_and_the_host_recovers() {
     let _alone = alone();
     let home = Home::new();

@@ -30,7 +30,7 @@ pub fn worker_id(home: &std::path::Path) -> String {
 
 /// Make the store agree with the disk after a restart: jobs this worker held
 /// go back to the queue (their attempt counted), and the scratch space,
-/// mounts and VMs of interrupted jobs are gone.
+/// mounts and VMs of interrupted jobs and unfinished uploads are gone.
 pub async fn recover(
     app: &App,
     builder: &Builder,
@@ -51,6 +51,12 @@ pub async fn recover(
     let removed = builder.recover()?;
     if !removed.is_empty() {
         tracing::warn!(scratch = ?removed, "removed scratch space of interrupted builds");
+    }
+    // An upload cut off by the last shutdown (a worker's, or this host's own
+    // publish) left a staging file that no reader ever saw.
+    let unfinished = app.artifacts.remove_unfinished_uploads()?;
+    if !unfinished.is_empty() {
+        tracing::warn!(files = ?unfinished, "removed uploads the last shutdown left unfinished");
     }
     for vm in requeued.iter().filter_map(|r| r.vm_id.as_deref()) {
         match app.vms.backend.delete(vm).await {
