@@ -17,11 +17,35 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     init_tracing(args.global.verbose);
+    raise_file_limit();
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// A server holds a descriptor per open stream and per plugin resource: take
+/// the whole of the hard limit on open files (the soft one is often 1,024),
+/// so that what runs out first is a limit the service sets and explains.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::debug!("could not raise the open-file limit");
+            }
         }
     }
 }
