@@ -84,6 +84,10 @@ impl fmt::Display for Diagnostic {
         if let Some(suggestion) = &self.suggestion {
             write!(f, " (hint: {suggestion})")?;
         }
+        if let Some(plugin) = &self.plugin {
+            // The words above are the plugin's, not OpenFactory's.
+            write!(f, " (from plugin `{plugin}`)")?;
+        }
         Ok(())
     }
 }
@@ -284,6 +288,18 @@ mod tests {
             "options[\"a.b c\"]"
         );
         assert_eq!(Path::from_json_pointer("/a~1b").as_str(), "a/b");
+    }
+
+    #[test]
+    fn a_plugins_words_say_whose_they_are_wherever_they_are_shown() {
+        let mut d = Diagnostic::error(
+            "docker.unknown-user",
+            "features[0].options.users[0]",
+            "no such user",
+        );
+        assert!(!d.to_string().contains("from plugin"), "{d}");
+        d.plugin = Some("docker".into());
+        assert!(d.to_string().ends_with(" (from plugin `docker`)"), "{d}");
     }
 
     #[test]
