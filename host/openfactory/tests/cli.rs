@@ -641,3 +641,70 @@ fn pack_keeps_what_is_not_a_bundle_and_install_asks_the_component_who_it_is() {
     );
     assert!(cli.ok(&["plugin", "list"]).contains("No plugins installed"));
 }
+
+#[test]
+fn install_shows_what_a_plugin_may_touch_and_which_privileges_wait_for_a_grant() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "plugin",
+        "trust",
+        built("OPENFACTORY_PROJECT_KEY", "target/signing/project.pub")
+            .to_str()
+            .unwrap(),
+    ]);
+    let docker = built("OPENFACTORY_BUNDLES", "target/bundles").join("docker");
+    let out = cli.ok(&["plugin", "install", docker.to_str().unwrap()]);
+    for shown in [
+        "may touch:",
+        "packages: docker.io",
+        "units: docker.service",
+        "groups: docker",
+        "not granted: privileged-groups",
+        "openfactory plugin grant docker privileged-groups",
+    ] {
+        assert!(out.contains(shown), "{shown:?} missing from:\n{out}");
+    }
+    // Granted later, and said so.
+    let granted = cli.ok(&["plugin", "grant", "docker", "privileged-groups"]);
+    assert!(granted.contains("privileged-groups"), "{granted}");
+    let info = cli.ok(&["plugin", "info", "docker"]);
+    assert!(
+        info.contains("privileged-groups") && info.contains("granted"),
+        "{info}"
+    );
+}
+
+#[test]
+fn validate_plans_too_so_a_plugins_refusal_makes_a_recipe_invalid() {
+    // `recipe validate` says invalid what `recipe plan` would refuse: here a
+    // plugin's step that overwrites what the recipe itself writes.
+    let cli = Cli::new();
+    cli.ok(&[
+        "plugin",
+        "trust",
+        built("OPENFACTORY_PROJECT_KEY", "target/signing/project.pub")
+            .to_str()
+            .unwrap(),
+    ]);
+    let hostile = built("OPENFACTORY_TEST_BUNDLES", "target/test-bundles").join("hostile");
+    cli.ok(&[
+        "plugin",
+        "install",
+        "--grant",
+        "declared",
+        hostile.to_str().unwrap(),
+    ]);
+    let file = cli.home.path().join("r.toml");
+    std::fs::write(
+        &file,
+        "name = \"web\"\nbase_image = \"debian-bookworm\"\n\n[[features]]\nname = \"hostile\"\noptions = { attack = \"overwrite\" }\n",
+    )
+    .unwrap();
+    let out = cli.run(&["recipe", "validate", file.to_str().unwrap()]);
+    let text = both(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("plan.write-conflict") && text.contains("/etc/hosts"),
+        "{text}"
+    );
+}
