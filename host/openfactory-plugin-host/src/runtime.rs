@@ -85,8 +85,9 @@ const MAX_MEMORIES: usize = 1;
 /// Most WASI resources (open files, streams, timers) one instance may hold
 /// at once. A plugin opens a few assets; without a bound a plugin that
 /// never closes what it opens exhausts the host's file descriptors (or, with
-/// timers, its memory) within its CPU budget.
-const MAX_RESOURCES: usize = 1024;
+/// timers, its memory) within its CPU budget. 256 × the most evaluations
+/// at once (32) stays far below the descriptors a server may hold.
+pub const MAX_RESOURCES: usize = 256;
 /// Most bytes one call may hand the host (its result, or one log line): a
 /// plan's steps and checks, files included. wasmtime's default, 128 MiB,
 /// let a 1 MiB guest return a 126 MB plan by listing one buffer many times.
@@ -433,6 +434,11 @@ impl Prepared {
                 MAX_TRANSFER_BYTES >> 20
             ));
         }
+        if text.contains("resource table has no free keys") {
+            return RuntimeError::Failed(format!(
+                "it held more than {MAX_RESOURCES} resources (open files, streams, timers) at once"
+            ));
+        }
         if text.contains("table") && text.contains("grow") {
             return RuntimeError::Failed(format!(
                 "it asked for a table larger than its limit of {MAX_TABLE_ELEMENTS} elements"
@@ -452,9 +458,8 @@ impl Prepared {
         ))
     }
 
-    /// Wait (at most one CPU budget) for a turn among the evaluations
-    /// running in this process.
-    /// A turn to evaluate: waited for at most a tenth of the CPU budget, so
+    /// A turn among the evaluations running in this process: waited for at
+    /// most a tenth of the CPU budget, so
     /// that a call ends within its budget and that tenth even when every
     /// turn is taken (beyond that the caller is told to retry).
     fn turn(&self) -> Result<Turn, RuntimeError> {

@@ -143,6 +143,30 @@ fn sockets_are_denied() {
 }
 
 #[test]
+fn a_plugin_cannot_hold_the_hosts_file_descriptors() {
+    let (_home, host, _turn) = hostile_host();
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = fds();
+    // Stopped at the bound on resources, long before the host's own limit
+    // on descriptors, named; and every descriptor released after.
+    let message = only(&timed_attack(&host, "descriptors"), "plugin.failed");
+    assert!(
+        message.contains(&format!("more than {} resources", runtime::MAX_RESOURCES)),
+        "{message}"
+    );
+    assert!(
+        fds() <= before + 8,
+        "{} descriptors before, {} after",
+        before,
+        fds()
+    );
+    assert!(
+        attack(&host, "none").plan.is_some(),
+        "and the host is unharmed"
+    );
+}
+
+#[test]
 fn the_environment_is_empty() {
     let (_home, host, _turn) = hostile_host();
     // SAFETY: tests in this binary do not read the environment concurrently.

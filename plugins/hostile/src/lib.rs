@@ -43,6 +43,9 @@ pub enum Attack {
     Overwrite,
     /// Refuse to plan with nothing but a warning.
     WarnOnly,
+    /// Open its own asset 20,000 times and keep every handle: without a
+    /// bound on resources, the host runs out of file descriptors.
+    Descriptors,
     /// Put terminal escapes in a step's description and a diagnostic.
     Escapes,
     /// Return 40 MiB of file contents: within the guest's memory, beyond
@@ -148,6 +151,22 @@ impl Feature for Hostile {
                 Ok(text) => outcome(true, "read /etc/passwd", format!("{} bytes", text.len())),
                 Err(e) => outcome(false, "read /etc/passwd", e.to_string()),
             },
+            Attack::Descriptors => {
+                let mut open = Vec::new();
+                let stopped = loop {
+                    if open.len() == 20_000 {
+                        break None;
+                    }
+                    match std::fs::File::open("/assets/secret.txt") {
+                        Ok(file) => open.push(file),
+                        Err(e) => break Some(e),
+                    }
+                };
+                match stopped {
+                    None => outcome(true, "kept 20000 files open", String::new()),
+                    Some(e) => outcome(false, "keep files open", format!("stopped after {}: {e}", open.len())),
+                }
+            }
             Attack::ReadAssets => match std::fs::read_to_string("/assets/secret.txt") {
                 Ok(text) => outcome(false, "read own asset", text.trim().to_owned()),
                 Err(e) => outcome(true, "could not read own asset", e.to_string()),
