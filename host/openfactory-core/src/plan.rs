@@ -495,12 +495,13 @@ fn run_checked(
                 for check in eval.checks {
                     let problems = check.kind.check();
                     let name_ok = crate::rules::slug(&check.name).is_ok() && names.insert(check.name.clone());
-                    if !problems.is_empty() || !name_ok {
+                    let description_ok = crate::rules::plain_text(&check.description, crate::step::MAX_DESCRIPTION_CHARS).is_ok();
+                    if !problems.is_empty() || !name_ok || !description_ok {
                         bad = true;
                         diagnostics.push(Diagnostic::error(
                             "plugin.invalid-check",
                             at.field("name"),
-                            format!("plugin `{}` declared an invalid or duplicate boot check `{}`", feature.name(), crate::rules::truncate(&check.name, 64)),
+                            format!("plugin `{}` declared an invalid or duplicate boot check `{}` (its name, kind, or a description over {} characters or with control characters)", feature.name(), crate::rules::printable(&check.name, 64), crate::step::MAX_DESCRIPTION_CHARS),
                         ));
                         continue;
                     }

@@ -481,6 +481,23 @@ pub fn printable(s: &str, max: usize) -> String {
     truncate(&escaped, max)
 }
 
+/// A line of text for people (a step's or a check's description): at most
+/// `max` characters, with no control or direction-changing characters that
+/// could rewrite a terminal or hide text.
+pub fn plain_text(value: &str, max: usize) -> Result<(), String> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(format!("is {chars} characters long; the limit is {max}"));
+    }
+    if printable(value, max) != value {
+        return Err(format!(
+            "`{}` contains control or direction-changing characters; use plain text",
+            printable(value, 80)
+        ));
+    }
+    Ok(())
+}
+
 pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()

@@ -126,6 +126,9 @@ pub enum CheckKind {
 }
 
 /// Largest file content a step may carry.
+/// The longest description a step or a boot check may carry.
+pub const MAX_DESCRIPTION_CHARS: usize = 200;
+
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 
 impl Step {
@@ -238,7 +241,13 @@ impl Step {
                     );
                 }
             }
-            Step::Run { argv, .. } => rule("argv", rules::command_argv(argv)),
+            Step::Run { argv, description } => {
+                rule("argv", rules::command_argv(argv));
+                rule(
+                    "description",
+                    rules::plain_text(description, MAX_DESCRIPTION_CHARS),
+                );
+            }
         }
         problems
     }

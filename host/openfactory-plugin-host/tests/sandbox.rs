@@ -535,7 +535,6 @@ fn a_refusal_with_only_warnings_is_an_error() {
 fn a_plugins_words_are_marked_and_cannot_drive_a_terminal() {
     let (_home, host, _turn) = hostile_host();
     let outcome = attack(&host, "escapes");
-    let plan = outcome.plan.as_ref().expect("the plan itself is allowed");
     let warning = outcome
         .diagnostics
         .iter()
@@ -547,10 +546,15 @@ fn a_plugins_words_are_marked_and_cannot_drive_a_terminal() {
         "{:?}",
         warning.message
     );
-    // The plan keeps the plugin's text as data; every human output escapes it.
-    assert!(plan.steps.iter().any(
-        |s| matches!(&s.step, Step::Run { description, .. } if description.contains('\u{1b}'))
-    ));
+    // A step whose description would drive a terminal is refused by name
+    // (and the refusal quotes it escaped): the plan never carries it.
+    assert!(outcome.plan.is_none());
+    let refusal = only(&outcome, "plugin.invalid-step");
+    assert!(
+        refusal.contains("`description`") && refusal.contains("control"),
+        "{refusal}"
+    );
+    assert!(!refusal.chars().any(char::is_control), "{refusal:?}");
 }
 
 #[test]
