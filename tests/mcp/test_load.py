@@ -12,7 +12,8 @@ with the rate limiter off (`--requests-per-minute 0`: it is not what is measured
   and per-thread arenas reach the high-water mark of the pattern, then nearly stops (+1-2 KB a session over
   the next 20 waves); with MALLOC_ARENA_MAX=1 it stays flat within 3 MiB over 40 waves, 40,000 sessions:
   fragmentation, not sessions left behind. The idle test shows the other side: memory freed when 10,000
-  sessions close is kept by the process, not returned to the system.)
+  sessions close is kept by malloc, not returned to the system: after each of three rounds of 10,000, glibc's
+  malloc_stats() counted ~10 MB in use and ~820 MB held.)
 - Idle: 10,000 SSE sessions held open at once, each with its `endpoint` event; what they cost the server;
   the server answers a tool call meanwhile and once they are all closed.
 
@@ -22,6 +23,7 @@ Asserts correctness only, never timing; prints its figures (they go into the REA
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import resource
@@ -183,7 +185,7 @@ def percentile(ordered: list[float], q: float) -> float:
     """The q-quantile (nearest rank) of a sorted list; 0 for none."""
     if not ordered:
         return 0.0
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def latency_columns(latencies: list[float]) -> str:
