@@ -404,6 +404,27 @@ class Server:
 # --------------------------------------------------------------------------- clients
 
 
+class SseEvents:
+    """Server-sent events from a stream's lines: `feed` each line; an event's name and data when one ends."""
+
+    def __init__(self) -> None:
+        self.event, self.data = "message", []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        if line == "":
+            done = (self.event, "\n".join(self.data)) if self.data else None
+            self.event, self.data = "message", []
+            return done
+        if not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                self.event = value
+            elif field == "data":
+                self.data.append(value)
+        return None
+
+
 def http_client(ip: str = "127.0.0.1", headers: dict | None = None, timeout: httpx2.Timeout | None = None) -> httpx2.AsyncClient:
     """An httpx2 client whose connections come from source address `ip` (the owner identity)."""
     return httpx2.AsyncClient(

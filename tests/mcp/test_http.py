@@ -13,7 +13,7 @@ import anyio.to_thread
 import httpx2
 import pytest
 
-from ofmcp import TOOLS, Server, http_client, http_session, make_home, ok
+from ofmcp import TOOLS, Server, SseEvents, http_client, http_session, make_home, ok
 
 pytestmark = pytest.mark.anyio
 
@@ -35,22 +35,11 @@ class SSE:
         self.endpoint = ""
 
     async def next_event(self, timeout: float = 10.0) -> tuple[str, str]:
-        event, data = "message", []
+        events = SseEvents()
         with anyio.fail_after(timeout):
             async for line in self._lines:
-                if line == "":
-                    if data:
-                        return event, "\n".join(data)
-                    event = "message"
-                    continue
-                if line.startswith(":"):
-                    continue
-                field, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if field == "event":
-                    event = value
-                elif field == "data":
-                    data.append(value)
+                if done := events.feed(line):
+                    return done
         raise AssertionError("SSE stream ended")
 
     @property

@@ -413,21 +413,10 @@ def clients_for(addresses: list[str]) -> list[httpx2.AsyncClient]:
 async def next_event(lines) -> tuple[str, str]:
     """The next server-sent event from a response's aiter_lines() (which must stay referenced: an abandoned
     iterator closes its connection when it is collected): its name and data."""
-    event, data = "message", []
+    events = ofmcp.SseEvents()
     async for line in lines:
-        if line == "":
-            if data:
-                return event, "\n".join(data)
-            event = "message"
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
+        if done := events.feed(line):
+            return done
     raise EOFError("the stream ended before an event")
 
 

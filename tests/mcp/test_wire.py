@@ -230,16 +230,9 @@ def rpc_error_problems(obj, want_id, check_id: bool = True) -> list[str]:
 
 def sse_messages(text: str) -> list:
     """The JSON-RPC messages in an SSE body (events without data, such as the priming one, skipped)."""
-    out, data = [], []
-    for line in text.split("\n") + [""]:
-        line = line.rstrip("\r")
-        if line == "":
-            if data and "".join(data).strip():
-                out.append(json.loads("\n".join(data)))
-            data = []
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip(" ") if line[5:6] == " " else line[5:])
-    return out
+    events = ofmcp.SseEvents()
+    found = (events.feed(line.rstrip("\r")) for line in text.split("\n") + [""])
+    return [json.loads(data) for _, data in filter(None, found) if data.strip()]
 
 
 def answer_problems(raw: bytes, status: int, headers, text: str) -> list[str]:
@@ -801,21 +794,10 @@ class Stream:
                             tg.cancel_scope.cancel()
 
                         tg.start_soon(stopper)
-                        event, data = "message", []
+                        events = ofmcp.SseEvents()
                         async for line in sse_lines(r):
-                            if line == "":
-                                if data:
-                                    self.events.put((event, "\n".join(data)))
-                                event, data = "message", []
-                            elif line.startswith(":"):
-                                continue
-                            else:
-                                field, _, value = line.partition(":")
-                                value = value[1:] if value.startswith(" ") else value
-                                if field == "event":
-                                    event = value
-                                elif field == "data":
-                                    data.append(value)
+                            if done := events.feed(line):
+                                self.events.put(done)
                         self.events.put(("closed", "the stream ended"))
                         tg.cancel_scope.cancel()
         except Exception as e:  # noqa: BLE001 - reported as an event

@@ -65,19 +65,7 @@ impl FeatureInfo {
                     "its {field} is empty; say in a few words what it is"
                 ));
             }
-            if value.chars().count() > max {
-                return Err(format!(
-                    "its {field} is {} characters long; the limit is {max}",
-                    value.chars().count()
-                ));
-            }
-            if rules::printable(value, max) != value {
-                return Err(format!(
-                    "its {field} `{}` contains control or direction-changing characters; use plain text",
-                    rules::printable(value, 80)
-                ));
-            }
-            Ok(())
+            rules::plain_text(value, max).map_err(|why| format!("its {field} {why}"))
         }
         fn names(field: &str, values: &[String]) -> Result<(), String> {
             if values.len() > MAX_NAMED_FIELDS {

@@ -37,8 +37,8 @@ pub struct App {
     /// The OAuth authorization server hosted MCP clients sign in with.
     pub oauth: openfactory_oauth::OAuth,
     pub wake: Wake,
-    /// When each owner was last noted as seen (`owner::touch`).
-    pub seen: crate::owner::Seen,
+    /// Owners noted as seen within the minute (`owner::touch`).
+    pub seen: crate::throttle::Throttle<openfactory_store::OwnerId>,
 }
 
 impl App {
@@ -63,7 +63,7 @@ impl App {
             metrics: Metrics::new(),
             auth: Auth::default(),
             wake: Wake::default(),
-            seen: Default::default(),
+            seen: crate::throttle::Throttle::per_minute(std::num::NonZeroU32::MIN),
         })
     }
 }

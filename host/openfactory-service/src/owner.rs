@@ -1,10 +1,7 @@
 //! Who is calling: the client's IP address, or the address a trusted proxy
 //! reports in `X-Forwarded-For`. Only configured proxies are believed.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use openfactory_store::OwnerId;
@@ -60,95 +57,23 @@ impl OwnerPolicy {
 /// comes back). Every front end calls this once per caller it resolves.
 ///
 /// The note is bookkeeping, so it never refuses the call it comes with: it is
-/// written at most once per [`Seen::EVERY`] per owner (a busy client does not
-/// turn every read into a write), and a database that cannot take it now (a
-/// lock held elsewhere, a read-only standby) is logged and the call goes on;
-/// reads are still served, and a call that writes says so in its own words.
-/// Whatever an owner creates notes its row itself, in the same breath.
+/// written at most once a minute per owner (`App::seen`, a [`Throttle`](crate::throttle::Throttle): a
+/// busy client does not turn every read into a write), and a database that
+/// cannot take it now (a lock held elsewhere, a read-only standby) is logged
+/// and the call goes on; reads are still served, and a call that writes says
+/// so in its own words. Whatever an owner creates notes its row itself.
 pub async fn touch(app: &crate::App, owner: &OwnerId) {
-    if !app.seen.due(owner, Instant::now()) {
+    if app.seen.check(owner).is_err() {
         return;
     }
     if let Err(e) = app.store.touch_owner(owner).await {
-        app.seen.forget(owner);
         tracing::warn!(owner = %owner, error = %e, "could not note that an owner was seen");
-    }
-}
-
-/// When each owner was last noted as seen, so that [`touch`] writes once a
-/// minute rather than once a call. Bounded: past [`Seen::MAX`] owners the
-/// notes older than a period are dropped (dropping one costs one write).
-#[derive(Default)]
-pub struct Seen {
-    noted: Mutex<HashMap<OwnerId, Instant>>,
-}
-
-impl Seen {
-    pub const EVERY: Duration = Duration::from_secs(60);
-    pub const MAX: usize = 10_000;
-
-    /// Whether `owner` should be noted at `now` (and, if so, it counts as noted).
-    pub fn due(&self, owner: &OwnerId, now: Instant) -> bool {
-        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = noted.get(owner)
-            && now.saturating_duration_since(*at) < Self::EVERY
-        {
-            return false;
-        }
-        if noted.len() >= Self::MAX {
-            noted.retain(|_, at| now.saturating_duration_since(*at) < Self::EVERY);
-        }
-        noted.insert(owner.clone(), now);
-        true
-    }
-
-    /// The note did not reach the database: try again on the next call.
-    pub fn forget(&self, owner: &OwnerId) {
-        self.noted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(owner);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_owner_is_noted_once_a_period_and_again_after_a_failed_note() {
-        let seen = Seen::default();
-        let a: OwnerId = OwnerId::ip("192.0.2.1".parse().unwrap());
-        let b: OwnerId = OwnerId::ip("192.0.2.2".parse().unwrap());
-        let t0 = Instant::now();
-        assert!(seen.due(&a, t0));
-        assert!(!seen.due(&a, t0 + Duration::from_secs(1)));
-        assert!(
-            seen.due(&b, t0 + Duration::from_secs(1)),
-            "owners are noted apart"
-        );
-        assert!(
-            seen.due(&a, t0 + Seen::EVERY),
-            "and again once a period has gone"
-        );
-        seen.forget(&b);
-        assert!(
-            seen.due(&b, t0 + Duration::from_secs(2)),
-            "a note that failed is tried again"
-        );
-    }
-
-    #[test]
-    fn the_notes_stay_bounded_however_many_addresses_call() {
-        let seen = Seen::default();
-        let t0 = Instant::now();
-        for i in 0..(Seen::MAX as u32 + 10) {
-            let owner = OwnerId::ip(std::net::Ipv4Addr::from(0x0a00_0000 + i).into());
-            seen.due(&owner, t0 + Seen::EVERY * (i / 5_000));
-        }
-        let kept = seen.noted.lock().unwrap().len();
-        assert!(kept <= Seen::MAX, "{kept} notes kept");
-    }
 
     fn headers(xff: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -38,8 +38,8 @@ impl Cli {
         }
     }
 
-    /// A home with the project key trusted and every first-party bundle installed, through the CLI.
-    fn installed() -> Cli {
+    /// A new home whose operator trusts the project's key, through the CLI.
+    fn trusting() -> Cli {
         let cli = Cli::new();
         cli.ok(&[
             "plugin",
@@ -48,6 +48,12 @@ impl Cli {
                 .to_str()
                 .unwrap(),
         ]);
+        cli
+    }
+
+    /// A home with the project key trusted and every first-party bundle installed, through the CLI.
+    fn installed() -> Cli {
+        let cli = Cli::trusting();
         let mut bundles: Vec<PathBuf> =
             std::fs::read_dir(built("OPENFACTORY_BUNDLES", "target/bundles"))
                 .unwrap()
@@ -69,14 +75,7 @@ impl Cli {
 
     /// A home with the project key trusted and only the first-party `ssh` installed.
     fn with_ssh() -> Cli {
-        let cli = Cli::new();
-        cli.ok(&[
-            "plugin",
-            "trust",
-            built("OPENFACTORY_PROJECT_KEY", "target/signing/project.pub")
-                .to_str()
-                .unwrap(),
-        ]);
+        let cli = Cli::trusting();
         let ssh = built("OPENFACTORY_BUNDLES", "target/bundles").join("ssh");
         cli.ok(&["plugin", "install", ssh.to_str().unwrap()]);
         cli
@@ -644,14 +643,7 @@ fn pack_keeps_what_is_not_a_bundle_and_install_asks_the_component_who_it_is() {
 
 #[test]
 fn install_shows_what_a_plugin_may_touch_and_which_privileges_wait_for_a_grant() {
-    let cli = Cli::new();
-    cli.ok(&[
-        "plugin",
-        "trust",
-        built("OPENFACTORY_PROJECT_KEY", "target/signing/project.pub")
-            .to_str()
-            .unwrap(),
-    ]);
+    let cli = Cli::trusting();
     let docker = built("OPENFACTORY_BUNDLES", "target/bundles").join("docker");
     let out = cli.ok(&["plugin", "install", docker.to_str().unwrap()]);
     for shown in [
@@ -678,14 +670,7 @@ fn install_shows_what_a_plugin_may_touch_and_which_privileges_wait_for_a_grant()
 fn validate_plans_too_so_a_plugins_refusal_makes_a_recipe_invalid() {
     // `recipe validate` says invalid what `recipe plan` would refuse: here a
     // plugin's step that overwrites what the recipe itself writes.
-    let cli = Cli::new();
-    cli.ok(&[
-        "plugin",
-        "trust",
-        built("OPENFACTORY_PROJECT_KEY", "target/signing/project.pub")
-            .to_str()
-            .unwrap(),
-    ]);
+    let cli = Cli::trusting();
     let hostile = built("OPENFACTORY_TEST_BUNDLES", "target/test-bundles").join("hostile");
     cli.ok(&[
         "plugin",
