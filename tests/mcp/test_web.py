@@ -258,6 +258,36 @@ async def test_operators_see_what_only_operators_should_on_the_plugins_page(serv
     assert cli("account", "operator", "nobody@example.org").returncode != 0
 
 
+async def test_the_plugins_page_shows_what_each_plugin_may_touch_and_what_it_was_granted(of_bin, tmp_path):
+    import html
+    import re
+    import subprocess
+
+    home = ofmcp.make_home(of_bin, tmp_path / "home")
+    # docker's one privilege taken back: the page must say so, not just list it.
+    taken = subprocess.run([of_bin, "--home", str(home), "plugin", "grant", "docker", "none"], env=ofmcp.server_env(), capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 0, taken.stderr
+    srv = ofmcp.Server.start(of_bin, home, tmp_path)
+    try:
+        async with web_client(srv.base) as visitor:
+            page = html.unescape((await visitor.get("/plugins")).text)
+    finally:
+        srv.stop()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr><td><strong>([a-z-]+)</strong>.*?</tr>", page, re.S)}
+    assert {"docker", "firewall", "gxp", "hardening", "ssh"} <= set(rows), sorted(rows)
+    docker, hardening, gxp = rows["docker"], rows["hardening"], rows["gxp"]
+    # What a plugin may touch, from its signed bundle's declaration.
+    assert "packages: </span>docker.io, docker-cli" in docker, docker
+    assert "files: </span>/etc/docker/daemon.json" in docker
+    assert "runs: </span>aideinit (from aide-common), sed (from sed)" in gxp, gxp
+    # Each privilege with whether this operator granted it.
+    assert "privileged-groups — not granted" in docker and "— granted" not in docker
+    assert "pam — granted" in hardening and "package-sources — granted" in hardening, hardening
+    assert "not granted" not in hardening
+    # A privilege's meaning is one hover away.
+    assert re.search(r'title="[^"]+"[^>]*>privileged-groups — not granted', docker), docker
+
+
 async def test_cookies_are_secure_and_host_prefixed_behind_https(of_bin, tmp_path):
     home = ofmcp.make_home(of_bin, tmp_path / "home")
     srv = ofmcp.Server.start(of_bin, home, tmp_path, extra_args=("--public-url", "https://console.example.org", "--allowed-host", "console.example.org"))

@@ -336,7 +336,7 @@ fn path_privileges(path: &str, mode: u32, out: &mut BTreeSet<Privilege>) {
 /// worst (`sed -i … /etc/sudoers` needs what writing sudoers needs). A path
 /// inside a program's own script (sed's `w /etc/x`) is not seen: a program
 /// that takes a script is declared, and shown to the operator, as such.
-fn run_paths(argv: &[String]) -> Vec<&str> {
+pub(crate) fn run_paths(argv: &[String]) -> Vec<&str> {
     let scripts = sed_scripts(argv);
     argv.iter()
         .enumerate()

@@ -634,6 +634,13 @@ fn written_paths(step: &Step) -> Vec<String> {
         Step::WriteFile(f) => vec![f.path.clone()],
         Step::AddAptSource(s) => vec![format!("apt source `{}`", s.name)],
         Step::SetSysctl { key, .. } => vec![format!("sysctl `{}`", key.replace('/', "."))],
+        // What a program does with a path it is given is unknown: it counts
+        // as written (`sed -i … /etc/login.defs`), as the capability check
+        // counts it.
+        Step::Run { argv, .. } => crate::capability::run_paths(argv)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -665,7 +672,7 @@ fn write_conflicts(steps: &[PlannedStep]) -> Vec<Diagnostic> {
                                 "plan.write-conflict",
                                 "features",
                                 format!(
-                                    "{} and {} both write {}; the later would silently replace the earlier",
+                                    "{} and {} both write {}; the later would silently change what the earlier wrote",
                                     who(earlier),
                                     who(&planned.source),
                                     crate::rules::printable(&target, 300)
@@ -913,12 +920,41 @@ mod tests {
     struct Emitting {
         feature: Feature,
         steps: Vec<Step>,
+        /// More plugins, after `feature`, each with the steps it emits.
+        others: Vec<(Feature, Vec<Step>)>,
     }
 
     impl Emitting {
         fn new(steps: Vec<Step>, capabilities: Capabilities, granted: &[Privilege]) -> Emitting {
+            Emitting {
+                feature: emitting_feature("emitter", capabilities, granted),
+                steps,
+                others: Vec::new(),
+            }
+        }
+
+        /// One more plugin, `name`, that the recipe lists after the others.
+        fn and(mut self, name: &str, steps: Vec<Step>, capabilities: Capabilities) -> Emitting {
+            self.others
+                .push((emitting_feature(name, capabilities, &[]), steps));
+            self
+        }
+
+        fn plan(&self, mut recipe: Value) -> Outcome {
+            for (other, _) in &self.others {
+                recipe["features"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({"name": other.name()}));
+            }
+            plan_value(recipe, self, true)
+        }
+    }
+
+    fn emitting_feature(name: &str, capabilities: Capabilities, granted: &[Privilege]) -> Feature {
+        {
             let info = FeatureInfo {
-                name: "emitter".into(),
+                name: name.into(),
                 version: "1.0.0".into(),
                 summary: "emits what it is told".into(),
                 category: "testing".into(),
@@ -927,27 +963,33 @@ mod tests {
                 requires: vec![],
                 conflicts: vec![],
             };
-            Emitting {
-                feature: Feature::new(info, "00".repeat(32))
-                    .unwrap()
-                    .with_capabilities(capabilities, granted.iter().copied().collect()),
-                steps,
-            }
-        }
-
-        fn plan(&self, recipe: Value) -> Outcome {
-            plan_value(recipe, self, true)
+            Feature::new(info, "00".repeat(32))
+                .unwrap()
+                .with_capabilities(capabilities, granted.iter().copied().collect())
         }
     }
 
     impl FeatureSet for Emitting {
         fn features(&self) -> Vec<&Feature> {
-            vec![&self.feature]
+            std::iter::once(&self.feature)
+                .chain(self.others.iter().map(|(f, _)| f))
+                .collect()
         }
 
-        fn evaluate(&self, _: &str, _: &PlanContext, _: bool) -> Result<Evaluation, RuntimeError> {
+        fn evaluate(
+            &self,
+            name: &str,
+            _: &PlanContext,
+            _: bool,
+        ) -> Result<Evaluation, RuntimeError> {
+            let steps = if name == self.feature.name() {
+                &self.steps
+            } else {
+                let (_, steps) = self.others.iter().find(|(f, _)| f.name() == name).unwrap();
+                steps
+            };
             Ok(Evaluation {
-                steps: self.steps.clone(),
+                steps: steps.clone(),
                 ..Default::default()
             })
         }
@@ -1045,8 +1087,56 @@ mod tests {
         // A recipe file the plugin also writes: the recipe would win, silently.
         let mut r = recipe();
         r["files"] = serde_json::json!([{"path": "/etc/motd", "content": "hi"}]);
-        let outcome = Emitting::new(vec![write("/etc/motd")], caps, &[]).plan(r);
+        let outcome = Emitting::new(vec![write("/etc/motd")], caps.clone(), &[]).plan(r);
         assert_eq!(codes(&outcome), ["plan.write-conflict"]);
+    }
+
+    #[test]
+    fn two_plugins_that_write_or_edit_one_path_are_a_conflict() {
+        let caps = Capabilities {
+            files: vec!["/etc/".into()],
+            run: BTreeMap::from([("sed".into(), "sed".into())]),
+            ..Default::default()
+        };
+        let sed = |path: &str| Step::Run {
+            argv: vec!["sed".into(), "-i".into(), "s/^A/B/".into(), path.into()],
+            description: "edit".into(),
+        };
+        // Two plugins write one file: the second would silently win.
+        let outcome = Emitting::new(vec![write("/etc/motd")], caps.clone(), &[])
+            .and("second", vec![write("/etc/motd")], caps.clone())
+            .plan(recipe());
+        assert_eq!(codes(&outcome), ["plan.write-conflict"]);
+        let message = &outcome.diagnostics.errors().next().unwrap().message;
+        assert!(
+            message.contains("plugin `emitter` and plugin `second` both write /etc/motd"),
+            "{message}"
+        );
+        // A program given a path counts as a writer of it, either way round.
+        for (first, second) in [
+            (write("/etc/login.defs"), sed("/etc/login.defs")),
+            (sed("/etc/login.defs"), sed("/etc/login.defs")),
+            (sed("/etc/login.defs"), write("/etc/login.defs")),
+        ] {
+            let outcome = Emitting::new(vec![first], caps.clone(), &[])
+                .and("second", vec![second], caps.clone())
+                .plan(recipe());
+            assert_eq!(
+                codes(&outcome),
+                ["plan.write-conflict"],
+                "{:?}",
+                outcome.diagnostics
+            );
+        }
+        // A program that edits what the recipe wrote (its prelude writes /etc/hosts).
+        let outcome = Emitting::new(vec![sed("/etc/hosts")], caps.clone(), &[]).plan(recipe());
+        assert_eq!(codes(&outcome), ["plan.write-conflict"]);
+        // One plugin may write a file and then edit it; two plugins may write
+        // two files.
+        let outcome = Emitting::new(vec![write("/etc/a"), sed("/etc/a")], caps.clone(), &[])
+            .and("second", vec![write("/etc/b"), sed("/etc/b")], caps)
+            .plan(recipe());
+        assert!(outcome.plan.is_some(), "{:?}", outcome.diagnostics);
     }
 
     #[test]

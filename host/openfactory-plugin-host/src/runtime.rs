@@ -12,6 +12,19 @@
 //! its CPU budget instead of parking a host thread. The number of plugin
 //! evaluations running at once is bounded across the process, so a flood of
 //! plans cannot exhaust the threads that serve them.
+//!
+//! What the host does on a plugin's behalf inside a call (opening and
+//! reading its assets, writing its log) runs outside guest code too, where
+//! no epoch reaches it: every call therefore runs on a thread of its own
+//! that the caller waits for only as long as the call's budget allows
+//! ([`Prepared::watched`]). A call the host cannot finish is abandoned with
+//! an error; it keeps its turn among the evaluations until it ends, so stuck
+//! calls can fill the planner (then callers are told to retry) but never
+//! hold a caller.
+//!
+//! A plugin's files carry one fixed time on disk, but the kernel moves a
+//! file's access and change times when it is read or installed: `stat`
+//! answers the fixed time for all three ([`shadow_file_times`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
@@ -26,6 +39,7 @@ use openfactory_core::step::{
 use wasmtime::component::{Component, HasData, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+use wasmtime_wasi::p2::bindings::sync::filesystem::types as fs;
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 use wasmtime_wasi::{
     FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
@@ -68,6 +82,13 @@ impl Default for Limits {
 }
 
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How long past a call's budget its caller waits before abandoning it
+/// ([`Prepared::watched`]): a guest stopped at its deadline answers well
+/// within this.
+const WATCHDOG_GRACE: Duration = Duration::from_millis(100);
+/// The native stack of a thread that runs plugin calls: room for the
+/// guest's own stack ([`Config::max_wasm_stack`], 1 MiB) and the host's.
+const CALL_STACK_BYTES: usize = 4 << 20;
 const MAX_LOG_LINES: u32 = 200;
 
 /// Most elements one table may hold. A plugin's function table holds its
@@ -177,7 +198,7 @@ impl Runtime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        config.max_wasm_stack(1 << 20);
+        config.max_wasm_stack(1 << 20); // within CALL_STACK_BYTES
         let engine = Engine::new(&config)?;
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -198,6 +219,7 @@ impl Runtime {
         monotonic_clock::add_to_linker::<State, TimelessClock>(&mut linker, |s| Timeless {
             table: &mut s.table,
         })?;
+        shadow_file_times(&mut linker)?;
         linker.allow_shadowing(false);
         bindings::Plugin::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
             &mut linker,
@@ -235,7 +257,56 @@ impl Runtime {
     }
 }
 
+/// The WASI filesystem interface as wasmtime-wasi registers it.
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replace `stat` and `stat-at` with WASI's own answers in which every time
+/// is the bundle's fixed time ([`crate::bundle::FIXED_TIME_SECS`]): the
+/// kernel sets a file's change time when it is installed and its access time
+/// when it is read, and either would give a plugin a clock.
+fn shadow_file_times(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::filesystem::WasiFilesystemView;
+    let mut types = linker.instance(FILESYSTEM_TYPES)?;
+    types.func_wrap(
+        "[method]descriptor.stat",
+        |mut store, (fd,): (Resource<fs::Descriptor>,)| {
+            let mut view = store.data_mut().filesystem();
+            let stat = fs::HostDescriptor::stat(&mut view, fd);
+            Ok((fixed_times(&mut view, stat)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]descriptor.stat-at",
+        |mut store, (fd, flags, path): (Resource<fs::Descriptor>, fs::PathFlags, String)| {
+            let mut view = store.data_mut().filesystem();
+            let stat = fs::HostDescriptor::stat_at(&mut view, fd, flags, path);
+            Ok((fixed_times(&mut view, stat)?,))
+        },
+    )?;
+    Ok(())
+}
+
+fn fixed_times(
+    view: &mut wasmtime_wasi::filesystem::WasiFilesystemCtxView<'_>,
+    stat: wasmtime_wasi::p2::FsResult<fs::DescriptorStat>,
+) -> wasmtime::Result<Result<fs::DescriptorStat, fs::ErrorCode>> {
+    match stat {
+        Ok(mut stat) => {
+            let fixed = Some(fs::Datetime {
+                seconds: crate::bundle::FIXED_TIME_SECS,
+                nanoseconds: 0,
+            });
+            stat.data_access_timestamp = fixed;
+            stat.data_modification_timestamp = fixed;
+            stat.status_change_timestamp = fixed;
+            Ok(Ok(stat))
+        }
+        Err(e) => Ok(Err(fs::Host::convert_error_code(view, e)?)),
+    }
+}
+
 /// A component ready to be instantiated.
+#[derive(Clone)]
 pub struct Prepared {
     name: String,
     pre: bindings::PluginPre<State>,
@@ -466,8 +537,46 @@ impl Prepared {
         GATE.enter(self.runtime.limits.cpu / 10)
     }
 
+    /// Run `call` on a thread of its own, holding `turn` until it ends, and
+    /// wait for its answer at most `budget` and [`WATCHDOG_GRACE`]. Guest
+    /// code is stopped within the budget by epoch interruption; this bounds
+    /// the rest, the host's own work inside the call.
+    fn watched<T: Send + 'static>(
+        &self,
+        turn: Turn,
+        budget: Duration,
+        call: impl FnOnce(&Prepared) -> Result<T, RuntimeError> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let this = self.clone();
+        std::thread::Builder::new()
+            .name("plugin-call".into())
+            .stack_size(CALL_STACK_BYTES)
+            .spawn(move || {
+                let _turn = turn;
+                let _ = answer.send(call(&this));
+            })
+            .map_err(|e| {
+                RuntimeError::Busy(format!(
+                    "the planner cannot start a thread ({e}); retry in a moment"
+                ))
+            })?;
+        let limit = budget + WATCHDOG_GRACE;
+        answered.recv_timeout(limit).unwrap_or_else(|_| {
+            tracing::warn!(plugin = %self.name, "a plugin call did not end within {limit:?}; abandoned");
+            Err(RuntimeError::Failed(format!(
+                "it did not answer within {} ms: the host's work on its behalf (opening or reading its assets, writing its log) did not finish, and the call was abandoned",
+                limit.as_millis()
+            )))
+        })
+    }
+
     pub fn describe(&self) -> Result<FeatureInfo, RuntimeError> {
-        let _turn = self.turn()?;
+        let turn = self.turn()?;
+        self.watched(turn, self.runtime.limits.cpu, Prepared::describe_now)
+    }
+
+    fn describe_now(&self) -> Result<FeatureInfo, RuntimeError> {
         let (mut store, plugin) = self.instantiate()?;
         let info = plugin
             .openfactory_feature_feature()
@@ -491,7 +600,14 @@ impl Prepared {
     /// `checks`, on one fresh instance, within one evaluation budget
     /// ([`Limits::plan`]) as well as each call's own ([`Limits::cpu`]).
     pub fn evaluate(&self, ctx: &PlanContext, plan: bool) -> Result<Evaluation, RuntimeError> {
-        let _turn = self.turn()?;
+        let turn = self.turn()?;
+        let ctx = ctx.clone();
+        self.watched(turn, self.runtime.limits.plan, move |this| {
+            this.evaluate_now(&ctx, plan)
+        })
+    }
+
+    fn evaluate_now(&self, ctx: &PlanContext, plan: bool) -> Result<Evaluation, RuntimeError> {
         let started = Instant::now();
         let (mut store, plugin) = self.instantiate()?;
         self.arm_within(&mut store, started)?;

@@ -233,6 +233,51 @@ fn a_plugin_sleeping_in_plan_is_stopped() {
     assert!(took < cpu + cpu / 2, "took {took:?} to stop");
 }
 
+#[test]
+fn asset_times_tell_a_plugin_nothing() {
+    let (_home, host, _turn) = hostile_host();
+    // Read first: the kernel moves the access time of a file read after it
+    // was installed (`relatime`), and its change time is the install's.
+    attack(&host, "read-assets");
+    let message = only(&attack(&host, "asset-times"), "hostile.denied");
+    let fixed = bundle::FIXED_TIME_SECS;
+    assert!(
+        message.contains(&format!("[Some({fixed}), Some({fixed})]")),
+        "{message}"
+    );
+}
+
+/// Work the host does inside a call, where no epoch reaches it, has a
+/// bound too: the plugin's asset is swapped, after load, for a FIFO that
+/// nobody writes, so opening it blocks the host thread until the test
+/// writes to it.
+#[test]
+fn a_call_stuck_in_the_host_is_abandoned_within_its_budget() {
+    let (home, host, _turn) = hostile_host();
+    let secret = home.plugins().join("hostile/assets/secret.txt");
+    std::fs::remove_file(&secret).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&secret)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let limits = host.limits();
+    let (outcome, took) = within(limits.plan * 3, move || attack(&host, "read-assets"));
+    println!("a call stuck in a host read was abandoned after {took:?}");
+    // Let the stuck thread finish (it reads, then meets its epoch deadline).
+    std::fs::write(&secret, "x").unwrap();
+    assert!(outcome.plan.is_none());
+    let message = only(&outcome, "plugin.failed");
+    assert!(
+        message.contains("did not answer within") && message.contains("abandoned"),
+        "{message}"
+    );
+    assert!(
+        took < limits.plan + Duration::from_millis(500),
+        "took {took:?}"
+    );
+}
+
 /// The fixture misbehaves in `describe` when its bundle carries a marker
 /// asset: a home with the fixture packed (unsigned) with `marker` added,
 /// after a first load without it so that the component is compiled and

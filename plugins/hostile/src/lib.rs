@@ -51,7 +51,14 @@ pub enum Attack {
     /// Return 40 MiB of file contents: within the guest's memory, beyond
     /// what one call may hand the host.
     Alias,
+    /// Read its own asset, then look at the asset's times: a time that is
+    /// not the bundle's fixed one tells the plugin when it was installed or
+    /// last read (a clock).
+    AssetTimes,
 }
+
+/// The time every bundle file carries (1980-01-01T00:00:00Z).
+const FIXED_TIME_SECS: u64 = 315_532_800;
 
 /// Wait forever: `std::thread::sleep` on wasip2 is `subscribe-duration`
 /// followed by a blocking `poll`.
@@ -171,6 +178,25 @@ impl Feature for Hostile {
                 Ok(text) => outcome(false, "read own asset", text.trim().to_owned()),
                 Err(e) => outcome(true, "could not read own asset", e.to_string()),
             },
+            Attack::AssetTimes => {
+                let _ = std::fs::read("/assets/secret.txt");
+                let seconds = |t: std::io::Result<std::time::SystemTime>| {
+                    t.ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs())
+                };
+                match std::fs::metadata("/assets/secret.txt") {
+                    Ok(meta) => {
+                        let times = [seconds(meta.accessed()), seconds(meta.modified())];
+                        outcome(
+                            times.iter().any(|t| *t != Some(FIXED_TIME_SECS)),
+                            "asset times (accessed, modified)",
+                            format!("{times:?}"),
+                        )
+                    }
+                    Err(e) => outcome(true, "could not stat own asset", e.to_string()),
+                }
+            }
             Attack::WriteAssets => match std::fs::write("/assets/planted", "x") {
                 Ok(()) => outcome(true, "wrote into /assets", String::new()),
                 Err(e) => outcome(false, "write into /assets", e.to_string()),
