@@ -10,6 +10,8 @@
 //!   once, on PostgreSQL).
 //! - `postgres [--data DIR] [--port N]`: start the tests' PostgreSQL server
 //!   (root; reused when running) and print its admin URL.
+//! - `registry`: start the tests' OCI registry (Debian's docker-registry, on
+//!   127.0.0.1:5000; reused when running) and print its address.
 //! - `bench`: plugins, then the benchmarks (release build).
 //! - `bench-build`: an image by hand against `openfactory build`, cold and
 //!   warm, and whether two builds give the same ISO (root, network, ~10 min).
@@ -19,6 +21,7 @@ mod bench_tests;
 mod catalog;
 mod garage;
 mod postgres;
+mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,6 +80,9 @@ fn main() -> Result<()> {
             let postgres = parts.time("PostgreSQL test server", ensure_postgres)?;
             let s3 = parts.time("S3 test server (Garage)", || garage::ensure_garage(&root))?;
             let mut s3 = s3;
+            // The OCI registry: passed to the tests beside the S3 settings.
+            let registry = parts.time("OCI registry (docker-registry)", registry::ensure)?;
+            s3.push(("OPENFACTORY_TEST_REGISTRY", registry));
             if let Ok(require) = std::env::var("OPENFACTORY_REQUIRE_S3") {
                 s3.push(("OPENFACTORY_REQUIRE_S3", require));
             }
@@ -119,6 +125,7 @@ fn main() -> Result<()> {
         }
         Some("catalog") => catalog::catalog(&root, &args[1..]),
         Some("garage") => garage::print_env(&root),
+        Some("registry") => registry::print_env(),
         Some("postgres") => {
             let mut data = PathBuf::from(postgres::DATA_DIR);
             let mut port = postgres::PORT;
@@ -583,6 +590,8 @@ const BUILD_TOOLS: &[(&str, &str)] = &[
     // postgres::bin_dir, being under a versioned directory).
     ("psql", "postgresql"),
     ("pg_isready", "postgresql"),
+    // The tests' OCI registry (plugin push and install).
+    ("docker-registry", "docker-registry"),
 ];
 /// Packages without a command to look for.
 const BUILD_FILES: &[(&str, &str)] = &[

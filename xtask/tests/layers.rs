@@ -81,6 +81,11 @@ fn layers_depend_only_downward() {
         }
     }
     problems.extend(refuse(
+        "openfactory-plugin-host",
+        &["tokio", "reqwest", "oci-client", "openfactory-oci"],
+        "the plugin host verifies and runs bundles; fetching them from registries is openfactory-oci's",
+    ));
+    problems.extend(refuse(
         "openfactory-mcp",
         &["openfactory-web", "maud"],
         "the MCP crate knows MCP only",

@@ -191,7 +191,7 @@ pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
 }
 
 /// Every regular file below `dir`, as sorted relative paths. Links are refused.
-fn list_files(dir: &Path) -> Result<Vec<String>, BundleError> {
+pub(crate) fn list_files(dir: &Path) -> Result<Vec<String>, BundleError> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), BundleError> {
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;

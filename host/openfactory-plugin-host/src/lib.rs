@@ -10,6 +10,7 @@
 //! ([`openfactory_core::plan::RESERVED_NAMES`]), is not loaded, and neither
 //! are two bundles that claim one name.
 
+pub mod archive;
 pub mod bundle;
 pub mod cache;
 pub mod grants;

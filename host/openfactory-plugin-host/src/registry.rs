@@ -110,7 +110,8 @@ pub fn install(
     install_with(plugins_dir, source, &options).map(|i| (i.bundle, i.signer))
 }
 
-/// Verify `source` and install it into `plugins_dir`, as `options` say.
+/// Verify `source` (a bundle directory or a single-file bundle) and install
+/// it into `plugins_dir`, as `options` say.
 ///
 /// Before anything lands: the bundle's name is checked (a feature name, not
 /// reserved), its digests and signature verified (the copy too), and its
@@ -126,14 +127,18 @@ pub fn install_with(
     options: &InstallOptions<'_>,
 ) -> Result<Installed, BundleError> {
     let trust = options.trust;
-    let bundle = Bundle::open(source)?;
-    let signer = bundle.verify(trust, options.allow_unsigned)?;
-    let name = bundle.name().to_owned();
-    let target = plugins_dir.join(&name);
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| BundleError::Io { path, source }
     };
+    std::fs::create_dir_all(plugins_dir).map_err(io(plugins_dir))?;
+    // A bundle file is unpacked (strictly) beside the installed bundles, and
+    // is from then on a directory like any other.
+    let opened = crate::archive::Source::open(source, plugins_dir)?;
+    let (bundle, source) = (&opened.bundle, opened.dir());
+    let signer = bundle.verify(trust, options.allow_unsigned)?;
+    let name = bundle.name().to_owned();
+    let target = plugins_dir.join(&name);
     let installed = std::fs::symlink_metadata(&target).is_ok();
     let mut replaced = None;
     if installed {
@@ -170,7 +175,7 @@ pub fn install_with(
                 installed_version: old_version,
                 installed: old_signer,
                 version: bundle.manifest.version.clone(),
-                new: signer_words(&signer, &bundle, trust),
+                new: signer_words(&signer, bundle, trust),
             });
         }
         replaced = Some(Replaced {
@@ -179,7 +184,6 @@ pub fn install_with(
             signer_changed,
         });
     }
-    std::fs::create_dir_all(plugins_dir).map_err(io(plugins_dir))?;
     let staging = plugins_dir.join(format!(".installing-{name}-{}", std::process::id()));
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;

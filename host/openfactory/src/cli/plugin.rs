@@ -7,7 +7,8 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use openfactory_plugin_host::runtime::{self, Runtime};
 use openfactory_plugin_host::{
-    Bundle, PluginHost, PublicKey, SecretKey, Signer, TrustStore, bundle, cache, registry, signing,
+    Bundle, PluginHost, PublicKey, SecretKey, Signer, TrustStore, archive, bundle, cache, registry,
+    signing,
 };
 use serde_json::json;
 
@@ -32,12 +33,14 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify and install a bundle directory; prints what it may do.
+    /// Verify and install a bundle: a `NAME-VERSION.ofbundle` file, a bundle
+    /// directory, or `oci://REGISTRY/REPOSITORY:TAG` (or `@sha256:…`, pinned);
+    /// prints what it may do.
     ///
     /// The component is loaded in the sandbox first and must describe itself
     /// as its manifest says; nothing is installed otherwise.
     Install {
-        bundle: PathBuf,
+        bundle: String,
         /// Replace an installed bundle of the same name.
         #[arg(long)]
         replace: bool,
@@ -61,9 +64,18 @@ pub enum PluginCommand {
     },
     /// Remove an installed plugin.
     Remove { name: String },
-    /// Verify an installed plugin by name (`ssh`), or a bundle directory by
-    /// path (anything with a `/`: `./ssh`, `target/bundles/ssh`).
+    /// Verify an installed plugin by name (`ssh`), or a bundle file or
+    /// directory by path (anything with a `/` or ending in `.ofbundle`:
+    /// `./ssh`, `ssh-0.1.0.ofbundle`, `target/bundles/ssh`).
     Verify { bundle: String },
+    /// Push a bundle (a `.ofbundle` file or a bundle directory) to an OCI
+    /// registry; prints the location pinned to its digest. Credentials come
+    /// from Docker's config.json (`docker login`).
+    Push {
+        bundle: PathBuf,
+        /// `oci://REGISTRY/REPOSITORY:TAG`.
+        location: String,
+    },
     /// Trust a public key to sign bundles (copies it into the trusted keys).
     Trust {
         key: PathBuf,
@@ -83,12 +95,14 @@ pub enum PluginCommand {
     /// Make a bundle from a component: its name and version come from the component itself.
     Pack {
         component: PathBuf,
-        /// The bundle directory to write: missing, empty, or a previous
-        /// bundle (replaced only once the new one is complete).
+        /// Where to write the bundle: a file ending in `.ofbundle`, or a
+        /// directory (missing, empty, or a previous bundle, replaced only
+        /// once the new one is complete). Default: `NAME-VERSION.ofbundle`
+        /// in the current directory.
         #[arg(long)]
-        out: PathBuf,
-        /// Replace --out even when it is neither empty nor a bundle, and
-        /// everything in it.
+        out: Option<PathBuf>,
+        /// Replace a directory --out even when it is neither empty nor a
+        /// bundle, and everything in it.
         #[arg(long)]
         force: bool,
         /// Read-only files the plugin may read at /assets.
@@ -104,7 +118,7 @@ pub enum PluginCommand {
         #[arg(long, value_name = "FILE")]
         capabilities: Option<PathBuf>,
     },
-    /// Sign (or re-sign) a bundle directory.
+    /// Sign (or re-sign) a bundle file or directory.
     Sign {
         bundle: PathBuf,
         #[arg(long)]
@@ -214,13 +228,15 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             grant,
         } => {
             let trust = TrustStore::load(&config.trusted_keys_dir())?;
+            let source = fetch(&bundle, config)?;
+            let bundle = source.dir().to_owned();
             // Parse the grant before anything lands: a typo installs nothing.
-            let declared = Bundle::open(&bundle)?.manifest.capabilities.privileges();
+            let declared = source.bundle.manifest.capabilities.privileges();
             let granted = grant
                 .map(|g| grants::parse(&g, &declared))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--grant: {e}"))?;
-            let before = grants::load(&config.plugins_dir(), &Bundle::open(&bundle)?.manifest.name);
+            let before = grants::load(&config.plugins_dir(), source.bundle.name());
             let host = config.host();
             let options = registry::InstallOptions {
                 trust: &trust,
@@ -319,7 +335,8 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
         PluginCommand::Verify { bundle } => {
             // A name is the installed plugin of that name, whatever the
             // current directory holds; a path says so with a `/`.
-            let installed = !bundle.contains('/');
+            let installed =
+                !bundle.contains('/') && !bundle.ends_with(&format!(".{}", archive::EXTENSION));
             let dir = if installed {
                 bundle::check_name(&bundle).map_err(|r| {
                     anyhow::anyhow!(
@@ -340,7 +357,9 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 PathBuf::from(&bundle)
             };
             let trust = TrustStore::load(&config.trusted_keys_dir())?;
-            let opened = Bundle::open(&dir).map_err(|e| anyhow::anyhow!("{}", safe(e)))?;
+            let source = archive::Source::open(&dir, &std::env::temp_dir())
+                .map_err(|e| anyhow::anyhow!("{}", safe(e)))?;
+            let opened = &source.bundle;
             let checked = if installed && opened.name() != bundle {
                 Err(format!(
                     "the installed directory `{bundle}` holds a bundle whose manifest names it `{}`, so it is not loaded; a plugin's directory is its name",
@@ -436,8 +455,24 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             let info = prepared
                 .describe()
                 .map_err(|e| anyhow::anyhow!("{}: describe failed: {e}", component.display()))?;
+            // A file is packed as a directory first, then written whole.
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "{}-{}.{}",
+                    info.name,
+                    info.version,
+                    archive::EXTENSION
+                ))
+            });
+            let as_file = out.extension().is_some_and(|e| e == archive::EXTENSION);
+            let staging = tempfile::tempdir()?;
+            let dir = if as_file {
+                staging.path().join(&info.name)
+            } else {
+                out.clone()
+            };
             let packed = bundle::pack_with(
-                &out,
+                &dir,
                 force,
                 &info.name,
                 &info.version,
@@ -446,6 +481,9 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 &declared,
                 key.as_ref(),
             )?;
+            if as_file {
+                archive::write(&dir, &out)?;
+            }
             let state = if key.is_some() { "signed" } else { "unsigned" };
             println!(
                 "packed {} {} into {} ({state})",
@@ -455,9 +493,47 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        PluginCommand::Push { bundle, location } => {
+            let location = openfactory_oci::Location::parse(&location)?;
+            let scratch = tempfile::tempdir()?;
+            let source = archive::Source::open(&bundle, scratch.path())
+                .map_err(|e| anyhow::anyhow!("{}", safe(e)))?;
+            let opened = &source.bundle;
+            let bytes = archive::to_bytes(source.dir())?;
+            let info = openfactory_oci::BundleInfo {
+                file_name: archive::file_name(opened),
+                name: opened.name().to_owned(),
+                version: opened.manifest.version.clone(),
+            };
+            let pushed = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(openfactory_oci::push(&location, &info, bytes))?;
+            let state = if opened.signature_key_id().is_some() {
+                "signed"
+            } else {
+                "unsigned"
+            };
+            println!(
+                "pushed {} {} ({state}) to {location}\ndigest: {}\ninstall it with: openfactory plugin install {}",
+                safe(opened.name()),
+                safe(&opened.manifest.version),
+                pushed.digest,
+                pushed.pinned
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         PluginCommand::Sign { bundle, key } => {
             let secret = SecretKey::read(&key)?;
-            bundle::sign(&bundle, &secret)?;
+            if archive::is_bundle_file(&bundle) {
+                // Unpacked, signed, and written back whole.
+                let scratch = tempfile::tempdir()?;
+                let unpacked = archive::unpack(&bundle, scratch.path())?;
+                bundle::sign(unpacked.path(), &secret)?;
+                archive::write(unpacked.path(), &bundle)?;
+            } else {
+                bundle::sign(&bundle, &secret)?;
+            }
             println!(
                 "signed {} with key {}",
                 bundle.display(),
@@ -466,6 +542,71 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A bundle to install, opened: a directory, a `.ofbundle` file (unpacked
+/// into the plugins directory's scratch space), or an OCI location (pulled,
+/// its digests checked, then unpacked likewise). Nothing is installed yet.
+pub fn fetch(source: &str, config: &Config) -> anyhow::Result<archive::Source> {
+    let scratch = config.plugins_dir();
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    if openfactory_oci::Location::is_oci(source) {
+        let location = openfactory_oci::Location::parse(source)?;
+        let pulled = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(openfactory_oci::pull(&location))?;
+        let what = PathBuf::from(location.to_string());
+        let unpacked = archive::unpack_bytes(&pulled.bytes, &what, &scratch)
+            .map_err(|e| anyhow::anyhow!("{}", safe(e)))?;
+        return archive::Source::from_unpacked(unpacked)
+            .map_err(|e| anyhow::anyhow!("{}", safe(e)));
+    }
+    archive::Source::open(std::path::Path::new(source), &scratch)
+        .map_err(|e| anyhow::anyhow!("{}", safe(e)))
+}
+
+/// Have the bundle at `source` installed (`serve --plugin`): kept when the
+/// installed bundle of its name has the same digest, installed or replaced
+/// otherwise, with every check `plugin install --replace` makes (a bundle
+/// from another signer is refused). Says what it did, in one line.
+pub fn ensure_installed(source: &str, config: &Config) -> anyhow::Result<String> {
+    let fetched = fetch(source, config)?;
+    let wanted = &fetched.bundle;
+    let name = wanted.name().to_owned();
+    if let Ok(installed) = Bundle::open(&config.plugins_dir().join(&name))
+        && installed.manifest.bundle_digest() == wanted.manifest.bundle_digest()
+    {
+        return Ok(format!(
+            "plugin {} {}: installed already, at sha256:{}",
+            safe(&name),
+            safe(&wanted.manifest.version),
+            wanted.manifest.bundle_digest()
+        ));
+    }
+    let trust = TrustStore::load(&config.trusted_keys_dir())?;
+    let host = config.host();
+    let options = registry::InstallOptions {
+        trust: &trust,
+        allow_unsigned: config.allow_unsigned,
+        replace: true,
+        new_signer: false,
+        cache_dir: host.cache_dir,
+        limits: host.limits,
+    };
+    let done = registry::install_with(&config.plugins_dir(), fetched.dir(), &options)
+        .map_err(|e| anyhow::anyhow!("{}", safe(e)))?;
+    let verb = match &done.replaced {
+        Some(old) => format!("replaced version {} with", safe(&old.version)),
+        None => "installed".into(),
+    };
+    Ok(format!(
+        "plugin {}: {verb} {} ({}), at sha256:{}",
+        safe(&name),
+        safe(&done.bundle.manifest.version),
+        signer(&done.signer),
+        done.bundle.manifest.bundle_digest()
+    ))
 }
 
 fn signer(s: &Signer) -> String {

@@ -18,6 +18,14 @@ use crate::worker;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// A plugin bundle to have installed before the server starts: an
+    /// `oci://REGISTRY/REPOSITORY:TAG` (or `@sha256:…`), a `.ofbundle` file
+    /// or a bundle directory; repeat for more. One already installed at the
+    /// same digest is kept; another version of it is replaced (never by
+    /// another signer's). Grants are the operator's, given once with
+    /// `openfactory plugin grant`, and kept across replacements.
+    #[arg(long = "plugin", value_name = "SOURCE")]
+    pub plugins: Vec<String>,
     /// Address to listen on.
     #[arg(long, env = "OPENFACTORY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -376,6 +384,11 @@ impl Workers {
 }
 
 pub fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    for source in &args.plugins {
+        let done = super::plugin::ensure_installed(source, config)
+            .with_context(|| format!("--plugin {source}"))?;
+        eprintln!("{done}");
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let public_url = args
