@@ -264,8 +264,19 @@ fn a_call_stuck_in_the_host_is_abandoned_within_its_budget() {
     let limits = host.limits();
     let (outcome, took) = within(limits.plan * 3, move || attack(&host, "read-assets"));
     println!("a call stuck in a host read was abandoned after {took:?}");
-    // Let the stuck thread finish (it reads, then meets its epoch deadline).
-    std::fs::write(&secret, "x").unwrap();
+    // Let the stuck thread finish: its open returns once a writer opens the
+    // FIFO, and it then meets its epoch deadline (it may close its end before
+    // the write, hence the write's result is not asserted). Opened without
+    // blocking, so that a reader that is not there cannot hang the test.
+    use std::os::unix::fs::OpenOptionsExt as _;
+    const O_NONBLOCK: i32 = 0o4000;
+    if let Ok(mut fifo) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(O_NONBLOCK)
+        .open(&secret)
+    {
+        let _ = std::io::Write::write_all(&mut fifo, b"x");
+    }
     assert!(outcome.plan.is_none());
     let message = only(&outcome, "plugin.failed");
     assert!(
