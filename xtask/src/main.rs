@@ -75,6 +75,7 @@ fn main() -> Result<()> {
                 novnc(&root)?;
                 browser_driver(&root)?;
                 mcp_clients(&root)?;
+                authoring_tools(&root)?;
                 ensure_libvirtd()
             })?;
             let postgres = parts.time("PostgreSQL test server", ensure_postgres)?;
@@ -403,6 +404,14 @@ fn test_env(root: &Path) -> Vec<(&'static str, PathBuf)> {
         ),
         ("OPENFACTORY_BROWSER_DIR", root.join("target/browser")),
         ("OPENFACTORY_MCP_CLIENTS_DIR", mcp_clients_dir(root)),
+        (
+            "COMPONENTIZE_PY",
+            authoring_dir(root).join("bin/componentize-py"),
+        ),
+        (
+            "COMPONENTIZE_JS",
+            componentize_js_dir().join("node_modules/.bin/componentize-js"),
+        ),
         ("OPENFACTORY_BUNDLES", root.join("target/bundles")),
         ("OPENFACTORY_TEST_BUNDLES", root.join("target/test-bundles")),
         (
@@ -512,6 +521,58 @@ const MCP_STORE_FILES: &[&str] = &[
     "test_protocol.py",
     "test_db_faults.py",
 ];
+
+/// The componentize-py release plugin authors build Python plugins with
+/// (`COMPONENTIZE_PY_VERSION` in host/openfactory/src/cli/author.rs).
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// The componentize-js release plugin authors build JavaScript plugins with
+/// (`COMPONENTIZE_JS_VERSION` in host/openfactory/src/cli/author.rs).
+const COMPONENTIZE_JS: (&str, &str) = ("@bytecodealliance/componentize-js", "0.23.0");
+
+/// Where `authoring_tools` installs the Python plugin toolchain; the tests
+/// find componentize-py through COMPONENTIZE_PY (test_env).
+fn authoring_dir(root: &Path) -> PathBuf {
+    root.join("target/authoring")
+}
+
+/// Where `authoring_tools` installs componentize-js: outside the clone, by
+/// version (it is 390 MB of npm packages; the tests find it through
+/// COMPONENTIZE_JS).
+fn componentize_js_dir() -> PathBuf {
+    PathBuf::from(format!(
+        "/var/cache/openfactory/tools/componentize-js-{}",
+        COMPONENTIZE_JS.1
+    ))
+}
+
+/// The tools `openfactory plugin test` builds Python and JavaScript plugins
+/// with: a virtualenv with componentize-py (pip keeps its downloads in
+/// ~/.cache/pip, outside the clone) and componentize-js (once per version).
+fn authoring_tools(root: &Path) -> Result<()> {
+    let venv = authoring_dir(root);
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        COMPONENTIZE_PY,
+    ]))?;
+    let js = componentize_js_dir();
+    if !js.join("node_modules/.bin/componentize-js").exists() {
+        std::fs::create_dir_all(&js)?;
+        npm_install(
+            &js,
+            &[format!("{}@{}", COMPONENTIZE_JS.0, COMPONENTIZE_JS.1)],
+        )?;
+    }
+    Ok(())
+}
 
 /// The virtualenv with the official MCP Python SDK (under target/), and the
 /// host binary the suite drives; the venv's python.

@@ -26,9 +26,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use crate::Bundle;
-use crate::bundle::{
-    ASSETS, BundleError, COMPONENT, FIXED_TIME_SECS, MANIFEST, SIGNATURE, list_files,
-};
+use crate::bundle::{BundleError, COMPONENT, FIXED_TIME_SECS, MANIFEST, SIGNATURE, list_files};
 
 /// The file extension of a single-file bundle.
 pub const EXTENSION: &str = "ofbundle";
@@ -71,44 +69,28 @@ fn invalid(file: &Path, reason: impl Into<String>) -> BundleError {
 pub fn to_bytes(dir: &Path) -> Result<Vec<u8>, BundleError> {
     Bundle::open(dir)?;
     let files = list_files(dir)?;
-    let mut order: Vec<&str> = [MANIFEST, SIGNATURE, COMPONENT]
-        .into_iter()
-        .filter(|f| files.iter().any(|p| p == f))
-        .collect();
-    let assets: Vec<&str> = files
+    let (assets, top): (Vec<&str>, Vec<&str>) = files
         .iter()
         .map(String::as_str)
-        .filter(|f| f.starts_with("assets/"))
-        .collect();
-    for file in &files {
-        if !order.contains(&file.as_str()) && !assets.contains(&file.as_str()) {
-            return Err(invalid(
-                dir,
-                format!("holds `{file}`, which no bundle holds"),
-            ));
-        }
+        .partition(|f| f.starts_with("assets/"));
+    if let Some(stray) = top
+        .iter()
+        .find(|f| ![MANIFEST, SIGNATURE, COMPONENT].contains(f))
+    {
+        return Err(invalid(
+            dir,
+            format!("holds `{stray}`, which no bundle holds"),
+        ));
     }
-    // Every directory above an asset, shallowest first.
+    // Every directory above an asset, `assets` first, each before what it holds.
     let mut dirs: BTreeSet<String> = BTreeSet::new();
     for asset in &assets {
-        let mut at = String::new();
-        for part in asset
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
-            if !at.is_empty() {
-                at.push('/');
-            }
-            at.push_str(part);
-            dirs.insert(at.clone());
+        let mut at = asset.rsplit_once('/').map(|(d, _)| d);
+        while let Some(d) = at {
+            dirs.insert(d.to_owned());
+            at = d.rsplit_once('/').map(|(p, _)| p);
         }
     }
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
     let header = |kind: tar::EntryType, size: u64, mode: u32| {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
@@ -120,27 +102,28 @@ pub fn to_bytes(dir: &Path) -> Result<Vec<u8>, BundleError> {
         h
     };
     let tar_error = |e: std::io::Error| invalid(dir, format!("cannot be written as a tar: {e}"));
-    order.extend(assets.iter().copied());
-    let mut dirs: Vec<String> = dirs.into_iter().collect();
-    dirs.sort_by_key(|d| (d.matches('/').count(), d.clone()));
-    debug_assert!(dirs.first().is_none_or(|d| d == ASSETS));
-    let mut dirs_written = false;
-    for file in order {
-        if file.starts_with("assets/") && !dirs_written {
-            for d in &dirs {
-                let mut h = header(tar::EntryType::Directory, 0, 0o755);
-                builder
-                    .append_data(&mut h, format!("{d}/"), std::io::empty())
-                    .map_err(tar_error)?;
-            }
-            dirs_written = true;
-        }
+    let mut builder = tar::Builder::new(Vec::new());
+    let add_file = |builder: &mut tar::Builder<Vec<u8>>, file: &str| {
         let path = dir.join(file);
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         let mut h = header(tar::EntryType::Regular, bytes.len() as u64, 0o644);
         builder
             .append_data(&mut h, file, bytes.as_slice())
+            .map_err(tar_error)
+    };
+    for file in [MANIFEST, SIGNATURE, COMPONENT] {
+        if top.contains(&file) {
+            add_file(&mut builder, file)?;
+        }
+    }
+    for d in &dirs {
+        let mut h = header(tar::EntryType::Directory, 0, 0o755);
+        builder
+            .append_data(&mut h, format!("{d}/"), std::io::empty())
             .map_err(tar_error)?;
+    }
+    for asset in assets {
+        add_file(&mut builder, asset)?;
     }
     builder.into_inner().map_err(tar_error)
 }

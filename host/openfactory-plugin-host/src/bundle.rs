@@ -138,6 +138,12 @@ pub enum BundleError {
     },
     #[error("{0}: invalid manifest: {1}")]
     Manifest(PathBuf, String),
+    /// What was given as a bundle is none.
+    #[error(
+        "{}: {reason}; a bundle is a `.ofbundle` file, a directory holding manifest.toml, or oci://REGISTRY/REPO:TAG",
+        path.display()
+    )]
+    NotABundle { path: PathBuf, reason: &'static str },
     #[error("bundle `{name}`: {reason}")]
     Invalid { name: String, reason: String },
     #[error(
@@ -231,6 +237,19 @@ pub struct Bundle {
 
 impl Bundle {
     pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
+        let not_a_bundle = |reason| BundleError::NotABundle {
+            path: dir.to_owned(),
+            reason,
+        };
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_a_bundle("no such file or directory"));
+            }
+            Ok(m) if m.is_dir() && !dir.join(MANIFEST).exists() => {
+                return Err(not_a_bundle("this directory holds no manifest.toml"));
+            }
+            _ => {}
+        }
         let path = dir.join(MANIFEST);
         let manifest_bytes = std::fs::read(&path).map_err(io(&path))?;
         let text = std::str::from_utf8(&manifest_bytes)
@@ -276,11 +295,7 @@ impl Bundle {
         }
         check_name(&m.name).map_err(|r| self.invalid(r))?;
         if !SUPPORTED_WIT.contains(&m.wit.as_str()) {
-            return Err(self.invalid(format!(
-                "targets `{}`; this host supports {}",
-                m.wit,
-                SUPPORTED_WIT.join(", ")
-            )));
+            return Err(self.invalid(wit_refusal(&m.wit)));
         }
         if let Some((field, reason)) = m.capabilities.check().into_iter().next() {
             return Err(self.invalid(format!("its manifest's `capabilities.{field}` {reason}")));
@@ -393,6 +408,42 @@ impl Bundle {
                 "the signature does not match the manifest for key {}",
                 key.id()
             ))
+        }
+    }
+}
+
+/// Why a bundle built against `wit` is not loaded, and what to do about it.
+fn wit_refusal(wit: &str) -> String {
+    let shown = openfactory_core::rules::printable(wit, 100);
+    let supported = SUPPORTED_WIT.join(", ");
+    let version = |text: &str| -> Option<(u64, u64, u64)> {
+        let mut parts = text.split('.').map(|p| p.parse::<u64>().ok());
+        let v = (parts.next()??, parts.next()??, parts.next()??);
+        parts.next().is_none().then_some(v)
+    };
+    let Some(asked) = wit.strip_prefix("openfactory:feature@") else {
+        return format!(
+            "targets `{shown}`, which is not the OpenFactory feature contract (this host supports {supported})"
+        );
+    };
+    if asked.contains('-') {
+        return format!(
+            "targets the pre-release contract `{shown}`, which a release host never loads; rebuild the plugin against {supported}"
+        );
+    }
+    let newest = SUPPORTED_WIT
+        .iter()
+        .filter_map(|w| w.strip_prefix("openfactory:feature@").and_then(version))
+        .max();
+    match (version(asked), newest) {
+        (Some(asked), Some(newest)) if asked > newest => format!(
+            "was built against `{shown}`, a newer contract than this host supports ({supported}): upgrade OpenFactory to a release that supports it, or install a build of the plugin against {supported}"
+        ),
+        (Some(_), _) => format!(
+            "was built against `{shown}`, a contract this host no longer supports: rebuild the plugin against {supported} (see the versioning rules in wit/feature.wit)"
+        ),
+        (None, _) => {
+            format!("targets `{shown}`, which is not a version (this host supports {supported})")
         }
     }
 }
@@ -662,6 +713,37 @@ pub fn sign(dir: &Path, key: &SecretKey) -> Result<(), BundleError> {
     std::fs::write(&path, toml::to_string(&file).expect("serialises")).map_err(io(&path))?;
     set_fixed_time(&path)?;
     set_fixed_time(dir)
+}
+
+#[cfg(test)]
+mod wit_tests {
+    use super::wit_refusal;
+
+    #[test]
+    fn a_contract_this_host_cannot_load_is_refused_with_what_to_do() {
+        for (wit, says) in [
+            (
+                "openfactory:feature@0.1.1",
+                "newer contract than this host supports",
+            ),
+            ("openfactory:feature@0.2.0", "upgrade OpenFactory"),
+            (
+                "openfactory:feature@1.0.0",
+                "or install a build of the plugin against openfactory:feature@0.1.0",
+            ),
+            (
+                "openfactory:feature@0.0.9",
+                "no longer supports: rebuild the plugin",
+            ),
+            ("openfactory:feature@0.1.1-rc.1", "pre-release"),
+            ("openfactory:feature@latest", "not a version"),
+            ("wasi:cli@0.2.0", "not the OpenFactory feature contract"),
+        ] {
+            let why = wit_refusal(wit);
+            assert!(why.contains(says), "{wit}: {why}");
+            assert!(why.contains("openfactory:feature@0.1.0"), "{wit}: {why}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -297,7 +297,9 @@ pub fn remove(plugins_dir: &Path, name: &str) -> Result<(), BundleError> {
     })
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copy a bundle directory: regular files and directories only (links are
+/// skipped; verification then reports the missing file).
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -308,7 +310,6 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         } else if kind.is_file() {
             std::fs::copy(entry.path(), &target)?;
         }
-        // Links are skipped; verification then reports the missing file.
     }
     Ok(())
 }

@@ -25,10 +25,12 @@ const NAMES_TAG: &str = "names";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: {source}")]
+    /// The I/O error is part of the message, not a separate cause, so that
+    /// printing the error's chain says it once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}: not an OpenFactory key file ({1})")]
     Format(PathBuf, &'static str),
@@ -39,9 +41,9 @@ pub enum KeyError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io {
+    move |error| KeyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -240,7 +242,7 @@ impl TrustStore {
             Err(e) => {
                 return Err(KeyError::Io {
                     path: dir.to_owned(),
-                    source: e,
+                    error: e,
                 });
             }
         };

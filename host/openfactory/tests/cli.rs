@@ -693,3 +693,250 @@ fn validate_plans_too_so_a_plugins_refusal_makes_a_recipe_invalid() {
         "{text}"
     );
 }
+
+/// Where `plugin test` builds authors' plugins in these tests: a target
+/// directory of their own beside this build's (cargo locks the one it runs
+/// the tests from), kept between runs like it.
+fn authors_target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join("authors-loop")
+}
+
+impl Cli {
+    /// `args` as an author runs them: with the tools `plugin test` uses.
+    fn author(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .env("CARGO_TARGET_DIR", authors_target())
+            .env(
+                "COMPONENTIZE_PY",
+                built("COMPONENTIZE_PY", "target/authoring/bin/componentize-py"),
+            )
+            .env(
+                "COMPONENTIZE_JS",
+                built(
+                    "COMPONENTIZE_JS",
+                    "/var/cache/openfactory/tools/componentize-js-0.23.0/node_modules/.bin/componentize-js",
+                ),
+            )
+            .output()
+            .unwrap()
+    }
+
+    fn author_ok(&self, args: &[&str]) -> String {
+        let out = self.author(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// The author's loop as a new author lives it: `plugin new` scaffolds a
+/// plugin that builds at once, and `plugin test` builds it, installs it in a
+/// throwaway home beside the operator's plugins (whose home it leaves as it
+/// was) and shows its steps in a real plan, also with a recipe of the
+/// author's that uses an installed first-party feature too.
+#[test]
+fn a_new_plugin_builds_and_plans_at_once_in_the_authors_loop() {
+    let cli = Cli::with_ssh();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("greeter");
+    let sdk = workspace().join("plugins/sdk");
+    let made = cli.ok(&[
+        "plugin",
+        "new",
+        "greeter",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--sdk",
+        sdk.to_str().unwrap(),
+    ]);
+    assert!(made.contains("created plugin `greeter`"), "{made}");
+    for file in ["Cargo.toml", "src/lib.rs", "capabilities.toml", "README.md"] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    // Not over what exists, and not under a name no plugin may have.
+    let again = cli.run(&["plugin", "new", "greeter", "--dir", dir.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+    let reserved = cli.run(&[
+        "plugin",
+        "new",
+        "recipe",
+        "--dir",
+        work.path().join("r").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&reserved.stderr).contains("reserved"));
+    assert!(!work.path().join("r").exists());
+
+    let tested = cli.author_ok(&["plugin", "test", dir.to_str().unwrap()]);
+    assert!(
+        tested.contains("plugin greeter 0.1.0: built, packed and installed in a throwaway home"),
+        "{tested}"
+    );
+    assert!(tested.contains("/etc/greeter.conf"), "{tested}");
+    assert!(tested.contains("greeter/config-present"), "{tested}");
+    // The operator's home is as it was.
+    let listed = cli.ok(&["plugin", "list"]);
+    assert!(
+        listed.contains("ssh") && !listed.contains("greeter"),
+        "{listed}"
+    );
+
+    // The author's recipe, with an installed feature beside the new one, and
+    // an option the schema refuses: named by its field.
+    let recipe = work.path().join("mine.toml");
+    std::fs::write(
+        &recipe,
+        "name = \"mine\"\nbase_image = \"debian-bookworm\"\nusers = [{ name = \"ops\" }]\nfeatures = [{ name = \"ssh\" }, { name = \"greeter\", options = { greeting = \"hi\" } }]\n",
+    )
+    .unwrap();
+    let args = [
+        "plugin",
+        "test",
+        dir.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+    ];
+    let mine = cli.author_ok(&args);
+    assert!(
+        mine.contains("ssh") && mine.contains("/etc/greeter.conf"),
+        "{mine}"
+    );
+    std::fs::write(
+        &recipe,
+        "name = \"mine\"\nbase_image = \"debian-bookworm\"\nfeatures = [{ name = \"greeter\", options = { greeting = \"\" } }]\n",
+    )
+    .unwrap();
+    let bad = cli.author(&args);
+    assert_eq!(bad.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&bad.stdout);
+    assert!(said.contains("features[0].options.greeting"), "{said}");
+}
+
+/// The same loop in Python: the scaffold (its helper library and contract
+/// copied in) builds with componentize-py and plans; the plugin's own
+/// validation names its field, and a bug in it is a diagnostic that says so,
+/// not a crash; what is not a plugin is refused with what to do.
+#[test]
+fn a_new_python_plugin_builds_and_plans_at_once_in_the_authors_loop() {
+    another_languages_loop(
+        "python",
+        "pygreeter",
+        &["app.py", "openfactory_plugin/__init__.py"],
+        (
+            "greeting = ctx.options.get(",
+            "greeting = ctx.options[\"missing\"] + ctx.options.get(",
+        ),
+        "KeyError",
+    );
+}
+
+/// And in JavaScript, with componentize-js and its helper library.
+#[test]
+fn a_new_javascript_plugin_builds_and_plans_at_once_in_the_authors_loop() {
+    another_languages_loop(
+        "js",
+        "jsgreeter",
+        &["app.js", "openfactory-plugin.js"],
+        (
+            "const greeting = ctx.options.greeting",
+            "const greeting = ctx.options.missing.greeting",
+        ),
+        "TypeError",
+    );
+}
+
+/// `plugin new --lang LANG NAME`, then `plugin test` as an author runs it:
+/// `source` holds the scaffold's own files; `bug` turns its plan into one
+/// that raises `raised`.
+fn another_languages_loop(
+    lang: &str,
+    name: &str,
+    source: &[&str],
+    bug: (&str, &str),
+    raised: &str,
+) {
+    let cli = Cli::with_ssh();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join(name);
+    let made = cli.ok(&[
+        "plugin",
+        "new",
+        name,
+        "--lang",
+        lang,
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(made.contains(&format!("created plugin `{name}`")), "{made}");
+    for file in source
+        .iter()
+        .chain(&["wit/feature.wit", "capabilities.toml"])
+    {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let tested = cli.author_ok(&["plugin", "test", dir.to_str().unwrap()]);
+    assert!(
+        tested.contains(&format!(
+            "plugin {name} 0.1.0: built, packed and installed in a throwaway home"
+        )),
+        "{tested}"
+    );
+    assert!(tested.contains(&format!("/etc/{name}.conf")), "{tested}");
+    assert!(
+        tested.contains(&format!("{name}/config-present")),
+        "{tested}"
+    );
+
+    let recipe = work.path().join("mine.toml");
+    std::fs::write(
+        &recipe,
+        format!("name = \"mine\"\nbase_image = \"debian-bookworm\"\nfeatures = [{{ name = \"{name}\", options = {{ greeting = \"one\\ntwo\" }} }}]\n"),
+    )
+    .unwrap();
+    let args = [
+        "plugin",
+        "test",
+        dir.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+    ];
+    let bad = cli.author(&args);
+    assert_eq!(bad.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        said.contains("features[0].options.greeting") && said.contains("remove the line breaks"),
+        "{said}"
+    );
+
+    // A bug in the author's plan: reported as the plugin's, with its cause.
+    let app = dir.join(source[0]);
+    let text = std::fs::read_to_string(&app).unwrap();
+    assert!(text.contains(bug.0), "the scaffold changed: {text}");
+    std::fs::write(&app, text.replace(bug.0, bug.1)).unwrap();
+    std::fs::write(
+        &recipe,
+        format!("name = \"mine\"\nbase_image = \"debian-bookworm\"\nfeatures = [{{ name = \"{name}\" }}]\n"),
+    )
+    .unwrap();
+    let buggy = cli.author(&args);
+    assert_eq!(buggy.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&buggy.stdout);
+    assert!(
+        said.contains(&format!("{name}.bug")) && said.contains(raised),
+        "{said}"
+    );
+
+    let empty = work.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let refused = cli.author(&["plugin", "test", empty.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("holds neither Cargo.toml"), "{said}");
+}

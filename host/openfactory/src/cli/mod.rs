@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 pub(crate) mod account;
+mod author;
 mod build;
 mod plugin;
 mod recipe;

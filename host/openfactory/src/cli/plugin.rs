@@ -1,6 +1,6 @@
 //! `openfactory plugin …`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -117,6 +117,31 @@ pub enum PluginCommand {
         /// it the plugin may emit no step.
         #[arg(long, value_name = "FILE")]
         capabilities: Option<PathBuf>,
+    },
+    /// Scaffold a new plugin that builds and packs as it is (then `plugin test DIR`).
+    New {
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: super::author::Lang,
+        /// Where to create it (default: ./NAME); must be missing or empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The plugin SDK to build against (plugins/sdk of an OpenFactory
+        /// checkout; default: the checkout this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// The author's loop: build the plugin in DIR, install it into a
+    /// throwaway home beside the installed plugins, plan a recipe with it and
+    /// show the steps; with --boot, build the image, boot it and run its checks.
+    Test {
+        dir: PathBuf,
+        /// The recipe to plan (default: one with just this feature).
+        #[arg(long, value_name = "FILE")]
+        recipe: Option<PathBuf>,
+        /// Build and boot the image and run its checks too (root, several minutes).
+        #[arg(long)]
+        boot: bool,
     },
     /// Sign (or re-sign) a bundle file or directory.
     Sign {
@@ -424,66 +449,18 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             force,
             assets,
             key,
-            capabilities: declared,
+            capabilities,
         } => {
             let key = key.map(|k| SecretKey::read(&k)).transpose()?;
-            let declared: Capabilities = match &declared {
-                Some(file) => {
-                    let text = std::fs::read_to_string(file)
-                        .with_context(|| format!("reading {}", file.display()))?;
-                    let caps: Capabilities = toml::from_str(&text)
-                        .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message()))?;
-                    if let Some((field, reason)) = caps.check().into_iter().next() {
-                        bail!("{}: `{field}` {reason}", file.display());
-                    }
-                    caps
-                }
-                None => Capabilities::default(),
-            };
-            let rt =
-                Runtime::new(runtime::Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let digest = bundle::sha256_file(&component)?;
-            let (prepared, _) = runtime::load(
-                &rt,
+            let (packed, out) = pack_component(
                 &cache::CompiledCache::new(None),
-                "unpacked",
-                &digest,
-                &component,
-                assets.clone(),
-            )
-            .map_err(|e| anyhow::anyhow!("{}: {e}", component.display()))?;
-            let info = prepared
-                .describe()
-                .map_err(|e| anyhow::anyhow!("{}: describe failed: {e}", component.display()))?;
-            // A file is packed as a directory first, then written whole.
-            let out = out.unwrap_or_else(|| {
-                PathBuf::from(format!(
-                    "{}-{}.{}",
-                    info.name,
-                    info.version,
-                    archive::EXTENSION
-                ))
-            });
-            let as_file = out.extension().is_some_and(|e| e == archive::EXTENSION);
-            let staging = tempfile::tempdir()?;
-            let dir = if as_file {
-                staging.path().join(&info.name)
-            } else {
-                out.clone()
-            };
-            let packed = bundle::pack_with(
-                &dir,
-                force,
-                &info.name,
-                &info.version,
                 &component,
                 assets.as_deref(),
-                &declared,
+                capabilities.as_deref(),
                 key.as_ref(),
+                out.as_deref(),
+                force,
             )?;
-            if as_file {
-                archive::write(&dir, &out)?;
-            }
             let state = if key.is_some() { "signed" } else { "unsigned" };
             println!(
                 "packed {} {} into {} ({state})",
@@ -492,6 +469,15 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => super::author::new(&name, lang, dir, sdk),
+        PluginCommand::Test { dir, recipe, boot } => {
+            super::author::test(&dir, recipe, boot, config)
         }
         PluginCommand::Push { bundle, location } => {
             let location = openfactory_oci::Location::parse(&location)?;
@@ -542,6 +528,79 @@ pub fn run(cmd: PluginCommand, config: &Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Pack `component` (compiled through `cache`; its name and version from its own description) with
+/// its assets, declared capabilities (a TOML file) and signature into `out`:
+/// a `.ofbundle` file, or a directory (see `bundle::pack_with`; `force`
+/// replaces a directory that is not a bundle). Without `out`, the file
+/// `NAME-VERSION.ofbundle` here. Returns the bundle and where it went.
+pub fn pack_component(
+    cache: &cache::CompiledCache,
+    component: &Path,
+    assets: Option<&Path>,
+    capabilities: Option<&Path>,
+    key: Option<&SecretKey>,
+    out: Option<&Path>,
+    force: bool,
+) -> anyhow::Result<(Bundle, PathBuf)> {
+    let declared: Capabilities = match capabilities {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let caps: Capabilities = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message()))?;
+            if let Some((field, reason)) = caps.check().into_iter().next() {
+                bail!("{}: `{field}` {reason}", file.display());
+            }
+            caps
+        }
+        None => Capabilities::default(),
+    };
+    let rt = Runtime::new(runtime::Limits::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let digest = bundle::sha256_file(component)?;
+    let (prepared, _) = runtime::load(
+        &rt,
+        cache,
+        "unpacked",
+        &digest,
+        component,
+        assets.map(Path::to_owned),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", component.display()))?;
+    let info = prepared
+        .describe()
+        .map_err(|e| anyhow::anyhow!("{}: describe failed: {e}", component.display()))?;
+    let out = out.map(Path::to_owned).unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}-{}.{}",
+            info.name,
+            info.version,
+            archive::EXTENSION
+        ))
+    });
+    // A file is packed as a directory first, then written whole.
+    let as_file = out.extension().is_some_and(|e| e == archive::EXTENSION);
+    let staging = tempfile::tempdir()?;
+    let dir = if as_file {
+        staging.path().join(&info.name)
+    } else {
+        out.clone()
+    };
+    let packed = bundle::pack_with(
+        &dir,
+        force,
+        &info.name,
+        &info.version,
+        component,
+        assets,
+        &declared,
+        key,
+    )?;
+    if as_file {
+        archive::write(&dir, &out)?;
+    }
+    Ok((packed, out))
 }
 
 /// A bundle to install, opened: a directory, a `.ofbundle` file (unpacked
