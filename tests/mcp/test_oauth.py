@@ -213,21 +213,23 @@ async def test_the_sdk_signs_in_with_a_client_metadata_document_over_sse(hosted,
 async def test_the_consent_page_in_a_real_browser(hosted, tmp_path):
     async with ofmcp.web_client(hosted.base) as web:
         await ofmcp.web_sign_up(web, "oauth-browser@example.org", PASSWORD)
-    client = await ofmcp.register_client(hosted.base, client_name="Browser test client")
-    verifier, challenge = ofmcp.pkce_pair()
-    # Something must answer at the loopback redirect for the browser to land there.
-    landing = http.server.ThreadingHTTPServer(("127.0.0.1", 33418), http.server.SimpleHTTPRequestHandler)
+    # Something must answer at the loopback redirect for the browser to land
+    # there: on a port of its own (a fixed one may be taken), registered as is.
+    landing = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    callback = f"http://127.0.0.1:{landing.server_address[1]}/callback"
     threading.Thread(target=landing.serve_forever, daemon=True).start()
     try:
-        shown = ofmcp.browser("oauth.mjs", ofmcp.authorize_url(hosted.base, client["client_id"], challenge),
+        client = await ofmcp.register_client(hosted.base, redirect_uri=callback, client_name="Browser test client")
+        verifier, challenge = ofmcp.pkce_pair()
+        shown = ofmcp.browser("oauth.mjs", ofmcp.authorize_url(hosted.base, client["client_id"], challenge, redirect_uri=callback),
                               "oauth-browser@example.org", PASSWORD, str(tmp_path), timeout=120)
     finally:
         landing.shutdown()
     assert shown["violations"] == [], shown["violations"]
     q = ofmcp.query_of(shown["landed"])
-    assert shown["landed"].startswith(CALLBACK) and q["state"] == "st4te" and q["iss"] == hosted.base, shown
+    assert shown["landed"].startswith(callback) and q["state"] == "st4te" and q["iss"] == hosted.base, shown
     r = await ofmcp.token_request(hosted.base, {"grant_type": "authorization_code", "client_id": client["client_id"], "code": q["code"],
-                                                "code_verifier": verifier, "redirect_uri": CALLBACK})
+                                                "code_verifier": verifier, "redirect_uri": callback})
     assert r.status_code == 200 and r.json()["token_type"] == "Bearer", r.text
 
 

@@ -240,9 +240,12 @@ async def test_vms_outlive_a_host_restart_and_crashes_are_reaped(of_bin, tmp_pat
             deadline = time.monotonic() + 300
             while True:
                 state = await ok(s, "get_test_results", {"run_id": run_id, "wait_seconds": 2})
-                if state["status"] == "running" and state["stage"] == "boot" and vm_ids(home):
+                # The VM's record comes first, its hypervisor a moment later
+                # (libvirtd starts it): kill -9 once both are there.
+                if state["status"] == "running" and state["stage"] == "boot" and vm_ids(home) and hypervisors(vm_ids(home)[0]):
                     break
-                assert state["status"] in ("queued", "running") and time.monotonic() < deadline, state
+                assert state["status"] in ("queued", "running") and time.monotonic() < deadline, (
+                    f"no booting VM with a hypervisor within 300 s: {state}, VMs {vm_ids(home)}")
             [first] = vm_ids(home)
             assert hypervisors(first), f"the run's VM {first} has no hypervisor"
         srv.kill()  # SIGKILL: no chance to clean up

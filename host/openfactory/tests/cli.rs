@@ -821,19 +821,33 @@ fn a_new_plugin_builds_and_plans_at_once_in_the_authors_loop() {
 
 /// The same loop in Python: the scaffold (its helper library and contract
 /// copied in) builds with componentize-py and plans; the plugin's own
-/// validation names its field, and a bug in it is a diagnostic that says so,
-/// not a crash; what is not a plugin is refused with what to do.
+/// validation names its field; a bug in it is a diagnostic that says so, not
+/// a crash; the sandbox's budgets hold for an interpreter as for Rust (a
+/// loop, a memory hoard); what is not a plugin is refused with what to do.
 #[test]
 fn a_new_python_plugin_builds_and_plans_at_once_in_the_authors_loop() {
     another_languages_loop(
         "python",
         "pygreeter",
         &["app.py", "openfactory_plugin/__init__.py"],
-        (
-            "greeting = ctx.options.get(",
-            "greeting = ctx.options[\"missing\"] + ctx.options.get(",
-        ),
-        "KeyError",
+        Attacks {
+            anchor: "    def plan(self, ctx):\n",
+            call: "        attack(ctx.options.get(\"greeting\"))\n",
+            code: r#"
+
+def attack(how):
+    if how == "bug":
+        return {}["missing"]
+    if how == "loop":
+        while True:
+            pass
+    if how == "hog":
+        hoard = []
+        while True:
+            hoard.append(bytearray(1 << 20))
+"#,
+            raised: "KeyError",
+        },
     );
 }
 
@@ -844,24 +858,37 @@ fn a_new_javascript_plugin_builds_and_plans_at_once_in_the_authors_loop() {
         "js",
         "jsgreeter",
         &["app.js", "openfactory-plugin.js"],
-        (
-            "const greeting = ctx.options.greeting",
-            "const greeting = ctx.options.missing.greeting",
-        ),
-        "TypeError",
+        Attacks {
+            anchor: "  plan(ctx) {\n",
+            call: "    attack(ctx.options.greeting);\n",
+            code: r#"
+function attack(how) {
+  if (how === "bug") return null.missing;
+  if (how === "loop") for (;;) {}
+  if (how === "hog") {
+    const hoard = [];
+    for (;;) hoard.push(new Uint8Array(1 << 20).fill(1));
+  }
+}
+"#,
+            raised: "TypeError",
+        },
     );
 }
 
+/// Code added to a scaffold's plan: `call` after the line `anchor` calls
+/// `code`'s `attack(greeting)`, which for `bug` raises `raised`, for `loop`
+/// never returns and for `hog` takes memory until it has no more.
+struct Attacks {
+    anchor: &'static str,
+    call: &'static str,
+    code: &'static str,
+    raised: &'static str,
+}
+
 /// `plugin new --lang LANG NAME`, then `plugin test` as an author runs it:
-/// `source` holds the scaffold's own files; `bug` turns its plan into one
-/// that raises `raised`.
-fn another_languages_loop(
-    lang: &str,
-    name: &str,
-    source: &[&str],
-    bug: (&str, &str),
-    raised: &str,
-) {
+/// `source` holds the scaffold's own files.
+fn another_languages_loop(lang: &str, name: &str, source: &[&str], attacks: Attacks) {
     let cli = Cli::with_ssh();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join(name);
@@ -915,23 +942,36 @@ fn another_languages_loop(
         "{said}"
     );
 
-    // A bug in the author's plan: reported as the plugin's, with its cause.
+    // A bug in the author's plan is reported as the plugin's, with its
+    // cause; a loop and a hoard are stopped by the budgets Rust plugins have.
     let app = dir.join(source[0]);
     let text = std::fs::read_to_string(&app).unwrap();
-    assert!(text.contains(bug.0), "the scaffold changed: {text}");
-    std::fs::write(&app, text.replace(bug.0, bug.1)).unwrap();
-    std::fs::write(
-        &recipe,
-        format!("name = \"mine\"\nbase_image = \"debian-bookworm\"\nfeatures = [{{ name = \"{name}\" }}]\n"),
-    )
-    .unwrap();
-    let buggy = cli.author(&args);
-    assert_eq!(buggy.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&buggy.stdout);
     assert!(
-        said.contains(&format!("{name}.bug")) && said.contains(raised),
-        "{said}"
+        text.contains(attacks.anchor),
+        "the scaffold changed: {text}"
     );
+    let armed = text.replace(
+        attacks.anchor,
+        &format!("{}{}", attacks.anchor, attacks.call),
+    ) + attacks.code;
+    std::fs::write(&app, armed).unwrap();
+    let bug = format!("{name}.bug");
+    for (how, says) in [
+        ("bug", [bug.as_str(), attacks.raised]),
+        ("loop", ["plugin.failed", "CPU budget"]),
+        ("hog", ["plugin.failed", "memory limit"]),
+    ] {
+        std::fs::write(
+            &recipe,
+            format!("name = \"mine\"\nbase_image = \"debian-bookworm\"\nfeatures = [{{ name = \"{name}\", options = {{ greeting = \"{how}\" }} }}]\n"),
+        )
+        .unwrap();
+        // Built once more, for the first: nothing changed after it.
+        let out = cli.author(&args);
+        assert_eq!(out.status.code(), Some(1), "{how}");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(says.iter().all(|s| said.contains(s)), "{how}: {said}");
+    }
 
     let empty = work.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

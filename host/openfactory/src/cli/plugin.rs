@@ -122,7 +122,7 @@ pub enum PluginCommand {
     New {
         name: String,
         #[arg(long, value_enum, default_value = "rust")]
-        lang: super::author::Lang,
+        lang: super::author::scaffold::Lang,
         /// Where to create it (default: ./NAME); must be missing or empty.
         #[arg(long)]
         dir: Option<PathBuf>,

@@ -1,16 +1,12 @@
-//! The plugin author's loop: `openfactory plugin new` scaffolds a plugin (in
-//! Rust, Python or JavaScript) that builds at once, and `openfactory plugin test` builds
-//! it, plans a recipe with it in a throwaway home, shows the steps and, with
-//! `--boot`, builds and boots the image and runs its checks.
+//! What `openfactory plugin new` writes: a plugin that builds and plans as it
+//! is, in Rust (a crate against the SDK), Python or JavaScript (an app with
+//! its helper library and the contract copied in).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
-use openfactory_plugin_host::{TrustStore, bundle, cache, grants, registry};
 
-use crate::config::Config;
-use crate::render::safe;
+use super::toolchain::{COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION};
 
 /// The languages `plugin new` scaffolds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,61 +21,43 @@ pub enum Lang {
     Js,
 }
 
-/// The componentize-py release `plugin test` is tested with (and `cargo
-/// xtask test` installs).
-pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
-
-/// The componentize-js release `plugin test` is tested with (and `cargo
-/// xtask test` installs).
-pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
-
 /// The contract this host supports, written into Python plugins.
-const FEATURE_WIT: &str = include_str!("../../../../wit/feature.wit");
+const FEATURE_WIT: &str = include_str!("../../../../../wit/feature.wit");
 
 /// The Python helper library, copied into Python plugins.
 const PYTHON_SDK: &[(&str, &str)] = &[
     (
         "openfactory_plugin/__init__.py",
-        include_str!("../../../../plugins/sdk-python/openfactory_plugin/__init__.py"),
+        include_str!("../../../../../plugins/sdk-python/openfactory_plugin/__init__.py"),
     ),
     (
         "openfactory_plugin/check.py",
-        include_str!("../../../../plugins/sdk-python/openfactory_plugin/check.py"),
+        include_str!("../../../../../plugins/sdk-python/openfactory_plugin/check.py"),
     ),
     (
         "openfactory_plugin/diag.py",
-        include_str!("../../../../plugins/sdk-python/openfactory_plugin/diag.py"),
+        include_str!("../../../../../plugins/sdk-python/openfactory_plugin/diag.py"),
     ),
     (
         "openfactory_plugin/step.py",
-        include_str!("../../../../plugins/sdk-python/openfactory_plugin/step.py"),
+        include_str!("../../../../../plugins/sdk-python/openfactory_plugin/step.py"),
     ),
 ];
 
 /// The JavaScript helper library, copied into JavaScript plugins.
 const JS_SDK: (&str, &str) = (
     "openfactory-plugin.js",
-    include_str!("../../../../plugins/sdk-js/openfactory-plugin.js"),
+    include_str!("../../../../../plugins/sdk-js/openfactory-plugin.js"),
 );
 
-/// `plugin new NAME`: a plugin in `dir` (default `./NAME`) that builds for
-/// wasm32-wasip2 and packs as it is: a Rust crate against the SDK at `sdk`,
-/// or a Python app with its helper library and contract beside it.
-pub fn new(
+/// The files of a new plugin `name` in `lang`, by path (`sdk`: where a Rust
+/// plugin's SDK is, by default the checkout this binary was built from).
+pub fn files(
     name: &str,
     lang: Lang,
-    dir: Option<PathBuf>,
     sdk: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    bundle::check_name(name).map_err(|r| anyhow::anyhow!("`{}`: {r}", safe(name)))?;
-    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
-        bail!(
-            "{} exists and is not empty; choose another --dir, or remove it",
-            dir.display()
-        );
-    }
-    let files = match lang {
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    Ok(match lang {
         Lang::Rust => {
             let sdk = match sdk {
                 Some(path) => path,
@@ -104,23 +82,7 @@ pub fn new(
         }
         Lang::Python => python_scaffold(name),
         Lang::Js => js_scaffold(name),
-    };
-    for (path, text) in &files {
-        let target = dir.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&target, text).with_context(|| format!("writing {}", target.display()))?;
-    }
-    println!("created plugin `{name}` in {}:", dir.display());
-    for (path, _) in &files {
-        println!("  {path}");
-    }
-    println!(
-        "next: openfactory plugin test {}   (builds it, plans a recipe with it, shows the steps)",
-        dir.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// The SDK of the checkout this binary was built from, if it is still there.
@@ -431,269 +393,4 @@ fn capabilities(name: &str) -> String {
          # plugins/README.md, \"Capabilities\"). Declare only what you use.\n\
          files = [\"/etc/{name}.conf\"]\n"
     )
-}
-
-/// `plugin test DIR`: build the plugin in `dir`, install it (unsigned, with
-/// every privilege it declares) into a throwaway home beside the operator's
-/// installed plugins, plan `recipe` (default: a recipe with just this
-/// feature), show the plan; with `boot`, build the image and run its checks.
-pub fn test(
-    dir: &Path,
-    recipe: Option<PathBuf>,
-    boot: bool,
-    config: &Config,
-) -> anyhow::Result<ExitCode> {
-    let component = if dir.join("Cargo.toml").is_file() {
-        build_rust(dir)?
-    } else if dir.join("app.py").is_file() {
-        build_python(dir)?
-    } else if dir.join("app.js").is_file() {
-        build_js(dir)?
-    } else {
-        bail!(
-            "{} holds neither Cargo.toml (a Rust plugin), app.py (a Python plugin) nor \
-             app.js (a JavaScript plugin); `openfactory plugin new NAME` makes one",
-            dir.display()
-        );
-    };
-
-    // A throwaway home: the operator's plugins and keys, then this one.
-    let scratch = tempfile::tempdir()?;
-    let home = Config {
-        home: scratch.path().join("home"),
-        allow_unsigned: true,
-        ..config.clone()
-    };
-    std::fs::create_dir_all(home.plugins_dir())?;
-    // Compiled components are keyed by digest: the operator's cache serves
-    // (and keeps) them, so a second run compiles nothing it compiled before.
-    if std::fs::create_dir_all(config.cache_dir()).is_ok() {
-        if let Some(parent) = home.cache_dir().parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::os::unix::fs::symlink(config.cache_dir(), home.cache_dir())?;
-    }
-    if config.trusted_keys_dir().is_dir() {
-        registry::copy_dir(&config.trusted_keys_dir(), &home.trusted_keys_dir())?;
-    }
-    for installed in registry::bundle_dirs(&config.plugins_dir())? {
-        let name = installed
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        registry::copy_dir(&installed, &home.plugins_dir().join(&name))?;
-        grants::save(
-            &home.plugins_dir(),
-            &name,
-            &grants::load(&config.plugins_dir(), &name),
-        )?;
-    }
-    let assets = dir.join("assets");
-    let capabilities = dir.join("capabilities.toml");
-    let packed = scratch.path().join("bundle");
-    let (bundle, _) = super::plugin::pack_component(
-        &cache::CompiledCache::new(Some(home.cache_dir())),
-        &component,
-        assets.is_dir().then_some(assets.as_path()),
-        capabilities.is_file().then_some(capabilities.as_path()),
-        None,
-        Some(&packed),
-        true,
-    )?;
-    let name = bundle.name().to_owned();
-    let plugins = home.plugins_dir();
-    if plugins.join(&name).exists() {
-        std::fs::remove_dir_all(plugins.join(&name))?;
-    }
-    let host = home.host();
-    let trust = TrustStore::load(&home.trusted_keys_dir())?;
-    let options = registry::InstallOptions {
-        allow_unsigned: true,
-        cache_dir: host.cache_dir.clone(),
-        limits: host.limits,
-        ..registry::InstallOptions::new(&trust)
-    };
-    let done = registry::install_with(&plugins, &packed, &options)
-        .map_err(|e| anyhow::anyhow!("{}", safe(e)))?;
-    let declared = done.bundle.manifest.capabilities.privileges();
-    grants::save(&plugins, &name, &declared)?;
-    println!(
-        "plugin {} {}: built, packed and installed in a throwaway home (unsigned{})",
-        safe(&name),
-        safe(&done.bundle.manifest.version),
-        if declared.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; granted what it declares: {}",
-                declared
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        }
-    );
-
-    let recipe = match recipe {
-        Some(path) => path,
-        None => {
-            let path = scratch.path().join(format!("{name}-test.toml"));
-            std::fs::write(
-                &path,
-                format!(
-                    "name = \"{name}-test\"\nbase_image = \"debian-bookworm\"\nfeatures = [{{ name = \"{name}\" }}]\n"
-                ),
-            )?;
-            println!("recipe: a recipe with just `{name}` (give one with --recipe FILE)");
-            path
-        }
-    };
-    let outcome = super::recipe::evaluate(&home, &recipe, true)?;
-    let Some(plan) = &outcome.plan else {
-        print!(
-            "{}",
-            crate::render::validation(&recipe.display().to_string(), &outcome)
-        );
-        return Ok(ExitCode::from(1));
-    };
-    print!("{}", crate::render::plan(plan, &outcome.diagnostics));
-    if !boot {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let iso = scratch.path().join(format!("{name}-test.iso"));
-    let built = super::build::run(
-        super::build::BuildArgs {
-            recipe: recipe.clone(),
-            output: Some(iso.clone()),
-            log: false,
-            json: false,
-        },
-        &home,
-    )?;
-    if built != ExitCode::SUCCESS {
-        return Ok(built);
-    }
-    super::test::run(
-        super::test::TestArgs {
-            recipe,
-            iso,
-            tests: Vec::new(),
-            junit: None,
-            json: false,
-            accel: openfactory_vm::AccelSetting::Auto,
-            memory_mb: 1024,
-            timeout_seconds: 900,
-        },
-        &home,
-    )
-}
-
-/// `cargo build --release` for wasm32-wasip2: the component's path. The
-/// target directory is cargo's own choice (`CARGO_TARGET_DIR`, else
-/// `DIR/target`).
-fn build_rust(dir: &Path) -> anyhow::Result<PathBuf> {
-    let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .with_context(|| format!("reading {}", manifest.display()))?;
-    let package: toml::Table = text
-        .parse()
-        .with_context(|| format!("reading {}", manifest.display()))?;
-    let crate_name = package
-        .get("package")
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .with_context(|| format!("{}: no [package] name", manifest.display()))?
-        .replace('-', "_");
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("target"));
-    eprintln!("building {} for wasm32-wasip2 (cargo)…", dir.display());
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .status()
-        .context(
-            "running cargo (is the Rust toolchain installed, with `rustup target add wasm32-wasip2`?)",
-        )?;
-    if !status.success() {
-        bail!("the plugin did not build (cargo said why, above)");
-    }
-    Ok(target_dir.join(format!("wasm32-wasip2/release/{crate_name}.wasm")))
-}
-
-/// componentize-py (`COMPONENTIZE_PY`, else on the PATH) on `DIR/app.py`
-/// against `DIR/wit`: `DIR/target/plugin.wasm`.
-fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
-    let out = dir.join("target/plugin.wasm");
-    let mut command = tool_command(dir, "COMPONENTIZE_PY", "componentize-py")?;
-    command
-        .arg("-d")
-        .arg(dir.join("wit"))
-        .args(["-w", "plugin", "componentize", "app", "-p"])
-        .arg(dir)
-        .arg("-o")
-        .arg(&out);
-    run_tool(
-        command,
-        "COMPONENTIZE_PY",
-        &format!("pip install componentize-py=={COMPONENTIZE_PY_VERSION}"),
-    )?;
-    Ok(out)
-}
-
-/// componentize-js (`COMPONENTIZE_JS`, else on the PATH) on `DIR/app.js`
-/// against `DIR/wit/feature.wit`: `DIR/target/plugin.wasm`. The host offers
-/// no HTTP, so the component imports none.
-fn build_js(dir: &Path) -> anyhow::Result<PathBuf> {
-    let out = dir.join("target/plugin.wasm");
-    let mut command = tool_command(dir, "COMPONENTIZE_JS", "componentize-js")?;
-    command
-        .arg(dir.join("app.js"))
-        .arg("--wit")
-        .arg(dir.join("wit/feature.wit"))
-        .args(["-n", "plugin", "-d", "http", "fetch-event", "-o"])
-        .arg(&out);
-    run_tool(
-        command,
-        "COMPONENTIZE_JS",
-        &format!("npm install -g @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION}"),
-    )?;
-    Ok(out)
-}
-
-/// The component-building tool named by `var` (else `default` on the PATH),
-/// once `DIR/wit` holds the contract and `DIR/target` exists.
-fn tool_command(dir: &Path, var: &str, default: &str) -> anyhow::Result<Command> {
-    if !dir.join("wit/feature.wit").is_file() {
-        bail!(
-            "{} holds no wit/feature.wit: copy the contract there (wit/feature.wit of \
-             OpenFactory; `openfactory plugin new --lang python|js` does)",
-            dir.display()
-        );
-    }
-    std::fs::create_dir_all(dir.join("target"))?;
-    let tool = std::env::var_os(var).unwrap_or_else(|| default.into());
-    eprintln!(
-        "building {} for wasm32-wasip2 ({})…",
-        dir.display(),
-        Path::new(&tool).display()
-    );
-    Ok(Command::new(tool))
-}
-
-/// Run a component-building tool; if it is missing, say how to install it
-/// (or that `var` names where it is).
-fn run_tool(mut command: Command, var: &str, install: &str) -> anyhow::Result<()> {
-    let tool = Path::new(command.get_program()).display().to_string();
-    let status = command.status().with_context(|| {
-        format!("running {tool}: install it (`{install}`), or set {var} to its path")
-    })?;
-    if !status.success() {
-        bail!("the plugin did not build ({tool} said why, above)");
-    }
-    Ok(())
 }
