@@ -27,6 +27,17 @@ fn built(var: &str, default: &str) -> PathBuf {
     path
 }
 
+/// The stdout of `args`, which must have succeeded.
+fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 struct Cli {
     home: tempfile::TempDir,
 }
@@ -115,14 +126,7 @@ impl Cli {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(args, self.run(args))
     }
 
     fn json(&self, args: &[&str]) -> (i32, Value) {
@@ -725,14 +729,7 @@ impl Cli {
     }
 
     fn author_ok(&self, args: &[&str]) -> String {
-        let out = self.author(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(args, self.author(args))
     }
 }
 

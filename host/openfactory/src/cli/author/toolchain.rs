@@ -66,50 +66,85 @@ fn build_rust(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(target_dir.join(format!("wasm32-wasip2/release/{crate_name}.wasm")))
 }
 
-/// componentize-py (`COMPONENTIZE_PY`, else on the PATH) on `DIR/app.py`
-/// against `DIR/wit`: `DIR/target/plugin.wasm`.
+/// componentize-py on `DIR/app.py` against `DIR/wit`.
 fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
-    let out = dir.join("target/plugin.wasm");
-    if up_to_date(dir, &out) {
-        return Ok(out);
-    }
-    let mut command = tool_command(dir, "COMPONENTIZE_PY", "componentize-py")?;
-    command
-        .arg("-d")
-        .arg(dir.join("wit"))
-        .args(["-w", "plugin", "componentize", "app", "-p"])
-        .arg(dir)
-        .arg("-o")
-        .arg(&out);
-    run_tool(
-        command,
-        "COMPONENTIZE_PY",
-        &format!("pip install componentize-py=={COMPONENTIZE_PY_VERSION}"),
-    )?;
-    Ok(out)
+    let tool = Componentizer {
+        var: "COMPONENTIZE_PY",
+        program: "componentize-py",
+        install: format!("pip install componentize-py=={COMPONENTIZE_PY_VERSION}"),
+    };
+    tool.build(dir, |command, out| {
+        command
+            .arg("-d")
+            .arg(dir.join("wit"))
+            .args(["-w", "plugin", "componentize", "app", "-p"])
+            .arg(dir)
+            .arg("-o")
+            .arg(out);
+    })
 }
 
-/// componentize-js (`COMPONENTIZE_JS`, else on the PATH) on `DIR/app.js`
-/// against `DIR/wit/feature.wit`: `DIR/target/plugin.wasm`. The host offers
-/// no HTTP, so the component imports none.
+/// componentize-js on `DIR/app.js` against `DIR/wit/feature.wit`. The host
+/// offers no HTTP, so the component imports none.
 fn build_js(dir: &Path) -> anyhow::Result<PathBuf> {
-    let out = dir.join("target/plugin.wasm");
-    if up_to_date(dir, &out) {
-        return Ok(out);
+    let tool = Componentizer {
+        var: "COMPONENTIZE_JS",
+        program: "componentize-js",
+        install: format!(
+            "npm install -g @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION}"
+        ),
+    };
+    tool.build(dir, |command, out| {
+        command
+            .arg(dir.join("app.js"))
+            .arg("--wit")
+            .arg(dir.join("wit/feature.wit"))
+            .args(["-n", "plugin", "-d", "http", "fetch-event", "-o"])
+            .arg(out);
+    })
+}
+
+/// A tool that builds a component from an interpreted language's source:
+/// the program named by the environment variable `var`, else `program` on
+/// the PATH; `install` says how to get it.
+struct Componentizer {
+    var: &'static str,
+    program: &'static str,
+    install: String,
+}
+
+impl Componentizer {
+    /// Build `DIR/target/plugin.wasm` with the arguments `args` adds (given
+    /// that path), unless no source changed since it was built.
+    fn build(&self, dir: &Path, args: impl FnOnce(&mut Command, &Path)) -> anyhow::Result<PathBuf> {
+        let out = dir.join("target/plugin.wasm");
+        if up_to_date(dir, &out) {
+            return Ok(out);
+        }
+        if !dir.join("wit/feature.wit").is_file() {
+            bail!(
+                "{} holds no wit/feature.wit: copy the contract there (wit/feature.wit of \
+                 OpenFactory; `openfactory plugin new --lang python|js` does)",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir.join("target"))?;
+        let tool = std::env::var_os(self.var).unwrap_or_else(|| self.program.into());
+        let shown = Path::new(&tool).display().to_string();
+        eprintln!("building {} for wasm32-wasip2 ({shown})…", dir.display());
+        let mut command = Command::new(&tool);
+        args(&mut command, &out);
+        let status = command.status().with_context(|| {
+            format!(
+                "running {shown}: install it (`{}`), or set {} to its path",
+                self.install, self.var
+            )
+        })?;
+        if !status.success() {
+            bail!("the plugin did not build ({shown} said why, above)");
+        }
+        Ok(out)
     }
-    let mut command = tool_command(dir, "COMPONENTIZE_JS", "componentize-js")?;
-    command
-        .arg(dir.join("app.js"))
-        .arg("--wit")
-        .arg(dir.join("wit/feature.wit"))
-        .args(["-n", "plugin", "-d", "http", "fetch-event", "-o"])
-        .arg(&out);
-    run_tool(
-        command,
-        "COMPONENTIZE_JS",
-        &format!("npm install -g @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION}"),
-    )?;
-    Ok(out)
 }
 
 /// Whether `out` is newer than every source file in `dir` (all but
@@ -142,37 +177,4 @@ fn up_to_date(dir: &Path, out: &Path) -> bool {
         );
     }
     fresh
-}
-
-/// The component-building tool named by `var` (else `default` on the PATH),
-/// once `DIR/wit` holds the contract and `DIR/target` exists.
-fn tool_command(dir: &Path, var: &str, default: &str) -> anyhow::Result<Command> {
-    if !dir.join("wit/feature.wit").is_file() {
-        bail!(
-            "{} holds no wit/feature.wit: copy the contract there (wit/feature.wit of \
-             OpenFactory; `openfactory plugin new --lang python|js` does)",
-            dir.display()
-        );
-    }
-    std::fs::create_dir_all(dir.join("target"))?;
-    let tool = std::env::var_os(var).unwrap_or_else(|| default.into());
-    eprintln!(
-        "building {} for wasm32-wasip2 ({})…",
-        dir.display(),
-        Path::new(&tool).display()
-    );
-    Ok(Command::new(tool))
-}
-
-/// Run a component-building tool; if it is missing, say how to install it
-/// (or that `var` names where it is).
-fn run_tool(mut command: Command, var: &str, install: &str) -> anyhow::Result<()> {
-    let tool = Path::new(command.get_program()).display().to_string();
-    let status = command.status().with_context(|| {
-        format!("running {tool}: install it (`{install}`), or set {var} to its path")
-    })?;
-    if !status.success() {
-        bail!("the plugin did not build ({tool} said why, above)");
-    }
-    Ok(())
 }
